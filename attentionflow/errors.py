@@ -1,0 +1,28 @@
+"""User-facing errors.
+
+Every problem caused by user input (a bad path, an impossible option, a prompt that does not contain
+a word) raises :class:`AttentionFlowError` with a one-line message that names the offending value and
+what would be valid. The CLI turns it into that line on stderr and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+
+class AttentionFlowError(Exception):
+    """A user-input error: the message is one line, names the bad value and what would be valid."""
+
+
+class ConfigError(AttentionFlowError):
+    """Invalid configuration (unknown key, wrong type, out-of-range value)."""
+
+
+class InputError(AttentionFlowError):
+    """Invalid input media (missing/unreadable video, too few frames, bad size)."""
+
+
+class ModelError(AttentionFlowError):
+    """Model folder missing, incomplete, or not available offline."""
+
+
+class PromptError(AttentionFlowError):
+    """A prompt or word problem (too long, word not in prompt, incompatible prompts)."""
