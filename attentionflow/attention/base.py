@@ -1,0 +1,131 @@
+"""Shared contracts between the attention processors, the controllers and the pipeline.
+
+Batch layout seen by every attention processor (the UNet is a 2D UNet; frames are folded into the
+batch):  ``Bt = G * B * F`` where
+
+* ``G`` = 2 when classifier-free guidance is on (``[uncond, cond]`` halves, uncond first), else 1,
+* ``B`` = number of branches (source + each edit; 1 during inversion),
+* ``F`` = number of frames.
+
+Index order is ``(g, b, f)``: ``hidden_states.view(G, B, F, N, C)``.
+
+Controllers see explicit attention probabilities ``probs`` of shape ``(Bt, heads, Q, K)`` only at the
+sites whose :meth:`AttentionController.wants_probs` returns True; every other site uses SDPA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import torch
+
+Place = Literal["down", "mid", "up"]
+FrameMode = Literal["per_frame", "cross_frame"]
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """Static description of one attention layer of the UNet."""
+
+    name: str
+    """Module path, e.g. ``down_blocks.1.attentions.0.transformer_blocks.0.attn2``."""
+    is_cross: bool
+    """True for cross-attention (keys are text tokens), False for self-attention."""
+    place: Place
+    """Which part of the UNet: ``down``, ``mid`` or ``up``."""
+    block_index: int
+    """Index of the down/up block (0 for the mid block)."""
+    dense: bool = False
+    """Self-attention only: True where dense spatial-temporal attention is used (``st_attn_idx``)."""
+
+
+@dataclass
+class AttentionState:
+    """Mutable per-call state shared by all processors of one UNet; the pipeline updates it."""
+
+    num_frames: int = 1
+    """F: frames per branch."""
+    num_branches: int = 1
+    """B: branches (source + edits), 1 during inversion."""
+    cfg: bool = False
+    """True when the batch holds ``[uncond, cond]`` halves."""
+    step: int = 0
+    """Denoising step index, 0 at the noisiest step."""
+    num_steps: int = 1
+    """Total number of denoising steps T."""
+    frame_mode: FrameMode = "cross_frame"
+    """``per_frame`` (plain attention, used for inversion) or ``cross_frame`` (sparse-causal/dense)."""
+    latent_size: tuple[int, int] = (0, 0)
+    """(h, w) of the latents, so a controller can turn a query count Q into a map size."""
+    resolutions: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Query count Q -> (h, w) map size for every attention resolution of the UNet."""
+
+    @property
+    def groups(self) -> int:
+        """G: 2 with classifier-free guidance, else 1."""
+        return 2 if self.cfg else 1
+
+    def map_size(self, num_queries: int) -> tuple[int, int]:
+        """(h, w) of an attention map with ``num_queries`` queries."""
+        try:
+            return self.resolutions[num_queries]
+        except KeyError as exc:  # pragma: no cover - programming error
+            raise ValueError(f"unknown attention resolution with {num_queries} queries; "
+                             f"known: {sorted(self.resolutions)}") from exc
+
+    def cond_view(self, probs: torch.Tensor) -> torch.Tensor:
+        """View of the conditional half of ``probs`` as ``(B, F, heads, Q, K)`` (shares memory).
+
+        ``probs``: ``(G*B*F, heads, Q, K)``.
+        """
+        g, b, f = self.groups, self.num_branches, self.num_frames
+        return probs.view(g, b, f, *probs.shape[1:])[g - 1]
+
+
+class AttentionController:
+    """Base class: sees (and may edit) attention probabilities, and may edit latents after each step.
+
+    Subclasses override what they need. A controller must be cheap to call and keep its tensors on
+    the device of the probabilities it receives.
+    """
+
+    def wants_probs(self, site: AttentionSite, state: AttentionState) -> bool:
+        """Return True if this controller needs explicit probabilities at ``site`` for this step."""
+        return False
+
+    def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
+        """Edit ``probs`` ``(G*B*F, heads, Q, K)``; return the (possibly new) tensor."""
+        return probs
+
+    def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:
+        """Called after each denoising step with latents ``(B*F, C, h, w)``; may return edited latents."""
+        return latents
+
+    def reset(self) -> None:
+        """Forget all per-run state (called at the start of a run)."""
+
+
+class ControllerChain(AttentionController):
+    """Applies several controllers in order (e.g. prompt-to-prompt, then MMI, then a store)."""
+
+    def __init__(self, controllers: Sequence[AttentionController]) -> None:
+        self.controllers = list(controllers)
+
+    def wants_probs(self, site: AttentionSite, state: AttentionState) -> bool:
+        return any(c.wants_probs(site, state) for c in self.controllers)
+
+    def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
+        for c in self.controllers:
+            if c.wants_probs(site, state):
+                probs = c(probs, site, state)
+        return probs
+
+    def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:
+        for c in self.controllers:
+            latents = c.step_end(latents, state)
+        return latents
+
+    def reset(self) -> None:
+        for c in self.controllers:
+            c.reset()
