@@ -1,0 +1,361 @@
+"""Typed configuration.
+
+The YAML schema is vid2vid-zero's (``pretrained_model_path``, ``input_data``, ``validation_data``, ...;
+every key of its example configs loads unchanged) plus two sections of ours: ``p2p:`` (prompt-to-prompt
+options) and ``mmi:`` (Motion Map Injection). Unknown keys and wrong types are errors naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class InputDataConfig:
+    """Which frames of which video are edited (vid2vid-zero ``input_data``)."""
+
+    video_path: str = ""
+    """Video file (mp4/avi/mov/webm/mkv/gif) or folder of png/jpg frames."""
+    prompt: str = ""
+    """Source prompt describing the input video."""
+    n_sample_frames: int = 8
+    """Number of frames to edit."""
+    width: int = 512
+    """Frame width after resize + center crop (multiple of 8)."""
+    height: int = 512
+    """Frame height after resize + center crop (multiple of 8)."""
+    sample_start_idx: int = 0
+    """Index of the first frame taken from the video."""
+    sample_frame_rate: int = 1
+    """Take every n-th frame (stride)."""
+
+
+@dataclass
+class ValidationDataConfig:
+    """Editing parameters (vid2vid-zero ``validation_data``)."""
+
+    prompts: list[str] = field(default_factory=list)
+    """Target prompts; each becomes one edit branch sharing the one inversion."""
+    video_length: int = 8
+    """Must equal ``input_data.n_sample_frames`` (kept for compatibility)."""
+    width: int = 512
+    """Must equal ``input_data.width`` (kept for compatibility)."""
+    height: int = 512
+    """Must equal ``input_data.height`` (kept for compatibility)."""
+    num_inference_steps: int = 50
+    """DDIM sampling steps."""
+    guidance_scale: float = 7.5
+    """Classifier-free guidance scale."""
+    num_inv_steps: int = 50
+    """DDIM inversion steps (must equal num_inference_steps so the trajectories line up)."""
+    use_null_inv: bool = True
+    """Optimise the unconditional embedding per step (null-text inversion)."""
+    null_inner_steps: int = 1
+    """Adam iterations per step of null-text inversion."""
+    null_base_lr: float = 1e-2
+    """Null-text learning rate at step 0 (decays as lr * (1 - i / 100))."""
+    null_uncond_ratio: float = -0.5
+    """Which steps use the optimised embedding: r > 0 the first r*T steps, r < 0 the last |r|*T."""
+    null_normal_infer: bool = True
+    """Use plain per-frame attention during null-text optimisation."""
+
+
+@dataclass
+class P2PConfig:
+    """Prompt-to-prompt attention control (section ``p2p:``)."""
+
+    mode: Literal["auto", "replace", "refine"] = "auto"
+    """Replace (same token count) or Refine (token alignment); auto picks from the tokenized prompts."""
+    cross_replace_steps: Union[float, dict[str, float]] = 0.8
+    """Fraction of steps with source cross-attention injected into edits (or {word: fraction, default_: f})."""
+    self_replace_steps: float = 0.4
+    """Fraction of steps with source self-attention injected (only maps with <= 32x32 queries)."""
+    blend_words: Union[list[str], None] = None
+    """Local blend: words whose attention restricts the change (one word per prompt, source first), or none."""
+    blend_threshold: float = 0.3
+    """Local blend mask threshold on the normalised attention."""
+    reweight: Union[dict[str, float], None] = None
+    """Equalizer: scale the attention of these target-prompt words by a factor."""
+
+
+@dataclass
+class MMIConfig:
+    """Motion Map Injection (section ``mmi:``)."""
+
+    enabled: bool = True
+    """Inject motion maps into cross-attention (false = plain editor, for A/B runs)."""
+    motion_words: Union[list[str], str, None] = None
+    """Motion word(s) of the prompts (e.g. moving), 'auto' to pick by attention-motion similarity, or none."""
+    strength: float = 0.09
+    """Injection strength lambda."""
+    similarity: str = "ncc"
+    """Attention-vs-motion similarity: ncc, zncc, cc, ssd or mi."""
+    flow: str = "dis"
+    """Optical flow method: dis or farneback."""
+    direction: Union[str, float, None] = None
+    """Keep only motion toward a compass word (N, NE, ..., NW) or an angle in degrees (0 = east, 90 = north)."""
+    direction_tolerance: float = 45.0
+    """Half-width in degrees of the accepted direction cone."""
+    direction_mode: Literal["cone", "project"] = "cone"
+    """cone: keep vectors within the tolerance; project: positive component along the direction."""
+    camera_motion: Literal["compensate", "keep"] = "compensate"
+    """Subtract the dominant (camera) motion before building maps."""
+    temporal_smoothing: float = 0.0
+    """Smooth the maps across frames (0 = off)."""
+    branches: Literal["all", "source", "edits"] = "all"
+    """Which branches receive the injection."""
+    places: list[str] = field(default_factory=lambda: ["down", "mid", "up"])
+    """Which UNet parts' cross-attention layers receive the injection."""
+    step_start: float = 0.0
+    """First fraction of denoising steps with injection."""
+    step_end: float = 1.0
+    """Injection stops at this fraction of the steps."""
+    auto_steps: int = 3
+    """Steps used to rank the words when motion_words is 'auto'."""
+
+
+@dataclass
+class EditConfig:
+    """One edit job (the whole YAML file)."""
+
+    pretrained_model_path: str = "embedded"
+    """Local diffusers folder, hub id (from the local cache), or 'embedded' (the shipped toy model)."""
+    output_dir: str = "outputs/edit"
+    """Where the results are written (refused if non-empty unless --overwrite)."""
+    input_data: InputDataConfig = field(default_factory=InputDataConfig)
+    """Input video and sampling."""
+    validation_data: ValidationDataConfig = field(default_factory=ValidationDataConfig)
+    """Editing parameters."""
+    p2p: P2PConfig = field(default_factory=P2PConfig)
+    """Prompt-to-prompt options."""
+    mmi: MMIConfig = field(default_factory=MMIConfig)
+    """Motion Map Injection options."""
+    input_batch_size: int = 1
+    """Accepted for vid2vid-zero compatibility (one video per job)."""
+    seed: int = 33
+    """Random seed."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    """Compute dtype: no (fp32), fp16 (GPU only) or bf16."""
+    gradient_checkpointing: bool = False
+    """Accepted for compatibility; unused at inference."""
+    enable_xformers_memory_efficient_attention: bool = False
+    """Accepted for compatibility; PyTorch SDPA is always used."""
+    use_sc_attn: bool = True
+    """Sparse-causal cross-frame self-attention (frame 0 + previous frame)."""
+    use_st_attn: bool = True
+    """Dense spatial-temporal self-attention at the blocks chosen by st_attn_idx."""
+    st_attn_idx: int = 0
+    """Down block k, up block k+1 and the mid block get dense attention."""
+    device: str = "auto"
+    """auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps."""
+    fps: float = 8.0
+    """Frame rate of the written videos."""
+    attention_map_level: int = 1
+    """Resolution level of the saved attention maps: 0 = latent size, 1 = half, ..."""
+
+    def validate(self) -> "EditConfig":
+        """Check values that need no files or models; raise ConfigError naming the key."""
+        inp, val, mmi = self.input_data, self.validation_data, self.mmi
+        for key, value in (("input_data.width", inp.width), ("input_data.height", inp.height)):
+            if value <= 0 or value % 8:
+                raise ConfigError(f"{key} must be a positive multiple of 8, got {value}")
+        _positive("input_data.n_sample_frames", inp.n_sample_frames)
+        _positive("input_data.sample_frame_rate", inp.sample_frame_rate)
+        if inp.sample_start_idx < 0:
+            raise ConfigError(f"input_data.sample_start_idx must be >= 0, got {inp.sample_start_idx}")
+        for key, a, b in (("video_length", val.video_length, inp.n_sample_frames),
+                          ("width", val.width, inp.width), ("height", val.height, inp.height)):
+            if a != b:
+                raise ConfigError(f"validation_data.{key} ({a}) differs from input_data ({b}); they must be equal")
+        _positive("validation_data.num_inference_steps", val.num_inference_steps)
+        if val.num_inv_steps != val.num_inference_steps:
+            raise ConfigError(f"validation_data.num_inv_steps ({val.num_inv_steps}) must equal num_inference_steps "
+                              f"({val.num_inference_steps})")
+        if val.guidance_scale < 1.0:
+            raise ConfigError(f"validation_data.guidance_scale must be >= 1, got {val.guidance_scale}")
+        _positive("validation_data.null_inner_steps", val.null_inner_steps)
+        if not -1.0 <= val.null_uncond_ratio <= 1.0:
+            raise ConfigError(f"validation_data.null_uncond_ratio must be in [-1, 1], got {val.null_uncond_ratio}")
+        if not inp.prompt.strip():
+            raise ConfigError("input_data.prompt (the source prompt) is empty")
+        if not val.prompts or any(not p.strip() for p in val.prompts):
+            raise ConfigError("validation_data.prompts needs at least one non-empty target prompt")
+        for key in ("cross_replace_steps", "self_replace_steps"):
+            v = getattr(self.p2p, key)
+            for frac in (v.values() if isinstance(v, dict) else [v]):
+                if not 0.0 <= frac <= 1.0:
+                    raise ConfigError(f"p2p.{key} must be in [0, 1], got {frac}")
+        if self.p2p.blend_words is not None and len(self.p2p.blend_words) not in (1, 1 + len(val.prompts)):
+            raise ConfigError(f"p2p.blend_words needs 1 word or one per prompt (source first: "
+                              f"{1 + len(val.prompts)}), got {len(self.p2p.blend_words)}")
+        if mmi.strength < 0:
+            raise ConfigError(f"mmi.strength must be >= 0, got {mmi.strength}")
+        if not 0.0 <= mmi.step_start < mmi.step_end <= 1.0:
+            raise ConfigError(f"mmi.step_start/step_end must satisfy 0 <= start < end <= 1, got "
+                              f"{mmi.step_start}, {mmi.step_end}")
+        bad = [p for p in mmi.places if p not in ("down", "mid", "up")]
+        if bad or not mmi.places:
+            raise ConfigError(f"mmi.places must be a non-empty subset of down, mid, up; got {mmi.places}")
+        if not 0 < mmi.direction_tolerance <= 180:
+            raise ConfigError(f"mmi.direction_tolerance must be in (0, 180], got {mmi.direction_tolerance}")
+        if mmi.temporal_smoothing < 0:
+            raise ConfigError(f"mmi.temporal_smoothing must be >= 0, got {mmi.temporal_smoothing}")
+        _positive("mmi.auto_steps", mmi.auto_steps)
+        if self.attention_map_level < 0:
+            raise ConfigError(f"attention_map_level must be >= 0, got {self.attention_map_level}")
+        if mmi.enabled:
+            from .flow.estimators import available_flow_estimators
+            from .flow.motion import parse_direction
+            from .mmi.similarity import SIMILARITY_METHODS
+
+            if mmi.flow not in available_flow_estimators():
+                raise ConfigError(f"unknown flow method '{mmi.flow}'; choose from: "
+                                  f"{', '.join(available_flow_estimators())}")
+            if mmi.similarity not in SIMILARITY_METHODS:
+                raise ConfigError(f"unknown similarity '{mmi.similarity}'; choose from: {', '.join(SIMILARITY_METHODS)}")
+            parse_direction(mmi.direction)
+            if inp.n_sample_frames < 2:
+                raise ConfigError("MMI needs at least 2 frames (optical flow between neighbours); "
+                                  "use more frames or --no-mmi")
+        return self
+
+    @property
+    def motion_words(self) -> list[str] | Literal["auto"]:
+        """The MMI motion words as a list, or 'auto'."""
+        words = self.mmi.motion_words
+        if words is None:
+            return []
+        if isinstance(words, str):
+            return "auto" if words == "auto" else [words]
+        return list(words)
+
+
+def _positive(key: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{key} must be >= 1, got {value}")
+
+
+# --------------------------------------------------------------------------------------------------
+# dict <-> dataclass with type checking
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"mapping of {_type_name(k)} to {_type_name(v)}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp``; return it (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
+        return _from_dict(tp, value, key + ".")
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+        (arg,) = typing.get_args(tp)
+        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}'; valid keys here: {', '.join(names)}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
+
+
+def config_from_dict(data: dict[str, Any]) -> EditConfig:
+    """Build an :class:`EditConfig` from a (YAML) mapping; raise ConfigError on unknown keys/bad types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config file must hold a mapping at the top level, got {type(data).__name__}")
+    return _from_dict(EditConfig, data)
+
+
+def load_config(path: str | Path) -> EditConfig:
+    """Load a YAML config file (not yet validated: CLI overrides come first)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return config_from_dict(data or {})
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The fully resolved configuration as plain data (for the output folder's config.yaml)."""
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: EditConfig) -> str:
+    """YAML text of the resolved configuration (loadable again by :func:`load_config`)."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> one-line doc (the string literal under each field), for the README/CLI reference."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = str(nxt.value.value).strip()  # type: ignore[union-attr]
+    return docs
