@@ -1,0 +1,179 @@
+"""Attention-vs-motion similarity measures (pure torch, vectorised, device-preserving).
+
+Every measure compares each of ``K`` attention maps with one motion map and returns a score in
+``[0, 1]``, higher meaning more similar. Maps are flattened: the last dimension is the ``Q = h * w``
+spatial positions. All leading dimensions (branches, frames, ...) are processed at once; the motion
+map broadcasts over ``K`` and over any leading dimension it lacks.
+
+Definitions (``a`` = one attention map, ``m`` = the motion map, both of length ``Q``;
+``rho`` = Pearson correlation of ``a`` and ``m``):
+
+``ncc`` (default, the reference's measure)
+    ``(rho + 1) / 2``. ``rho`` is the zero-mean normalised cross-correlation, identical to OpenCV
+    ``cv2.matchTemplate(a, m, cv2.TM_CCOEFF_NORMED)`` on equal-size inputs.
+``zncc``
+    ``max(rho, 0)``: zero-mean NCC clipped at 0 (anti-correlated maps score 0).
+``cc``
+    ``max(cos(a, m), 0)`` with ``cos = <a, m> / (|a| |m|)``: plain cross-correlation normalised
+    without mean removal, identical to ``cv2.TM_CCORR_NORMED``. For non-negative inputs (attention
+    probabilities, motion maps) the clip never acts.
+``ssd``
+    ``1 - mean((a' - m')**2)`` where ``a' = clip(a, 0) / max(clip(a, 0))`` (the map scaled to
+    ``[0, 1]`` by its maximum; an all-zero map stays zero), likewise ``m'``. In ``[0, 1]``
+    because both scaled maps are.
+``mi``
+    Normalised mutual information ``2 I(a'; m') / (H(a') + H(m'))`` of the scaled maps ``a'``, ``m'``
+    (as for ``ssd``) quantised into ``bins`` equal bins over ``[0, 1]`` (bin ``i`` holds
+    ``[i / bins, (i + 1) / bins)``, the last bin also holds 1, exactly like
+    ``numpy.histogram2d(..., bins=bins, range=[[0, 1], [0, 1]])``); natural logarithms. Hard
+    binning (not differentiable), vectorised with ``scatter_add_``. 0 when both maps are constant.
+
+Degenerate inputs never produce NaN: a constant map (zero variance) has ``rho = 0`` (``ncc`` 0.5,
+``zncc`` 0), a zero map has ``cos = 0`` (``cc`` 0).
+
+Half-precision inputs are computed in float32 (sums over thousands of positions) and returned in
+the attention tensor's dtype; the result is always on the attention tensor's device.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from attentionflow.errors import ConfigError
+
+__all__ = ["SIMILARITY_METHODS", "similarity"]
+
+#: Names accepted by :func:`similarity` (first = default).
+SIMILARITY_METHODS: tuple[str, ...] = ("ncc", "zncc", "cc", "ssd", "mi")
+
+#: Default number of histogram bins of the ``mi`` measure.
+MI_BINS = 16
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half/bfloat16 (and integer) inputs, the input dtype for float32/float64."""
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _degenerate(x: torch.Tensor, centered: torch.Tensor) -> torch.Tensor:
+    """True where a map is constant up to rounding.
+
+    ``x``: ``(..., Q)`` maps, ``centered``: the same minus their mean. Returns ``(...)`` bool.
+    The tolerance is relative to the map's magnitude so that a constant map whose mean subtraction
+    leaves only rounding noise counts as constant.
+    """
+    eps = torch.finfo(x.dtype).eps
+    scale = x.abs().amax(dim=-1)  # (...)
+    spread = centered.abs().amax(dim=-1)  # (...)
+    return spread <= 16.0 * eps * scale
+
+
+def _pearson(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation along the last dim; ``a``: ``(..., K, Q)``, ``m``: ``(..., 1, Q)``.
+
+    Returns ``(..., K)`` in ``[-1, 1]``; 0 where either map is constant.
+    """
+    ac = a - a.mean(dim=-1, keepdim=True)  # (..., K, Q)
+    mc = m - m.mean(dim=-1, keepdim=True)  # (..., 1, Q)
+    num = (ac * mc).sum(dim=-1)  # (..., K)
+    den = torch.sqrt(ac.square().sum(dim=-1) * mc.square().sum(dim=-1))  # (..., K)
+    bad = _degenerate(a, ac) | _degenerate(m, mc) | (den == 0)  # (..., K)
+    rho = num / torch.where(bad, torch.ones_like(den), den)
+    return torch.where(bad, torch.zeros_like(rho), rho).clamp(-1.0, 1.0)
+
+
+def _ncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
+    return (_pearson(a, m) + 1.0) * 0.5
+
+
+def _zncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
+    return _pearson(a, m).clamp_min(0.0)
+
+
+def _cc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
+    num = (a * m).sum(dim=-1)  # (..., K)
+    den = torch.sqrt(a.square().sum(dim=-1) * m.square().sum(dim=-1))  # (..., K)
+    bad = den == 0
+    cos = num / torch.where(bad, torch.ones_like(den), den)
+    return torch.where(bad, torch.zeros_like(cos), cos).clamp(0.0, 1.0)
+
+
+def _unit_scale(x: torch.Tensor) -> torch.Tensor:
+    """``clip(x, 0) / max(clip(x, 0))`` along the last dim (an all-zero map stays zero)."""
+    x = x.clamp_min(0.0)
+    peak = x.amax(dim=-1, keepdim=True)  # (..., 1)
+    return x / torch.where(peak > 0, peak, torch.ones_like(peak))
+
+
+def _ssd(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
+    msd = (_unit_scale(a) - _unit_scale(m)).square().mean(dim=-1)  # (..., K)
+    return (1.0 - msd).clamp(0.0, 1.0)
+
+
+def _mi(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
+    a, m = torch.broadcast_tensors(a, m)  # both (..., K, Q)
+    lead, q = a.shape[:-1], a.shape[-1]
+    ia = (_unit_scale(a) * bins).to(torch.long).clamp_(0, bins - 1)  # (..., K, Q) bin of a
+    im = (_unit_scale(m) * bins).to(torch.long).clamp_(0, bins - 1)  # (..., K, Q) bin of m
+    joint_idx = (ia * bins + im).reshape(-1, q)  # (N, Q), N = prod(lead)
+    counts = torch.zeros(joint_idx.shape[0], bins * bins, dtype=a.dtype, device=a.device)
+    counts.scatter_add_(1, joint_idx, torch.ones_like(joint_idx, dtype=a.dtype))  # (N, bins*bins)
+    p = (counts / q).view(-1, bins, bins)  # (N, bins_a, bins_m) joint distribution
+    pa = p.sum(dim=2)  # (N, bins_a)
+    pm = p.sum(dim=1)  # (N, bins_m)
+    h_a = -torch.xlogy(pa, pa).sum(dim=1)  # (N,)
+    h_m = -torch.xlogy(pm, pm).sum(dim=1)  # (N,)
+    h_joint = -torch.xlogy(p, p).sum(dim=(1, 2))  # (N,)
+    mutual = h_a + h_m - h_joint  # (N,)
+    denom = h_a + h_m
+    bad = denom <= 0
+    nmi = 2.0 * mutual / torch.where(bad, torch.ones_like(denom), denom)
+    nmi = torch.where(bad, torch.zeros_like(nmi), nmi).clamp(0.0, 1.0)
+    return nmi.reshape(lead)  # (..., K)
+
+
+_MEASURES: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
+    "ncc": _ncc,
+    "zncc": _zncc,
+    "cc": _cc,
+    "ssd": _ssd,
+    "mi": _mi,
+}
+
+
+def similarity(attn: torch.Tensor, motion: torch.Tensor, method: str = "ncc", *,
+               bins: int = MI_BINS) -> torch.Tensor:
+    """Score each attention map against the motion map.
+
+    Args:
+        attn: ``(..., K, Q)`` attention maps (``K`` tokens, ``Q = h * w`` flattened positions).
+        motion: ``(..., Q)`` motion map(s); broadcast over ``K`` and over missing leading dims
+            (e.g. ``attn`` ``(B, F, K, Q)`` with ``motion`` ``(F, Q)``).
+        method: one of :data:`SIMILARITY_METHODS` (see the module docstring for definitions).
+        bins: histogram bins per map for ``mi`` (ignored by the other measures).
+
+    Returns:
+        ``(..., K)`` scores in ``[0, 1]`` (higher = more similar), on ``attn``'s device, in
+        ``attn``'s dtype (float32 for non-float input).
+
+    Raises:
+        ConfigError: unknown ``method`` or ``bins < 2``.
+        ValueError: ``attn`` and ``motion`` disagree on ``Q``.
+    """
+    try:
+        measure = _MEASURES[method]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown similarity {method!r}; choose from: "
+                          f"{', '.join(SIMILARITY_METHODS)}") from None
+    if method == "mi" and bins < 2:
+        raise ConfigError(f"mutual-information bins {bins} is too small; use an integer >= 2")
+    if attn.dim() < 2 or motion.dim() < 1 or attn.shape[-1] != motion.shape[-1]:
+        raise ValueError(f"attention maps {tuple(attn.shape)} (..., K, Q) and motion maps "
+                         f"{tuple(motion.shape)} (..., Q) must share Q")
+    out_dtype = attn.dtype if attn.is_floating_point() else torch.float32
+    work = _compute_dtype(attn.dtype)
+    a = attn.to(work)  # (..., K, Q)
+    m = motion.to(device=attn.device, dtype=work).unsqueeze(-2)  # (..., 1, Q)
+    return measure(a, m, bins).to(out_dtype)
