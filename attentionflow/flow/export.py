@@ -1,0 +1,85 @@
+"""Write a video's flow and motion maps to disk (what ``attentionflow motion`` produces).
+
+Layout of ``out_dir``::
+
+    flow/0000.png ...      colour-coded raw flow per frame (HSV wheel, one brightness scale per video)
+    maps/0000.png ...      motion map per frame, grayscale (white = most motion of that frame)
+    overlay.mp4            motion heat map blended over the frames
+    motion_maps.npy        (N, H, W) float32 maps in [0, 1]
+    flows.npy              (N, H, W, 2) float32 raw flow per frame (pixels, x then y, y down)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from attentionflow.errors import InputError
+from attentionflow.flow.motion import MotionResult, check_frames
+from attentionflow.flow.visualize import flow_to_color, map_to_image, motion_overlay
+
+__all__ = ["export_motion"]
+
+logger = logging.getLogger(__name__)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    """Write ``(H, W)`` gray or ``(H, W, 3)`` RGB uint8 as PNG."""
+    bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), bgr):
+        raise OSError(f"could not write {path}")
+
+
+def export_motion(frames: np.ndarray, result: MotionResult, out_dir: Path, fps: float = 8.0) -> dict[str, Path]:
+    """Write flow PNGs, motion-map PNGs, an overlay mp4 and the raw arrays.
+
+    Args:
+        frames: ``(N, H, W, 3)`` uint8 RGB, the frames ``result`` was computed on.
+        result: output of :func:`attentionflow.flow.motion.motion_maps`.
+        out_dir: folder to write into (created if missing; existing files of the same names are
+            overwritten).
+        fps: frame rate of the overlay video.
+
+    Returns:
+        ``{"flow_dir", "map_dir", "overlay", "motion_maps", "flows"}`` -> paths written.
+
+    Raises:
+        InputError: frames and result disagree in shape.
+    """
+    from attentionflow.io.video import write_mp4  # imported here: I/O layer, only needed to export
+
+    check_frames(frames)
+    n, h, w = frames.shape[:3]
+    if result.maps.shape != (n, h, w) or result.flows.shape != (n, h, w, 2):
+        raise InputError(
+            f"motion result has maps {result.maps.shape} and flows {result.flows.shape}; "
+            f"expected ({n}, {h}, {w}) and ({n}, {h}, {w}, 2) to match the frames"
+        )
+    out_dir = Path(out_dir)
+    flow_dir = out_dir / "flow"
+    map_dir = out_dir / "maps"
+    flow_dir.mkdir(parents=True, exist_ok=True)
+    map_dir.mkdir(parents=True, exist_ok=True)
+
+    top = float(np.nan_to_num(np.hypot(result.flows[..., 0], result.flows[..., 1])).max())
+    digits = max(4, len(str(n - 1)))
+    for i in range(n):
+        _write_png(flow_dir / f"{i:0{digits}d}.png", flow_to_color(result.flows[i], max_magnitude=top or None))
+        _write_png(map_dir / f"{i:0{digits}d}.png", map_to_image(result.maps[i]))
+
+    overlay = write_mp4(motion_overlay(frames, result.maps), out_dir / "overlay.mp4", fps=fps)
+    maps_path = out_dir / "motion_maps.npy"
+    flows_path = out_dir / "flows.npy"
+    np.save(maps_path, result.maps.astype(np.float32, copy=False))
+    np.save(flows_path, result.flows.astype(np.float32, copy=False))
+    logger.info("motion export: %d frames written to %s", n, out_dir)
+    return {
+        "flow_dir": flow_dir,
+        "map_dir": map_dir,
+        "overlay": Path(overlay),
+        "motion_maps": maps_path,
+        "flows": flows_path,
+    }

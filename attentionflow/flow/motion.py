@@ -1,0 +1,536 @@
+"""Motion maps for Motion Map Injection (DESIGN.md section 6.1).
+
+Pipeline of :func:`motion_maps` for a video of ``N`` frames ``(N, H, W, 3)`` uint8 RGB (exactly the
+sampled, resized and center-cropped frames the model sees):
+
+1. :func:`compute_flows`: frame ``i`` uses the flow ``i -> i+1``; the last frame uses the flow
+   ``N-1 -> N-2`` negated (so every frame has a "where is it going" flow at its own pixels).
+2. Camera-motion compensation (``camera_motion="compensate"``, default): per frame, a homography is
+   fitted with RANSAC to a subsampled grid of ``(p, p + flow(p))`` correspondences; the flow it
+   induces (the dominant / camera motion) is subtracted. With a static camera the fit is the
+   identity and the flow is unchanged. The fit needs the camera-moved background to be the dominant
+   (largest) consistent motion: an object that fills most of the frame would be taken for the
+   camera, use ``camera_motion="keep"`` then.
+3. Magnitude ``sqrt(u^2 + v^2)``, or direction guidance (:func:`directional_magnitude`).
+4. Optional temporal smoothing: Gaussian along time, ``sigma`` in frames.
+5. Per-frame normalisation by the frame's maximum; a frame whose largest motion is below
+   ``MotionOptions.min_motion`` pixels is static and gets an all-zero map (never NaN).
+
+Angles follow the screen compass: degrees counter-clockwise from +x (east), north = up on screen
+= 90 degrees. Image y points down, so a flow ``(u, v)`` has the angle ``atan2(-v, u)``.
+
+:func:`resize_motion_maps` / :func:`motion_maps_for_resolutions` turn the full-resolution maps into
+the attention resolutions (pure torch, on the maps' device); callers compute them once per video.
+
+This module imports numpy, OpenCV and torch only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from attentionflow.errors import ConfigError, InputError
+from attentionflow.flow.estimators import FlowEstimator, available_flow_estimators, get_flow_estimator
+
+__all__ = [
+    "COMPASS",
+    "DIRECTION_MODES",
+    "CAMERA_MOTION_MODES",
+    "MotionOptions",
+    "MotionResult",
+    "parse_direction",
+    "check_frames",
+    "compute_flows",
+    "estimate_camera_motion",
+    "camera_flow",
+    "compensate_camera_motion",
+    "directional_magnitude",
+    "smooth_along_time",
+    "normalize_per_frame",
+    "motion_maps",
+    "attention_size",
+    "resize_motion_maps",
+    "motion_maps_for_resolutions",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Compass words -> degrees counter-clockwise from east (north = up on screen = 90).
+COMPASS: dict[str, float] = {
+    "E": 0.0,
+    "NE": 45.0,
+    "N": 90.0,
+    "NW": 135.0,
+    "W": 180.0,
+    "SW": 225.0,
+    "S": 270.0,
+    "SE": 315.0,
+}
+DIRECTION_MODES: tuple[str, ...] = ("cone", "project")
+CAMERA_MOTION_MODES: tuple[str, ...] = ("compensate", "keep")
+_VALID_DIRECTIONS = "a compass word (" + ", ".join(COMPASS) + ") or degrees in [-360, 360]"
+
+
+def parse_direction(value: str | float | int | None) -> float | None:
+    """Parse a motion direction into degrees in ``[0, 360)`` (counter-clockwise from east).
+
+    Args:
+        value: ``None`` / ``""`` / ``"none"`` (no direction guidance), a compass word
+            ``N/NE/E/SE/S/SW/W/NW`` (case-insensitive), or an angle in degrees in ``[-360, 360]``
+            (number or numeric string; north = up on screen = 90).
+
+    Raises:
+        ConfigError: unknown word, non-finite or out-of-range angle.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "" or text.lower() == "none":
+            return None
+        if text.upper() in COMPASS:
+            return COMPASS[text.upper()]
+        try:
+            angle = float(text)
+        except ValueError:
+            raise ConfigError(f"unknown direction {value!r}; use {_VALID_DIRECTIONS}") from None
+    elif isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"direction {value!r} has type {type(value).__name__}; use {_VALID_DIRECTIONS}")
+    else:
+        angle = float(value)
+    if not math.isfinite(angle) or not -360.0 <= angle <= 360.0:
+        raise ConfigError(f"direction angle {value!r} is out of range; use {_VALID_DIRECTIONS}")
+    return angle % 360.0
+
+
+@dataclass
+class MotionOptions:
+    """How motion maps are built from a video (all validated by :meth:`validate`)."""
+
+    #: Optical-flow method, a name from :func:`available_flow_estimators` (``"dis"``, ``"farneback"``).
+    flow: str = "dis"
+    #: Direction guidance: ``None`` (plain magnitude), a compass word N/NE/E/SE/S/SW/W/NW, or degrees
+    #: counter-clockwise from east (north = up on screen = 90; a flow (u, v) has angle atan2(-v, u)).
+    direction: str | float | None = None
+    #: Half-width in degrees of the accepted cone around ``direction`` (``"cone"`` mode), in (0, 180].
+    direction_tolerance: float = 45.0
+    #: ``"cone"``: keep the magnitude of flow within the tolerance of the direction, zero elsewhere;
+    #: ``"project"`` (journal variant): keep the positive component of the flow along the direction.
+    direction_mode: str = "cone"
+    #: ``"compensate"``: subtract the dominant (camera) motion fitted by RANSAC; ``"keep"``: raw flow.
+    camera_motion: str = "compensate"
+    #: Sigma, in frames, of a Gaussian smoothing the motion magnitudes along time (0 = off).
+    temporal_smoothing: float = 0.0
+    #: Pixels; a frame whose largest (compensated, directional) motion is below this is static and
+    #: gets an all-zero map, so flow noise on a still frame is never stretched to 1.
+    min_motion: float = 0.05
+
+    def validate(self) -> MotionOptions:
+        """Check every field; return ``self``. Raises :class:`ConfigError` (one line) on a bad value."""
+        names = available_flow_estimators()
+        if not isinstance(self.flow, str) or self.flow.strip().lower() not in names:
+            raise ConfigError(f"unknown flow method {self.flow!r}; choose from: {', '.join(names)}")
+        parse_direction(self.direction)
+        tol = self.direction_tolerance
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 < float(tol) <= 180.0:
+            raise ConfigError(f"direction_tolerance {tol!r} is invalid; use degrees in (0, 180]")
+        if self.direction_mode not in DIRECTION_MODES:
+            raise ConfigError(
+                f"direction_mode {self.direction_mode!r} is invalid; choose from: {', '.join(DIRECTION_MODES)}"
+            )
+        if self.camera_motion not in CAMERA_MOTION_MODES:
+            raise ConfigError(
+                f"camera_motion {self.camera_motion!r} is invalid; choose from: {', '.join(CAMERA_MOTION_MODES)}"
+            )
+        sig = self.temporal_smoothing
+        if isinstance(sig, bool) or not isinstance(sig, (int, float)) or not math.isfinite(sig) or sig < 0:
+            raise ConfigError(f"temporal_smoothing {sig!r} is invalid; use a sigma in frames >= 0 (0 = off)")
+        mm = self.min_motion
+        if isinstance(mm, bool) or not isinstance(mm, (int, float)) or not math.isfinite(mm) or mm < 0:
+            raise ConfigError(f"min_motion {mm!r} is invalid; use pixels >= 0")
+        return self
+
+    @property
+    def direction_degrees(self) -> float | None:
+        """``direction`` parsed to degrees in ``[0, 360)``, or ``None``."""
+        return parse_direction(self.direction)
+
+
+@dataclass
+class MotionResult:
+    """Motion maps of one video and the intermediate quantities they were built from.
+
+    Attributes:
+        maps: ``(N, H, W)`` float32 in ``[0, 1]``; each frame divided by its own maximum; all-zero for
+            a static frame.
+        flows: ``(N, H, W, 2)`` float32 raw flow used for each frame (``i -> i+1``; last frame:
+            ``-(N-1 -> N-2)``), pixels, x then y (y down).
+        residual_flows: ``(N, H, W, 2)`` float32 flow after camera-motion compensation (the same
+            array as ``flows`` when ``camera_motion="keep"``).
+        magnitudes: ``(N, H, W)`` float32 directional magnitude in pixels before normalisation
+            (after temporal smoothing).
+        peak_motion: ``(N,)`` float32 per-frame maximum of ``magnitudes`` (pixels).
+        camera_models: per frame, the fitted ``3 x 3`` homography (frame pixel -> next-frame pixel) that
+            was subtracted, or ``None`` (compensation off, or the fit failed).
+        options: the options used.
+    """
+
+    maps: np.ndarray
+    flows: np.ndarray
+    residual_flows: np.ndarray
+    magnitudes: np.ndarray
+    peak_motion: np.ndarray
+    camera_models: list[np.ndarray | None] = field(default_factory=list)
+    options: MotionOptions = field(default_factory=MotionOptions)
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frames ``N``."""
+        return int(self.maps.shape[0])
+
+    def maps_tensor(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The maps as a ``(N, H, W)`` tensor on ``device``, ready for :func:`resize_motion_maps`."""
+        return torch.from_numpy(self.maps).to(device=device, dtype=dtype)
+
+
+def check_frames(frames: np.ndarray, min_frames: int = 2) -> None:
+    """Raise :class:`InputError` unless ``frames`` is ``(N, H, W, 3)`` uint8 with ``N >= min_frames``."""
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        shape = getattr(frames, "shape", type(frames).__name__)
+        raise InputError(f"frames have shape {shape}; expected (N, H, W, 3) RGB")
+    if frames.dtype != np.uint8:
+        raise InputError(f"frames have dtype {frames.dtype}; expected uint8 RGB")
+    if frames.shape[0] < min_frames:
+        raise InputError(f"MMI needs at least {min_frames} frames, got {frames.shape[0]}")
+    if frames.shape[1] < 2 or frames.shape[2] < 2:
+        raise InputError(f"frames are {frames.shape[1]}x{frames.shape[2]} pixels; expected at least 2x2")
+
+
+def compute_flows(frames: np.ndarray, estimator: FlowEstimator, progress: bool = False) -> np.ndarray:
+    """Flow used for every frame.
+
+    Args:
+        frames: ``(N, H, W, 3)`` uint8 RGB, ``N >= 2``, the frames the model sees.
+        estimator: a :class:`FlowEstimator`.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(N, H, W, 2)`` float32: entry ``i`` is the flow ``i -> i+1`` for ``i < N-1``; entry ``N-1``
+        is the flow ``N-1 -> N-2`` negated.
+    """
+    check_frames(frames)
+    n, h, w = frames.shape[:3]
+    flows = np.empty((n, h, w, 2), dtype=np.float32)
+    for i in tqdm(range(n), desc="optical flow", disable=not progress, leave=False):
+        if i < n - 1:
+            flows[i] = estimator(frames[i], frames[i + 1])
+        else:
+            flows[i] = -np.asarray(estimator(frames[i], frames[i - 1]), dtype=np.float32)
+    return flows
+
+
+def _sample_grid(h: int, w: int, max_points: int, border: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer pixel coordinates ``(ys, xs)`` of a regular grid of at most ~``max_points`` points."""
+    by, bx = int(border * h), int(border * w)
+    y0, y1 = by, max(by + 1, h - by)
+    x0, x1 = bx, max(bx + 1, w - bx)
+    step = max(1, int(math.ceil(math.sqrt((y1 - y0) * (x1 - x0) / max(1, max_points)))))
+    ys, xs = np.meshgrid(np.arange(y0, y1, step), np.arange(x0, x1, step), indexing="ij")  # (gy, gx) each
+    return ys.ravel(), xs.ravel()
+
+
+def estimate_camera_motion(
+    flow: np.ndarray,
+    *,
+    model: str = "homography",
+    ransac_threshold: float = 1.0,
+    max_points: int = 2000,
+    border: float = 0.05,
+    min_points: int = 12,
+    min_inlier_ratio: float = 0.25,
+) -> np.ndarray | None:
+    """Fit the dominant (camera) motion of a flow field robustly.
+
+    Args:
+        flow: ``(H, W, 2)`` flow in pixels (x, y; y down).
+        model: ``"homography"`` (8 dof, planar scene / rotating camera) or ``"affine"`` (6 dof).
+        ransac_threshold: RANSAC reprojection threshold in pixels.
+        max_points: about this many correspondences are sampled on a regular grid.
+        border: fraction of height/width ignored at each image border (flow is least reliable there).
+        min_points: fewer finite correspondences than this -> no fit.
+        min_inlier_ratio: a fit explaining fewer correspondences than this is rejected (no dominant
+            motion, e.g. everything moves differently).
+
+    Returns:
+        ``3 x 3`` float64 matrix mapping homogeneous pixel coordinates ``(x, y, 1)`` of the frame to the
+        next frame, or ``None`` when the fit fails (caller then leaves the flow unchanged).
+    """
+    if model not in ("homography", "affine"):
+        raise ConfigError(f"camera model {model!r} is invalid; choose from: homography, affine")
+    h, w = flow.shape[:2]
+    ys, xs = _sample_grid(h, w, max_points, border)
+    src = np.stack([xs, ys], axis=1).astype(np.float32)  # (P, 2) x, y
+    dst = src + flow[ys, xs].astype(np.float32)  # (P, 2)
+    ok = np.isfinite(dst).all(axis=1)
+    src, dst = src[ok], dst[ok]
+    if len(src) < max(min_points, 4 if model == "homography" else 3):
+        logger.debug("camera-motion fit skipped: %d correspondences", len(src))
+        return None
+    if model == "homography":
+        matrix, inliers = cv2.findHomography(src, dst, cv2.RANSAC, ransac_threshold)
+    else:
+        affine, inliers = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=ransac_threshold)
+        matrix = None if affine is None else np.vstack([affine, [0.0, 0.0, 1.0]])
+    if matrix is None or inliers is None or not np.isfinite(matrix).all():
+        logger.debug("camera-motion fit failed")
+        return None
+    ratio = float(np.count_nonzero(inliers)) / len(src)
+    if ratio < min_inlier_ratio:
+        logger.debug("camera-motion fit rejected: inlier ratio %.2f", ratio)
+        return None
+    # The projective denominator must stay positive over the whole image (no point sent to infinity).
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], dtype=np.float64)
+    if (corners @ matrix[2]).min() <= 1e-6:
+        logger.debug("camera-motion fit rejected: degenerate homography")
+        return None
+    return matrix.astype(np.float64)
+
+
+def camera_flow(matrix: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Flow induced by a ``3 x 3`` pixel transform: ``(H, W, 2)`` float32, ``T(p) - p`` at every pixel."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)  # (H, W) each
+    m = matrix
+    den = m[2, 0] * xs + m[2, 1] * ys + m[2, 2]
+    u = (m[0, 0] * xs + m[0, 1] * ys + m[0, 2]) / den - xs
+    v = (m[1, 0] * xs + m[1, 1] * ys + m[1, 2]) / den - ys
+    return np.stack([u, v], axis=-1).astype(np.float32)  # (H, W, 2)
+
+
+def compensate_camera_motion(flow: np.ndarray, **fit_kwargs: object) -> tuple[np.ndarray, np.ndarray | None]:
+    """Subtract the dominant motion from one flow field.
+
+    Args:
+        flow: ``(H, W, 2)`` float32 flow.
+        **fit_kwargs: passed to :func:`estimate_camera_motion`.
+
+    Returns:
+        ``(residual (H, W, 2) float32, matrix or None)``; ``residual`` is ``flow`` itself (unchanged)
+        when the fit fails.
+    """
+    matrix = estimate_camera_motion(flow, **fit_kwargs)  # type: ignore[arg-type]
+    if matrix is None:
+        return flow, None
+    return (flow - camera_flow(matrix, flow.shape[0], flow.shape[1])).astype(np.float32), matrix
+
+
+def directional_magnitude(
+    flow: np.ndarray, direction: float | None = None, tolerance: float = 45.0, mode: str = "cone"
+) -> np.ndarray:
+    """Motion magnitude, optionally restricted to a direction.
+
+    Args:
+        flow: ``(..., H, W, 2)`` flow in pixels (x, y; y down).
+        direction: degrees counter-clockwise from east (north = up = 90), or ``None`` for the plain
+            magnitude ``sqrt(u^2 + v^2)``.
+        tolerance: ``"cone"`` mode half-width in degrees.
+        mode: ``"cone"`` keeps ``|flow|`` where the angle ``atan2(-v, u)`` is within ``tolerance`` of
+            ``direction`` and 0 elsewhere; ``"project"`` keeps ``max(0, flow . d)`` with ``d`` the unit
+            vector of ``direction`` (``tolerance`` unused).
+
+    Returns:
+        ``(..., H, W)`` float32, non-negative, in pixels.
+    """
+    u = flow[..., 0].astype(np.float32)
+    v = flow[..., 1].astype(np.float32)
+    if direction is None:
+        return np.hypot(u, v)
+    rad = math.radians(direction)
+    if mode == "project":
+        # Screen-up is -y: the unit vector of the direction in image coordinates is (cos, -sin).
+        return np.maximum(u * math.cos(rad) - v * math.sin(rad), 0.0).astype(np.float32)
+    if mode != "cone":
+        raise ConfigError(f"direction_mode {mode!r} is invalid; choose from: {', '.join(DIRECTION_MODES)}")
+    angle = np.degrees(np.arctan2(-v, u))  # (..., H, W) in (-180, 180]
+    diff = np.abs((angle - direction + 180.0) % 360.0 - 180.0)  # angular distance in [0, 180]
+    mag = np.hypot(u, v)
+    return np.where(diff <= tolerance, mag, 0.0).astype(np.float32)
+
+
+def smooth_along_time(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing along axis 0 (time), ``sigma`` in frames, truncated at 3 sigma.
+
+    Near the first/last frame the kernel is renormalised over the frames that exist (no padding
+    artefacts). ``values``: ``(N, ...)``; returns float32 of the same shape. ``sigma <= 0`` -> copy.
+    """
+    if sigma <= 0 or values.shape[0] < 2:
+        return values.astype(np.float32, copy=True)
+    n = values.shape[0]
+    t = np.arange(n, dtype=np.float64)
+    weights = np.exp(-0.5 * ((t[:, None] - t[None, :]) / sigma) ** 2)  # (N, N) target x source
+    weights[np.abs(t[:, None] - t[None, :]) > 3.0 * sigma] = 0.0
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.tensordot(weights, values.astype(np.float64), axes=1).astype(np.float32)  # (N, ...)
+
+
+def normalize_per_frame(magnitudes: np.ndarray, min_motion: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Divide each frame by its own maximum.
+
+    Args:
+        magnitudes: ``(N, H, W)`` non-negative motion in pixels.
+        min_motion: frames whose maximum is below this (pixels) are static -> all-zero map.
+
+    Returns:
+        ``(maps (N, H, W) float32 in [0, 1], peaks (N,) float32)``; never NaN.
+    """
+    mags = np.nan_to_num(np.asarray(magnitudes, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    peaks = mags.reshape(mags.shape[0], -1).max(axis=1)  # (N,)
+    moving = peaks >= max(float(min_motion), 1e-12)
+    scale = np.where(moving, 1.0 / np.where(moving, peaks, 1.0), 0.0).astype(np.float32)  # (N,)
+    maps = np.clip(mags * scale[:, None, None], 0.0, 1.0).astype(np.float32)
+    return maps, peaks.astype(np.float32)
+
+
+def motion_maps(
+    frames: np.ndarray,
+    options: MotionOptions | None = None,
+    *,
+    estimator: FlowEstimator | None = None,
+    progress: bool = False,
+) -> MotionResult:
+    """Full-resolution motion maps of a video.
+
+    Args:
+        frames: ``(N, H, W, 3)`` uint8 RGB, ``N >= 2``: exactly the (sampled, resized, cropped) frames
+            the model sees, so the maps line up with the latents.
+        options: :class:`MotionOptions` (validated here); default options if ``None``.
+        estimator: use this estimator instead of ``get_flow_estimator(options.flow)``.
+        progress: show a tqdm bar for the flow computation.
+
+    Returns:
+        :class:`MotionResult` with ``maps`` ``(N, H, W)`` float32 in ``[0, 1]``.
+
+    Raises:
+        InputError: bad frames (fewer than 2, wrong shape/dtype).
+        ConfigError: bad options.
+    """
+    options = (options or MotionOptions()).validate()
+    check_frames(frames)
+    est = estimator if estimator is not None else get_flow_estimator(options.flow)
+    flows = compute_flows(frames, est, progress=progress)
+    models: list[np.ndarray | None] = [None] * len(flows)
+    if options.camera_motion == "compensate":
+        residual = np.empty_like(flows)
+        for i, flow in enumerate(flows):
+            residual[i], models[i] = compensate_camera_motion(flow)
+    else:
+        residual = flows
+    mags = directional_magnitude(
+        residual, options.direction_degrees, float(options.direction_tolerance), options.direction_mode
+    )  # (N, H, W)
+    if options.temporal_smoothing > 0:
+        mags = smooth_along_time(mags, float(options.temporal_smoothing))
+    maps, peaks = normalize_per_frame(mags, float(options.min_motion))
+    return MotionResult(
+        maps=maps,
+        flows=flows,
+        residual_flows=residual,
+        magnitudes=mags.astype(np.float32, copy=False),
+        peak_motion=peaks,
+        camera_models=models,
+        options=options,
+    )
+
+
+def attention_size(num_queries: int, frame_size: tuple[int, int]) -> tuple[int, int]:
+    """Attention-map resolution ``(h, w)`` with ``h * w == num_queries`` closest to the frame's aspect.
+
+    Args:
+        num_queries: number of spatial queries of an attention layer (per frame).
+        frame_size: ``(H, W)`` of the frames (only the aspect ratio matters).
+
+    Raises:
+        InputError: ``num_queries < 1`` or a non-positive frame size.
+    """
+    fh, fw = int(frame_size[0]), int(frame_size[1])
+    if num_queries < 1 or fh < 1 or fw < 1:
+        raise InputError(
+            f"attention size for {num_queries} queries and frame {fh}x{fw} is undefined; expected positive values"
+        )
+    target = math.log(fh / fw)
+    best = (1, num_queries)
+    best_err = math.inf
+    for h in range(1, num_queries + 1):
+        if num_queries % h:
+            continue
+        err = abs(math.log(h / (num_queries // h)) - target)
+        if err < best_err:
+            best, best_err = (h, num_queries // h), err
+    return best
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    try:
+        h, w = (int(s) for s in size)
+    except (TypeError, ValueError):
+        raise InputError(f"motion-map size {size!r} is invalid; expected (height, width) positive ints") from None
+    if h < 1 or w < 1:
+        raise InputError(f"motion-map size {size!r} is invalid; expected (height, width) positive ints")
+    return h, w
+
+
+def resize_motion_maps(maps: torch.Tensor, size: tuple[int, int], eps: float = 1e-6) -> torch.Tensor:
+    """Resize motion maps to an attention resolution and renormalise each frame to max 1.
+
+    Area interpolation (adaptive average pooling when shrinking) keeps small moving objects: their
+    motion is averaged into the cell instead of being skipped by point sampling. Pure torch; the
+    result stays on ``maps.device`` and has ``maps.dtype`` (float32 for non-float input).
+
+    Args:
+        maps: ``(N, H, W)`` non-negative maps (e.g. ``MotionResult.maps_tensor()``).
+        size: ``(h, w)`` target resolution; the caller picks the aspect (see :func:`attention_size`).
+        eps: frames whose resized maximum is ``<= eps`` stay all-zero (never NaN).
+
+    Returns:
+        ``(N, h, w)``; every frame has maximum 1, or is all zeros.
+    """
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+        shape = tuple(maps.shape) if hasattr(maps, "shape") else type(maps).__name__
+        raise InputError(f"motion maps have shape {shape}; expected an (N, H, W) tensor")
+    h, w = _check_size(size)
+    out_dtype = maps.dtype if maps.is_floating_point() else torch.float32
+    work = maps if maps.dtype in (torch.float32, torch.float64) else maps.to(torch.float32)
+    resized = F.interpolate(work.unsqueeze(1), size=(h, w), mode="area").squeeze(1)  # (N,1,H,W)->(N,h,w)
+    resized = resized.clamp_min(0.0)
+    peak = resized.amax(dim=(1, 2), keepdim=True)  # (N, 1, 1)
+    moving = peak > eps
+    resized = torch.where(moving, resized / torch.where(moving, peak, torch.ones_like(peak)), torch.zeros_like(resized))
+    return resized.clamp_(0.0, 1.0).to(out_dtype)
+
+
+def motion_maps_for_resolutions(
+    maps: torch.Tensor, sizes: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], torch.Tensor]:
+    """:func:`resize_motion_maps` for every distinct ``(h, w)`` in ``sizes`` (each computed once).
+
+    Args:
+        maps: ``(N, H, W)`` tensor.
+        sizes: attention resolutions, duplicates allowed.
+
+    Returns:
+        ``{(h, w): (N, h, w) tensor}`` on ``maps.device``.
+    """
+    out: dict[tuple[int, int], torch.Tensor] = {}
+    for size in sizes:
+        key = _check_size(size)
+        if key not in out:
+            out[key] = resize_motion_maps(maps, key)
+    return out
