@@ -1,0 +1,341 @@
+"""Motion Map Injection: the :class:`MotionInjector` attention controller (DESIGN.md section 6).
+
+At every selected cross-attention layer and denoising step the injector edits the conditional half
+of the attention probabilities ``probs`` ``(G*B*F, heads, Q, K)`` (see
+:mod:`attentionflow.attention.base` for the batch layout):
+
+1. **Similarity.** The head-averaged map of every token ``k`` of every frame ``f``,
+   ``A[b, f, :, k]`` (``Q`` values), is scored against the frame's motion map ``M[f]`` with
+   :func:`attentionflow.mmi.similarity.similarity`: ``C[b, f, k]`` in ``[0, 1]``.
+2. **Fusion** (content tokens ``k``, i.e. not start/end/padding, at steps ``t >= 1``, ``t`` being
+   the denoising step index, 0 at the noisiest step)::
+
+       probs[k] <- probs[k] + strength * C[b, f, k] * M[f] / t        (every head)
+
+3. **Swap** (the motion word's tokens ``j`` of each branch, in that branch's own prompt, every step
+   in range)::
+
+       probs[j] <- strength * M[f]                                    (every head)
+
+The probabilities are **not renormalised** afterwards (as in the reference implementation): the
+rows of the edited maps no longer sum to 1; the added mass is small (``strength`` 0.09 by default).
+
+Only the selected branches are edited; the unconditional half of a classifier-free-guidance batch is
+never touched. Motion maps are fixed per video: they are reshaped and moved to the probabilities'
+device/dtype once per resolution and cached.
+
+**Auto mode** (``motion_tokens=None``): during the first ``auto_steps`` steps the injector only
+observes (fusion still applies, no swap) and accumulates, for the source branch, each candidate
+word's mean similarity (over its tokens, frames and cross-attention layers). At the first call of a
+step ``>= auto_steps`` it picks the best-scoring word, takes every branch's token indices of that
+word from ``auto_candidates[b]`` and swaps from then on (see :attr:`MotionInjector.ranking`,
+:attr:`MotionInjector.chosen_word`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Collection, Literal, Mapping, Sequence
+
+import torch
+
+from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState
+from attentionflow.errors import ConfigError
+from attentionflow.mmi.similarity import SIMILARITY_METHODS
+from attentionflow.mmi.similarity import similarity as _similarity
+
+__all__ = ["BRANCH_CHOICES", "PLACES", "MotionInjector"]
+
+logger = logging.getLogger(__name__)
+
+BranchChoice = Literal["all", "source", "edits"]
+#: Accepted values of ``branches``.
+BRANCH_CHOICES: tuple[str, ...] = ("all", "source", "edits")
+#: Accepted values in ``places``.
+PLACES: tuple[str, ...] = ("down", "mid", "up")
+
+
+class MotionInjector(AttentionController):
+    """Injects per-frame motion maps into cross-attention maps (fusion + swap + auto motion word).
+
+    Args:
+        motion_maps: ``(h, w) -> (F, h, w)`` motion maps in ``[0, 1]``, one entry per attention
+            resolution that will be edited (looked up with ``state.map_size(Q)``).
+        motion_tokens: per branch ``b`` (0 = source, 1.. = edits), the token indices of that
+            branch's motion word(s) in its own prompt (several words = union of their indices; may
+            be empty). ``None`` selects auto mode.
+        content_tokens: ``(B, K)`` bool, True for real prompt tokens (not start/end/padding); only
+            these receive fusion.
+        strength: lambda, the injection strength (>= 0; 0 disables the injector).
+        similarity: similarity measure, one of :data:`~attentionflow.mmi.similarity.SIMILARITY_METHODS`.
+        branches: which branches are edited: ``all``, ``source`` (branch 0) or ``edits`` (1..).
+        places: which cross-attention layers: any of ``down``, ``mid``, ``up``.
+        sizes: if given, only layers whose map size ``(h, w)`` is in this collection (None = all).
+        step_range: ``[start, end)`` fractions of the denoising steps during which injection
+            applies; step ``t`` of ``T`` is in range when ``start <= t / T < end``.
+        auto_candidates: auto mode only: per branch, candidate word -> its token indices in that
+            branch's prompt.
+        auto_steps: auto mode only: number of initial steps that score the candidates.
+        swap: apply the swap.
+        fusion: apply the fusion.
+    """
+
+    def __init__(
+        self,
+        *,
+        motion_maps: Mapping[tuple[int, int], torch.Tensor],
+        motion_tokens: Sequence[Sequence[int]] | None,
+        content_tokens: torch.Tensor,
+        strength: float = 0.09,
+        similarity: str = "ncc",
+        branches: BranchChoice = "all",
+        places: Collection[str] = PLACES,
+        sizes: Collection[tuple[int, int]] | None = None,
+        step_range: tuple[float, float] = (0.0, 1.0),
+        auto_candidates: Sequence[Mapping[str, Sequence[int]]] | None = None,
+        auto_steps: int = 3,
+        swap: bool = True,
+        fusion: bool = True,
+    ) -> None:
+        if similarity not in SIMILARITY_METHODS:
+            raise ConfigError(f"unknown similarity {similarity!r}; choose from: "
+                              f"{', '.join(SIMILARITY_METHODS)}")
+        if branches not in BRANCH_CHOICES:
+            raise ConfigError(f"unknown MMI branches {branches!r}; choose from: "
+                              f"{', '.join(BRANCH_CHOICES)}")
+        bad_places = sorted(set(places) - set(PLACES))
+        if bad_places or not places:
+            raise ConfigError(f"invalid MMI places {sorted(places)!r}; use a non-empty subset of: "
+                              f"{', '.join(PLACES)}")
+        if not math.isfinite(strength) or strength < 0:
+            raise ConfigError(f"MMI strength {strength!r} is invalid; use a finite number >= 0")
+        start, end = (float(v) for v in step_range)
+        if not 0.0 <= start <= end <= 1.0:
+            raise ConfigError(f"MMI step range {tuple(step_range)!r} is invalid; "
+                              f"use (start, end) with 0 <= start <= end <= 1")
+        if content_tokens.dim() != 2 or content_tokens.dtype != torch.bool:
+            raise ValueError(f"content_tokens must be a (B, K) bool tensor, got "
+                             f"{tuple(content_tokens.shape)} {content_tokens.dtype}")
+        num_branches, num_tokens = content_tokens.shape
+        if motion_tokens is None:
+            if auto_candidates is None:
+                raise ValueError("auto mode (motion_tokens=None) needs auto_candidates")
+            if len(auto_candidates) != num_branches:
+                raise ValueError(f"auto_candidates has {len(auto_candidates)} branches, "
+                                 f"content_tokens has {num_branches}")
+            if auto_steps < 1:
+                raise ConfigError(f"MMI auto steps {auto_steps!r} is invalid; use an integer >= 1")
+            for cands in auto_candidates:
+                for word, idx in cands.items():
+                    self._check_indices(idx, num_tokens, f"candidate {word!r}")
+        else:
+            if len(motion_tokens) != num_branches:
+                raise ValueError(f"motion_tokens has {len(motion_tokens)} branches, "
+                                 f"content_tokens has {num_branches}")
+            for idx in motion_tokens:
+                self._check_indices(idx, num_tokens, "motion token")
+        for size, maps in motion_maps.items():
+            h, w = size
+            if maps.dim() != 3 or tuple(maps.shape[1:]) != (h, w):
+                raise ValueError(f"motion map for size {size} must be (F, {h}, {w}), "
+                                 f"got {tuple(maps.shape)}")
+
+        self.motion_maps: dict[tuple[int, int], torch.Tensor] = {
+            (int(h), int(w)): m for (h, w), m in motion_maps.items()}
+        self.content_tokens = content_tokens
+        self.strength = float(strength)
+        self.similarity = similarity
+        self.branches: BranchChoice = branches
+        self.places = frozenset(places)
+        self.sizes = None if sizes is None else frozenset((int(h), int(w)) for h, w in sizes)
+        self.step_range = (start, end)
+        self.auto = motion_tokens is None
+        self.auto_candidates = (None if auto_candidates is None
+                                else [{w: list(i) for w, i in c.items()} for c in auto_candidates])
+        self.auto_steps = int(auto_steps)
+        self.swap = bool(swap)
+        self.fusion = bool(fusion)
+        self._given_tokens = None if motion_tokens is None else [list(i) for i in motion_tokens]
+
+        # caches: fixed per video (kept across reset())
+        self._map_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._mask_cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._swap_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor] | None] = {}
+        self.reset()
+
+    @staticmethod
+    def _check_indices(idx: Sequence[int], num_tokens: int, what: str) -> None:
+        for i in idx:
+            if not 0 <= int(i) < num_tokens:
+                raise ValueError(f"{what} index {i} outside [0, {num_tokens})")
+
+    # ------------------------------------------------------------------ run state
+    def reset(self) -> None:
+        """Forget per-run state: auto-mode scores and choice, similarity statistics."""
+        self.motion_tokens: list[list[int]] | None = (
+            None if self._given_tokens is None else [list(i) for i in self._given_tokens])
+        # auto mode: source-prompt candidate words with their mean similarity, best first
+        self.ranking: list[tuple[str, float]] = []
+        # auto mode: the word picked after ``auto_steps`` steps (None before, or if none scored)
+        self.chosen_word: str | None = None
+        # (B, F, K) similarity of the last edited layer call
+        self.last_similarity: torch.Tensor | None = None
+        self._decided = not self.auto
+        self._auto_sum: torch.Tensor | None = None  # (K,) source-branch per-token sums
+        self._auto_count = 0
+        self._sim_sum: torch.Tensor | None = None  # (B, K) per-token sums (mean over frames)
+        self._sim_count = 0
+        self._swap_cache.clear()
+
+    def token_similarity(self) -> torch.Tensor:
+        """``(B, K)`` mean similarity per branch and token over all edited calls and frames.
+
+        On the probabilities' device; float32 zeros on the CPU before the first call.
+        """
+        if self._sim_sum is None or self._sim_count == 0:
+            return torch.zeros(self.content_tokens.shape, dtype=torch.float32)
+        return self._sim_sum / self._sim_count
+
+    # ------------------------------------------------------------------ gating
+    def _in_range(self, state: AttentionState) -> bool:
+        frac = state.step / max(state.num_steps, 1)
+        return self.step_range[0] <= frac < self.step_range[1]
+
+    def _observing(self, state: AttentionState) -> bool:
+        return self.auto and state.step < self.auto_steps
+
+    def _branch_mask(self, num_branches: int) -> list[bool]:
+        if self.branches == "source":
+            return [b == 0 for b in range(num_branches)]
+        if self.branches == "edits":
+            return [b > 0 for b in range(num_branches)]
+        return [True] * num_branches
+
+    def wants_probs(self, site: AttentionSite, state: AttentionState) -> bool:
+        """True at cross-attention sites of the selected places while injection (or auto-mode
+        scoring) runs. Resolution filtering (``sizes``) happens in :meth:`__call__`, since a site
+        does not know its query count."""
+        if not site.is_cross or self.strength == 0 or site.place not in self.places:
+            return False
+        if not (self._in_range(state) or self._observing(state)):
+            return False
+        return any(self._branch_mask(state.num_branches)) or self._observing(state)
+
+    # ------------------------------------------------------------------ cached tensors
+    def _motion(self, num_queries: int, state: AttentionState, probs: torch.Tensor) -> torch.Tensor:
+        """``(F, Q)`` motion map of this resolution on ``probs``' device/dtype (cached)."""
+        key = (num_queries, probs.device, probs.dtype)
+        cached = self._map_cache.get(key)
+        if cached is None:
+            size = state.map_size(num_queries)
+            if size not in self.motion_maps:
+                raise ValueError(f"no motion map for attention size {size}; "
+                                 f"have {sorted(self.motion_maps)}")
+            maps = self.motion_maps[size]
+            cached = maps.to(device=probs.device, dtype=probs.dtype).reshape(maps.shape[0], -1)  # (F, Q)
+            self._map_cache[key] = cached
+        if cached.shape[0] != state.num_frames:
+            raise ValueError(f"motion maps have {cached.shape[0]} frames, the batch has "
+                             f"{state.num_frames}")
+        return cached
+
+    def _fuse_mask(self, probs: torch.Tensor, num_branches: int) -> torch.Tensor:
+        """``(B, K)`` fusion weights in ``probs``' dtype/device (cached): 1 for the content tokens
+        of the selected branches, else 0."""
+        key = (probs.device, probs.dtype)
+        cached = self._mask_cache.get(key)
+        if cached is None:
+            sel = torch.tensor(self._branch_mask(num_branches), device=probs.device)  # (B,)
+            content = self.content_tokens.to(probs.device)  # (B, K)
+            cached = (content & sel[:, None]).to(probs.dtype)  # (B, K)
+            self._mask_cache[key] = cached
+        return cached
+
+    def _swap_index(self, device: torch.device,
+                    num_branches: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(branch_idx, token_idx)`` long tensors of the swapped entries on ``device`` (cached),
+        or None when nothing is swapped."""
+        if device in self._swap_cache:
+            return self._swap_cache[device]
+        pairs: list[tuple[int, int]] = []
+        if self.motion_tokens is not None:
+            sel = self._branch_mask(num_branches)
+            pairs = [(b, int(k)) for b, idx in enumerate(self.motion_tokens) if sel[b]
+                     for k in sorted(set(idx))]
+        result = None
+        if pairs:
+            t = torch.tensor(pairs, dtype=torch.long, device=device)  # (n, 2)
+            result = (t[:, 0], t[:, 1])
+        self._swap_cache[device] = result
+        return result
+
+    # ------------------------------------------------------------------ auto mode
+    def _decide(self) -> None:
+        """Pick the best-scoring source candidate and set every branch's motion tokens."""
+        self._decided = True
+        assert self.auto_candidates is not None
+        if self._auto_sum is None or self._auto_count == 0:
+            logger.warning("MMI auto mode: no cross-attention was scored in the first %d steps; "
+                           "no motion word chosen", self.auto_steps)
+            return
+        per_token = (self._auto_sum / self._auto_count).tolist()  # one sync per run
+        scores = [(word, sum(per_token[i] for i in idx) / len(idx))
+                  for word, idx in self.auto_candidates[0].items() if idx]
+        self.ranking = sorted(scores, key=lambda s: s[1], reverse=True)
+        if not self.ranking:
+            logger.warning("MMI auto mode: no candidate word with tokens in the source prompt")
+            return
+        self.chosen_word = self.ranking[0][0]
+        self.motion_tokens = [list(c.get(self.chosen_word, [])) for c in self.auto_candidates]
+        self._swap_cache.clear()
+        logger.info("MMI auto mode chose %r (ranking %s)", self.chosen_word, self.ranking)
+
+    # ------------------------------------------------------------------ the edit
+    def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
+        """Edit ``probs`` ``(G*B*F, heads, Q, K)``; returns the edited tensor (in place unless
+        ``probs`` requires grad, then an edited copy)."""
+        if not self.wants_probs(site, state):
+            return probs
+        num_queries, num_tokens = probs.shape[-2:]
+        if self.sizes is not None and state.map_size(num_queries) not in self.sizes:
+            return probs
+        num_branches = state.num_branches
+        if tuple(self.content_tokens.shape) != (num_branches, num_tokens):
+            raise ValueError(f"content_tokens {tuple(self.content_tokens.shape)} does not match "
+                             f"(B, K) = ({num_branches}, {num_tokens})")
+        if self.auto and not self._decided and state.step >= self.auto_steps:
+            self._decide()
+
+        if probs.requires_grad:
+            probs = probs.clone()
+        motion = self._motion(num_queries, state, probs)  # (F, Q)
+        fuse_mask = self._fuse_mask(probs, num_branches)  # (B, K)
+        cond = state.cond_view(probs)  # (B, F, heads, Q, K), shares memory with probs
+
+        in_range = self._in_range(state)
+        observing = self._observing(state)
+        # similarity is always computed: fusion, auto-mode scoring and token_similarity() use it
+        mean_maps = cond.mean(dim=2)  # (B, F, Q, K) head average
+        sim = _similarity(mean_maps.transpose(-1, -2), motion, self.similarity)  # (B, F, K)
+        self.last_similarity = sim
+        per_token = sim.detach().float().mean(dim=1)  # (B, K) mean over frames
+        self._sim_sum = per_token if self._sim_sum is None else self._sim_sum + per_token
+        self._sim_count += 1
+        if observing:
+            self._auto_sum = (per_token[0] if self._auto_sum is None
+                              else self._auto_sum + per_token[0])  # (K,) source branch
+            self._auto_count += 1
+
+        if self.fusion and in_range and state.step >= 1:
+            weight = sim * fuse_mask[:, None, :] * (self.strength / state.step)  # (B, F, K)
+            delta = motion[None, :, :, None] * weight[:, :, None, :]  # (B, F, Q, K)
+            cond.add_(delta.unsqueeze(2))  # broadcast over heads
+
+        if self.swap and in_range and not observing:
+            index = self._swap_index(probs.device, num_branches)
+            if index is not None:
+                b_idx, k_idx = index
+                value = (self.strength * motion)[:, None, :]  # (F, 1, Q) -> every head
+                cond.permute(0, 4, 1, 2, 3)[b_idx, k_idx] = value  # (B, K, F, heads, Q) view
+        return probs
