@@ -8,6 +8,7 @@ options) and ``mmi:`` (Motion Map Injection). Unknown keys and wrong types are e
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -247,6 +248,9 @@ def _positive(key: str, value: int) -> None:
 # --------------------------------------------------------------------------------------------------
 # dict <-> dataclass with type checking
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -297,6 +301,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads "1e-2" as a string; OmegaConf (vid2vid-zero) as a float
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
