@@ -1,0 +1,327 @@
+"""Diffusers attention processors for video: per-frame, sparse-causal and dense spatial-temporal.
+
+Frames are folded into the batch of a 2D UNet (``Bt = G * B * F`` in ``(g, b, f)`` order, see
+:mod:`attentionflow.attention.base`). One :class:`FrameAttnProcessor` is installed per attention
+module; all of them share one :class:`AttentionRuntime` (the mutable :class:`AttentionState` plus the
+current controller), which the pipeline updates between steps.
+
+Self-attention modes (``state.frame_mode``):
+
+* ``per_frame``: plain attention inside each frame (identical to diffusers' ``AttnProcessor2_0``);
+  used for inversion.
+* ``cross_frame``: at *dense* sites every frame attends to the tokens of all ``F`` frames of its
+  video; elsewhere *sparse-causal* attention: frame ``i`` attends to frame 0 and frame ``i-1``
+  (frame 0 attends to frame 0 twice, as vid2vid-zero does).
+
+Probabilities are only materialised where the controller asks for them
+(:meth:`AttentionController.wants_probs`); everywhere else ``F.scaled_dot_product_attention`` runs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+
+from .base import AttentionController, AttentionSite, AttentionState
+
+__all__ = [
+    "AttentionRuntime",
+    "FrameAttnProcessor",
+    "UNetAttentionSite",
+    "attention_resolutions",
+    "attention_sites",
+    "install_attention",
+    "site_map_size",
+]
+
+_KeyMode = Literal["self", "sparse", "dense"]
+_BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^(mid_block)\.")
+
+
+@dataclass(frozen=True)
+class UNetAttentionSite(AttentionSite):
+    """An :class:`AttentionSite` that also knows its spatial level inside the UNet.
+
+    ``level`` = number of 2x downsamplings between the latents and this layer's feature map, so the
+    layer's map size for latents ``(h, w)`` is ``(ceil(h / 2**level), ceil(w / 2**level))`` (strided
+    convolutions round up). Controllers use it (through :func:`site_map_size`) in ``wants_probs`` to
+    decide by resolution before any probabilities exist.
+    """
+
+    level: int = 0
+
+
+def site_map_size(site: AttentionSite, state: AttentionState) -> tuple[int, int] | None:
+    """(h, w) of the attention maps at ``site`` for ``state.latent_size``; None when unknown.
+
+    Unknown when ``site`` carries no level (a plain :class:`AttentionSite`) or the latent size is
+    not set; callers then decide from the probabilities' query count instead.
+    """
+    level = getattr(site, "level", None)
+    h, w = state.latent_size
+    if level is None or h <= 0 or w <= 0:
+        return None
+    for _ in range(level):
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    return h, w
+
+
+def attention_resolutions(sites: dict[str, AttentionSite], latent_size: tuple[int, int]) -> dict[int, tuple[int, int]]:
+    """Query count -> (h, w) map size for every attention resolution (for ``AttentionState.resolutions``)."""
+    state = AttentionState(latent_size=latent_size)
+    out: dict[int, tuple[int, int]] = {}
+    for site in sites.values():
+        size = site_map_size(site, state)
+        if size is not None:
+            out[size[0] * size[1]] = size
+    return dict(sorted(out.items()))
+
+
+@dataclass
+class AttentionRuntime:
+    """What all processors of one UNet share: the mutable state and the current controller."""
+
+    state: AttentionState
+    controller: AttentionController | None = None
+
+
+def _frame_keys(x: torch.Tensor, num_frames: int, mode: _KeyMode) -> torch.Tensor:
+    """Gather the key/value tokens each frame attends to.
+
+    ``x``: ``(Bt, heads, N, d)`` per-frame tokens (``Bt = G*B*F``); returns ``(Bt, heads, K, d)`` with
+    ``K = 2N`` (sparse-causal: frame 0 then frame ``i-1``) or ``K = F*N`` (dense: all frames).
+    Also used for attention masks ``(Bt, heads, q, N)`` with the token axis last (see caller).
+    """
+    bt, heads, n, d = x.shape
+    x5 = x.view(bt // num_frames, num_frames, heads, n, d)  # (GB, F, heads, N, d)
+    if mode == "sparse":
+        prev = (torch.arange(num_frames, device=x.device) - 1).clamp_min(0)  # frame i -> i-1, 0 -> 0
+        first = x5[:, :1].expand_as(x5)  # (GB, F, heads, N, d): frame 0 for every frame
+        out = torch.cat([first, x5.index_select(1, prev)], dim=3)  # (GB, F, heads, 2N, d)
+        return out.reshape(bt, heads, 2 * n, d)
+    # dense: every frame sees all frames' tokens in frame order
+    allf = x5.permute(0, 2, 1, 3, 4).reshape(bt // num_frames, 1, heads, num_frames * n, d)  # (GB, 1, heads, F*N, d)
+    return allf.expand(-1, num_frames, -1, -1, -1).reshape(bt, heads, num_frames * n, d)
+
+
+def _frame_mask(mask: torch.Tensor, num_frames: int, mode: _KeyMode) -> torch.Tensor:
+    """Key mask for cross-frame keys: ``(Bt, heads, q, N)`` -> ``(Bt, heads, q, K)`` (K as in :func:`_frame_keys`)."""
+    moved = mask.transpose(-1, -2)  # (Bt, heads, N, q): tokens on the gathered axis
+    return _frame_keys(moved.contiguous(), num_frames, mode).transpose(-1, -2)
+
+
+class FrameAttnProcessor:
+    """Attention processor for frames folded into the batch (see the module docstring).
+
+    Callable like diffusers' ``AttnProcessor2_0``. It keeps no tensors between calls.
+
+    Args:
+        site: static description of the layer this processor is installed on.
+        runtime: shared state + controller.
+        sparse_causal: if False, non-dense self-attention stays per-frame in ``cross_frame`` mode.
+    """
+
+    def __init__(self, site: AttentionSite, runtime: AttentionRuntime, *, sparse_causal: bool = True) -> None:
+        self.site = site
+        self.runtime = runtime
+        self.sparse_causal = sparse_causal
+
+    def _key_mode(self, is_self: bool, num_frames: int) -> _KeyMode:
+        if not is_self or self.site.is_cross or self.runtime.state.frame_mode != "cross_frame":
+            return "self"
+        if self.site.dense:
+            return "dense"
+        return "sparse" if self.sparse_causal else "self"
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """``hidden_states``: ``(Bt, N, C)`` or ``(Bt, C, h, w)``; returns the same shape."""
+        state = self.runtime.state
+        controller = self.runtime.controller
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)  # (Bt, N, C)
+
+        is_self = encoder_hidden_states is None
+        batch_size, sequence_length, _ = hidden_states.shape if is_self else encoder_hidden_states.shape
+
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])  # (Bt, heads, q, K)
+
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)  # (Bt, N, heads*d)
+        if is_self:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)  # (Bt, Nk, heads*d)
+        value = attn.to_v(encoder_hidden_states)
+
+        num_frames = state.num_frames
+        mode = self._key_mode(is_self, num_frames)
+        if mode != "self" and batch_size % num_frames:
+            raise ValueError(f"batch of {batch_size} is not a multiple of num_frames={num_frames} "
+                             f"at {self.site.name}")
+        heads = attn.heads
+        head_dim = key.shape[-1] // heads
+        explicit = controller is not None and controller.wants_probs(self.site, state)
+
+        if mode == "dense" and not explicit and attention_mask is None:
+            # All frames of a video share their keys: fold frames into the query axis (no copies).
+            groups = batch_size // num_frames
+            q = query.view(groups, num_frames * sequence_length, heads, head_dim).transpose(1, 2)  # (GB, heads, F*N, d)
+            k = key.view(groups, num_frames * sequence_length, heads, head_dim).transpose(1, 2)
+            v = value.view(groups, num_frames * sequence_length, heads, head_dim).transpose(1, 2)
+            if attn.norm_q is not None:
+                q = attn.norm_q(q)
+            if attn.norm_k is not None:
+                k = attn.norm_k(k)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False, scale=attn.scale)
+            out = out.transpose(1, 2).reshape(batch_size, -1, heads * head_dim)  # (Bt, N, heads*d)
+        else:
+            q = query.view(batch_size, -1, heads, head_dim).transpose(1, 2)  # (Bt, heads, Q, d)
+            k = key.view(batch_size, -1, heads, head_dim).transpose(1, 2)  # (Bt, heads, Nk, d)
+            v = value.view(batch_size, -1, heads, head_dim).transpose(1, 2)
+            if attn.norm_q is not None:
+                q = attn.norm_q(q)
+            if attn.norm_k is not None:
+                k = attn.norm_k(k)
+            if mode != "self":
+                k = _frame_keys(k, num_frames, mode)  # (Bt, heads, K, d)
+                v = _frame_keys(v, num_frames, mode)
+                if attention_mask is not None:
+                    attention_mask = _frame_mask(attention_mask, num_frames, mode)
+            if explicit:
+                assert controller is not None
+                probs = self._probs(attn, q, k, attention_mask)  # (Bt, heads, Q, K)
+                probs = controller(probs, self.site, state)
+                out = torch.matmul(probs.to(v.dtype), v)  # (Bt, heads, Q, d)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0,
+                                                     is_causal=False, scale=attn.scale)
+            out = out.transpose(1, 2).reshape(batch_size, -1, heads * head_dim)  # (Bt, Q, heads*d)
+        out = out.to(query.dtype)
+
+        out = attn.to_out[0](out)
+        out = attn.to_out[1](out)
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    @staticmethod
+    def _probs(attn: Attention, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """softmax(q k^T * scale [+ mask]): ``(Bt, heads, Q, d)`` x ``(Bt, heads, K, d)`` -> ``(Bt, heads, Q, K)``."""
+        dtype = q.dtype
+        if attn.upcast_attention:
+            q, k = q.float(), k.float()
+        scores = torch.matmul(q, k.transpose(-1, -2)) * attn.scale  # (Bt, heads, Q, K)
+        if mask is not None:
+            if mask.dtype == torch.bool:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            else:
+                scores = scores + mask.to(scores.dtype)
+        if attn.upcast_softmax:
+            scores = scores.float()
+        return scores.softmax(dim=-1).to(dtype)
+
+
+def _block_of(name: str) -> tuple[str, int] | None:
+    """``down_blocks.2.attentions...`` -> ("down", 2); ``mid_block...`` -> ("mid", 0); else None."""
+    m = _BLOCK_RE.match(name)
+    if m is None:
+        return None
+    if m.group(3):
+        return "mid", 0
+    return ("down" if m.group(1) == "down_blocks" else "up"), int(m.group(2))
+
+
+def _levels(unet: torch.nn.Module) -> dict[tuple[str, int], int]:
+    """(place, block index) -> number of 2x downsamplings above the latents at that block."""
+    levels: dict[tuple[str, int], int] = {}
+    level = 0
+    for i, block in enumerate(getattr(unet, "down_blocks", [])):
+        levels[("down", i)] = level
+        if getattr(block, "downsamplers", None) is not None:
+            level += 1
+    levels[("mid", 0)] = level
+    for i, block in enumerate(getattr(unet, "up_blocks", [])):
+        levels[("up", i)] = level
+        if getattr(block, "upsamplers", None) is not None:
+            level -= 1
+    return levels
+
+
+def attention_sites(unet: torch.nn.Module, st_attn_idx: int | None = 0, use_st: bool = True) -> dict[str, AttentionSite]:
+    """Describe every attention module of ``unet``, keyed like ``unet.attn_processors``.
+
+    Dense (spatial-temporal) self-attention goes to the first self-attention module of down block
+    ``k``, of up block ``k + 1`` and of the mid block (``k = st_attn_idx``) when ``use_st``; parts the
+    UNet lacks are skipped. Returns :class:`UNetAttentionSite` values (with their ``level``).
+    """
+    levels = _levels(unet)
+    dense_blocks: set[tuple[str, int]] = set()
+    if use_st and st_attn_idx is not None:
+        dense_blocks = {("down", st_attn_idx), ("up", st_attn_idx + 1), ("mid", 0)}
+    seen_self: set[tuple[str, int]] = set()
+    sites: dict[str, AttentionSite] = {}
+    for name, module in unet.named_modules():
+        if not isinstance(module, Attention):
+            continue
+        block = _block_of(name)
+        place, index = block if block is not None else ("mid", 0)
+        is_cross = bool(module.is_cross_attention)
+        dense = False
+        if not is_cross and block is not None and block not in seen_self:
+            seen_self.add(block)
+            dense = block in dense_blocks
+        sites[f"{name}.processor"] = UNetAttentionSite(
+            name=name, is_cross=is_cross, place=place, block_index=index, dense=dense,
+            level=levels.get((place, index), 0),
+        )
+    return sites
+
+
+@contextmanager
+def install_attention(unet: Any, runtime: AttentionRuntime, *, use_sc: bool = True, use_st: bool = True,
+                      st_attn_idx: int = 0) -> Iterator[dict[str, AttentionSite]]:
+    """Install a :class:`FrameAttnProcessor` on every attention module of ``unet`` for the ``with`` block.
+
+    ``use_sc=False``: ``cross_frame`` self-attention stays per-frame except at dense sites;
+    ``use_st=False``: no dense sites. The original processors (the same objects) are restored on
+    exit, also after an exception. Yields the sites keyed like ``unet.attn_processors``.
+    """
+    original = dict(unet.attn_processors)
+    sites = attention_sites(unet, st_attn_idx=st_attn_idx, use_st=use_st)
+    missing = set(original) - set(sites)
+    if missing:  # pragma: no cover - attention modules diffusers knows but we could not classify
+        raise ValueError(f"attention processors without a site: {sorted(missing)[:3]}")
+    unet.set_attn_processor({key: FrameAttnProcessor(sites[key], runtime, sparse_causal=use_sc) for key in original})
+    try:
+        yield sites
+    finally:
+        unet.set_attn_processor(dict(original))
