@@ -1,0 +1,242 @@
+"""Words -> token positions, and the prompt-to-prompt token mappers (Replace, Refine).
+
+Every position is an index into the padded text-encoder sequence (``tokenizer.model_max_length``,
+77 for CLIP) where index 0 is the start token: the first word of a prompt starts at index 1.
+Words are found on the tokenizer's own tokens, never by splitting the prompt on spaces, so
+multi-token words ("blackswan" -> ``black``, ``swan</w>``), several-word phrases ("jeep car"),
+punctuation ("water." -> ``water</w>``, ``.</w>``) and repeated words all resolve correctly.
+
+A *word* of a prompt is a run of tokens ending with a token that carries CLIP's end-of-word marker
+``</w>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from ..errors import PromptError
+
+__all__ = [
+    "check_prompt_length",
+    "choose_edit_mode",
+    "content_token_mask",
+    "max_length",
+    "prompt_token_ids",
+    "prompt_words",
+    "refine_mapper",
+    "replace_mapper",
+    "reweight_vector",
+    "word_positions",
+    "word_token_indices",
+]
+
+EditMode = Literal["replace", "refine"]
+_EOW = "</w>"
+_DEFAULT_MAX_LENGTH = 77
+
+#: Prompt-to-prompt's global-alignment scores (``seq_aligner.ScoreParams(gap=0, match=1, mismatch=-1)``).
+_GAP, _MATCH, _MISMATCH = 0, 1, -1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def max_length(tokenizer: Any) -> int:
+    """The text encoder's sequence length (``model_max_length``; 77 when the tokenizer has none)."""
+    n = int(getattr(tokenizer, "model_max_length", _DEFAULT_MAX_LENGTH) or _DEFAULT_MAX_LENGTH)
+    return n if n < 100_000 else _DEFAULT_MAX_LENGTH
+
+
+def prompt_token_ids(prompt: str, tokenizer: Any) -> list[int]:
+    """Token ids of ``prompt`` with the start and end tokens, unpadded; checks the length limit."""
+    ids = list(tokenizer(prompt, add_special_tokens=True, truncation=False).input_ids)
+    limit = max_length(tokenizer)
+    if len(ids) > limit:
+        raise PromptError(f"prompt '{_one_line(prompt)}' has {len(ids)} tokens (with start/end tokens); "
+                          f"the limit is {limit}: shorten it")
+    return ids
+
+
+def check_prompt_length(prompt: str, tokenizer: Any) -> None:
+    """Raise :class:`PromptError` if ``prompt`` needs more tokens than the text encoder takes."""
+    prompt_token_ids(prompt, tokenizer)
+
+
+def _content_tokens(prompt: str, tokenizer: Any) -> list[str]:
+    """Token strings of the prompt without start/end tokens (position p here is index p+1)."""
+    ids = prompt_token_ids(prompt, tokenizer)
+    return list(tokenizer.convert_ids_to_tokens(ids[1:-1]))
+
+
+def _word_spans(tokens: list[str]) -> list[list[int]]:
+    """Group content tokens into words: lists of positions in the padded sequence (start token = 0)."""
+    spans: list[list[int]] = []
+    current: list[int] = []
+    for i, tok in enumerate(tokens):
+        current.append(i + 1)
+        if tok.endswith(_EOW):
+            spans.append(current)
+            current = []
+    if current:
+        spans.append(current)
+    return spans
+
+
+def prompt_words(prompt: str, tokenizer: Any) -> list[str]:
+    """The prompt's words as the tokenizer sees them (lower-cased, punctuation as separate words)."""
+    ids = prompt_token_ids(prompt, tokenizer)[1:-1]
+    spans = _word_spans(list(tokenizer.convert_ids_to_tokens(ids)))
+    return [tokenizer.decode([ids[p - 1] for p in span]).strip() for span in spans]
+
+
+def content_token_mask(prompt: str, tokenizer: Any) -> torch.Tensor:
+    """``(L,)`` bool, True at the prompt's own tokens (not the start/end tokens nor padding)."""
+    n = len(prompt_token_ids(prompt, tokenizer)) - 2
+    mask = torch.zeros(max_length(tokenizer), dtype=torch.bool)
+    mask[1 : 1 + n] = True
+    return mask
+
+
+def _find(tokens: list[str], word_tokens: list[str]) -> list[int]:
+    """Positions (padded sequence) of every occurrence of ``word_tokens`` that starts a word."""
+    n, m = len(tokens), len(word_tokens)
+    at_word_start = word_tokens[-1].endswith(_EOW)  # CLIP-style vocabulary: require word boundaries
+    out: list[int] = []
+    for p in range(n - m + 1):
+        if tokens[p : p + m] != word_tokens:
+            continue
+        if at_word_start and p > 0 and not tokens[p - 1].endswith(_EOW):
+            continue
+        out.extend(range(p + 1, p + m + 1))
+    return out
+
+
+def word_positions(prompt: str, word: str, tokenizer: Any) -> list[int]:
+    """Like :func:`word_token_indices` but returns [] when the word is absent."""
+    if not str(word).strip():
+        raise PromptError(f"empty word {word!r}: give a word of the prompt '{_one_line(prompt)}'")
+    tokens = [t.lower() for t in _content_tokens(prompt, tokenizer)]
+    word_ids = tokenizer(str(word).strip(), add_special_tokens=False).input_ids
+    word_tokens = [t.lower() for t in tokenizer.convert_ids_to_tokens(word_ids)]
+    if not word_tokens:
+        return []
+    return _find(tokens, word_tokens)
+
+
+def word_token_indices(prompt: str, word: str, tokenizer: Any) -> list[int]:
+    """Positions of every token of every occurrence of ``word`` in ``prompt`` (start token = 0).
+
+    ``word`` may be one word of several tokens or several words; matching is case-insensitive and
+    only at word starts ("swan" does not match inside "blackswan").
+    """
+    positions = word_positions(prompt, word, tokenizer)
+    if not positions:
+        raise PromptError(f"word '{_one_line(word)}' is not in the prompt '{_one_line(prompt)}'; "
+                          f"its words are: {', '.join(prompt_words(prompt, tokenizer))}")
+    return positions
+
+
+def choose_edit_mode(source: str, target: str, tokenizer: Any) -> EditMode:
+    """``replace`` when both prompts have the same token count, else ``refine``."""
+    same = len(prompt_token_ids(source, tokenizer)) == len(prompt_token_ids(target, tokenizer))
+    return "replace" if same else "refine"
+
+
+def replace_mapper(source: str, target: str, tokenizer: Any) -> torch.Tensor:
+    """Prompt-to-prompt Replace mapper ``M`` ``(L, L)``: ``target_maps = source_maps @ M``.
+
+    ``M[i, j]`` is the weight of source token ``i`` in target token ``j``. Equal words map one to
+    one. When both prompts have the same number of words, a changed word maps to its counterpart
+    (one to one if both have as many tokens; otherwise every target token gets the source word's
+    tokens times ``1 / len(target word)``, as P2P's ``get_replacement_mapper``); with different
+    word counts tokens map by position. Start, end and padding positions map to themselves.
+    """
+    src_tokens = _content_tokens(source, tokenizer)
+    tgt_tokens = _content_tokens(target, tokenizer)
+    if len(src_tokens) != len(tgt_tokens):
+        raise PromptError(f"replace needs prompts with the same number of tokens: '{_one_line(source)}' has "
+                          f"{len(src_tokens)}, '{_one_line(target)}' has {len(tgt_tokens)}; use refine")
+    size = max_length(tokenizer)
+    n = len(src_tokens)
+    mapper = torch.zeros(size, size)
+    mapper[0, 0] = 1.0  # start token
+    tail = torch.arange(n + 1, size)
+    mapper[tail, tail] = 1.0  # end token and padding
+    src_words, tgt_words = _word_spans(src_tokens), _word_spans(tgt_tokens)
+    if len(src_words) != len(tgt_words):
+        content = torch.arange(1, n + 1)
+        mapper[content, content] = 1.0  # token by token, by position
+        return mapper
+    for s_span, t_span in zip(src_words, tgt_words):
+        if len(s_span) == len(t_span):
+            mapper[s_span, t_span] = 1.0  # one to one
+        else:
+            for j in t_span:
+                mapper[s_span, j] = 1.0 / len(t_span)
+    return mapper
+
+
+def _global_align(x: list[int], y: list[int]) -> list[int]:
+    """Needleman-Wunsch as P2P's ``seq_aligner``: for each y position the aligned x position or -1."""
+    n, m = len(x), len(y)
+    score = [[0] * (m + 1) for _ in range(n + 1)]
+    trace = [[0] * (m + 1) for _ in range(n + 1)]
+    for j in range(1, m + 1):
+        score[0][j], trace[0][j] = j * _GAP, 1
+    for i in range(1, n + 1):
+        score[i][0], trace[i][0] = i * _GAP, 2
+    trace[0][0] = 4
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            left = score[i][j - 1] + _GAP
+            up = score[i - 1][j] + _GAP
+            diag = score[i - 1][j - 1] + (_MATCH if x[i - 1] == y[j - 1] else _MISMATCH)
+            best = max(left, up, diag)
+            score[i][j] = best
+            trace[i][j] = 1 if best == left else 2 if best == up else 3
+    y_to_x = [-1] * m
+    i, j = n, m
+    while i > 0 or j > 0:
+        t = trace[i][j]
+        if t == 3:
+            i, j = i - 1, j - 1
+            y_to_x[j] = i
+        elif t == 1:
+            j -= 1
+        elif t == 2:
+            i -= 1
+        else:
+            break
+    return y_to_x
+
+
+def refine_mapper(source: str, target: str, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt-to-prompt Refine mapper from a global alignment of the two token sequences.
+
+    Returns ``(mapper, alphas)``, both ``(L,)``: ``mapper[j]`` is the source position aligned to
+    target position ``j`` (0 where ``j`` is unaligned), ``alphas[j]`` is 1 where aligned, 0 for new
+    target tokens (which keep the edit's own attention). Target padding maps to source padding.
+    """
+    x = prompt_token_ids(source, tokenizer)
+    y = prompt_token_ids(target, tokenizer)
+    size = max_length(tokenizer)
+    y_to_x = _global_align(x, y)
+    mapper = torch.zeros(size, dtype=torch.long)
+    alphas = torch.ones(size)
+    aligned = torch.tensor(y_to_x, dtype=torch.long)
+    mapper[: len(y)] = aligned.clamp_min(0)
+    alphas[: len(y)] = (aligned >= 0).float()
+    pad = torch.arange(size - len(y))
+    mapper[len(y) :] = (len(x) + pad).clamp_max(size - 1)  # target padding -> source padding
+    return mapper, alphas
+
+
+def reweight_vector(prompt: str, words: dict[str, float], tokenizer: Any) -> torch.Tensor:
+    """Equalizer ``(L,)``: 1 everywhere, ``words[w]`` at the tokens of word ``w`` of ``prompt``."""
+    eq = torch.ones(max_length(tokenizer))
+    for word, factor in words.items():
+        eq[word_token_indices(prompt, word, tokenizer)] = float(factor)
+    return eq
