@@ -34,3 +34,22 @@ def clip_tokenizer(clip_tokenizer_dir):
 def tiny(clip_tokenizer) -> Components:
     """Fresh tiny random-weight UNet/VAE/CLIP + CLIP tokenizer + SD DDIM scheduler (seed 0)."""
     return tiny_components(clip_tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, clip_tokenizer):
+    """The tiny random-weight components saved as a diffusers Stable Diffusion folder."""
+    from attentionflow.models.loading import save_components
+
+    folder = tmp_path_factory.mktemp("tiny_sd")
+    save_components(tiny_components(clip_tokenizer, seed=0), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def square_video():
+    """(frames (8, 32, 32, 3) uint8, masks (8, 32, 32) bool): a textured square moving right over texture."""
+    from tests.synthetic import MovingSquare, make_video
+
+    frames, masks = make_video(size=32, n_frames=8, squares=(MovingSquare(4, 10, 10, 2, 0),), seed=3)
+    return frames, masks[:, 0]

@@ -1,0 +1,350 @@
+"""Command-line interface: ``attentionflow edit | motion | demo | toyworld``.
+
+Every user error is one line on stderr and exit code 2 (no traceback), raised before heavy compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import AttentionFlowError, ConfigError
+
+DEMO_SOURCE = "a red circle is moving on the road"
+DEMO_TARGETS = ("a blue circle is moving on the road", "a red circle is moving on the snow")
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``512`` or ``WIDTHxHEIGHT`` -> (width, height)."""
+    try:
+        if "x" in text.lower():
+            w, h = text.lower().split("x")
+            return int(w), int(h)
+        return int(text), int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be N or WIDTHxHEIGHT (e.g. 512 or 768x432), got '{text}'")
+
+
+def _reweight(text: str) -> tuple[str, float]:
+    word, _, factor = text.rpartition("=")
+    try:
+        return word, float(factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"reweight must be WORD=FACTOR (e.g. snow=2.0), got '{text}'")
+
+
+def _direction(text: str) -> str | float:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input video")
+    g.add_argument("--frames", type=int, help="number of frames to use (n_sample_frames)")
+    g.add_argument("--start", type=int, help="index of the first frame (sample_start_idx)")
+    g.add_argument("--stride", type=int, help="take every n-th frame (sample_frame_rate)")
+    g.add_argument("--size", type=_size, help="frame size after resize + center crop: N or WIDTHxHEIGHT")
+
+
+def _add_motion_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("motion maps")
+    g.add_argument("--flow", help="optical flow method: dis (default) or farneback")
+    g.add_argument("--direction", type=_direction, help="keep motion toward N/NE/E/SE/S/SW/W/NW or an angle in degrees")
+    g.add_argument("--direction-tolerance", type=float, help="half-width of the direction cone in degrees (45)")
+    g.add_argument("--direction-mode", choices=["cone", "project"], help="direction guidance variant")
+    g.add_argument("--camera-motion", choices=["compensate", "keep"], help="subtract camera motion (default) or not")
+    g.add_argument("--smoothing", type=float, help="temporal smoothing of the maps (sigma in frames, 0 = off)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attentionflow", description="Zero-shot text-driven video editing with "
+                                     "Stable Diffusion and Motion Map Injection.")
+    parser.add_argument("--version", action="version", version=f"attentionflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    e = sub.add_parser("edit", help="edit a video with text prompts",
+                       description="Edit a video: invert it, then regenerate it with each target prompt.")
+    e.add_argument("video", nargs="?", help="video file (mp4/avi/mov/webm/mkv/gif) or folder of frames")
+    e.add_argument("--config", help="YAML config (vid2vid-zero format + p2p/mmi sections); flags override it")
+    e.add_argument("--source", help="source prompt describing the video")
+    e.add_argument("--target", action="append", help="target prompt (repeat for several edits)")
+    e.add_argument("--model", help="diffusers folder, cached hub id, or 'embedded' (default)")
+    e.add_argument("--out", help="output folder")
+    e.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    _add_sampling_args(e)
+    g = e.add_argument_group("diffusion")
+    g.add_argument("--steps", type=int, help="DDIM steps for inversion and sampling (50)")
+    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (7.5)")
+    g.add_argument("--seed", type=int, help="random seed (33)")
+    g.add_argument("--no-null-text", action="store_true", help="plain DDIM inversion (no null-text optimisation)")
+    g.add_argument("--null-inner-steps", type=int, help="Adam iterations per step of null-text inversion")
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+    g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="compute dtype")
+    g.add_argument("--no-sc-attn", action="store_true", help="disable sparse-causal cross-frame attention")
+    g.add_argument("--no-st-attn", action="store_true", help="disable dense spatial-temporal attention")
+    g.add_argument("--fps", type=float, help="frame rate of the written videos (8)")
+    g = e.add_argument_group("prompt-to-prompt")
+    g.add_argument("--mode", choices=["auto", "replace", "refine"], help="P2P edit mode (auto from the prompts)")
+    g.add_argument("--cross-replace", type=float, help="fraction of steps with cross-attention replacement (0.8)")
+    g.add_argument("--self-replace", type=float, help="fraction of steps with self-attention replacement (0.4)")
+    g.add_argument("--blend-word", action="append", help="local blend word (once, or once per prompt: source first)")
+    g.add_argument("--reweight", type=_reweight, action="append", help="WORD=FACTOR attention reweighting")
+    g = e.add_argument_group("motion map injection")
+    g.add_argument("--motion-word", action="append", help="motion word of the prompts (repeatable) or 'auto'")
+    g.add_argument("--mmi-strength", type=float, help="injection strength lambda (0.09)")
+    g.add_argument("--similarity", help="attention-motion similarity: ncc (default), zncc, cc, ssd, mi")
+    g.add_argument("--mmi-branches", choices=["all", "source", "edits"], help="branches receiving MMI (all)")
+    g.add_argument("--no-mmi", action="store_true", help="plain editor without MMI (for A/B comparisons)")
+    _add_motion_args(e)
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    e.set_defaults(func=cmd_edit)
+
+    m = sub.add_parser("motion", help="compute optical flow and motion maps of a video",
+                       description="Write flow images, motion maps, an overlay video and .npy arrays.")
+    m.add_argument("video", help="video file or folder of frames")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    m.add_argument("--fps", type=float, default=8.0, help="frame rate of the overlay video")
+    _add_sampling_args(m)
+    _add_motion_args(m)
+    m.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    m.set_defaults(func=cmd_motion)
+
+    d = sub.add_parser("demo", help="edit a toy video with the embedded model (offline, CPU, < 1 minute)",
+                       description=f"Make a toy video ('{DEMO_SOURCE}') and edit it into "
+                                   + " and ".join(f"'{t}'" for t in DEMO_TARGETS) + " with MMI on.")
+    d.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo; a previous demo "
+                   "output there is replaced)")
+    d.add_argument("--steps", type=int, default=None, help="DDIM steps (default from configs/demo.yaml: 25)")
+    d.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    d.set_defaults(func=cmd_demo)
+
+    try:
+        from .toyworld.cli import register_cli
+    except ImportError:  # pragma: no cover - toyworld is part of the package
+        pass
+    else:
+        register_cli(sub)
+    return parser
+
+
+# -------------------------------------------------------------------------------------------------
+
+
+def config_from_args(args: argparse.Namespace):
+    """Load ``--config`` (or defaults) and apply the command-line overrides."""
+    from .config import EditConfig, load_config
+
+    cfg = load_config(args.config) if getattr(args, "config", None) else EditConfig()
+    inp, val, p2p, mmi = cfg.input_data, cfg.validation_data, cfg.p2p, cfg.mmi
+    if args.video:
+        inp.video_path = args.video
+    if args.source:
+        inp.prompt = args.source
+    if args.target:
+        val.prompts = list(args.target)
+    if args.model:
+        cfg.pretrained_model_path = args.model
+    if args.out:
+        cfg.output_dir = args.out
+    if args.frames is not None:
+        inp.n_sample_frames = val.video_length = args.frames
+    if args.start is not None:
+        inp.sample_start_idx = args.start
+    if args.stride is not None:
+        inp.sample_frame_rate = args.stride
+    if args.size is not None:
+        inp.width, inp.height = val.width, val.height = args.size
+    if args.steps is not None:
+        val.num_inference_steps = val.num_inv_steps = args.steps
+    for flag, attr in (("guidance", "guidance_scale"), ("null_inner_steps", "null_inner_steps")):
+        if getattr(args, flag) is not None:
+            setattr(val, attr, getattr(args, flag))
+    if args.no_null_text:
+        val.use_null_inv = False
+    for flag, attr in (("seed", "seed"), ("device", "device"), ("mixed_precision", "mixed_precision"), ("fps", "fps")):
+        if getattr(args, flag) is not None:
+            setattr(cfg, attr, getattr(args, flag))
+    if args.no_sc_attn:
+        cfg.use_sc_attn = False
+    if args.no_st_attn:
+        cfg.use_st_attn = False
+    for flag, attr in (("mode", "mode"), ("cross_replace", "cross_replace_steps"),
+                       ("self_replace", "self_replace_steps"), ("blend_word", "blend_words")):
+        if getattr(args, flag) is not None:
+            setattr(p2p, attr, getattr(args, flag))
+    if args.reweight:
+        p2p.reweight = dict(args.reweight)
+    if args.motion_word:
+        mmi.motion_words = "auto" if args.motion_word == ["auto"] else list(args.motion_word)
+    for flag, attr in (("mmi_strength", "strength"), ("similarity", "similarity"), ("mmi_branches", "branches")):
+        if getattr(args, flag) is not None:
+            setattr(mmi, attr, getattr(args, flag))
+    _apply_motion_args(args, mmi)
+    if args.no_mmi:
+        mmi.enabled = False
+    return cfg
+
+
+def _apply_motion_args(args: argparse.Namespace, target) -> None:
+    for flag, attr in (("flow", "flow"), ("direction", "direction"), ("direction_tolerance", "direction_tolerance"),
+                       ("direction_mode", "direction_mode"), ("camera_motion", "camera_motion"),
+                       ("smoothing", "temporal_smoothing")):
+        if getattr(args, flag) is not None:
+            setattr(target, attr, getattr(args, flag))
+
+
+def _progress_printer(quiet: bool) -> Callable[[str, int, int], None] | None:
+    if quiet:
+        return None
+    last = {"stage": None}
+
+    def cb(stage: str, step: int, total: int) -> None:
+        if stage != last["stage"]:
+            last["stage"] = stage
+        if step == total:
+            print(f"  {stage}: {total}/{total} steps done", file=sys.stderr)
+
+    return cb
+
+
+def _quiet_libraries() -> None:
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size) when launched by accelerate/torchrun, else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        from accelerate import PartialState
+
+        state = PartialState()
+        return state.process_index, state.num_processes
+    return 0, 1
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .jobs import run_edit_job
+
+    cfg = config_from_args(args)
+    rank, world = _distributed_rank()
+    if rank != 0:
+        logging.getLogger(__name__).info("process %d of %d: a single edit runs on the main process", rank, world)
+        return 0
+    start = time.perf_counter()
+    out = run_edit_job(cfg, overwrite=args.overwrite, progress=not args.quiet, command="edit")
+    if not args.quiet:
+        print(f"wrote {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_motion(args: argparse.Namespace) -> int:
+    from .flow.export import export_motion
+    from .flow.motion import MotionOptions, motion_maps
+    from .io.video import atomic_output_dir, check_output_dir, probe_video, read_frames
+
+    opts = MotionOptions()
+    _apply_motion_args(args, opts)
+    opts.validate()
+    width, height = args.size if args.size else (None, None)
+    check_output_dir(args.out, args.overwrite)
+    probe_video(args.video)
+    frames = read_frames(args.video, n_frames=args.frames, start=args.start or 0, stride=args.stride or 1,
+                         width=width, height=height)
+    result = motion_maps(frames, opts)
+    with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
+        export_motion(frames, result, tmp, fps=args.fps)
+    if not args.quiet:
+        print(f"wrote motion maps of {len(frames)} frames to {args.out}", file=sys.stderr)
+    return 0
+
+
+def demo_config(out: str, steps: int | None):
+    """The demo's configuration: configs/demo.yaml's settings on a freshly rendered toy clip."""
+    from .config import EditConfig, InputDataConfig, MMIConfig, ValidationDataConfig
+
+    cfg = EditConfig(
+        pretrained_model_path="embedded",
+        output_dir=out,
+        input_data=InputDataConfig(video_path="", prompt=DEMO_SOURCE, n_sample_frames=8, width=64, height=64),
+        validation_data=ValidationDataConfig(prompts=list(DEMO_TARGETS), video_length=8, width=64, height=64,
+                                             num_inference_steps=25, num_inv_steps=25),
+        mmi=MMIConfig(motion_words=["moving"]),
+        seed=33,
+        device="cpu",
+    )
+    if steps is not None:
+        cfg.validation_data.num_inference_steps = cfg.validation_data.num_inv_steps = steps
+    return cfg
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import json
+
+    from .io.video import write_frames
+    from .jobs import run_edit_job
+    from .toyworld import make_video
+
+    out = Path(args.out)
+    overwrite = args.overwrite
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        try:
+            overwrite = overwrite or json.loads(manifest.read_text()).get("command") == "demo"
+        except (OSError, ValueError):
+            pass
+    cfg = demo_config(str(out), args.steps)
+    clip_dir = out.parent / f"{out.name}_input"
+    video = make_video(DEMO_SOURCE, frames=8, size=64, seed=0)
+    if clip_dir.exists():
+        for f in clip_dir.glob("*.png"):
+            f.unlink()
+    write_frames(video.frames, clip_dir)
+    cfg.input_data.video_path = str(clip_dir)
+    start = time.perf_counter()
+    if not args.quiet:
+        print(f"demo: '{DEMO_SOURCE}' -> " + ", ".join(f"'{t}'" for t in DEMO_TARGETS)
+              + " (embedded toy model, CPU)", file=sys.stderr)
+    run_edit_job(cfg, overwrite=overwrite, progress=not args.quiet, command="demo")
+    if not args.quiet:
+        print(f"wrote {out} in {time.perf_counter() - start:.1f} s (grid: {out / 'grid.gif'})", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``attentionflow`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if getattr(args, "quiet", False):
+        _quiet_libraries()
+    try:
+        return int(args.func(args) or 0)
+    except AttentionFlowError as exc:
+        print(f"attentionflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("attentionflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

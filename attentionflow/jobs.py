@@ -1,0 +1,231 @@
+"""One edit job end to end: check everything cheap first, run the pipeline, write all outputs atomically.
+
+Output folder layout::
+
+    input.mp4 / input.gif                 the sampled, resized, cropped input frames
+    reconstruction.mp4 / .gif             the inversion reconstruction (source prompt)
+    edit_01_<slug>.mp4 / .gif, ...        one per target prompt
+    frames/<name>/frame_0000.png ...      every video above as PNG frames
+    grid.mp4 / grid.gif                   input | reconstruction | each edit, side by side
+    attention/edit_01_<slug>.png ...      per-token cross-attention maps without / with MMI (+ motion maps)
+    motion/                               flow images, motion maps, overlay video, .npy (when MMI is on)
+    config.yaml                           the fully resolved configuration
+    manifest.json                         versions, seed, device, dtype, timings, frames, size, MMI report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import re
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from .config import EditConfig, dump_config
+from .errors import InputError
+from .io.video import atomic_output_dir, check_output_dir, make_grid, probe_video, read_frames, write_frames, \
+    write_gif, write_mp4
+from .models.loading import EMBEDDED, resolve_model_path
+from .models.tokenizer import load_tokenizer
+from .pipeline import AttentionFlowPipeline, AttentionMaps, EditOutput, prepare_edit
+
+logger = logging.getLogger(__name__)
+
+_PACKAGES = ("attentionflow", "torch", "diffusers", "transformers", "accelerate", "av", "opencv-python-headless",
+             "numpy", "pillow", "pyyaml")
+
+
+def slug(text: str, max_len: int = 40) -> str:
+    """File-name-safe short form of a prompt."""
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:max_len].rstrip("-") or "edit"
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape results."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def load_input_frames(config: EditConfig) -> np.ndarray:
+    """Read, sample, resize and crop the input video as the config says: (F, H, W, 3) uint8."""
+    inp = config.input_data
+    if not inp.video_path:
+        raise InputError("no input video given (input_data.video_path / VIDEO argument)")
+    probe_video(inp.video_path)
+    return read_frames(inp.video_path, n_frames=inp.n_sample_frames, start=inp.sample_start_idx,
+                       stride=inp.sample_frame_rate, width=inp.width, height=inp.height)
+
+
+def check_job(config: EditConfig, overwrite: bool) -> tuple[np.ndarray, Path]:
+    """Every check that needs no model weights: config, output folder, video, model folder, prompts/words.
+
+    Returns the input frames and the resolved model folder.
+    """
+    config.validate()
+    check_output_dir(config.output_dir, overwrite)
+    frames = load_input_frames(config)
+    model_dir = resolve_model_path(config.pretrained_model_path)
+    tokenizer = load_tokenizer(model_dir / "tokenizer")
+    val = config.validation_data
+    prepare_edit(tokenizer, len(frames), config.input_data.prompt, val.prompts, config.p2p, config.mmi,
+                 val.num_inference_steps)
+    return frames, model_dir
+
+
+def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool = True,
+                 pipeline: AttentionFlowPipeline | None = None, command: str = "edit",
+                 callback: Callable[[str, int, int], None] | None = None) -> Path:
+    """Run one edit job and write its output folder; returns the folder.
+
+    Raises :class:`attentionflow.errors.AttentionFlowError` for bad input before any heavy compute;
+    nothing is left behind on failure (outputs are written to a temporary folder, then renamed).
+    """
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    frames, model_dir = check_job(config, overwrite)
+    timings["read_video"] = time.perf_counter() - started
+    if pipeline is None:
+        start = time.perf_counter()
+        pipeline = AttentionFlowPipeline.from_pretrained(str(model_dir), device=config.device,
+                                                         mixed_precision=config.mixed_precision)
+        timings["load_model"] = time.perf_counter() - start
+    val = config.validation_data
+    out = pipeline.edit(
+        frames, config.input_data.prompt, val.prompts, num_inference_steps=val.num_inference_steps,
+        guidance_scale=val.guidance_scale, use_null_inv=val.use_null_inv, null_inner_steps=val.null_inner_steps,
+        null_base_lr=val.null_base_lr, null_uncond_ratio=val.null_uncond_ratio,
+        null_normal_infer=val.null_normal_infer, use_sc_attn=config.use_sc_attn, use_st_attn=config.use_st_attn,
+        st_attn_idx=config.st_attn_idx, p2p=config.p2p, mmi=config.mmi,
+        attention_map_level=config.attention_map_level, seed=config.seed, progress=progress, callback=callback)
+    timings.update(out.timings)
+    start = time.perf_counter()
+    with atomic_output_dir(config.output_dir, overwrite=overwrite) as tmp:
+        names = write_outputs(tmp, frames, out, config.fps)
+        timings["write_outputs"] = time.perf_counter() - start
+        timings["total"] = time.perf_counter() - started
+        (tmp / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+        manifest = build_manifest(config, pipeline, out, frames, timings, names, model_dir, command)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return Path(config.output_dir)
+
+
+def write_outputs(folder: Path, frames: np.ndarray, out: EditOutput, fps: float) -> dict[str, str]:
+    """Write videos, frames, grid, attention images and motion outputs into ``folder``."""
+    videos = {"input": frames, "reconstruction": out.reconstruction}
+    names = {"input": "input", "reconstruction": "reconstruction"}
+    for i, (prompt, video) in enumerate(zip(out.target_prompts, out.edits), start=1):
+        name = f"edit_{i:02d}_{slug(prompt)}"
+        videos[name] = video
+        names[prompt] = name
+    for name, video in videos.items():
+        write_mp4(video, folder / f"{name}.mp4", fps=fps)
+        write_gif(video, folder / f"{name}.gif", fps=fps)
+        write_frames(video, folder / "frames" / name)
+    labels = ["input", "reconstruction", *out.target_prompts]
+    grid = make_grid(list(videos.values()), labels=labels)
+    write_mp4(grid, folder / "grid.mp4", fps=fps)
+    write_gif(grid, folder / "grid.gif", fps=fps)
+    if out.attention is not None:
+        (folder / "attention").mkdir()
+        for b, prompt in enumerate([out.source_prompt, *out.target_prompts]):
+            name = "source" if b == 0 else names[prompt]
+            image = attention_grid(out.attention, b)
+            cv2.imwrite(str(folder / "attention" / f"{name}.png"), image[..., ::-1])
+    if out.motion is not None:
+        from .flow.export import export_motion
+
+        export_motion(frames, out.motion, folder / "motion", fps=fps)
+    return names
+
+
+def _heat(m: np.ndarray, cell: int) -> np.ndarray:
+    """(h, w) float map -> (cell, cell*w/h, 3) uint8 RGB heat map, min-max normalised."""
+    m = m.astype(np.float32)
+    lo, hi = float(m.min()), float(m.max())
+    m = (m - lo) / (hi - lo) if hi - lo > 1e-12 else np.zeros_like(m)
+    h, w = m.shape
+    img = cv2.resize((m * 255).astype(np.uint8), (max(1, round(cell * w / h)), cell), interpolation=cv2.INTER_NEAREST)
+    return cv2.applyColorMap(img, cv2.COLORMAP_JET)[..., ::-1]
+
+
+def attention_grid(maps: AttentionMaps, branch: int, cell: int = 48) -> np.ndarray:
+    """Image (rows = motion map + each prompt token; columns = frames without MMI | frames with MMI).
+
+    Each cell is one frame's head/step/layer-averaged cross-attention map for one token, min-max
+    normalised on its own. Returns (H, W, 3) uint8 RGB.
+    """
+    without = maps.without_mmi[branch].float().cpu().numpy()  # (F, h, w, K)
+    with_ = maps.with_mmi[branch].float().cpu().numpy() if maps.with_mmi is not None else None
+    num_frames = without.shape[0]
+    label_w, gap = 110, 6
+    rows: list[tuple[str, list[np.ndarray]]] = []
+    if maps.motion is not None:
+        motion = maps.motion.float().cpu().numpy()
+        cells = [_heat(motion[f], cell) for f in range(num_frames)]
+        rows.append(("motion map", cells + (cells if with_ is not None else [])))
+    for tok, k in zip(maps.tokens[branch], maps.token_indices[branch]):
+        cells = [_heat(without[f, :, :, k], cell) for f in range(num_frames)]
+        if with_ is not None:
+            cells += [_heat(with_[f, :, :, k], cell) for f in range(num_frames)]
+        rows.append((tok, cells))
+    cw = rows[0][1][0].shape[1]
+    ncols = len(rows[0][1])
+    width = label_w + ncols * cw + (gap if with_ is not None else 0)
+    header = 20
+    image = np.full((header + len(rows) * (cell + 2), width, 3), 255, np.uint8)
+    cv2.putText(image, "without MMI", (label_w, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    if with_ is not None:
+        cv2.putText(image, "with MMI", (label_w + num_frames * cw + gap, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    for r, (label, cells) in enumerate(rows):
+        y = header + r * (cell + 2)
+        cv2.putText(image, label[:14], (4, y + cell // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        for c, img in enumerate(cells):
+            x = label_w + c * cw + (gap if c >= num_frames else 0)
+            image[y:y + cell, x:x + cw] = img
+    return image
+
+
+def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: EditOutput, frames: np.ndarray,
+                   timings: dict[str, float], names: dict[str, str], model_dir: Path, command: str) -> dict[str, Any]:
+    """Run manifest: what ran, on what, how long each stage took, and what MMI did."""
+    embedded = config.pretrained_model_path == EMBEDDED
+    model_note = None
+    if embedded:
+        readme = model_dir / "README.md"
+        model_note = readme.read_text(encoding="utf-8").splitlines()[0].lstrip("# ") if readme.exists() else None
+    return {
+        "command": command,
+        "argv": sys.argv,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": package_versions(),
+        "model": {"path": str(model_dir), "name": config.pretrained_model_path, "embedded": embedded,
+                  "note": model_note},
+        "seed": config.seed,
+        "device": str(pipeline.device),
+        "dtype": str(pipeline.dtype).replace("torch.", ""),
+        "frames": int(frames.shape[0]),
+        "size": {"width": int(frames.shape[2]), "height": int(frames.shape[1])},
+        "source_prompt": out.source_prompt,
+        "edits": [{"prompt": p, "mode": m, "outputs": names[p]} for p, m in zip(out.target_prompts, out.edit_modes)],
+        "mmi": {"enabled": config.mmi.enabled, "motion_words": out.motion_words,
+                "auto_ranking": [{"word": w, "score": round(float(s), 6)} for w, s in out.motion_ranking],
+                "strength": config.mmi.strength, "similarity": config.mmi.similarity, "flow": config.mmi.flow},
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "config": dataclasses.asdict(config),
+    }

@@ -1,0 +1,366 @@
+"""``AttentionFlowPipeline``: zero-shot video editing with cross-frame attention, P2P and MMI.
+
+Components in, :class:`EditOutput` out; no files are written here (see :mod:`attentionflow.jobs`).
+Data flow (DESIGN.md section 2): frames -> motion maps -> VAE latents -> DDIM (+ null-text) inversion
+-> joint denoising of ``[source, edit_1..edit_k]`` under cross-frame attention + P2P + MMI -> decode.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .attention.base import AttentionController, AttentionState, ControllerChain
+from .attention.p2p import AttentionStore, LocalBlend, P2PEdit
+from .attention.processors import AttentionRuntime, install_attention
+from .attention.tokens import check_prompt_length, content_token_mask, prompt_words, word_token_indices
+from .config import MMIConfig, P2PConfig
+from .errors import InputError, PromptError
+from .flow.motion import MotionOptions, MotionResult, motion_maps, motion_maps_for_resolutions
+from .inversion import ddim_inversion, null_step_mask, null_text_inversion, sampling_scheduler
+from .mmi.inject import MotionInjector
+from .models.factory import Components
+from .models.loading import load_components, select_device, select_dtype
+
+logger = logging.getLogger(__name__)
+
+#: Words never proposed as motion words by ``motion_words: auto``.
+STOPWORDS = frozenset("a an the is are was were be on in at of to and or with by for from into onto over under "
+                      "its it this that his her their".split())
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``callback(stage, step, total)`` called after every step of inversion, null-text and sampling."""
+
+
+@dataclass
+class AttentionMaps:
+    """Head-, step- and layer-averaged cross-attention maps at one resolution, per branch."""
+
+    size: tuple[int, int]
+    """(h, w) of the maps."""
+    tokens: list[list[str]]
+    """Per branch: the decoded content tokens, in order."""
+    token_indices: list[list[int]]
+    """Per branch: positions of those tokens in the 77-token sequence."""
+    without_mmi: torch.Tensor
+    """(B, F, h, w, K) maps before injection (K = 77 token positions)."""
+    with_mmi: torch.Tensor | None
+    """(B, F, h, w, K) maps after injection; None when MMI is off."""
+    motion: torch.Tensor | None
+    """(F, h, w) motion maps at this resolution; None when MMI is off."""
+
+
+@dataclass
+class EditOutput:
+    """Result of :meth:`AttentionFlowPipeline.edit`; videos are (F, H, W, 3) uint8 RGB arrays."""
+
+    source_prompt: str
+    target_prompts: list[str]
+    reconstruction: np.ndarray
+    """The source branch: the inverted video regenerated with the source prompt."""
+    edits: list[np.ndarray]
+    """One video per target prompt."""
+    motion: MotionResult | None
+    """Full-resolution motion maps (F, H, W) in [0, 1] and the flows behind them (None without MMI)."""
+    attention: AttentionMaps | None
+    """Stored cross-attention maps for visualisation."""
+    edit_modes: list[str]
+    """'replace' or 'refine' per target prompt."""
+    motion_words: list[str]
+    """Motion word(s) used (the chosen one in auto mode)."""
+    motion_ranking: list[tuple[str, float]] = field(default_factory=list)
+    """Auto mode: words ranked by attention-motion similarity (best first)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per stage."""
+
+
+def prepare_edit(tokenizer: Any, num_frames: int, source_prompt: str, target_prompts: Sequence[str],
+                 p2p: P2PConfig, mmi: MMIConfig, num_steps: int) -> dict[str, Any]:
+    """Validate prompts and words and build the P2P controller; needs only the tokenizer.
+
+    Cheap: the CLI calls it before loading the model so that every prompt/word error comes first.
+    """
+    if not target_prompts:
+        raise PromptError("at least one target prompt is needed")
+    prompts = [source_prompt, *target_prompts]
+    for p in prompts:
+        check_prompt_length(p, tokenizer)
+    blend = None
+    if p2p.blend_words:
+        words = p2p.blend_words if len(p2p.blend_words) > 1 else p2p.blend_words * len(prompts)
+        blend = LocalBlend(tokenizer, prompts, words, threshold=p2p.blend_threshold)
+    p2p_ctrl = P2PEdit(tokenizer, prompts, num_steps, cross_replace_steps=p2p.cross_replace_steps,
+                       self_replace_steps=p2p.self_replace_steps, mode=p2p.mode, reweight=p2p.reweight,
+                       local_blend=blend)
+    motion_tokens: list[list[int]] | None = None
+    words: list[str] = []
+    candidates = None
+    if mmi.enabled:
+        if num_frames < 2:
+            raise InputError("MMI needs at least 2 frames (optical flow between neighbours); "
+                             "use more frames or --no-mmi")
+        raw = mmi.motion_words
+        if raw == "auto" or raw == ["auto"]:
+            candidates = [{w: word_token_indices(p, w, tokenizer) for w in dict.fromkeys(prompt_words(p, tokenizer))
+                           if w.lower() not in STOPWORDS} for p in prompts]
+        else:
+            words = [raw] if isinstance(raw, str) else list(raw or [])
+            motion_tokens = [sorted({i for w in words for i in word_token_indices(p, w, tokenizer)})
+                             for p in prompts]
+    return {"prompts": prompts, "p2p": p2p_ctrl, "blend": blend, "motion_tokens": motion_tokens,
+            "motion_words": words, "candidates": candidates}
+
+
+class AttentionFlowPipeline:
+    """Zero-shot text-driven video editing (vid2vid-zero recipe) with Motion Map Injection.
+
+    Example::
+
+        pipe = AttentionFlowPipeline.from_pretrained("embedded")
+        out = pipe.edit(frames, "a red circle is moving on the road", ["a blue circle is moving on the road"],
+                        mmi=MMIConfig(motion_words=["moving"]))
+    """
+
+    def __init__(self, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any,
+                 *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+        self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
+        self.tokenizer, self.scheduler = tokenizer, scheduler
+        self.device = torch.device(device) if device is not None else next(unet.parameters()).device
+        self.dtype = dtype if dtype is not None else next(unet.parameters()).dtype
+        for module in (unet, vae, text_encoder):
+            module.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @classmethod
+    def from_components(cls, components: Components, **kwargs: Any) -> "AttentionFlowPipeline":
+        """Build from a :class:`Components` bundle."""
+        return cls(components.unet, components.vae, components.text_encoder, components.tokenizer,
+                   components.scheduler, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path: str, *, device: str = "auto", mixed_precision: str = "no") -> "AttentionFlowPipeline":
+        """Load a local diffusers folder, a cached hub id, or ``"embedded"`` (the shipped toy model)."""
+        dev = select_device(device)
+        dtype = select_dtype(mixed_precision, dev)
+        return cls.from_components(load_components(path, dev, dtype), device=dev, dtype=dtype)
+
+    # ---------------------------------------------------------------------------------------------
+    # building blocks
+
+    def attention_resolutions(self, latent_size: tuple[int, int]) -> list[tuple[int, int]]:
+        """(h, w) of every attention resolution of the UNet, finest first (each down block halves, ceil)."""
+        h, w = latent_size
+        sizes = []
+        for _ in self.unet.config.down_block_types:
+            sizes.append((h, w))
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+        return list(dict.fromkeys(sizes))
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text embeddings (P, L, D) of padded prompts."""
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(self.device)
+        return self.text_encoder(ids)[0].to(self.dtype)
+
+    @torch.no_grad()
+    def encode_frames(self, frames: np.ndarray, batch_size: int = 8) -> torch.Tensor:
+        """VAE latents (F, 4, H/s, W/s) of uint8 frames (F, H, W, 3), using the posterior mean."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+        x = x.permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0  # (F, 3, H, W) in [-1, 1]
+        latents = [self.vae.encode(chunk).latent_dist.mean for chunk in x.split(batch_size)]
+        return torch.cat(latents) * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, batch_size: int = 8) -> np.ndarray:
+        """uint8 frames (N, H, W, 3) from latents (N, 4, h, w)."""
+        latents = latents / self.vae.config.scaling_factor
+        images = torch.cat([self.vae.decode(chunk).sample for chunk in latents.split(batch_size)])
+        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3)
+
+    def _noise_fn(self, num_frames: int):
+        def fn(latents: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+            emb = embeddings.expand(num_frames, *embeddings.shape[1:]) if embeddings.shape[0] == 1 else embeddings
+            return self.unet(latents, t, encoder_hidden_states=emb).sample
+
+        return fn
+
+    # ---------------------------------------------------------------------------------------------
+
+    def edit(self, frames: np.ndarray, source_prompt: str, target_prompts: Sequence[str], *,
+             num_inference_steps: int = 50, guidance_scale: float = 7.5, use_null_inv: bool = True,
+             null_inner_steps: int = 1, null_base_lr: float = 1e-2, null_uncond_ratio: float = -0.5,
+             null_normal_infer: bool = True, use_sc_attn: bool = True, use_st_attn: bool = True,
+             st_attn_idx: int = 0, p2p: P2PConfig | None = None, mmi: MMIConfig | None = None,
+             attention_map_level: int = 1, seed: int = 33, progress: bool = True,
+             callback: ProgressCallback | None = None) -> EditOutput:
+        """Edit a video (F, H, W, 3) uint8 from ``source_prompt`` into each of ``target_prompts``.
+
+        The arguments mirror :class:`attentionflow.config.ValidationDataConfig` and the ``p2p``/``mmi``
+        sections. All prompt/word checks run before any heavy computation.
+        """
+        p2p = p2p or P2PConfig()
+        mmi = mmi or MMIConfig(enabled=False)
+        timings: dict[str, float] = {}
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] < 1:
+            raise InputError(f"frames must be a non-empty (F, H, W, 3) uint8 array, got {frames.dtype} {frames.shape}")
+        num_frames, height, width = frames.shape[:3]
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise InputError(f"frame size {width}x{height} must be a multiple of {self.vae_scale_factor}")
+        setup = prepare_edit(self.tokenizer, num_frames, source_prompt, target_prompts, p2p, mmi,
+                             num_inference_steps)
+        prompts = setup["prompts"]
+        num_branches = len(prompts)
+        torch.manual_seed(seed)
+
+        # Motion maps: once per video, then once per attention resolution.
+        latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
+        sizes = self.attention_resolutions(latent_size)
+        motion: MotionResult | None = None
+        maps_by_size: dict[tuple[int, int], torch.Tensor] = {}
+        if mmi.enabled:
+            start = time.perf_counter()
+            motion = motion_maps(frames, MotionOptions(
+                flow=mmi.flow, direction=mmi.direction, direction_tolerance=mmi.direction_tolerance,
+                direction_mode=mmi.direction_mode, camera_motion=mmi.camera_motion,
+                temporal_smoothing=mmi.temporal_smoothing))
+            full = torch.from_numpy(motion.maps).to(self.device, torch.float32)
+            maps_by_size = {k: v.to(self.dtype) for k, v in motion_maps_for_resolutions(full, sizes).items()}
+            timings["motion_maps"] = time.perf_counter() - start
+
+        state = AttentionState(num_frames=num_frames, num_branches=1, cfg=False, num_steps=num_inference_steps,
+                               frame_mode="per_frame", latent_size=latent_size,
+                               resolutions={h * w: (h, w) for h, w in sizes})
+        runtime = AttentionRuntime(state=state, controller=None)
+
+        def report(stage: str) -> Callable[[int, int], None]:
+            def cb(i: int, n: int) -> None:
+                state.step = i
+                if callback is not None:
+                    callback(stage, i + 1, n)
+
+            return cb
+
+        with install_attention(self.unet, runtime, use_sc=use_sc_attn, use_st=use_st_attn, st_attn_idx=st_attn_idx):
+            start = time.perf_counter()
+            latents = self.encode_frames(frames)
+            embeddings = self.encode_prompts([*prompts, ""])  # (B + 1, L, D)
+            cond, uncond = embeddings[:-1], embeddings[-1:]
+            timings["encode"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            noise_fn = self._noise_fn(num_frames)
+            trajectory = ddim_inversion(latents, noise_fn, self.scheduler, num_inference_steps, cond[:1],
+                                        progress=progress, callback=report("inversion"))
+            timings["inversion"] = time.perf_counter() - start
+
+            null_embeddings: list[torch.Tensor] | None = None
+            if use_null_inv and guidance_scale > 1.0:
+                start = time.perf_counter()
+                state.frame_mode = "per_frame" if null_normal_infer else "cross_frame"
+                null_embeddings = null_text_inversion(
+                    trajectory, noise_fn, self.scheduler, cond[:1], uncond, guidance_scale,
+                    num_inner_steps=null_inner_steps, base_lr=null_base_lr, progress=progress,
+                    callback=report("null-text"))
+                timings["null_text"] = time.perf_counter() - start
+            x_t = trajectory[-1]
+            del trajectory
+
+            start = time.perf_counter()
+            controller, stores, injector = self._controllers(setup, mmi, maps_by_size, sizes, attention_map_level,
+                                                             num_branches)
+            state.frame_mode = "cross_frame"
+            state.num_branches = num_branches
+            state.cfg = guidance_scale > 1.0
+            runtime.controller = controller
+            controller.reset()
+            final = self._sample(x_t, cond, uncond, null_embeddings, null_uncond_ratio, guidance_scale,
+                                 num_inference_steps, state, controller, progress, report("editing"))
+            runtime.controller = None
+            timings["editing"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        videos = self.decode_latents(final).reshape(num_branches, num_frames, height, width, 3)
+        timings["decode"] = time.perf_counter() - start
+
+        attention = self._attention_maps(setup, stores, maps_by_size, mmi.enabled)
+        motion_words = setup["motion_words"]
+        ranking: list[tuple[str, float]] = []
+        if injector is not None and setup["candidates"] is not None:
+            ranking = list(injector.ranking)
+            motion_words = [injector.chosen_word] if injector.chosen_word else []
+        return EditOutput(source_prompt=source_prompt, target_prompts=list(target_prompts),
+                          reconstruction=videos[0], edits=list(videos[1:]), motion=motion,
+                          attention=attention, edit_modes=list(setup["p2p"].modes), motion_words=motion_words,
+                          motion_ranking=ranking, timings=timings)
+
+    __call__ = edit
+
+    def _controllers(self, setup: dict[str, Any], mmi: MMIConfig, maps_by_size: dict[tuple[int, int], torch.Tensor],
+                     sizes: list[tuple[int, int]], level: int, num_branches: int
+                     ) -> tuple[AttentionController, dict[str, AttentionStore], MotionInjector | None]:
+        size = sizes[min(level, len(sizes) - 1)]
+        stores = {"without_mmi": AttentionStore(resolution=size)}
+        chain: list[AttentionController] = [setup["p2p"], stores["without_mmi"]]
+        injector = None
+        if mmi.enabled:
+            content = torch.stack([content_token_mask(p, self.tokenizer) for p in setup["prompts"]]).to(self.device)
+            injector = MotionInjector(
+                motion_maps=maps_by_size, motion_tokens=setup["motion_tokens"], content_tokens=content,
+                strength=mmi.strength, similarity=mmi.similarity, branches=mmi.branches, places=tuple(mmi.places),
+                step_range=(mmi.step_start, mmi.step_end), auto_candidates=setup["candidates"],
+                auto_steps=mmi.auto_steps)
+            stores["with_mmi"] = AttentionStore(resolution=size)
+            chain += [injector, stores["with_mmi"]]
+        return ControllerChain(chain), stores, injector
+
+    def _sample(self, x_t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+                null_embeddings: list[torch.Tensor] | None, null_ratio: float, guidance_scale: float,
+                num_steps: int, state: AttentionState, controller: AttentionController, progress: bool,
+                callback: Callable[[int, int], None]) -> torch.Tensor:
+        """Joint DDIM sampling of all branches from the shared ``x_t`` (F, C, h, w) -> (B*F, C, h, w)."""
+        b, f = state.num_branches, state.num_frames
+        sched = sampling_scheduler(self.scheduler, num_steps, self.device)
+        use_null = null_step_mask(num_steps, null_ratio) if null_embeddings is not None else [False] * num_steps
+        latents = x_t.repeat(b, 1, 1, 1)  # (B*F, C, h, w), branch-major
+        cond_batch = cond.repeat_interleave(f, dim=0)  # (B*F, L, D)
+        for i, t in enumerate(tqdm(sched.timesteps, desc="editing", disable=not progress, leave=False)):
+            state.step = i
+            if state.cfg:
+                u = null_embeddings[i] if use_null[i] else uncond  # type: ignore[index]
+                emb = torch.cat([u.expand_as(cond_batch), cond_batch])
+                eps_u, eps_c = self.unet(torch.cat([latents, latents]), t, encoder_hidden_states=emb).sample.chunk(2)
+                eps = eps_u + guidance_scale * (eps_c - eps_u)
+            else:
+                eps = self.unet(latents, t, encoder_hidden_states=cond_batch).sample
+            latents = sched.step(eps, t, latents).prev_sample
+            latents = controller.step_end(latents, state)
+            callback(i, num_steps)
+        return latents
+
+    def _attention_maps(self, setup: dict[str, Any], stores: dict[str, AttentionStore],
+                        maps_by_size: dict[tuple[int, int], torch.Tensor], mmi_on: bool) -> AttentionMaps | None:
+        store = stores["without_mmi"]
+        size = store.resolution
+        try:
+            before = store.maps(size)
+        except (KeyError, ValueError):
+            return None
+        tokens, indices = [], []
+        for p in setup["prompts"]:
+            mask = content_token_mask(p, self.tokenizer)
+            idx = torch.nonzero(mask).flatten().tolist()
+            ids = self.tokenizer(p, padding="max_length", max_length=self.tokenizer.model_max_length).input_ids
+            tokens.append([self.tokenizer.convert_ids_to_tokens(ids[i]).replace("</w>", "") for i in idx])
+            indices.append(idx)
+        after = stores["with_mmi"].maps(size) if mmi_on else None
+        return AttentionMaps(size=size, tokens=tokens, token_indices=indices, without_mmi=before, with_mmi=after,
+                             motion=maps_by_size.get(size))

@@ -1,0 +1,145 @@
+"""CLI: an edit writes every promised output; every bad input is one line, exit code 2, no output folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from attentionflow.cli import main
+from attentionflow.config import load_config
+from attentionflow.io.video import read_frames, write_frames, write_gif
+
+SRC = "a square is moving on the road"
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, square_video):
+    folder = tmp_path_factory.mktemp("clip") / "frames"
+    write_frames(square_video[0], folder)
+    return folder
+
+
+def _args(clip, model, out, *extra):
+    return [
+        "edit", str(clip), "--source", SRC, "--target", "a square is moving on the snow",
+        "--target", "a red square is moving on the road", "--model", str(model), "--out", str(out),
+        "--frames", "4", "--size", "32", "--steps", "2", "--motion-word", "moving", "--quiet", "--device", "cpu",
+        *extra,
+    ]
+
+
+def test_edit_writes_all_outputs(clip, tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    assert main(_args(clip, tiny_model_dir, out)) == 0
+    names = {p.name for p in out.iterdir()}
+    for stem in ("input", "reconstruction", "edit_01_a-square-is-moving-on-the-snow",
+                 "edit_02_a-red-square-is-moving-on-the-road", "grid"):
+        assert f"{stem}.mp4" in names and f"{stem}.gif" in names, stem
+    assert {"config.yaml", "manifest.json", "frames", "attention", "motion"} <= names
+    assert len(list((out / "frames" / "reconstruction").glob("*.png"))) == 4
+    edit = read_frames(out / "edit_01_a-square-is-moving-on-the-snow.mp4")
+    assert edit.shape == (4, 32, 32, 3)
+    grid = read_frames(out / "grid.gif")
+    assert grid.shape[0] == 4 and grid.shape[2] > 4 * 32  # input | reconstruction | 2 edits side by side
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["frames"] == 4 and manifest["size"] == {"width": 32, "height": 32}
+    assert manifest["seed"] == 33 and manifest["device"] == "cpu" and manifest["dtype"] == "float32"
+    assert {"inversion", "editing", "decode", "total"} <= set(manifest["timings_s"])
+    assert manifest["versions"]["torch"] and manifest["mmi"]["motion_words"] == ["moving"]
+    assert [e["mode"] for e in manifest["edits"]] == ["replace", "refine"]
+    resolved = load_config(out / "config.yaml")
+    assert resolved.input_data.n_sample_frames == 4 and resolved.validation_data.num_inference_steps == 2
+    assert (out / "attention" / "source.png").exists()
+    assert not list(tmp_path.glob(".*tmp*")), "temporary folder left behind"
+
+
+def test_config_file_with_overrides(clip, tiny_model_dir, tmp_path):
+    cfg = {
+        "pretrained_model_path": str(tiny_model_dir), "output_dir": str(tmp_path / "from-yaml"),
+        "input_data": {"video_path": str(clip), "prompt": SRC, "n_sample_frames": 3, "width": 32, "height": 32},
+        "validation_data": {"prompts": ["a square is moving on the snow"], "video_length": 3, "width": 32,
+                            "height": 32, "num_inference_steps": 2, "num_inv_steps": 2},
+        "mmi": {"motion_words": ["moving"]},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["edit", "--config", str(path), "--quiet", "--no-mmi", "--seed", "7"]) == 0
+    manifest = json.loads((tmp_path / "from-yaml" / "manifest.json").read_text())
+    assert manifest["frames"] == 3 and manifest["seed"] == 7 and manifest["mmi"]["enabled"] is False
+    assert not (tmp_path / "from-yaml" / "motion").exists()
+
+
+def _bad_cases(clip, model, tmp):
+    text = tmp / "notavideo.mp4"
+    text.write_text("hello")
+    empty = tmp / "empty"
+    empty.mkdir()
+    nomodel = tmp / "incomplete_model"
+    nomodel.mkdir()
+    (nomodel / "unet").mkdir()
+    unknown = tmp / "unknown.yaml"
+    unknown.write_text("input_data:\n  vidoe_path: x\n")
+    wrongtype = tmp / "wrongtype.yaml"
+    wrongtype.write_text("seed: thirty\n")
+    full = tmp / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("x")
+    long = " ".join(["square"] * 80)
+    a = lambda *x: _args(clip, model, tmp / "never", *x)  # noqa: E731
+    return {
+        "missing video": (["edit", str(tmp / "nope.mp4"), *a()[2:]], "not found"),
+        "not a video": (["edit", str(text), *a()[2:]], "notavideo.mp4"),
+        "too few frames": (a("--frames", "50"), "50"),
+        "zero frames": (["edit", str(empty), *a()[2:]], "empty"),
+        "size not multiple of 8": (a("--size", "30"), "multiple of 8"),
+        "prompt too long": (a("--source", long), "token"),
+        "replace with different token counts": (a("--mode", "replace"), "replace"),
+        "blend word missing": (a("--blend-word", "circle"), "circle"),
+        "reweight word missing": (a("--reweight", "desert=2"), "desert"),
+        "missing model folder": (_args(clip, tmp / "no_model", tmp / "never"), "not found"),
+        "model missing a component": (_args(clip, nomodel, tmp / "never"), "missing component"),
+        "unknown config key": (["edit", "--config", str(unknown)], "input_data.vidoe_path"),
+        "wrong type in config": (["edit", "--config", str(wrongtype)], "'seed'"),
+        "output folder not empty": (_args(clip, model, full), "--overwrite"),
+        "motion word absent": (a("--motion-word", "running"), "running"),
+        "single frame with MMI": (a("--frames", "1"), "2 frames"),
+        "unknown direction": (a("--direction", "UP"), "UP"),
+        "angle out of range": (a("--direction", "400"), "400"),
+        "unknown similarity": (a("--similarity", "cosine"), "cosine"),
+        "unknown flow": (a("--flow", "raft"), "raft"),
+        "negative strength": (a("--mmi-strength", "-1"), "strength"),
+    }
+
+
+def test_bad_inputs_exit_2_with_one_line(clip, tiny_model_dir, tmp_path, capsys):
+    for name, (argv, needle) in _bad_cases(clip, tiny_model_dir, tmp_path).items():
+        code = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert code == 2, f"{name}: exit {code}, stderr {err!r}"
+        assert err.count("\n") == 0 and err.startswith("attentionflow: error:"), f"{name}: {err!r}"
+        assert needle in err, f"{name}: {needle!r} not in {err!r}"
+        assert not (tmp_path / "never").exists(), f"{name}: output folder was created"
+    assert (tmp_path / "full" / "keep.txt").exists()
+
+
+def test_console_script_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "attentionflow", "edit", str(tmp_path / "missing.mp4"),
+                           "--source", "a", "--target", "b", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert "missing.mp4" in proc.stderr
+
+
+def test_motion_command(clip, tmp_path):
+    out = tmp_path / "motion"
+    assert main(["motion", str(clip), "--frames", "6", "--size", "32", "--out", str(out), "--quiet"]) == 0
+    maps = np.load(out / "motion_maps.npy")
+    assert maps.shape == (6, 32, 32) and 0 <= maps.min() and maps.max() <= 1
+    assert main(["motion", str(clip), "--out", str(out), "--quiet"]) == 2  # not empty, no --overwrite
