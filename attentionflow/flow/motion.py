@@ -14,7 +14,9 @@ sampled, resized and center-cropped frames the model sees):
 3. Magnitude ``sqrt(u^2 + v^2)``, or direction guidance (:func:`directional_magnitude`).
 4. Optional temporal smoothing: Gaussian along time, ``sigma`` in frames.
 5. Per-frame normalisation by the frame's maximum; a frame whose largest motion is below
-   ``MotionOptions.min_motion`` pixels is static and gets an all-zero map (never NaN).
+   ``MotionOptions.min_motion`` pixels (default: the estimator's ``noise_floor``, 0.1 px for DIS,
+   0.75 px for Farneback) is static and gets an all-zero map (never NaN): flow noise on a still
+   frame is never stretched to 1.
 
 Angles follow the screen compass: degrees counter-clockwise from +x (east), north = up on screen
 = 90 degrees. Image y points down, so a flow ``(u, v)`` has the angle ``atan2(-v, u)``.
@@ -75,9 +77,11 @@ COMPASS: dict[str, float] = {
     "S": 270.0,
     "SE": 315.0,
 }
+#: Static-frame threshold (pixels) for estimators that declare no ``noise_floor``.
+DEFAULT_NOISE_FLOOR: float = 0.1
 DIRECTION_MODES: tuple[str, ...] = ("cone", "project")
 CAMERA_MOTION_MODES: tuple[str, ...] = ("compensate", "keep")
-_VALID_DIRECTIONS = "a compass word (" + ", ".join(COMPASS) + ") or degrees in [-360, 360]"
+_VALID_DIRECTIONS = "a compass word (N, NE, E, SE, S, SW, W, NW) or degrees in [-360, 360]"
 
 
 def parse_direction(value: str | float | int | None) -> float | None:
@@ -131,8 +135,8 @@ class MotionOptions:
     #: Sigma, in frames, of a Gaussian smoothing the motion magnitudes along time (0 = off).
     temporal_smoothing: float = 0.0
     #: Pixels; a frame whose largest (compensated, directional) motion is below this is static and
-    #: gets an all-zero map, so flow noise on a still frame is never stretched to 1.
-    min_motion: float = 0.05
+    #: gets an all-zero map. ``None``: the estimator's ``noise_floor`` (DIS 0.1, Farneback 0.75).
+    min_motion: float | None = None
 
     def validate(self) -> MotionOptions:
         """Check every field; return ``self``. Raises :class:`ConfigError` (one line) on a bad value."""
@@ -155,8 +159,10 @@ class MotionOptions:
         if isinstance(sig, bool) or not isinstance(sig, (int, float)) or not math.isfinite(sig) or sig < 0:
             raise ConfigError(f"temporal_smoothing {sig!r} is invalid; use a sigma in frames >= 0 (0 = off)")
         mm = self.min_motion
-        if isinstance(mm, bool) or not isinstance(mm, (int, float)) or not math.isfinite(mm) or mm < 0:
-            raise ConfigError(f"min_motion {mm!r} is invalid; use pixels >= 0")
+        if mm is not None and (
+            isinstance(mm, bool) or not isinstance(mm, (int, float)) or not math.isfinite(mm) or mm < 0
+        ):
+            raise ConfigError(f"min_motion {mm!r} is invalid; use pixels >= 0 or none (estimator default)")
         return self
 
     @property
@@ -182,6 +188,7 @@ class MotionResult:
         camera_models: per frame, the fitted ``3 x 3`` homography (frame pixel -> next-frame pixel) that
             was subtracted, or ``None`` (compensation off, or the fit failed).
         options: the options used.
+        min_motion: the static-frame threshold applied (pixels).
     """
 
     maps: np.ndarray
@@ -191,6 +198,7 @@ class MotionResult:
     peak_motion: np.ndarray
     camera_models: list[np.ndarray | None] = field(default_factory=list)
     options: MotionOptions = field(default_factory=MotionOptions)
+    min_motion: float = DEFAULT_NOISE_FLOOR
 
     @property
     def num_frames(self) -> int:
@@ -381,7 +389,7 @@ def smooth_along_time(values: np.ndarray, sigma: float) -> np.ndarray:
     return np.tensordot(weights, values.astype(np.float64), axes=1).astype(np.float32)  # (N, ...)
 
 
-def normalize_per_frame(magnitudes: np.ndarray, min_motion: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+def normalize_per_frame(magnitudes: np.ndarray, min_motion: float = DEFAULT_NOISE_FLOOR) -> tuple[np.ndarray, np.ndarray]:
     """Divide each frame by its own maximum.
 
     Args:
@@ -438,7 +446,10 @@ def motion_maps(
     )  # (N, H, W)
     if options.temporal_smoothing > 0:
         mags = smooth_along_time(mags, float(options.temporal_smoothing))
-    maps, peaks = normalize_per_frame(mags, float(options.min_motion))
+    min_motion = options.min_motion
+    if min_motion is None:
+        min_motion = float(getattr(est, "noise_floor", DEFAULT_NOISE_FLOOR))
+    maps, peaks = normalize_per_frame(mags, float(min_motion))
     return MotionResult(
         maps=maps,
         flows=flows,
@@ -447,6 +458,7 @@ def motion_maps(
         peak_motion=peaks,
         camera_models=models,
         options=options,
+        min_motion=float(min_motion),
     )
 
 
