@@ -37,7 +37,7 @@ TOY_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy_model"
 class ToyModelConfig:
     """Sizes of the toy model (defaults are the shipped model's)."""
 
-    vae_channels: tuple[int, ...] = (32, 64, 64)
+    vae_channels: tuple[int, ...] = (16, 32, 64)
     vae_layers_per_block: int = 1
     unet_channels: tuple[int, ...] = (32, 64, 128)
     unet_heads: tuple[int, ...] = (1, 2, 4)

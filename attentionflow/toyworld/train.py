@@ -77,6 +77,16 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
 
+def _progress_step(step: int, total: int, elapsed_s: float, max_minutes: float) -> int:
+    """The schedule position: the step, or further along when the stage's time limit comes first.
+
+    Ties the cosine decay to whichever budget (steps or wall time) ends the stage first, so a run on
+    a busy machine still finishes its schedule.
+    """
+    by_time = int(total * elapsed_s / (60.0 * max_minutes)) if max_minutes > 0 else 0
+    return max(step, by_time)
+
+
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
     """``(N, H, W, 3) uint8`` -> ``(N, 3, H, W) float32`` in [-1, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # (N, 3, H, W)
@@ -109,12 +119,12 @@ def train_vae(work: Path, cfg: ToyModelConfig, tc: TrainConfig, progress: bool =
         vae.load_state_dict(torch.load(done, weights_only=True))
         return vae.eval()
     opt = torch.optim.AdamW(vae.parameters(), lr=tc.vae_lr, weight_decay=0.0)
-    ckpt, start = work / "ckpt_vae.pt", 0
+    ckpt, start, elapsed0 = work / "ckpt_vae.pt", 0, 0.0
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        start = state["step"]
+        start, elapsed0 = state["step"], state.get("elapsed", 0.0)
         logger.info("vae: resumed at step %d", start)
     else:
         torch.manual_seed(tc.seed)
@@ -134,8 +144,10 @@ def train_vae(work: Path, cfg: ToyModelConfig, tc: TrainConfig, progress: bool =
         rec = vae.decode(z).sample  # (B, 3, H, W)
         mse = F.mse_loss(rec, x)
         loss = mse + 0.1 * F.l1_loss(rec, x) + tc.kl_weight * post.kl().mean()
+        f = _lr_factor(_progress_step(step, tc.vae_steps, elapsed0 + time.monotonic() - t0, tc.max_minutes_vae),
+                       tc.vae_steps, tc.warmup)
         for g in opt.param_groups:
-            g["lr"] = tc.vae_lr * _lr_factor(step, tc.vae_steps, tc.warmup)
+            g["lr"] = tc.vae_lr * f
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -146,8 +158,9 @@ def train_vae(work: Path, cfg: ToyModelConfig, tc: TrainConfig, progress: bool =
             logger.info("vae step %d loss %.5f psnr %.2f elapsed %.0fs", step, loss.item(), psnr,
                         time.monotonic() - t0)
         if clock.due():
-            _save(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
-        if (time.monotonic() - t0) / 60 > tc.max_minutes_vae:
+            _save(ckpt, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1,
+                         "elapsed": elapsed0 + time.monotonic() - t0})
+        if (elapsed0 + time.monotonic() - t0) / 60 > tc.max_minutes_vae:
             logger.info("vae: time limit reached at step %d", step)
             break
     torch.save(vae.state_dict(), done)
@@ -196,7 +209,7 @@ def train_unet(work: Path, cfg: ToyModelConfig, tc: TrainConfig, latents: torch.
         {"params": list(text_encoder.parameters()), "lr": tc.text_lr, "base": tc.text_lr},
     ], weight_decay=0.01)
     ema = [p.detach().clone() for p in params]
-    ckpt, start = work / "ckpt_unet.pt", 0
+    ckpt, start, elapsed0 = work / "ckpt_unet.pt", 0, 0.0
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         unet.load_state_dict(state["unet"])
@@ -204,7 +217,7 @@ def train_unet(work: Path, cfg: ToyModelConfig, tc: TrainConfig, latents: torch.
         opt.load_state_dict(state["opt"])
         for e, v in zip(ema, state["ema"]):
             e.copy_(v)
-        start = state["step"]
+        start, elapsed0 = state["step"], state.get("elapsed", 0.0)
         logger.info("unet: resumed at step %d", start)
     sched = build_scheduler()
     alphas = sched.alphas_cumprod.float()  # (1000,)
@@ -233,7 +246,8 @@ def train_unet(work: Path, cfg: ToyModelConfig, tc: TrainConfig, latents: torch.
         cond = text_encoder(ids[cidx]).last_hidden_state  # (B, 77, hidden)
         pred = unet(xt, t, encoder_hidden_states=cond).sample
         loss = F.mse_loss(pred, noise)
-        f = _lr_factor(step, tc.unet_steps, tc.warmup)
+        f = _lr_factor(_progress_step(step, tc.unet_steps, elapsed0 + time.monotonic() - t0, tc.max_minutes_unet),
+                       tc.unet_steps, tc.warmup)
         for g in opt.param_groups:
             g["lr"] = g["base"] * f
         opt.zero_grad(set_to_none=True)
@@ -249,12 +263,14 @@ def train_unet(work: Path, cfg: ToyModelConfig, tc: TrainConfig, latents: torch.
                         time.monotonic() - t0)
         if clock.due():
             _save(ckpt, {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
-                         "opt": opt.state_dict(), "ema": ema, "step": step + 1})
-        if (time.monotonic() - t0) / 60 > tc.max_minutes_unet:
+                         "opt": opt.state_dict(), "ema": ema, "step": step + 1,
+                         "elapsed": elapsed0 + time.monotonic() - t0})
+        if (elapsed0 + time.monotonic() - t0) / 60 > tc.max_minutes_unet:
             logger.info("unet: time limit reached at step %d", step)
             break
     _save(ckpt, {"unet": unet.state_dict(), "text_encoder": text_encoder.state_dict(),
-                 "opt": opt.state_dict(), "ema": ema, "step": step + 1})
+                 "opt": opt.state_dict(), "ema": ema, "step": step + 1,
+                 "elapsed": elapsed0 + time.monotonic() - t0})
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
