@@ -402,8 +402,9 @@ def normalize_per_frame(magnitudes: np.ndarray, min_motion: float = DEFAULT_NOIS
     mags = np.nan_to_num(np.asarray(magnitudes, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     peaks = mags.reshape(mags.shape[0], -1).max(axis=1)  # (N,)
     moving = peaks >= max(float(min_motion), 1e-12)
-    scale = np.where(moving, 1.0 / np.where(moving, peaks, 1.0), 0.0).astype(np.float32)  # (N,)
-    maps = np.clip(mags * scale[:, None, None], 0.0, 1.0).astype(np.float32)
+    divisor = np.where(moving, peaks, 1.0).astype(np.float32)[:, None, None]  # (N, 1, 1)
+    maps = np.where(moving[:, None, None], mags / divisor, 0.0)  # x / x == 1 exactly at the peak
+    maps = np.clip(maps, 0.0, 1.0).astype(np.float32)
     return maps, peaks.astype(np.float32)
 
 
