@@ -1,0 +1,471 @@
+"""Prompt-to-prompt attention control for video batches (Replace, Refine, Reweight, LocalBlend).
+
+All controllers act on the conditional half of the batch only, through
+``state.cond_view(probs)`` -> ``(B, F, heads, Q, K)``; branch 0 is the source, branches ``1..B-1``
+the edits (one per target prompt). They keep their tables on the device of the probabilities and
+ask for explicit probabilities (``wants_probs``) only where and when they act.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, PromptError
+from .base import AttentionController, AttentionSite, AttentionState
+from .processors import site_map_size
+from .tokens import (
+    check_prompt_length,
+    choose_edit_mode,
+    max_length,
+    prompt_words,
+    refine_mapper,
+    replace_mapper,
+    word_positions,
+    word_token_indices,
+)
+
+__all__ = ["AttentionStore", "LocalBlend", "P2PEdit", "StepWindow"]
+
+log = logging.getLogger(__name__)
+
+#: A fraction of the steps ``f`` (steps ``[0, f*T)``) or a ``(start, end)`` pair of fractions.
+StepWindow = Union[float, tuple[float, float]]
+_DEFAULT_KEY = "default_"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _window(value: StepWindow, num_steps: int, what: str) -> tuple[int, int]:
+    """Fraction(s) of the steps -> ``[start, end)`` step indices, as P2P (``int(fraction * T)``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = 0.0, float(value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        lo, hi = float(value[0]), float(value[1])
+    else:
+        raise ConfigError(f"{what} = {value!r} is not a fraction of the steps; use a number in [0, 1] "
+                          f"or a (start, end) pair")
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ConfigError(f"{what} = {value!r} is out of range; fractions must satisfy 0 <= start <= end <= 1")
+    return int(lo * num_steps), int(hi * num_steps)
+
+
+class _DeviceTables:
+    """Small constant tensors, copied once per (device, dtype) instead of on every layer call."""
+
+    def __init__(self, **tables: torch.Tensor) -> None:
+        self._cpu = tables
+        self._cache: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
+
+    def on(self, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        key = (like.device, like.dtype)
+        if key not in self._cache:
+            self._cache[key] = {k: (v.to(like.device, like.dtype) if v.is_floating_point() else v.to(like.device))
+                                for k, v in self._cpu.items()}
+        return self._cache[key]
+
+
+class AttentionStore(AttentionController):
+    """Accumulates head-averaged attention maps of the conditional half, per resolution.
+
+    Keeps running sums (memory bounded by one map per resolution, not per step): over the whole run
+    (:meth:`maps`) and over the current step (:meth:`step_maps`, what :class:`LocalBlend` uses).
+
+    Args:
+        resolution: only store maps of this ``(h, w)``; None = every cross-attention resolution.
+        store_self: also store self-attention maps with at most ``max_self_queries`` queries
+            (never 64x64 self-attention: 4096 x 8192 per head and frame).
+        max_self_queries: the self-attention query limit.
+    """
+
+    def __init__(self, resolution: tuple[int, int] | None = None, store_self: bool = False,
+                 max_self_queries: int = 32 * 32) -> None:
+        self.resolution = resolution
+        self.store_self = store_self
+        self.max_self_queries = max_self_queries
+        self.reset()
+
+    def reset(self) -> None:
+        self._total: dict[tuple[bool, int, int], torch.Tensor] = {}
+        self._total_n: dict[tuple[bool, int, int], int] = {}
+        self._step_sum: dict[tuple[bool, int, int], torch.Tensor] = {}
+        self._step_n: dict[tuple[bool, int, int], int] = {}
+        self._step: int | None = None
+        self._step_closed = False
+
+    def _accepts(self, is_cross: bool, num_queries: int) -> bool:
+        if not (is_cross or self.store_self):
+            return False
+        if self.resolution is not None and num_queries != self.resolution[0] * self.resolution[1]:
+            return False
+        return is_cross or num_queries <= self.max_self_queries
+
+    def wants_probs(self, site: AttentionSite, state: AttentionState) -> bool:
+        if not (site.is_cross or self.store_self):
+            return False
+        size = site_map_size(site, state)
+        return size is None or self._accepts(site.is_cross, size[0] * size[1])
+
+    def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
+        """Record ``probs`` ``(G*B*F, heads, Q, K)``; returns it unchanged."""
+        num_queries, num_keys = probs.shape[-2:]
+        if not self._accepts(site.is_cross, num_queries):
+            return probs
+        if self._step is None or self._step != state.step or self._step_closed:
+            self._step_sum.clear()
+            self._step_n.clear()
+            self._step, self._step_closed = state.step, False
+        maps = state.cond_view(probs.detach()).float().mean(dim=2)  # (B, F, Q, K): mean over heads
+        key = (site.is_cross, num_queries, num_keys)
+        for sums, counts in ((self._total, self._total_n), (self._step_sum, self._step_n)):
+            if key in sums and sums[key].shape == maps.shape:
+                sums[key] += maps
+                counts[key] += 1
+            else:
+                sums[key] = maps.clone()
+                counts[key] = 1
+        return probs
+
+    def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:
+        """Marks the step finished: its maps stay readable until the next attention call."""
+        self._step_closed = True
+        return latents
+
+    @staticmethod
+    def _lookup(sums: dict[tuple[bool, int, int], torch.Tensor], counts: dict[tuple[bool, int, int], int],
+                size: tuple[int, int], cross: bool, what: str) -> torch.Tensor:
+        h, w = size
+        keys = [k for k in sums if k[0] == cross and k[1] == h * w]
+        if not keys:
+            stored = sorted((k[1], k[2]) for k in sums)
+            raise KeyError(f"no {'cross' if cross else 'self'}-attention maps of size {size} stored {what}; "
+                           f"stored (queries, keys): {stored}")
+        if len(keys) > 1:
+            raise ValueError(f"several key counts stored at {size}: {sorted(k[2] for k in keys)}")
+        mean = sums[keys[0]] / counts[keys[0]]  # (B, F, Q, K)
+        return mean.view(*mean.shape[:2], h, w, mean.shape[-1])  # (B, F, h, w, K)
+
+    def has_maps(self, size: tuple[int, int], *, cross: bool = True, step: bool = False) -> bool:
+        """Whether maps of ``size`` were recorded (in the current step if ``step``)."""
+        sums = self._step_sum if step else self._total
+        return any(k[0] == cross and k[1] == size[0] * size[1] for k in sums)
+
+    def maps(self, size: tuple[int, int], *, cross: bool = True) -> torch.Tensor:
+        """Average over all recorded calls at resolution ``size``: ``(B, F, h, w, K)``.
+
+        Raises KeyError when nothing of that size was recorded.
+        """
+        return self._lookup(self._total, self._total_n, size, cross, "in this run")
+
+    def step_maps(self, size: tuple[int, int], *, cross: bool = True) -> torch.Tensor:
+        """Average over the current (or just finished) step's calls: ``(B, F, h, w, K)``.
+
+        Raises KeyError when nothing of that size was recorded in this step.
+        """
+        return self._lookup(self._step_sum, self._step_n, size, cross, "in this step")
+
+    @property
+    def sizes(self) -> list[tuple[bool, int, int]]:
+        """Stored ``(is_cross, Q, K)`` keys."""
+        return sorted(self._total)
+
+
+class LocalBlend(AttentionController):
+    """Restricts the latent change of each edit branch to where the blend words attend (P2P).
+
+    After every step, the mask of branch ``b`` is the current step's cross-attention of its blend
+    words (summed over the words' tokens, averaged over heads and layers) at the attention resolution
+    closest to ``latent / resolution_hint`` per side, max-pooled (3x3, stride 1), upsampled (nearest)
+    to the latent size, divided by its maximum and thresholded. The edit keeps its latents inside the
+    union of its own and the source's masks, and takes the source's latents outside.
+
+    Args:
+        tokenizer: the pipeline's tokenizer.
+        prompts: all prompts, source first.
+        words: per prompt, one blend word or a list of them (``len(words) == len(prompts)``).
+        threshold: mask threshold after max-normalisation.
+        resolution_hint: latent side / attention side to aim for (4: 16x16 maps for 64x64 latents).
+        store: an :class:`AttentionStore` that someone else feeds (e.g. also in the controller
+            chain); None = an own store fed by this controller at the blend resolution only.
+    """
+
+    def __init__(self, tokenizer: Any, prompts: Sequence[str], words: Sequence[str] | Sequence[Sequence[str]],
+                 threshold: float = 0.3, resolution_hint: int = 4, store: AttentionStore | None = None) -> None:
+        if isinstance(words, str) or len(words) != len(prompts):
+            raise PromptError(f"local blend needs one word (or list of words) per prompt: got {words!r} "
+                              f"for {len(prompts)} prompts")
+        if not 0.0 <= threshold < 1.0:
+            raise ConfigError(f"local blend threshold {threshold!r} must be in [0, 1)")
+        if resolution_hint < 1:
+            raise ConfigError(f"local blend resolution_hint {resolution_hint!r} must be >= 1")
+        mask = torch.zeros(len(prompts), max_length(tokenizer))
+        for b, (prompt, ws) in enumerate(zip(prompts, words)):
+            for word in ([ws] if isinstance(ws, str) else list(ws)):
+                mask[b, word_token_indices(prompt, word, tokenizer)] = 1.0
+        self.word_mask = mask  # (B, L)
+        self.threshold = float(threshold)
+        self.resolution_hint = int(resolution_hint)
+        self._own_store = store is None
+        self.store = store if store is not None else AttentionStore()
+        self._tables = _DeviceTables(word_mask=mask)
+
+    @property
+    def num_branches(self) -> int:
+        return int(self.word_mask.shape[0])
+
+    def target_size(self, state: AttentionState) -> tuple[int, int]:
+        """The attention resolution closest to ``latent_size / resolution_hint`` (ties: the larger)."""
+        if not state.resolutions or min(state.latent_size) <= 0:
+            raise ValueError("LocalBlend needs state.latent_size and state.resolutions "
+                             "(see processors.attention_resolutions)")
+        th = state.latent_size[0] / self.resolution_hint
+        tw = state.latent_size[1] / self.resolution_hint
+        return min(state.resolutions.values(), key=lambda s: (abs(s[0] - th) + abs(s[1] - tw), -s[0] * s[1]))
+
+    def wants_probs(self, site: AttentionSite, state: AttentionState) -> bool:
+        if not self._own_store or not site.is_cross or state.num_branches < 2:
+            return False
+        target = self.target_size(state)
+        size = site_map_size(site, state)
+        return size is None or size == target
+
+    def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
+        if self._own_store:
+            self.store.resolution = self.target_size(state)
+            return self.store(probs, site, state)
+        return probs
+
+    def mask(self, state: AttentionState, latent_size: tuple[int, int]) -> torch.Tensor | None:
+        """Blend mask of the edit branches ``(B-1, F, 1, h, w)`` in {0, 1}; None before any maps exist."""
+        target = self.target_size(state)
+        if not self.store.has_maps(target, step=True):
+            return None
+        maps = self.store.step_maps(target)  # (B, F, hr, wr, K)
+        b, f, hr, wr, k = maps.shape
+        word_mask = self._tables.on(maps)["word_mask"]
+        if word_mask.shape != (b, k):
+            raise ValueError(f"local blend words are for {word_mask.shape[0]} prompts x {word_mask.shape[1]} "
+                             f"tokens, maps have {b} branches x {k} tokens")
+        m = torch.einsum("bfhwk,bk->bfhw", maps, word_mask).reshape(b * f, 1, hr, wr)  # (B*F, 1, hr, wr)
+        m = F.max_pool2d(m, kernel_size=3, stride=1, padding=1)
+        m = F.interpolate(m, size=latent_size)  # nearest, as P2P
+        m = m / m.amax(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(m.dtype).tiny)
+        hit = (m > self.threshold).view(b, f, 1, *latent_size)  # (B, F, 1, h, w)
+        return (hit[:1] | hit[1:]).float()  # union with the source's mask: (B-1, F, 1, h, w)
+
+    def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:
+        """``latents`` ``(B*F, C, h, w)``: edit branches := source + mask * (edit - source)."""
+        if self._own_store:
+            self.store.step_end(latents, state)
+        if state.num_branches < 2:
+            return latents
+        mask = self.mask(state, tuple(latents.shape[-2:]))
+        if mask is None:
+            log.debug("local blend: no attention maps at step %d, latents unchanged", state.step)
+            return latents
+        x = latents.view(state.num_branches, state.num_frames, *latents.shape[1:])  # (B, F, C, h, w)
+        mask = mask.to(latents.dtype)
+        edits = x[:1] + mask * (x[1:] - x[:1])
+        return torch.cat([x[:1], edits]).view_as(latents)
+
+    def reset(self) -> None:
+        if self._own_store:
+            self.store.reset()
+
+
+class P2PEdit(AttentionController):
+    """Prompt-to-prompt control of ``len(prompts) - 1`` edits of the source (branch 0).
+
+    Cross-attention, for the steps in ``cross_replace_steps`` (per word if a dict
+    ``{word: window, "default_": window}`` is given, as P2P's ``get_time_words_attention_alpha``):
+    ``edit := a * mapped(source) + (1 - a) * edit``; *replace* maps with the ``(L, L)`` token mapper,
+    *refine* takes the aligned source token (``a`` = 0 for new tokens). Then *reweight* multiplies the
+    edit maps at the chosen words by their factors (for the steps in ``reweight_steps``; default:
+    the default cross window). Self-attention, for steps in ``self_replace_steps`` and at sites with
+    at most ``self_max_queries`` queries: ``edit := source``.
+
+    Args:
+        tokenizer: the pipeline's tokenizer.
+        prompts: source prompt first, then one prompt per edit branch.
+        num_steps: number of denoising steps T.
+        cross_replace_steps: fraction of the steps, ``(start, end)`` fractions, or a per-word dict.
+        self_replace_steps: fraction of the steps or ``(start, end)`` fractions.
+        mode: ``auto`` (replace if the token counts match, else refine), ``replace`` or ``refine``.
+        reweight: ``{word: factor}`` for the edit prompts (equalizer).
+        local_blend: optional :class:`LocalBlend` (called after each step).
+        self_max_queries: largest self-attention query count that is replaced.
+        reweight_steps: window of the reweighting; None = the default cross-replace window.
+    """
+
+    def __init__(self, tokenizer: Any, prompts: Sequence[str], num_steps: int,
+                 cross_replace_steps: StepWindow | dict[str, StepWindow] = 0.8,
+                 self_replace_steps: StepWindow = 0.4,
+                 mode: Literal["auto", "replace", "refine"] = "auto",
+                 reweight: dict[str, float] | None = None,
+                 local_blend: LocalBlend | None = None,
+                 self_max_queries: int = 32 * 32,
+                 reweight_steps: StepWindow | None = None) -> None:
+        prompts = list(prompts)
+        if not prompts:
+            raise PromptError("prompt-to-prompt needs at least the source prompt")
+        if mode not in ("auto", "replace", "refine"):
+            raise ConfigError(f"edit mode {mode!r} is not one of: auto, replace, refine")
+        if int(num_steps) < 1:
+            raise ConfigError(f"num_steps {num_steps!r} must be >= 1")
+        for p in prompts:
+            check_prompt_length(p, tokenizer)
+        if local_blend is not None and local_blend.num_branches != len(prompts):
+            raise PromptError(f"local blend has words for {local_blend.num_branches} prompts, "
+                              f"the edit has {len(prompts)} prompts")
+        self.prompts = prompts
+        self.num_steps = int(num_steps)
+        self.self_max_queries = int(self_max_queries)
+        self.local_blend = local_blend
+        size = max_length(tokenizer)
+        source, edits = prompts[0], prompts[1:]
+
+        self.modes: list[str] = []
+        mapper = torch.zeros(len(edits), size, size)  # (E, L, L): target = source @ mapper
+        token_alpha = torch.ones(len(edits), size)  # (E, L): 0 at refine's new tokens
+        for e, target in enumerate(edits):
+            m = choose_edit_mode(source, target, tokenizer) if mode == "auto" else mode
+            if m == "replace":
+                mapper[e] = replace_mapper(source, target, tokenizer)
+            else:
+                idx, alphas = refine_mapper(source, target, tokenizer)
+                mapper[e, idx, torch.arange(size)] = 1.0  # one-hot columns: target j <- source idx[j]
+                token_alpha[e] = alphas
+            self.modes.append(m)
+
+        time_alpha = self._time_alphas(tokenizer, cross_replace_steps)  # (T, E, L)
+        self.cross_alpha = time_alpha * token_alpha  # (T, E, L)
+
+        self.equalizer: torch.Tensor | None = None
+        self._reweight_window = (0, 0)
+        if reweight:
+            eq = torch.ones(len(edits), size)  # (E, L)
+            for word, factor in reweight.items():
+                hits = [word_positions(t, word, tokenizer) for t in edits]
+                if not any(hits):
+                    raise PromptError(f"reweight word '{_one_line(word)}' is in none of the edit prompts; words of "
+                                      f"'{_one_line(edits[0]) if edits else ''}': "
+                                      f"{', '.join(prompt_words(edits[0], tokenizer)) if edits else ''}")
+                for e, positions in enumerate(hits):
+                    eq[e, positions] = float(factor)
+            self.equalizer = eq
+            default = cross_replace_steps.get(_DEFAULT_KEY, (0.0, 1.0)) if isinstance(cross_replace_steps, dict) \
+                else cross_replace_steps
+            self._reweight_window = _window(default if reweight_steps is None else reweight_steps,
+                                            self.num_steps, "reweight_steps")
+        self._self_window = _window(self_replace_steps, self.num_steps, "self_replace_steps")
+
+        steps = torch.arange(self.num_steps)
+        rw_lo, rw_hi = self._reweight_window
+        self._cross_active = (self.cross_alpha.flatten(1).ne(0).any(dim=1)
+                              | ((steps >= rw_lo) & (steps < rw_hi) & (self.equalizer is not None)))  # (T,)
+        self._tables = _DeviceTables(mapper=mapper, cross_alpha=self.cross_alpha,
+                                     equalizer=self.equalizer if self.equalizer is not None else torch.ones(1))
+
+    def _time_alphas(self, tokenizer: Any, spec: StepWindow | dict[str, StepWindow]) -> torch.Tensor:
+        """Per-step, per-edit, per-token replacement weights ``(T, E, L)`` in {0, 1}."""
+        edits = self.prompts[1:]
+        alpha = torch.zeros(self.num_steps, len(edits), max_length(tokenizer))
+        table = dict(spec) if isinstance(spec, dict) else {_DEFAULT_KEY: spec}
+        lo, hi = _window(table.get(_DEFAULT_KEY, (0.0, 1.0)), self.num_steps, "cross_replace_steps")
+        alpha[lo:hi] = 1.0
+        for word, value in table.items():
+            if word == _DEFAULT_KEY:
+                continue
+            lo, hi = _window(value, self.num_steps, f"cross_replace_steps[{word!r}]")
+            hits = [word_positions(t, word, tokenizer) for t in edits]
+            if not any(hits):
+                raise PromptError(f"cross_replace_steps word '{_one_line(word)}' is in none of the edit prompts; "
+                                  f"words of '{_one_line(edits[0]) if edits else ''}': "
+                                  f"{', '.join(prompt_words(edits[0], tokenizer)) if edits else ''}")
+            for e, positions in enumerate(hits):
+                if positions:
+                    alpha[:, e, positions] = 0.0
+                    alpha[lo:hi, e, positions] = 1.0
+        return alpha
+
+    @property
+    def num_branches(self) -> int:
+        return len(self.prompts)
+
+    def _in_self_window(self, step: int) -> bool:
+        return self._self_window[0] <= step < self._self_window[1]
+
+    def _cross_on(self, step: int) -> bool:
+        return 0 <= step < self.num_steps and bool(self._cross_active[step])
+
+    def _reweight_on(self, step: int) -> bool:
+        return self.equalizer is not None and self._reweight_window[0] <= step < self._reweight_window[1]
+
+    def _check(self, state: AttentionState) -> None:
+        if state.num_branches != self.num_branches:
+            raise ValueError(f"P2PEdit was built for {self.num_branches} prompts but the batch has "
+                             f"state.num_branches={state.num_branches}")
+
+    def wants_probs(self, site: AttentionSite, state: AttentionState) -> bool:
+        if self.num_branches < 2:
+            return False
+        self._check(state)
+        if site.is_cross:
+            blend = self.local_blend is not None and self.local_blend.wants_probs(site, state)
+            return blend or self._cross_on(state.step)
+        if not self._in_self_window(state.step):
+            return False
+        size = site_map_size(site, state)
+        return size is None or size[0] * size[1] <= self.self_max_queries
+
+    def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
+        """Edit the conditional half of ``probs`` ``(G*B*F, heads, Q, K)`` (in place unless it needs grad)."""
+        if self.num_branches < 2:
+            return probs
+        self._check(state)
+        if site.is_cross:
+            if self._cross_on(state.step):
+                probs = self._edit_cross(probs, state)
+            if self.local_blend is not None and self.local_blend.wants_probs(site, state):
+                probs = self.local_blend(probs, site, state)
+            return probs
+        if self._in_self_window(state.step) and probs.shape[-2] <= self.self_max_queries:
+            probs = self._writable(probs)
+            cond = state.cond_view(probs)  # (B, F, heads, Q, K)
+            cond[1:] = cond[:1]
+        return probs
+
+    @staticmethod
+    def _writable(probs: torch.Tensor) -> torch.Tensor:
+        return probs.clone() if probs.requires_grad else probs
+
+    def _edit_cross(self, probs: torch.Tensor, state: AttentionState) -> torch.Tensor:
+        num_keys = probs.shape[-1]
+        tables = self._tables.on(probs)
+        if tables["mapper"].shape[-1] != num_keys:
+            raise ValueError(f"cross-attention has {num_keys} keys; the prompt mappers have "
+                             f"{tables['mapper'].shape[-1]} (tokenizer.model_max_length)")
+        probs = self._writable(probs)
+        cond = state.cond_view(probs)  # (B, F, heads, Q, K)
+        source, edit = cond[0], cond[1:]  # (F, heads, Q, K), (E, F, heads, Q, K)
+        alpha = tables["cross_alpha"][state.step][:, None, None, None, :]  # (E, 1, 1, 1, K)
+        mapped = torch.einsum("fhqw,ewn->efhqn", source, tables["mapper"])  # (E, F, heads, Q, K)
+        new = edit + alpha * (mapped - edit)
+        if self._reweight_on(state.step):
+            new = new * tables["equalizer"][:, None, None, None, :]
+        cond[1:] = new
+        return probs
+
+    def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:
+        if self.local_blend is not None:
+            latents = self.local_blend.step_end(latents, state)
+        return latents
+
+    def reset(self) -> None:
+        if self.local_blend is not None:
+            self.local_blend.reset()

@@ -1,0 +1,268 @@
+"""Prompt-to-prompt controllers on hand-made attention probabilities (no UNet)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attentionflow.attention.base import AttentionSite, AttentionState
+from attentionflow.attention.p2p import AttentionStore, LocalBlend, P2PEdit
+from attentionflow.attention.processors import UNetAttentionSite
+from attentionflow.errors import ConfigError, PromptError
+
+CROSS = AttentionSite(name="down_blocks.0.attentions.0.transformer_blocks.0.attn2", is_cross=True,
+                      place="down", block_index=0)
+SELF = AttentionSite(name="down_blocks.0.attentions.0.transformer_blocks.0.attn1", is_cross=False,
+                     place="down", block_index=0)
+ROAD = "a car is moving on the road"
+SNOW = "a car is moving on the snow"
+HEADS = 2
+
+
+def _state(branches: int = 2, frames: int = 2, step: int = 0, steps: int = 10, cfg: bool = True) -> AttentionState:
+    return AttentionState(num_frames=frames, num_branches=branches, cfg=cfg, step=step, num_steps=steps,
+                          latent_size=(8, 8), resolutions={64: (8, 8), 16: (4, 4)})
+
+
+def _probs(state: AttentionState, queries: int, keys: int = 77, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    bt = state.groups * state.num_branches * state.num_frames
+    return torch.randn(bt, HEADS, queries, keys, generator=g).softmax(-1)  # (Bt, heads, Q, K)
+
+
+def _halves(probs: torch.Tensor, state: AttentionState) -> torch.Tensor:
+    """(G, B, F, heads, Q, K) view."""
+    return probs.view(state.groups, state.num_branches, state.num_frames, *probs.shape[1:])
+
+
+def test_replace_copies_source_maps_only_in_the_replace_steps(clip_tokenizer):
+    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0)
+    assert ctrl.modes == ["replace"]
+    for step in range(10):
+        state = _state(step=step)
+        original = _probs(state, queries=4, seed=step)
+        active = ctrl.wants_probs(CROSS, state)
+        assert active == (step < 5)
+        out = _halves(ctrl(original.clone(), CROSS, state), state)
+        before = _halves(original, state)
+        torch.testing.assert_close(out[0], before[0])  # unconditional half untouched
+        torch.testing.assert_close(out[1, 0], before[1, 0])  # source untouched
+        if step < 5:
+            torch.testing.assert_close(out[1, 1], before[1, 0])  # road -> snow: one-to-one mapper
+        else:
+            torch.testing.assert_close(out[1, 1], before[1, 1])
+
+
+def test_replace_maps_through_the_token_mapper(clip_tokenizer):
+    source, target = "a blackswan near a duck", "a duck near a blackswan"
+    ctrl = P2PEdit(clip_tokenizer, [source, target], num_steps=4, cross_replace_steps=1.0, self_replace_steps=0.0)
+    state = _state()
+    before = _halves(_probs(state, queries=4), state)[1]  # (B, F, heads, Q, K)
+    out = _halves(ctrl(_probs(state, queries=4), CROSS, state), state)[1]
+    src = before[0]
+    torch.testing.assert_close(out[1, ..., 2], src[..., 2] + src[..., 3])  # duck <- black + swan
+    torch.testing.assert_close(out[1, ..., 5], src[..., 6] / 2)  # black <- duck / 2
+    torch.testing.assert_close(out[1, ..., 3], src[..., 4])  # near <- near
+
+
+def test_refine_keeps_new_tokens_own_maps(clip_tokenizer):
+    target = "a jeep car is moving on the desert"
+    ctrl = P2PEdit(clip_tokenizer, [ROAD, target], num_steps=10, cross_replace_steps=0.8, self_replace_steps=0.0)
+    assert ctrl.modes == ["refine"]
+    state = _state(step=3)
+    before = _halves(_probs(state, queries=4, seed=3), state)[1]
+    out = _halves(ctrl(_probs(state, queries=4, seed=3), CROSS, state), state)[1]
+    torch.testing.assert_close(out[1, ..., 2], before[1, ..., 2])  # "jeep": new, its own map
+    torch.testing.assert_close(out[1, ..., 8], before[1, ..., 8])  # "desert": unaligned, its own map
+    torch.testing.assert_close(out[1, ..., 3], before[0, ..., 2])  # "car" <- source "car"
+    torch.testing.assert_close(out[1, ..., 5], before[0, ..., 4])  # "moving" <- source "moving"
+
+
+def test_forced_replace_on_different_token_counts_fails(clip_tokenizer):
+    with pytest.raises(PromptError, match="use refine"):
+        P2PEdit(clip_tokenizer, [ROAD, "a jeep car is moving on the road"], num_steps=10, mode="replace")
+    with pytest.raises(ConfigError):
+        P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=1.5)
+    with pytest.raises(ConfigError):
+        P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, mode="swap")
+
+
+def test_per_word_cross_replace_window(clip_tokenizer):
+    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10,
+                   cross_replace_steps={"default_": 0.8, "snow": 0.2}, self_replace_steps=0.0)
+    state = _state(step=3)  # inside the default window, after the "snow" window
+    before = _halves(_probs(state, queries=4), state)[1]
+    out = _halves(ctrl(_probs(state, queries=4), CROSS, state), state)[1]
+    torch.testing.assert_close(out[1, ..., 7], before[1, ..., 7])  # snow keeps its own map
+    torch.testing.assert_close(out[1, ..., 4], before[0, ..., 4])  # moving replaced
+    with pytest.raises(PromptError, match="'tiger'"):
+        P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps={"tiger": 0.5})
+
+
+def test_reweight_scales_the_chosen_word(clip_tokenizer):
+    ctrl = P2PEdit(clip_tokenizer, [ROAD, ROAD], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0,
+                   reweight={"moving": 3.0})
+    state = _state(step=1)
+    before = _halves(_probs(state, queries=4), state)[1]
+    out = _halves(ctrl(_probs(state, queries=4), CROSS, state), state)[1]
+    torch.testing.assert_close(out[1, ..., 4], 3.0 * before[0, ..., 4])
+    torch.testing.assert_close(out[1, ..., 6], before[0, ..., 6])
+    assert not ctrl.wants_probs(CROSS, _state(step=7))  # reweight lives in the replace window by default
+
+    late = P2PEdit(clip_tokenizer, [ROAD, ROAD], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0,
+                   reweight={"moving": 3.0}, reweight_steps=1.0)
+    state = _state(step=7)
+    assert late.wants_probs(CROSS, state)
+    before = _halves(_probs(state, queries=4), state)[1]
+    out = _halves(late(_probs(state, queries=4), CROSS, state), state)[1]
+    torch.testing.assert_close(out[1, ..., 4], 3.0 * before[1, ..., 4])  # edit's own map, scaled
+    torch.testing.assert_close(out[1, ..., 6], before[1, ..., 6])
+    with pytest.raises(PromptError, match="'tiger'"):
+        P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, reweight={"tiger": 2.0})
+
+
+def test_self_replace_only_small_maps_and_first_steps(clip_tokenizer):
+    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=0.0, self_replace_steps=0.4,
+                   self_max_queries=16)
+    small = UNetAttentionSite(name="s", is_cross=False, place="down", block_index=1, level=1)  # 4x4 = 16 queries
+    large = UNetAttentionSite(name="l", is_cross=False, place="down", block_index=0, level=0)  # 8x8 = 64 queries
+    assert ctrl.wants_probs(small, _state(step=3))
+    assert not ctrl.wants_probs(large, _state(step=3))
+    assert not ctrl.wants_probs(small, _state(step=4))
+    assert not ctrl.wants_probs(CROSS, _state(step=0))  # cross replacement is off
+
+    state = _state(step=2)
+    before = _halves(_probs(state, queries=16, keys=32), state)
+    out = _halves(ctrl(_probs(state, queries=16, keys=32), SELF, state), state)
+    torch.testing.assert_close(out[1, 1], before[1, 0])  # edit := source, frame by frame
+    torch.testing.assert_close(out[0], before[0])  # unconditional half untouched
+    big = _probs(state, queries=64, keys=128)
+    torch.testing.assert_close(ctrl(big.clone(), SELF, state), big)  # above the query limit: untouched
+    late = _state(step=5)
+    p = _probs(late, queries=16, keys=32)
+    torch.testing.assert_close(ctrl(p.clone(), SELF, late), p)
+
+
+def test_three_branches_without_cfg(clip_tokenizer):
+    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW, "a jeep car is moving on the desert"], num_steps=10,
+                   cross_replace_steps=0.5, self_replace_steps=0.0)
+    assert ctrl.modes == ["replace", "refine"]
+    state = _state(branches=3, cfg=False)
+    before = _halves(_probs(state, queries=4), state)[0]
+    out = _halves(ctrl(_probs(state, queries=4), CROSS, state), state)[0]
+    torch.testing.assert_close(out[1], before[0])
+    torch.testing.assert_close(out[2, ..., 3], before[0, ..., 2])
+    torch.testing.assert_close(out[2, ..., 2], before[2, ..., 2])
+    with pytest.raises(ValueError, match="num_branches"):
+        ctrl.wants_probs(CROSS, _state(branches=2))
+
+
+def test_attention_store_averages_conditional_maps():
+    store = AttentionStore(resolution=(2, 2))
+    state = _state(branches=2, frames=2, step=0)
+    p1 = _probs(state, queries=4, keys=5, seed=1)
+    p2 = _probs(state, queries=4, keys=5, seed=2)
+    _halves(p1, state)[0] += 100.0  # the unconditional half must not leak into the maps
+    assert store.wants_probs(CROSS, state) and not store.wants_probs(SELF, state)
+    store(p1, CROSS, state)
+    store(_probs(state, queries=16, keys=5), CROSS, state)  # another resolution: ignored
+    state.step = 1
+    store(p2, CROSS, state)
+    expected_total = (_halves(p1, state)[1].mean(dim=2) + _halves(p2, state)[1].mean(dim=2)) / 2  # (B, F, Q, K)
+    torch.testing.assert_close(store.maps((2, 2)), expected_total.view(2, 2, 2, 2, 5))
+    torch.testing.assert_close(store.step_maps((2, 2)), _halves(p2, state)[1].mean(dim=2).view(2, 2, 2, 2, 5))
+    with pytest.raises(KeyError):
+        store.maps((4, 4))
+    store.reset()
+    assert not store.has_maps((2, 2))
+
+
+def test_attention_store_never_keeps_large_self_attention():
+    store = AttentionStore(store_self=True, max_self_queries=16)
+    state = _state()
+    big = UNetAttentionSite(name="l", is_cross=False, place="down", block_index=0, level=0)  # 64 queries
+    small = UNetAttentionSite(name="s", is_cross=False, place="down", block_index=1, level=1)  # 16 queries
+    assert not store.wants_probs(big, state) and store.wants_probs(small, state)
+    store(_probs(state, queries=64, keys=128), SELF, state)
+    assert store.sizes == []
+    store(_probs(state, queries=16, keys=32), SELF, state)
+    assert store.maps((4, 4), cross=False).shape == (2, 2, 4, 4, 32)
+
+
+def _blend_probs(state: AttentionState, word_cells: list[list[dict[tuple[int, int], float]]], token: int,
+                 size: tuple[int, int]) -> torch.Tensor:
+    """Cross-attention probs where ``token`` gets weight w at the given cells (rest on token 0)."""
+    h, w = size
+    probs = torch.zeros(state.groups, state.num_branches, state.num_frames, HEADS, h * w, 77)
+    probs[..., 0] = 1.0
+    for b, frames in enumerate(word_cells):
+        for f, cells in enumerate(frames):
+            for (y, x), weight in cells.items():
+                probs[:, b, f, :, y * w + x, token] = weight
+                probs[:, b, f, :, y * w + x, 0] = 1.0 - weight
+    return probs.view(-1, HEADS, h * w, 77)
+
+
+def test_local_blend_mask_and_latents(clip_tokenizer):
+    prompts = ["a cat on the grass", "a dog on the grass"]
+    blend = LocalBlend(clip_tokenizer, prompts, ["cat", "dog"], threshold=0.3)
+    state = _state(branches=2, frames=2, step=0)  # latents 8x8 -> blend maps 4x4
+    assert blend.target_size(state) == (4, 4)
+    cells = [
+        [{(0, 0): 0.9, (3, 0): 0.2}, {(3, 3): 0.9}],  # source "cat": frame 0 top-left (+ a weak cell), frame 1 corner
+        [{(0, 1): 0.9}, {(0, 3): 0.5}],  # edit "dog"
+    ]
+    blend(_blend_probs(state, cells, token=2, size=(4, 4)), CROSS, state)
+    everywhere = [[{(y, x): 0.9 for y in range(8) for x in range(8)}] * 2] * 2
+    blend(_blend_probs(state, everywhere, token=2, size=(8, 8)), CROSS, state)  # other resolution: ignored
+
+    c = 3
+    latents = torch.cat([torch.zeros(2, c, 8, 8), torch.ones(2, c, 8, 8)])  # (B*F, C, h, w): source 0, edit 1
+    out = blend.step_end(latents, state).view(2, 2, c, 8, 8)
+    expected = torch.zeros(2, 8, 8)
+    expected[0, 0:4, 0:6] = 1.0  # union of 3x3-pooled cells (0,0) and (0,1) on 4x4, upsampled x2; weak cell out
+    expected[1, :, 4:8] = 1.0  # pooled (3,3) (source) covers rows 2-3, pooled (0,3) (edit) rows 0-1; cols 2-3
+    torch.testing.assert_close(out[0], torch.zeros(2, c, 8, 8))  # source unchanged
+    torch.testing.assert_close(out[1], expected[:, None].expand(2, c, 8, 8))
+
+    with pytest.raises(PromptError, match="'tiger'"):
+        LocalBlend(clip_tokenizer, prompts, ["cat", "tiger"])
+    with pytest.raises(PromptError):
+        LocalBlend(clip_tokenizer, prompts, ["cat"])
+
+
+def test_p2p_edit_drives_local_blend(clip_tokenizer):
+    prompts = ["a cat on the grass", "a dog on the grass"]
+    blend = LocalBlend(clip_tokenizer, prompts, ["cat", "dog"])
+    ctrl = P2PEdit(clip_tokenizer, prompts, num_steps=10, cross_replace_steps=0.2, self_replace_steps=0.0,
+                   local_blend=blend)
+    state = _state(step=5)  # after cross replacement, blend still needs the maps
+    assert ctrl.wants_probs(CROSS, state)
+    cells = [[{(0, 0): 0.9}, {(0, 0): 0.9}], [{(0, 0): 0.9}, {(0, 0): 0.9}]]
+    ctrl(_blend_probs(state, cells, token=2, size=(4, 4)), CROSS, state)
+    latents = torch.cat([torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8)])
+    out = ctrl.step_end(latents, state).view(2, 2, 8, 8)
+    assert out[1, :, :4, :4].eq(1).all() and out[1, :, 4:, :].eq(0).all() and out[0].eq(0).all()
+
+
+def test_p2p_in_a_unet_leaves_source_and_uncond_alone(tiny):
+    """Wired through the real processors (cross-frame, CFG): only the edit branch's output changes."""
+    from attentionflow.attention.processors import AttentionRuntime, attention_resolutions, install_attention
+
+    unet, tok = tiny.unet, tiny.tokenizer
+    b, f = 2, 3
+    ctrl = P2PEdit(tok, [ROAD, SNOW], num_steps=4, cross_replace_steps=1.0, self_replace_steps=1.0,
+                   self_max_queries=64)
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(b * f, 4, 8, 8, generator=g).repeat(2, 1, 1, 1)  # (G*B*F, C, h, w)
+    text = torch.randn(2 * b * f, 77, 32, generator=g)
+    state = AttentionState(num_frames=f, num_branches=b, cfg=True, step=0, num_steps=4, latent_size=(8, 8))
+    runtime = AttentionRuntime(state=state)
+    with install_attention(unet, runtime) as sites, torch.no_grad():
+        state.resolutions = attention_resolutions(sites, (8, 8))
+        plain = unet(latents, 10, encoder_hidden_states=text).sample.view(2, b, f, 4, 8, 8)
+        runtime.controller = ctrl
+        edited = unet(latents, 10, encoder_hidden_states=text).sample.view(2, b, f, 4, 8, 8)
+    torch.testing.assert_close(edited[0], plain[0], atol=1e-5, rtol=0)  # unconditional half
+    torch.testing.assert_close(edited[1, 0], plain[1, 0], atol=1e-5, rtol=0)  # source branch
+    assert (edited[1, 1] - plain[1, 1]).abs().max() > 1e-4  # the edit branch follows the source's attention
