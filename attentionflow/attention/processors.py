@@ -133,7 +133,7 @@ class FrameAttnProcessor:
         self.runtime = runtime
         self.sparse_causal = sparse_causal
 
-    def _key_mode(self, is_self: bool, num_frames: int) -> _KeyMode:
+    def _key_mode(self, is_self: bool) -> _KeyMode:
         if not is_self or self.site.is_cross or self.runtime.state.frame_mode != "cross_frame":
             return "self"
         if self.site.dense:
@@ -181,7 +181,7 @@ class FrameAttnProcessor:
         value = attn.to_v(encoder_hidden_states)
 
         num_frames = state.num_frames
-        mode = self._key_mode(is_self, num_frames)
+        mode = self._key_mode(is_self)
         if mode != "self" and batch_size % num_frames:
             raise ValueError(f"batch of {batch_size} is not a multiple of num_frames={num_frames} "
                              f"at {self.site.name}")
