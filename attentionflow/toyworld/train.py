@@ -343,14 +343,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        handlers=[logging.FileHandler(args.work / "train.log"), logging.StreamHandler()])
-    tc = TrainConfig(**{k: getattr(args, k) for k in TrainConfig().__dict__})
-    cfg = _tiny_model_config() if args.tiny else ToyModelConfig()
-    t0 = time.monotonic()
-    folders = run(args.work, cfg, tc, args.export, progress=not args.no_progress)
-    logger.info("finished in %.1f min; model folders: %s", (time.monotonic() - t0) / 60,
-                ", ".join(str(f) for f in folders))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    handler = logging.FileHandler(args.work / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        tc = TrainConfig(**{k: getattr(args, k) for k in TrainConfig().__dict__})
+        cfg = _tiny_model_config() if args.tiny else ToyModelConfig()
+        t0 = time.monotonic()
+        folders = run(args.work, cfg, tc, args.export, progress=not args.no_progress)
+        logger.info("finished in %.1f min; model folders: %s", (time.monotonic() - t0) / 60,
+                    ", ".join(str(f) for f in folders))
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
     return 0
 
 

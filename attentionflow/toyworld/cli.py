@@ -1,0 +1,62 @@
+"""``attentionflow toyworld`` subcommands (registered by :mod:`attentionflow.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from attentionflow.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def _video(args: argparse.Namespace) -> int:
+    from attentionflow.io.video import write_frames, write_gif, write_mp4
+    from attentionflow.toyworld.world import make_video
+
+    video = make_video(args.caption, frames=args.frames, size=args.size, seed=args.seed, path=args.path,
+                       speed=args.speed)
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix == ".mp4":
+        write_mp4(video.frames, out, fps=args.fps)
+    elif suffix == ".gif":
+        write_gif(video.frames, out, fps=args.fps)
+    elif suffix == "":
+        write_frames(video.frames, out)
+    else:
+        raise InputError(f"--out {args.out!r} has an unsupported extension; use .mp4, .gif or a folder")
+    if args.masks:
+        mask_dir = Path(args.masks)
+        masks = np.repeat(video.masks[..., None].astype(np.uint8) * 255, 3, axis=-1)  # (N, H, W, 3)
+        write_frames(masks, mask_dir)
+        np.save(mask_dir / "flows.npy", video.flows)  # (N-1, H, W, 2) float32
+    logger.info("wrote %s (%d frames, %s)", out, len(video.frames), video.caption)
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``toyworld video`` to an argparse subparsers object (handlers under ``func``)."""
+    tw = subparsers.add_parser("toyworld", help="procedural toy world (videos for the embedded toy model)",
+                               description="Procedural toy world: coloured shapes moving on textured "
+                                           "backgrounds, the world the embedded toy model was trained on.")
+    tws = tw.add_subparsers(dest="toyworld_command", metavar="{video}")
+    tws.required = True
+    v = tws.add_parser("video", help="render a toy video from a caption",
+                       description="Render a toy video, e.g. --caption 'a red circle is moving on the road'.")
+    v.add_argument("--caption", default="a red circle is moving on the road",
+                   help="'a {colour} {shape} is moving on the {background}' (colours: red, green, blue, "
+                        "yellow, white, purple; shapes: circle, square, triangle; backgrounds: road, grass, "
+                        "snow, sand, water)")
+    v.add_argument("--frames", type=int, default=8, help="number of frames (default 8)")
+    v.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
+    v.add_argument("--seed", type=int, default=0, help="random seed (texture, size, start, direction)")
+    v.add_argument("--path", choices=("straight", "curved"), default="straight", help="motion path")
+    v.add_argument("--speed", type=float, default=None, help="pixels per frame (default: random, path fits)")
+    v.add_argument("--fps", type=float, default=8.0, help="frame rate of .mp4/.gif output (default 8)")
+    v.add_argument("--out", required=True, help="output: FILE.mp4, FILE.gif, or a folder of PNG frames")
+    v.add_argument("--masks", default=None, help="also write ground-truth masks (PNG) and flows.npy here")
+    v.set_defaults(func=_video)
