@@ -165,3 +165,13 @@ def test_unknown_method_and_shape_errors():
         similarity(attn, motion, "x")
     with pytest.raises(ValueError):
         similarity(attn, motion[..., :-1], "ncc")
+
+
+def test_mi_many_maps_matches_chunked():
+    # >= 2**24 / 16**2 maps switches the histogram codes to float64; results must not change
+    g = torch.Generator().manual_seed(12)
+    attn = torch.rand(2, 40000, 9, generator=g)  # (2, K=40000, Q=9): 80,000 maps
+    motion = torch.rand(2, 9, generator=g)
+    whole = similarity(attn, motion, "mi")
+    parts = torch.cat([similarity(attn[:, i:i + 20000], motion, "mi") for i in (0, 20000)], dim=1)
+    torch.testing.assert_close(whole, parts, atol=1e-6, rtol=0)

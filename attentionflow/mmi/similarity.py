@@ -28,8 +28,12 @@ Definitions (``a`` = one attention map, ``m`` = the motion map, both of length `
     ``numpy.histogram2d(..., bins=bins, range=[[0, 1], [0, 1]])``); natural logarithms. Hard
     binning (not differentiable), vectorised with ``scatter_add_``. 0 when both maps are constant.
 
-Degenerate inputs never produce NaN: a constant map (zero variance) has ``rho = 0`` (``ncc`` 0.5,
-``zncc`` 0), a zero map has ``cos = 0`` (``cc`` 0).
+Degenerate inputs never produce NaN: a constant map (standard deviation below ``64 * eps`` of its
+mean magnitude, i.e. what rounding leaves of a constant) has ``rho = 0`` (``ncc`` 0.5, ``zncc`` 0),
+a zero map has ``cos = 0`` (``cc`` 0).
+
+Cost: each measure makes at most one temporary of the attention maps' size; dot products with the
+motion map are batched matrix-vector products (no per-map or per-token loops).
 
 Half-precision inputs are computed in float32 (sums over thousands of positions) and returned in
 the attention tensor's dtype; the result is always on the attention tensor's device.
@@ -37,6 +41,7 @@ the attention tensor's dtype; the result is always on the attention tensor's dev
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -57,29 +62,35 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _degenerate(x: torch.Tensor, centered: torch.Tensor) -> torch.Tensor:
-    """True where a map is constant up to rounding.
+def _rowdot(m: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """``sum(a * m, -1)`` for ``a`` ``(..., K, Q)``, ``m`` ``(..., 1, Q)`` -> ``(..., K)``.
 
-    ``x``: ``(..., Q)`` maps, ``centered``: the same minus their mean. Returns ``(...)`` bool.
-    The tolerance is relative to the map's magnitude so that a constant map whose mean subtraction
-    leaves only rounding noise counts as constant.
+    A batched matrix-vector product: no ``(..., K, Q)`` temporary, fast for either memory layout
+    of ``a`` (``(..., K, Q)`` or the transposed view of ``(..., Q, K)`` attention maps).
     """
-    eps = torch.finfo(x.dtype).eps
-    scale = x.abs().amax(dim=-1)  # (...)
-    spread = centered.abs().amax(dim=-1)  # (...)
-    return spread <= 16.0 * eps * scale
+    return (m @ a.transpose(-1, -2)).squeeze(-2)  # (..., 1, Q) @ (..., Q, K) -> (..., K)
 
 
 def _pearson(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """Pearson correlation along the last dim; ``a``: ``(..., K, Q)``, ``m``: ``(..., 1, Q)``.
 
-    Returns ``(..., K)`` in ``[-1, 1]``; 0 where either map is constant.
+    Returns ``(..., K)`` in ``[-1, 1]``; 0 where either map is constant. Centred (two-pass) sums
+    for accuracy, with a single ``(..., K, Q)`` temporary. A map counts as constant when its
+    standard deviation is below ``64 * eps`` times its mean magnitude (what rounding leaves of a
+    truly constant map), or is zero.
     """
-    ac = a - a.mean(dim=-1, keepdim=True)  # (..., K, Q)
-    mc = m - m.mean(dim=-1, keepdim=True)  # (..., 1, Q)
-    num = (ac * mc).sum(dim=-1)  # (..., K)
-    den = torch.sqrt(ac.square().sum(dim=-1) * mc.square().sum(dim=-1))  # (..., K)
-    bad = _degenerate(a, ac) | _degenerate(m, mc) | (den == 0)  # (..., K)
+    q = a.shape[-1]
+    mean_a = a.mean(dim=-1, keepdim=True)  # (..., K, 1)
+    mean_m = m.mean(dim=-1, keepdim=True)  # (..., 1, 1)
+    mc = m - mean_m  # (..., 1, Q)
+    ac = a - mean_a  # (..., K, Q), the only large temporary
+    num = _rowdot(mc, ac)  # (..., K)
+    ss_a = ac.square_().sum(dim=-1)  # (..., K) sum of squared deviations (in place on ac)
+    ss_m = mc.square().sum(dim=-1)  # (..., 1)
+    tol = (64.0 * torch.finfo(a.dtype).eps) ** 2 * q
+    bad = ((ss_a <= tol * mean_a.squeeze(-1).square()) | (ss_m <= tol * mean_m.squeeze(-1).square())
+           | (ss_a == 0) | (ss_m == 0))  # (..., K)
+    den = torch.sqrt(ss_a * ss_m)  # (..., K)
     rho = num / torch.where(bad, torch.ones_like(den), den)
     return torch.where(bad, torch.zeros_like(rho), rho).clamp(-1.0, 1.0)
 
@@ -93,34 +104,63 @@ def _zncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
 
 
 def _cc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
-    num = (a * m).sum(dim=-1)  # (..., K)
+    num = _rowdot(m, a)  # (..., K)
     den = torch.sqrt(a.square().sum(dim=-1) * m.square().sum(dim=-1))  # (..., K)
     bad = den == 0
     cos = num / torch.where(bad, torch.ones_like(den), den)
     return torch.where(bad, torch.zeros_like(cos), cos).clamp(0.0, 1.0)
 
 
+def _safe_inverse(peak: torch.Tensor) -> torch.Tensor:
+    """``1 / peak`` where ``peak > 0``, else 0 (an all-zero map stays zero after scaling)."""
+    pos = peak > 0
+    return torch.where(pos, 1.0 / torch.where(pos, peak, torch.ones_like(peak)), torch.zeros_like(peak))
+
+
 def _unit_scale(x: torch.Tensor) -> torch.Tensor:
-    """``clip(x, 0) / max(clip(x, 0))`` along the last dim (an all-zero map stays zero)."""
+    """``clip(x, 0) / max(clip(x, 0))`` along the last dim (an all-zero map stays zero).
+
+    Returns a new tensor (the input is not modified).
+    """
     x = x.clamp_min(0.0)
     peak = x.amax(dim=-1, keepdim=True)  # (..., 1)
-    return x / torch.where(peak > 0, peak, torch.ones_like(peak))
+    return x.div_(torch.where(peak > 0, peak, torch.ones_like(peak)))
 
 
 def _ssd(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
-    msd = (_unit_scale(a) - _unit_scale(m)).square().mean(dim=-1)  # (..., K)
+    # mean((a' - m')^2) expanded into sums, so the scaled attention maps are never materialised
+    q = a.shape[-1]
+    ap = a.clamp_min(0.0)  # (..., K, Q), the only large temporary
+    inv = _safe_inverse(ap.amax(dim=-1))  # (..., K)
+    ms = _unit_scale(m)  # (..., 1, Q)
+    s_am = _rowdot(ms, ap) * inv  # (..., K) sum of a' m'
+    s_aa = ap.square_().sum(dim=-1) * inv.square()  # (..., K) sum of a'^2 (in place on ap)
+    s_mm = ms.square().sum(dim=-1)  # (..., 1) sum of m'^2
+    msd = (s_aa - 2.0 * s_am + s_mm) / q  # (..., K)
     return (1.0 - msd).clamp(0.0, 1.0)
 
 
+def _bin_codes(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """Bin index ``min(floor(x' * bins), bins - 1)`` of the unit-scaled maps ``x'``, as floats."""
+    return _unit_scale(x).mul_(bins).floor_().clamp_max_(bins - 1)
+
+
 def _mi(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
-    a, m = torch.broadcast_tensors(a, m)  # both (..., K, Q)
-    lead, q = a.shape[:-1], a.shape[-1]
-    ia = (_unit_scale(a) * bins).to(torch.long).clamp_(0, bins - 1)  # (..., K, Q) bin of a
-    im = (_unit_scale(m) * bins).to(torch.long).clamp_(0, bins - 1)  # (..., K, Q) bin of m
-    joint_idx = (ia * bins + im).reshape(-1, q)  # (N, Q), N = prod(lead)
-    counts = torch.zeros(joint_idx.shape[0], bins * bins, dtype=a.dtype, device=a.device)
-    counts.scatter_add_(1, joint_idx, torch.ones_like(joint_idx, dtype=a.dtype))  # (N, bins*bins)
-    p = (counts / q).view(-1, bins, bins)  # (N, bins_a, bins_m) joint distribution
+    lead = torch.broadcast_shapes(a.shape[:-1], m.shape[:-1])  # (..., K)
+    q, n, cells = a.shape[-1], math.prod(lead), bins * bins
+    if n * cells >= 2 ** 24:  # keep integer-valued float32 codes exact
+        a = a.double()
+    # joint histogram cell of every position, offset by its map's index, so that one bincount
+    # builds all N = prod(lead) histograms at once
+    offset = (torch.arange(n, device=a.device, dtype=a.dtype) * cells).reshape(*lead, 1)  # (..., K, 1)
+    codes = _bin_codes(a, bins).mul_(bins)  # (..., K, Q) a-bin * bins (a temporary we own)
+    if codes.shape != (*lead, q):  # a broadcasts against m: materialise the full shape
+        codes = codes.expand(*lead, q).clone()
+    codes.add_(_bin_codes(m, bins)).add_(offset)  # (..., K, Q) joint cell + offset
+    if not codes.is_contiguous() and codes.transpose(-1, -2).is_contiguous():
+        codes = codes.transpose(-1, -2)  # histograms ignore order: flatten in memory order
+    counts = torch.bincount(codes.reshape(-1).to(torch.int64), minlength=n * cells)  # (N * cells,)
+    p = (counts.to(a.dtype) / q).view(n, bins, bins)  # (N, bins_a, bins_m) joint distribution
     pa = p.sum(dim=2)  # (N, bins_a)
     pm = p.sum(dim=1)  # (N, bins_m)
     h_a = -torch.xlogy(pa, pa).sum(dim=1)  # (N,)
