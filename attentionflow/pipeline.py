@@ -8,7 +8,6 @@ Data flow (DESIGN.md section 2): frames -> motion maps -> VAE latents -> DDIM (+
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -19,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .attention.base import AttentionController, AttentionState, ControllerChain
 from .attention.p2p import AttentionStore, LocalBlend, P2PEdit
-from .attention.processors import AttentionRuntime, install_attention
+from .attention.processors import AttentionRuntime, attention_resolutions, attention_sites, install_attention
 from .attention.tokens import check_prompt_length, content_token_mask, prompt_words, word_token_indices
 from .config import MMIConfig, P2PConfig
 from .errors import InputError, PromptError
@@ -135,7 +134,9 @@ class AttentionFlowPipeline:
         self.device = torch.device(device) if device is not None else next(unet.parameters()).device
         self.dtype = dtype if dtype is not None else next(unet.parameters()).dtype
         for module in (unet, vae, text_encoder):
-            module.to(self.device, self.dtype).eval().requires_grad_(False)
+            if module.dtype != self.dtype or module.device != self.device:
+                module.to(self.device, self.dtype)
+            module.eval().requires_grad_(False)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
 
     @classmethod
@@ -155,13 +156,9 @@ class AttentionFlowPipeline:
     # building blocks
 
     def attention_resolutions(self, latent_size: tuple[int, int]) -> list[tuple[int, int]]:
-        """(h, w) of every attention resolution of the UNet, finest first (each down block halves, ceil)."""
-        h, w = latent_size
-        sizes = []
-        for _ in self.unet.config.down_block_types:
-            sizes.append((h, w))
-            h, w = math.ceil(h / 2), math.ceil(w / 2)
-        return list(dict.fromkeys(sizes))
+        """(h, w) of every attention resolution of the UNet for ``latent_size``, finest first."""
+        by_queries = attention_resolutions(attention_sites(self.unet), latent_size)
+        return [by_queries[q] for q in sorted(by_queries, reverse=True)]
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:

@@ -7,7 +7,6 @@ import torch
 
 from attentionflow.attention.base import AttentionSite, AttentionState
 from attentionflow.attention.p2p import AttentionStore, LocalBlend, P2PEdit
-from attentionflow.attention.processors import UNetAttentionSite
 from attentionflow.errors import ConfigError, PromptError
 
 CROSS = AttentionSite(name="down_blocks.0.attentions.0.transformer_blocks.0.attn2", is_cross=True,
@@ -124,8 +123,8 @@ def test_reweight_scales_the_chosen_word(clip_tokenizer):
 def test_self_replace_only_small_maps_and_first_steps(clip_tokenizer):
     ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=0.0, self_replace_steps=0.4,
                    self_max_queries=16)
-    small = UNetAttentionSite(name="s", is_cross=False, place="down", block_index=1, level=1)  # 4x4 = 16 queries
-    large = UNetAttentionSite(name="l", is_cross=False, place="down", block_index=0, level=0)  # 8x8 = 64 queries
+    small = AttentionSite(name="s", is_cross=False, place="down", block_index=1, level=1)  # 4x4 = 16 queries
+    large = AttentionSite(name="l", is_cross=False, place="down", block_index=0, level=0)  # 8x8 = 64 queries
     assert ctrl.wants_probs(small, _state(step=3))
     assert not ctrl.wants_probs(large, _state(step=3))
     assert not ctrl.wants_probs(small, _state(step=4))
@@ -180,8 +179,8 @@ def test_attention_store_averages_conditional_maps():
 def test_attention_store_never_keeps_large_self_attention():
     store = AttentionStore(store_self=True, max_self_queries=16)
     state = _state()
-    big = UNetAttentionSite(name="l", is_cross=False, place="down", block_index=0, level=0)  # 64 queries
-    small = UNetAttentionSite(name="s", is_cross=False, place="down", block_index=1, level=1)  # 16 queries
+    big = AttentionSite(name="l", is_cross=False, place="down", block_index=0, level=0)  # 64 queries
+    small = AttentionSite(name="s", is_cross=False, place="down", block_index=1, level=1)  # 16 queries
     assert not store.wants_probs(big, state) and store.wants_probs(small, state)
     store(_probs(state, queries=64, keys=128), SELF, state)
     assert store.sizes == []

@@ -13,7 +13,6 @@ from attentionflow.attention.processors import (
     attention_resolutions,
     attention_sites,
     install_attention,
-    site_map_size,
 )
 
 
@@ -147,7 +146,7 @@ def test_site_map_size_matches_observed_queries(tiny):
         _run(unet, latents, text)
     seen = runtime.controller.seen
     for site in sites.values():
-        h, w = site_map_size(site, state)
+        h, w = state.site_size(site)
         assert seen[site.name][2] == h * w, site.name
     assert attention_resolutions(sites, (7, 9)) == {63: (7, 9), 20: (4, 5)}
 

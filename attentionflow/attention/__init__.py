@@ -7,11 +7,9 @@ from .p2p import AttentionStore, LocalBlend, P2PEdit
 from .processors import (
     AttentionRuntime,
     FrameAttnProcessor,
-    UNetAttentionSite,
     attention_resolutions,
     attention_sites,
     install_attention,
-    site_map_size,
 )
 from .tokens import (
     check_prompt_length,
@@ -35,7 +33,6 @@ __all__ = [
     "FrameAttnProcessor",
     "LocalBlend",
     "P2PEdit",
-    "UNetAttentionSite",
     "attention_resolutions",
     "attention_sites",
     "check_prompt_length",
@@ -46,7 +43,6 @@ __all__ = [
     "refine_mapper",
     "replace_mapper",
     "reweight_vector",
-    "site_map_size",
     "word_positions",
     "word_token_indices",
 ]

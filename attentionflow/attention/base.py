@@ -15,6 +15,7 @@ sites whose :meth:`AttentionController.wants_probs` returns True; every other si
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
@@ -38,6 +39,9 @@ class AttentionSite:
     """Index of the down/up block (0 for the mid block)."""
     dense: bool = False
     """Self-attention only: True where dense spatial-temporal attention is used (``st_attn_idx``)."""
+    level: int | None = None
+    """2x downsamplings between the latents and this layer (None = unknown): its map is
+    ``(ceil(h / 2**level), ceil(w / 2**level))`` for latents (h, w)."""
 
 
 @dataclass
@@ -73,6 +77,18 @@ class AttentionState:
         except KeyError as exc:  # pragma: no cover - programming error
             raise ValueError(f"unknown attention resolution with {num_queries} queries; "
                              f"known: {sorted(self.resolutions)}") from exc
+
+    def site_size(self, site: AttentionSite) -> tuple[int, int] | None:
+        """(h, w) of the attention maps at ``site`` for ``latent_size``; None when the level or size is unknown.
+
+        Lets a controller decide by resolution in ``wants_probs``, before any probabilities exist.
+        """
+        h, w = self.latent_size
+        if site.level is None or h <= 0 or w <= 0:
+            return None
+        for _ in range(site.level):
+            h, w = math.ceil(h / 2), math.ceil(w / 2)  # strided convolutions round up
+        return h, w
 
     def cond_view(self, probs: torch.Tensor) -> torch.Tensor:
         """View of the conditional half of ``probs`` as ``(B, F, heads, Q, K)`` (shares memory).

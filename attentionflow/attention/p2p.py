@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, PromptError
 from .base import AttentionController, AttentionSite, AttentionState
-from .processors import site_map_size
 from .tokens import (
     check_prompt_length,
     choose_edit_mode,
@@ -108,7 +107,7 @@ class AttentionStore(AttentionController):
     def wants_probs(self, site: AttentionSite, state: AttentionState) -> bool:
         if not (site.is_cross or self.store_self):
             return False
-        size = site_map_size(site, state)
+        size = state.site_size(site)
         return size is None or self._accepts(site.is_cross, size[0] * size[1])
 
     def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
@@ -231,7 +230,7 @@ class LocalBlend(AttentionController):
         if not self._own_store or not site.is_cross or state.num_branches < 2:
             return False
         target = self.target_size(state)
-        size = site_map_size(site, state)
+        size = state.site_size(site)
         return size is None or size == target
 
     def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
@@ -420,7 +419,7 @@ class P2PEdit(AttentionController):
             return blend or self._cross_on(state.step)
         if not self._in_self_window(state.step):
             return False
-        size = site_map_size(site, state)
+        size = state.site_size(site)
         return size is None or size[0] * size[1] <= self.self_max_queries
 
     def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:

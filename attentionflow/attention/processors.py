@@ -34,43 +34,13 @@ from .base import AttentionController, AttentionSite, AttentionState
 __all__ = [
     "AttentionRuntime",
     "FrameAttnProcessor",
-    "UNetAttentionSite",
     "attention_resolutions",
     "attention_sites",
     "install_attention",
-    "site_map_size",
 ]
 
 _KeyMode = Literal["self", "sparse", "dense"]
 _BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^(mid_block)\.")
-
-
-@dataclass(frozen=True)
-class UNetAttentionSite(AttentionSite):
-    """An :class:`AttentionSite` that also knows its spatial level inside the UNet.
-
-    ``level`` = number of 2x downsamplings between the latents and this layer's feature map, so the
-    layer's map size for latents ``(h, w)`` is ``(ceil(h / 2**level), ceil(w / 2**level))`` (strided
-    convolutions round up). Controllers use it (through :func:`site_map_size`) in ``wants_probs`` to
-    decide by resolution before any probabilities exist.
-    """
-
-    level: int = 0
-
-
-def site_map_size(site: AttentionSite, state: AttentionState) -> tuple[int, int] | None:
-    """(h, w) of the attention maps at ``site`` for ``state.latent_size``; None when unknown.
-
-    Unknown when ``site`` carries no level (a plain :class:`AttentionSite`) or the latent size is
-    not set; callers then decide from the probabilities' query count instead.
-    """
-    level = getattr(site, "level", None)
-    h, w = state.latent_size
-    if level is None or h <= 0 or w <= 0:
-        return None
-    for _ in range(level):
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-    return h, w
 
 
 def attention_resolutions(sites: dict[str, AttentionSite], latent_size: tuple[int, int]) -> dict[int, tuple[int, int]]:
@@ -78,7 +48,7 @@ def attention_resolutions(sites: dict[str, AttentionSite], latent_size: tuple[in
     state = AttentionState(latent_size=latent_size)
     out: dict[int, tuple[int, int]] = {}
     for site in sites.values():
-        size = site_map_size(site, state)
+        size = state.site_size(site)
         if size is not None:
             out[size[0] * size[1]] = size
     return dict(sorted(out.items()))
@@ -281,7 +251,7 @@ def attention_sites(unet: torch.nn.Module, st_attn_idx: int | None = 0, use_st: 
 
     Dense (spatial-temporal) self-attention goes to the first self-attention module of down block
     ``k``, of up block ``k + 1`` and of the mid block (``k = st_attn_idx``) when ``use_st``; parts the
-    UNet lacks are skipped. Returns :class:`UNetAttentionSite` values (with their ``level``).
+    UNet lacks are skipped. Returns :class:`AttentionSite` values (with their ``level``).
     """
     levels = _levels(unet)
     dense_blocks: set[tuple[str, int]] = set()
@@ -299,7 +269,7 @@ def attention_sites(unet: torch.nn.Module, st_attn_idx: int | None = 0, use_st: 
         if not is_cross and block is not None and block not in seen_self:
             seen_self.add(block)
             dense = block in dense_blocks
-        sites[f"{name}.processor"] = UNetAttentionSite(
+        sites[f"{name}.processor"] = AttentionSite(
             name=name, is_cross=is_cross, place=place, block_index=index, dense=dense,
             level=levels.get((place, index), 0),
         )
