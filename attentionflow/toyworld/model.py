@@ -117,12 +117,16 @@ def build_tokenizer(folder: str | Path) -> CLIPTokenizer:
 def build_vae(cfg: ToyModelConfig) -> AutoencoderKL:
     """The toy ``AutoencoderKL`` (random weights)."""
     n = len(cfg.vae_channels)
-    return AutoencoderKL(
+    vae = AutoencoderKL(
         in_channels=3, out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
         block_out_channels=cfg.vae_channels, latent_channels=4,
-        layers_per_block=cfg.vae_layers_per_block, norm_num_groups=16, sample_size=cfg.image_size,
+        layers_per_block=cfg.vae_layers_per_block, norm_num_groups=4, sample_size=cfg.image_size,
     )
+    # Start with a small posterior std (logvar bias -6) so early training is not swamped by latent noise.
+    with torch.no_grad():
+        vae.quant_conv.bias[4:].fill_(-6.0)
+    return vae
 
 
 def build_text_encoder(cfg: ToyModelConfig, vocab_size: int) -> CLIPTextModel:
@@ -143,7 +147,7 @@ def build_unet(cfg: ToyModelConfig) -> UNet2DConditionModel:
         sample_size=cfg.latent_size, in_channels=4, out_channels=4,
         block_out_channels=cfg.unet_channels, layers_per_block=cfg.unet_layers_per_block,
         down_block_types=("CrossAttnDownBlock2D",) * n, up_block_types=("CrossAttnUpBlock2D",) * n,
-        cross_attention_dim=cfg.text_hidden, attention_head_dim=cfg.unet_heads, norm_num_groups=16,
+        cross_attention_dim=cfg.text_hidden, attention_head_dim=cfg.unet_heads, norm_num_groups=8,
     )
 
 
