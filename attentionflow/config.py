@@ -111,7 +111,7 @@ class MMIConfig:
     camera_motion: Literal["compensate", "keep"] = "compensate"
     """Subtract the dominant (camera) motion before building maps."""
     temporal_smoothing: float = 0.0
-    """Smooth the maps across frames (0 = off)."""
+    """Temporal smoothing of the maps: Gaussian sigma in frames (0 = off)."""
     branches: Literal["all", "source", "edits"] = "all"
     """Which branches receive the injection."""
     places: list[str] = field(default_factory=lambda: ["down", "mid", "up"])
