@@ -213,10 +213,12 @@ class MotionInjector(AttentionController):
         return [True] * num_branches
 
     def wants_probs(self, site: AttentionSite, state: AttentionState) -> bool:
-        """True at cross-attention sites of the selected places while injection (or auto-mode
-        scoring) runs. Resolution filtering (``sizes``) happens in :meth:`__call__`, since a site
-        does not know its query count."""
+        """True at cross-attention sites of the selected places and sizes while injection (or
+        auto-mode scoring) runs. Sites of unknown level are filtered by size in :meth:`__call__`."""
         if not site.is_cross or self.strength == 0 or site.place not in self.places:
+            return False
+        size = state.site_size(site)
+        if self.sizes is not None and size is not None and size not in self.sizes:
             return False
         if not (self._in_range(state) or self._observing(state)):
             return False

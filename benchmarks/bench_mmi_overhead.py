@@ -1,0 +1,86 @@
+"""MMI overhead: the same edit with and without Motion Map Injection, in one run.
+
+    python benchmarks/bench_mmi_overhead.py [--model tiny|sd14] [--size 256] [--frames 4] [--steps 4]
+
+``tiny``: the random-weight tiny components used by the tests (64x64 frames by default).
+``sd14``: a UNet and VAE with the Stable Diffusion v1.4 architecture (random weights; UNet 860M
+parameters, 768-wide cross-attention) and a 768-wide one-layer CLIP text encoder, at ``--size``.
+Both runs share everything (inversion included); the reported ratio is (edit with MMI) / (edit
+without MMI) over the editing stage and over the whole call. Each configuration is run ``--repeat``
+times alternately and the minimum is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def build(model: str):
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from attentionflow.models.factory import Components, sd_scheduler, tiny_components
+    from attentionflow.models.tokenizer import load_tokenizer, openai_clip_merges, write_tokenizer_folder
+
+    tok_dir = Path("/tmp") / "attentionflow_bench_tokenizer"
+    if not (tok_dir / "vocab.json").exists():
+        write_tokenizer_folder(tok_dir, openai_clip_merges())
+    tok = load_tokenizer(tok_dir)
+    if model == "tiny":
+        return tiny_components(tok)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8)  # SD v1.x UNet defaults
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=3072,
+                                        num_attention_heads=12, num_hidden_layers=1, max_position_embeddings=77))
+    return Components(unet=unet, vae=vae, text_encoder=text, tokenizer=tok, scheduler=sd_scheduler())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["tiny", "sd14"], default="tiny")
+    ap.add_argument("--size", type=int, default=None, help="frame size (default 64 tiny, 256 sd14)")
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from attentionflow.config import MMIConfig
+    from attentionflow.pipeline import AttentionFlowPipeline
+    from tests.synthetic import MovingSquare, make_video
+
+    size = args.size or (64 if args.model == "tiny" else 256)
+    pipe = AttentionFlowPipeline.from_components(build(args.model), device="cpu")
+    frames, _ = make_video(size=size, n_frames=args.frames, squares=(MovingSquare(4, size // 3, size // 4, 3, 0),))
+    src, tgt = "a car is moving on the road", ["a car is moving on the snow"]
+    common = dict(num_inference_steps=args.steps, use_null_inv=False, progress=False)
+    best = {"off": {}, "on": {}}
+    for _ in range(args.repeat):
+        for name, mmi in (("off", MMIConfig(enabled=False)), ("on", MMIConfig(motion_words=["moving"]))):
+            start = time.perf_counter()
+            out = pipe.edit(frames, src, tgt, mmi=mmi, **common)
+            total = time.perf_counter() - start
+            t = dict(out.timings, total=total)
+            best[name] = {k: min(v, best[name].get(k, float("inf"))) for k, v in t.items()}
+    off, on = best["off"], best["on"]
+    print(f"model {args.model}, {args.frames} frames {size}x{size}, {args.steps} steps, 1 edit, CFG 7.5, "
+          f"{args.threads} threads, best of {args.repeat}")
+    print(f"editing stage: without MMI {off['editing']:.2f} s, with MMI {on['editing']:.2f} s, "
+          f"ratio {on['editing'] / off['editing']:.3f}")
+    mm = on.get("motion_maps", 0.0)
+    print(f"whole call:    without MMI {off['total']:.2f} s, with MMI {on['total']:.2f} s (motion maps {mm:.2f} s), "
+          f"ratio {on['total'] / off['total']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Wall time per stage and peak memory of one edit vs. number of frames (tiny random-weight model).
+
+    python benchmarks/bench_pipeline.py [--frames 4 8 16 32] [--size 64] [--steps 5] [--threads 2]
+
+Each frame count runs in a fresh subprocess so that the peak resident memory (ru_maxrss) is its own.
+Sparse-causal attention should make time and memory grow about linearly with the number of frames;
+``--dense`` switches every self-attention to dense spatial-temporal attention for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def run_one(frames: int, size: int, steps: int, threads: int, dense: bool) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    from attentionflow.config import MMIConfig
+    from attentionflow.models.factory import tiny_components
+    from attentionflow.models.tokenizer import load_tokenizer, openai_clip_merges, write_tokenizer_folder
+    from attentionflow.pipeline import AttentionFlowPipeline
+    from tests.synthetic import MovingSquare, make_video
+
+    tok_dir = Path("/tmp") / "attentionflow_bench_tokenizer"
+    if not (tok_dir / "vocab.json").exists():
+        write_tokenizer_folder(tok_dir, openai_clip_merges())
+    pipe = AttentionFlowPipeline.from_components(tiny_components(load_tokenizer(tok_dir)), device="cpu")
+    video, _ = make_video(size=size, n_frames=frames, squares=(MovingSquare(4, size // 3, size // 4, 2, 0),))
+    kwargs = dict(num_inference_steps=steps, use_null_inv=True, progress=False,
+                  mmi=MMIConfig(motion_words=["moving"]), st_attn_idx=0)
+    if dense:
+        kwargs.update(use_sc_attn=False, use_st_attn=True)
+    start = time.perf_counter()
+    out = pipe.edit(video, "a square is moving on the road", ["a square is moving on the snow"], **kwargs)
+    total = time.perf_counter() - start
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"frames": frames, "total_s": total, "peak_rss_mb": rss_mb, **{k: v for k, v in out.timings.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, nargs="+", default=[4, 8, 16, 32])
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dense", action="store_true", help="dense attention instead of sparse-causal")
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child is not None:
+        print(json.dumps(run_one(args.child, args.size, args.steps, args.threads, args.dense)))
+        return
+    rows = []
+    for f in args.frames:
+        cmd = [sys.executable, __file__, "--child", str(f), "--size", str(args.size), "--steps", str(args.steps),
+               "--threads", str(args.threads)] + (["--dense"] if args.dense else [])
+        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
+    stages = ["motion_maps", "encode", "inversion", "null_text", "editing", "decode"]
+    mode = "dense" if args.dense else "sparse-causal"
+    print(f"tiny model, {args.size}x{args.size}, {args.steps} steps, null-text on, MMI on, {mode}, "
+          f"{args.threads} threads")
+    print("| frames | " + " | ".join(stages) + " | total s | s/frame | peak RSS MB |")
+    print("|---" * (len(stages) + 4) + "|")
+    for r in rows:
+        print(f"| {r['frames']} | " + " | ".join(f"{r.get(s, 0):.2f}" for s in stages)
+              + f" | {r['total_s']:.2f} | {r['total_s'] / r['frames']:.3f} | {r['peak_rss_mb']:.0f} |")
+    first, last = rows[0], rows[-1]
+    ratio_f = last["frames"] / first["frames"]
+    print(f"time ratio {last['frames']}/{first['frames']} frames: {last['total_s'] / first['total_s']:.2f} "
+          f"(linear would be {ratio_f:.1f}); editing-stage ratio: {last['editing'] / first['editing']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
