@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register_cli(sub)
+    from .batch import register_cli as _reg_batch; _reg_batch(sub)
     return parser
 
 
