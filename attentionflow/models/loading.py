@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel
+from transformers.utils import logging as tlog
 
 from ..errors import ConfigError, ModelError
 from .factory import Components
@@ -126,6 +127,8 @@ def load_components(path: str | os.PathLike[str], device: str | torch.device = "
     folder = resolve_model_path(path)
     device = torch.device(device) if not isinstance(device, torch.device) else device
     kwargs = {"use_safetensors": True, "torch_dtype": dtype}
+    bars = tlog.is_progress_bar_enabled()
+    tlog.disable_progress_bar()  # a per-file "Loading weights" bar is noise for a CLI user
     try:
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kwargs)
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kwargs)
@@ -134,6 +137,9 @@ def load_components(path: str | os.PathLike[str], device: str | torch.device = "
         scheduler = DDIMScheduler.from_config(DDIMScheduler.load_config(folder, subfolder="scheduler"))
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"could not load the model in {folder}: {str(exc).splitlines()[0]}") from exc
+    finally:
+        if bars:
+            tlog.enable_progress_bar()
     for module in (unet, vae, text_encoder):
         module.to(device).eval().requires_grad_(False)
     return Components(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
