@@ -11,7 +11,8 @@ Metrics (lower is better unless stated):
   the *source's* flow, mean absolute RGB difference (0-255 scale) over pixels that are not occluded
   (forward-backward consistency check) and stay inside the frame.
 - :func:`flow_epe` - motion fidelity: mean end-point error (pixels) between two flow fields.
-- :func:`psnr` / :func:`ssim` - structure preservation against the source (higher is better),
+- :func:`psnr` / :func:`ssim` - structure preservation against the source (higher is better; PSNR
+  from the whole video's MSE, SSIM averaged over frames),
   optionally restricted to a region (e.g. outside an edit mask).
 - :func:`flicker` - mean absolute difference between the frame-to-frame change of the per-frame
   mean intensity of the edited video and that of the source.
@@ -245,30 +246,30 @@ def flow_epe(flow_a: np.ndarray, flow_b: np.ndarray, mask: np.ndarray | None = N
 
 def psnr(source: np.ndarray, edited: np.ndarray, mask: np.ndarray | None = None,
          data_range: float = 255.0) -> float:
-    """Mean over frames of the per-frame PSNR (dB) of ``edited`` against ``source``.
+    """PSNR (dB) of ``edited`` against ``source`` over the whole video.
+
+    The mean squared error is taken over every selected pixel (and channel) of every frame, then
+    ``10 log10(data_range^2 / MSE)``; one identical frame therefore does not make the result infinite.
 
     Args:
         source, edited: ``(F, H, W, 3)`` videos of the same shape.
-        mask: optional ``(F, H, W)`` bool: only these pixels count (e.g. outside an edit mask);
-            frames with no selected pixel are skipped.
+        mask: optional ``(F, H, W)`` (or ``(H, W)``) bool: only these pixels count (e.g. outside an
+            edit mask).
         data_range: peak value (255 for uint8).
 
     Returns:
-        dB; ``inf`` when the (selected) pixels are identical in every frame, NaN when nothing is selected.
+        dB; ``inf`` when the (selected) pixels are identical, NaN when nothing is selected.
     """
     a, b = _video(source, "source"), _video(edited, "edited")
     _same_shape(a, b, "PSNR")
     region = _masks(mask, a.shape[:3])
-    values = []
-    for t in range(a.shape[0]):
-        sq = ((a[t] - b[t]) ** 2).mean(axis=-1)  # (H, W)
-        if region is not None:
-            if not region[t].any():
-                continue
-            sq = sq[region[t]]
-        mse = float(sq.mean())
-        values.append(math.inf if mse == 0.0 else 10.0 * math.log10(data_range ** 2 / mse))
-    return float(np.mean(values)) if values else math.nan
+    sq = ((a - b) ** 2).mean(axis=-1)  # (F, H, W)
+    if region is not None:
+        if not region.any():
+            return math.nan
+        sq = sq[region]
+    mse = float(sq.mean(dtype=np.float64))
+    return math.inf if mse == 0.0 else 10.0 * math.log10(data_range ** 2 / mse)
 
 
 def _ssim_map(x: np.ndarray, y: np.ndarray, data_range: float) -> np.ndarray:
@@ -425,10 +426,21 @@ def centroid_path(masks: np.ndarray) -> np.ndarray:
     return np.stack([cx, cy], axis=1)
 
 
-def path_error(path: np.ndarray, reference: np.ndarray) -> float:
-    """Mean Euclidean distance (pixels) between two ``(F, 2)`` paths; frames with NaN are skipped."""
+def path_error(path: np.ndarray, reference: np.ndarray, remove_offset: bool = False) -> float:
+    """Mean Euclidean distance (pixels) between two ``(F, 2)`` paths; frames with NaN are skipped.
+
+    With ``remove_offset`` each path is first centred on its own mean (over the frames valid in both),
+    so a constant displacement (e.g. a triangle's centroid sitting lower than a circle's) is no error
+    and only the motion is compared.
+    """
     p, r = np.asarray(path, np.float64), np.asarray(reference, np.float64)
     _same_shape(p, r, "path error")
+    if remove_offset:
+        valid = np.isfinite(p).all(axis=-1) & np.isfinite(r).all(axis=-1)  # (F,)
+        if not valid.any():
+            return math.nan
+        p = p - p[valid].mean(axis=0)
+        r = r - r[valid].mean(axis=0)
     d = np.linalg.norm(p - r, axis=-1)  # (F,)
     return float(np.nanmean(d)) if np.isfinite(d).any() else math.nan
 

@@ -190,3 +190,19 @@ def test_attention_localisation():
     assert metrics.attention_localisation(torch.ones(2, 4, 4), masks) == pytest.approx(0.25)
     assert metrics.attention_localisation(1.0 - inside, masks) == pytest.approx(0.0)
     assert math.isnan(metrics.attention_localisation(torch.zeros(2, 4, 4), masks))
+
+
+def test_path_error_remove_offset():
+    ref = np.array([[0.0, 0.0], [2.0, 0.0], [4.0, 0.0]])
+    shifted = ref + [1.0, 3.0]
+    assert metrics.path_error(shifted, ref) == pytest.approx(math.sqrt(10))
+    assert metrics.path_error(shifted, ref, remove_offset=True) == pytest.approx(0.0, abs=1e-12)
+    static = np.full_like(ref, 2.0)
+    assert metrics.path_error(static, ref, remove_offset=True) == pytest.approx(4.0 / 3.0)  # |-2|, 0, |2|
+
+
+def test_psnr_is_video_level(pan):
+    edited = pan.astype(np.float32)
+    edited[1:] += 10.0  # frame 0 identical, the others off by 10 everywhere
+    expected = 10 * math.log10(255 ** 2 / (100 * (len(pan) - 1) / len(pan)))
+    assert metrics.psnr(pan, edited) == pytest.approx(expected, rel=1e-6)
