@@ -134,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register_cli(sub)
+    from .app import register_cli as _reg_app; _reg_app(sub)
     from .batch import register_cli as _reg_batch; _reg_batch(sub)
+    from .evaluate import register_cli as _reg_eval; _reg_eval(sub)
+    from .bench import register_cli as _reg_bench; _reg_bench(sub)
     return parser
 
 

@@ -1,0 +1,124 @@
+"""``attentionflow bench quality``: the suite, the scoring (oracle / failing editors), a 2-task tiny run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from attentionflow import bench
+from attentionflow.cli import main
+from attentionflow.toyworld.world import BACKGROUNDS, parse_caption, render_background, render_frame
+
+
+def test_suite_is_fixed_balanced_and_one_attribute_per_task():
+    assert len(bench.TASKS) >= 12
+    kinds = [t.kind for t in bench.TASKS]
+    assert {k: kinds.count(k) for k in set(kinds)} == {"colour": 4, "shape": 4, "background": 4}
+    assert kinds[:3] == ["colour", "shape", "background"]  # --tasks 3 covers every kind
+    assert {t.path for t in bench.TASKS} == {"straight", "curved"}
+    assert len({t.seed for t in bench.TASKS}) == len(bench.TASKS)
+    for t in bench.TASKS:
+        src, tgt = parse_caption(t.source), parse_caption(t.target)
+        changed = [k for k, a, b in zip(("colour", "shape", "background"), src, tgt) if a != b]
+        assert changed == [t.kind] and t.target_value == dict(zip(("colour", "shape", "background"), tgt))[t.kind]
+        assert bench.MOTION_WORD in t.source.split() and bench.MOTION_WORD in t.target.split()
+
+
+def _oracle(task: bench.BenchTask, video) -> np.ndarray:
+    """The target caption rendered on the source's path (object edits keep the source's background)."""
+    colour, shape, background = parse_caption(task.target)
+    size = video.frames.shape[1]
+    rng = np.random.default_rng(task.seed)
+    rng.uniform(0.11, 0.2)  # make_video draws the radius first, then the background texture
+    src_bg = render_background(parse_caption(task.source)[2], size, rng)
+    first, _ = render_frame(*parse_caption(task.source)[:2], src_bg, tuple(video.positions[0]), video.radius, size)
+    assert (first == video.frames[0]).all()  # the background was reproduced exactly
+    bg = render_background(background, size, 99) if task.kind == "background" else src_bg
+    return np.stack([render_frame(colour, shape, bg, (float(x), float(y)), video.radius, size)[0]
+                     for x, y in video.positions])
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])  # one task per kind
+def test_scoring_oracle_source_and_static_editors(index):
+    from attentionflow import metrics
+    from attentionflow.flow import get_flow_estimator
+
+    task = bench.TASKS[index]
+    video = bench.task_video(task, frames=5, size=64)
+    est = get_flow_estimator("dis")
+    fwd, bwd = metrics.pair_flows(video.frames, est)
+    perfect_attention = metrics.resize_video(video.masks.astype(np.float32), 8, 8)  # (F, 8, 8)
+    oracle = bench.score_edit(task, video, _oracle(task, video), fwd, bwd, est, perfect_attention)
+    assert oracle["success"] == 1.0 and oracle["full"] == 1.0
+    assert oracle["centroid_err"] < 0.75
+    # attention equal to the mask coverage: mass inside = sum(cov * cov) / sum(cov)
+    assert oracle["attn_loc"] == pytest.approx((perfect_attention ** 2).sum() / perfect_attention.sum(), rel=1e-5)
+    if task.kind == "background":
+        assert oracle["bg_psnr"] is None
+    else:
+        assert oracle["bg_psnr"] == math.inf  # nothing changed outside the object's box
+    unchanged = bench.score_edit(task, video, video.frames, fwd, bwd, est, None)
+    assert unchanged["success"] == 0.0 and unchanged["full"] == 0.0 and unchanged["attn_loc"] is None
+    assert unchanged["flow_epe"] == pytest.approx(0.0, abs=1e-6)
+    static = bench.score_edit(task, video, np.repeat(video.frames[:1], len(video.frames), axis=0), fwd, bwd, est)
+    gt = metrics.centroid_path(video.masks)
+    expected = np.linalg.norm(gt - gt.mean(axis=0), axis=-1).mean()  # a frozen object misses the whole motion
+    assert static["centroid_err"] == pytest.approx(expected, abs=0.5) and expected > 2.0
+
+
+def test_object_boxes_cover_every_shape():
+    video = bench.task_video(bench.TASKS[1], frames=3, size=64)
+    boxes = bench.object_boxes(video)
+    for shape in ("circle", "square", "triangle"):
+        for (x, y), box in zip(video.positions, boxes):
+            _, mask = render_frame("red", shape, list(BACKGROUNDS)[0], (float(x), float(y)), video.radius, 64)
+            assert not (mask & ~box).any()
+
+
+def test_bench_runs_two_tasks_with_tiny_model(tmp_path, tiny, monkeypatch):
+    from attentionflow.pipeline import AttentionFlowPipeline
+
+    pipe = AttentionFlowPipeline.from_components(tiny, device="cpu")
+    calls = []
+    real_edit = pipe.edit
+
+    def recording_edit(*args, **kwargs):
+        calls.append((kwargs["p2p"], kwargs["mmi"], kwargs["num_inference_steps"]))
+        return real_edit(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "edit", recording_edit)
+    monkeypatch.setattr(AttentionFlowPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    out = tmp_path / "bench"
+    argv = ["bench", "quality", "--tasks", "2", "--steps", "2", "--frames", "3", "--size", "16", "--out", str(out),
+            "-q"]
+    assert main(argv) == 0
+    assert len(calls) == 2 * 3 and all(steps == 2 for *_, steps in calls)
+    regen, p2p, mmi = calls[:3]
+    assert regen[0].cross_replace_steps == 0.0 and regen[0].self_replace_steps == 0.0 and not regen[1].enabled
+    assert p2p[0].cross_replace_steps == 0.8 and p2p[0].self_replace_steps == 0.4 and not p2p[1].enabled
+    assert mmi[1].enabled and mmi[1].motion_words == ["moving"]
+
+    report = json.loads((out / "quality.json").read_text())
+    assert report["settings"]["tasks"] == 2 and report["settings"]["steps"] == 2
+    assert [r["kind"] for r in report["tasks"]] == ["colour", "shape"]
+    for name in ("regen", "p2p", "p2p+mmi"):
+        row = report["summary"][name]
+        assert 0.0 <= row["success"] <= 1.0 and 0.0 <= row["full"] <= 1.0
+        assert 0.0 <= row["attn_loc"] <= 1.0 and row["warp_error"] >= 0.0 and row["seconds_per_edit"] > 0
+        per_task = [r["methods"][name]["success"] for r in report["tasks"]]
+        assert row["success"] == pytest.approx(np.mean(per_task))
+    assert 0.0 <= report["summary"]["p2p+mmi"]["attn_loc_before_injection"] <= 1.0
+    md = (out / "quality.md").read_text()
+    assert "**2 DDIM steps**" in md and "3 frames of 16x16" in md
+    for label in ("(a) inversion + regeneration", "(b) prompt-to-prompt", "(c) prompt-to-prompt + MMI"):
+        assert f"| {label} |" in md
+    assert "## Closing note" in md and "Model: embedded toy model" in md
+
+
+def test_bad_settings_exit_2(capsys):
+    assert main(["bench", "quality", "--tasks", "0", "-q"]) == 2
+    assert "--tasks 0" in capsys.readouterr().err
+    assert main(["bench", "quality", "--frames", "1", "-q"]) == 2
