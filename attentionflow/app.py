@@ -1,0 +1,554 @@
+"""``attentionflow app``: a Gradio web interface for one edit job at a time.
+
+The page takes a video (an upload, or the built-in toy example rendered on the server), the source
+prompt, one or more target prompts, the motion word (or ``auto``), MMI strength and direction, frame
+sampling, size, steps, guidance, seed and null-text on/off. It runs
+:func:`attentionflow.jobs.run_edit_job` with progress and shows the grid (input | reconstruction |
+each edit), each video, the motion overlay, the per-token attention maps, and a zip of the whole
+output folder.
+
+Safety: the server binds to 127.0.0.1 unless told otherwise; uploads are limited in size
+(``--max-upload-mb``), type (video files, gifs, png/jpg frames) and frame count (``--max-frames``);
+only files Gradio itself received are read (a path from the browser is never opened: uploaded files
+must lie in Gradio's upload cache and are copied into the app's own work folder). Bad input becomes a
+message in the page. One edit runs at a time per model; a second request is told that the model is
+busy and waits in the queue.
+
+The logic lives in :class:`EditSession`, which needs no Gradio (tested directly);
+:func:`build_app` wires it into ``gr.Blocks``. Gradio is imported only there (optional extra:
+``pip install attentionflow[app]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import AttentionFlowError, ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+UPLOAD_VIDEO_TYPES = (".mp4", ".avi", ".mov", ".webm", ".mkv", ".gif")
+UPLOAD_IMAGE_TYPES = (".png", ".jpg", ".jpeg")
+DIRECTIONS = ("any", "N", "NE", "E", "SE", "S", "SW", "W", "NW")
+MISSING_GRADIO = "the web app needs gradio: pip install attentionflow[app]"
+BUSY = "busy: another edit is running; yours is queued and starts when it finishes"
+TOY_FRAMES, TOY_SIZE = 8, 64
+
+ProgressFn = Callable[[str, int, int], None]
+"""callback(stage, step, total) as :func:`attentionflow.jobs.run_edit_job` calls it."""
+
+
+@dataclass
+class AppSettings:
+    """Server-side limits and the initial form values."""
+
+    model: str = "embedded"
+    """Model every edit uses (diffusers folder, cached hub id or 'embedded')."""
+    device: str = "auto"
+    """Device of the model."""
+    mixed_precision: str = "no"
+    """Compute dtype: no, fp16 or bf16."""
+    max_frames: int = 32
+    """Most frames one edit may use."""
+    max_upload_mb: float = 50.0
+    """Largest accepted upload (one file, or all frames together), in MiB."""
+    max_size: int = 1024
+    """Largest width/height of the edited frames."""
+    keep_results: int = 8
+    """Result folders kept on the server (older ones are removed)."""
+    defaults: Any = None
+    """EditConfig whose values fill the form (None: the toy demo's settings for 'embedded', else defaults)."""
+    workdir: Path | None = None
+    """Folder for uploads, the toy clip and results (None: a new temporary folder)."""
+
+
+@dataclass
+class EditForm:
+    """The values of the page's edit form."""
+
+    source: str = ""
+    targets: str = ""
+    """Target prompts, one per line."""
+    motion_word: str = "auto"
+    """'auto', 'none', or word(s) separated by commas."""
+    mmi: bool = True
+    strength: float = 0.09
+    direction: str = "any"
+    """'any', a compass word or an angle in degrees."""
+    frames: int = 8
+    start: int = 0
+    stride: int = 1
+    width: int = 512
+    height: int = 512
+    steps: int = 50
+    guidance: float = 7.5
+    seed: int = 33
+    null_text: bool = True
+
+
+@dataclass
+class EditResult:
+    """What one finished edit shows in the page (paths inside the server's work folder)."""
+
+    output_dir: Path
+    grid: Path
+    input: Path
+    reconstruction: Path
+    edits: list[tuple[Path, str]]
+    """(animated gif, target prompt) per edit (the mp4s are in the zip and the grid)."""
+    motion_overlay: Path | None
+    attention: list[tuple[Path, str]]
+    """(png, caption) per branch."""
+    archive: Path
+    """Zip of the whole output folder."""
+    summary: str
+    """Markdown: motion word(s), modes, timings."""
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _natural_key(name: str) -> list[int | str]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def form_from_config(config: Any) -> EditForm:
+    """Initial form values from an :class:`~attentionflow.config.EditConfig`."""
+    inp, val, mmi = config.input_data, config.validation_data, config.mmi
+    words = config.motion_words
+    motion = "auto" if words == "auto" else (", ".join(words) if words else "none")
+    return EditForm(source=inp.prompt, targets="\n".join(val.prompts), motion_word=motion, mmi=mmi.enabled,
+                    strength=mmi.strength, direction="any" if mmi.direction is None else str(mmi.direction),
+                    frames=inp.n_sample_frames, start=inp.sample_start_idx, stride=inp.sample_frame_rate,
+                    width=inp.width, height=inp.height, steps=val.num_inference_steps,
+                    guidance=val.guidance_scale, seed=config.seed, null_text=val.use_null_inv)
+
+
+class EditSession:
+    """Everything the page does, without Gradio: uploads, the toy example, busy checks, edits.
+
+    One instance serves one model; :attr:`lock` makes edits run one at a time.
+    """
+
+    def __init__(self, settings: AppSettings) -> None:
+        from .cli import demo_config
+        from .config import EditConfig
+
+        self.settings = settings
+        self.lock = threading.Lock()
+        self._pipeline: Any = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if settings.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="attentionflow-app-")
+            self.workdir = Path(self._tmp.name)
+        else:
+            self.workdir = Path(settings.workdir)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        for sub in ("uploads", "results", "toy"):
+            (self.workdir / sub).mkdir(exist_ok=True)
+        defaults = settings.defaults
+        if defaults is None:
+            defaults = demo_config("", None) if settings.model == "embedded" else EditConfig()
+        self.defaults = form_from_config(defaults)
+        self.defaults.frames = min(self.defaults.frames, settings.max_frames)
+        self._base_config = defaults
+
+    def close(self) -> None:
+        """Free the model and remove the temporary work folder (if the session made one)."""
+        self._pipeline = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # ---------------------------------------------------------------------------------------------
+    # inputs
+
+    def toy_example(self) -> tuple[Path, EditForm, str]:
+        """Render the built-in toy clip on the server; returns (its path, form values for it, message)."""
+        from .cli import DEMO_SOURCE, DEMO_TARGETS
+        from .io.video import write_mp4
+        from .toyworld import make_video
+
+        path = self.workdir / "toy" / "toy_example.mp4"
+        if not path.is_file():
+            video = make_video(DEMO_SOURCE, frames=TOY_FRAMES, size=TOY_SIZE, seed=0)
+            write_mp4(video.frames, path, fps=8.0)
+        form = dataclasses.replace(self.defaults, source=DEMO_SOURCE, targets="\n".join(DEMO_TARGETS),
+                                   motion_word="moving", frames=min(TOY_FRAMES, self.settings.max_frames),
+                                   start=0, stride=1, width=TOY_SIZE, height=TOY_SIZE)
+        return path, form, (f"toy example loaded: '{DEMO_SOURCE}', {TOY_FRAMES} frames of "
+                            f"{TOY_SIZE}x{TOY_SIZE}")
+
+    def accept_upload(self, files: str | Sequence[str] | None, upload_root: Path | str) -> tuple[Path, str]:
+        """Check an upload and copy it into the work folder; returns (server-side input path, message).
+
+        Args:
+            files: the path(s) Gradio stored the upload at: one video/gif, or several png/jpg frames.
+            upload_root: Gradio's upload cache; any path outside it is refused (never opened).
+
+        Raises:
+            InputError: no file, a path outside ``upload_root``, a wrong type, too large, or undecodable.
+        """
+        from .io.video import probe_video
+
+        if not files:
+            raise InputError("no file uploaded; upload a video (mp4/avi/mov/webm/mkv/gif) or png/jpg frames")
+        paths = [Path(files)] if isinstance(files, (str, os.PathLike)) else [Path(f) for f in files]
+        root = Path(upload_root)
+        for p in paths:
+            if not _inside(p, root) or not p.is_file():
+                raise InputError(f"refusing file {p.name}: only files uploaded through this page are read")
+        total = sum(p.stat().st_size for p in paths)
+        limit = self.settings.max_upload_mb * 1024 * 1024
+        if total > limit:
+            raise InputError(f"upload is {total / 2**20:.1f} MiB; the limit is {self.settings.max_upload_mb:g} MiB")
+        suffixes = {p.suffix.lower() for p in paths}
+        dest = Path(tempfile.mkdtemp(prefix="upload-", dir=self.workdir / "uploads"))
+        try:
+            if len(paths) == 1 and suffixes <= set(UPLOAD_VIDEO_TYPES):
+                target = dest / f"input{paths[0].suffix.lower()}"
+                shutil.copyfile(paths[0], target)
+            elif len(paths) > 1 and suffixes <= set(UPLOAD_IMAGE_TYPES):
+                target = dest / "frames"
+                target.mkdir()
+                for i, p in enumerate(sorted(paths, key=lambda q: _natural_key(q.name))):
+                    shutil.copyfile(p, target / f"frame_{i:05d}{p.suffix.lower()}")
+            else:
+                names = ", ".join(p.name for p in paths)
+                raise InputError(f"unsupported upload ({names}); upload one video ("
+                                 f"{', '.join(UPLOAD_VIDEO_TYPES)}) or 2+ frames ({', '.join(UPLOAD_IMAGE_TYPES)})")
+            info = probe_video(target)
+        except AttentionFlowError as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            shown = paths[0].name if len(paths) == 1 else "the uploaded frames"
+            # the message names the server-side copy; show the user's file name instead
+            raise InputError(_first_line(exc).replace(str(dest / "frames"), shown)
+                             .replace(str(dest / f"input{paths[0].suffix.lower()}"), shown)) from None
+        label = paths[0].name if len(paths) == 1 else f"{len(paths)} frames"
+        return target, (f"loaded {label}: {info.num_frames} frames of {info.width}x{info.height} "
+                        f"at {info.fps:.3g} fps")
+
+    # ---------------------------------------------------------------------------------------------
+    # editing
+
+    def busy_message(self) -> str | None:
+        """The busy message while an edit runs, else None."""
+        return BUSY if self.lock.locked() else None
+
+    def build_config(self, form: EditForm, input_path: Path | str | None, output_dir: Path) -> Any:
+        """The :class:`~attentionflow.config.EditConfig` of one request (checked against the limits)."""
+        from .config import MMIConfig
+
+        s = self.settings
+        if not input_path:
+            raise InputError("no input video: upload one or click 'Toy example'")
+        targets = [t.strip() for t in (form.targets or "").splitlines() if t.strip()]
+        if not targets:
+            raise ConfigError("target prompts are empty; write one target prompt per line")
+        frames = int(form.frames)
+        if not 1 <= frames <= s.max_frames:
+            raise ConfigError(f"frames must be between 1 and {s.max_frames} (this server's limit), got {frames}")
+        for name, value in (("width", int(form.width)), ("height", int(form.height))):
+            if value > s.max_size:
+                raise ConfigError(f"{name} {value} exceeds this server's limit of {s.max_size}")
+        word = (form.motion_word or "").strip()
+        if word.lower() in ("", "none"):
+            words: list[str] | str | None = None
+        elif word.lower() == "auto":
+            words = "auto"
+        else:
+            words = [w.strip() for w in word.split(",") if w.strip()]
+        direction: str | float | None = (form.direction or "any").strip()
+        if direction in ("", "any"):
+            direction = None
+        else:
+            try:
+                direction = float(direction)
+            except ValueError:
+                pass
+        cfg = dataclasses.replace(self._base_config)
+        cfg.pretrained_model_path = s.model
+        cfg.output_dir = str(output_dir)
+        cfg.device, cfg.mixed_precision = s.device, s.mixed_precision
+        cfg.seed = int(form.seed)
+        cfg.input_data = dataclasses.replace(cfg.input_data, video_path=str(input_path), prompt=form.source.strip(),
+                                             n_sample_frames=frames, width=int(form.width), height=int(form.height),
+                                             sample_start_idx=int(form.start), sample_frame_rate=int(form.stride))
+        steps = int(form.steps)
+        cfg.validation_data = dataclasses.replace(
+            cfg.validation_data, prompts=targets, video_length=frames, width=int(form.width),
+            height=int(form.height), num_inference_steps=steps, num_inv_steps=steps,
+            guidance_scale=float(form.guidance), use_null_inv=bool(form.null_text))
+        cfg.mmi = dataclasses.replace(cfg.mmi if isinstance(cfg.mmi, MMIConfig) else MMIConfig(),
+                                      enabled=bool(form.mmi), motion_words=words, strength=float(form.strength),
+                                      direction=direction)
+        return cfg.validate()
+
+    def _pipeline_for(self, config: Any) -> Any:
+        from .pipeline import AttentionFlowPipeline
+
+        if self._pipeline is None:
+            self._pipeline = AttentionFlowPipeline.from_pretrained(config.pretrained_model_path, device=config.device,
+                                                                   mixed_precision=config.mixed_precision)
+        return self._pipeline
+
+    def _prune_results(self) -> None:
+        folders = sorted((p for p in (self.workdir / "results").iterdir() if p.is_dir()),
+                         key=lambda p: p.stat().st_mtime)
+        for old in folders[:max(0, len(folders) - self.settings.keep_results)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def run_edit(self, form: EditForm, input_path: Path | str | None,
+                 progress: ProgressFn | None = None) -> EditResult:
+        """Run one edit (waits for the lock) and return what the page shows.
+
+        Raises:
+            AttentionFlowError: bad form values, input or prompts (checked before heavy compute).
+        """
+        import json
+
+        from .jobs import check_job, run_edit_job
+
+        with self.lock:
+            self._prune_results()
+            request = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=self.workdir / "results"))
+            out = request / "attentionflow_result"
+            try:
+                config = self.build_config(form, input_path, out)
+                check_job(config, overwrite=False)
+                if progress is not None:
+                    progress("loading model", 0, 1)
+                pipeline = self._pipeline_for(config)
+                run_edit_job(config, progress=False, pipeline=pipeline, command="app", callback=progress)
+            except BaseException:
+                shutil.rmtree(request, ignore_errors=True)
+                raise
+            if progress is not None:
+                progress("packing outputs", 0, 1)
+            archive = Path(shutil.make_archive(str(request / "attentionflow_result"), "zip", root_dir=request,
+                                               base_dir=out.name))
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        edits = [(out / f"{e['outputs']}.gif", e["prompt"]) for e in manifest["edits"]]
+        attention = [(p, p.stem.replace("_", " ")) for p in sorted((out / "attention").glob("*.png"))] \
+            if (out / "attention").is_dir() else []
+        overlay = out / "motion" / "overlay.mp4"
+        mmi = manifest["mmi"]
+        words = ", ".join(mmi["motion_words"]) or "none"
+        modes = ", ".join(f"{e['prompt']!r}: {e['mode']}" for e in manifest["edits"])
+        t = manifest["timings_s"]
+        summary = (f"**done** in {t.get('total', 0):.1f} s on {manifest['device']} — {manifest['frames']} frames "
+                   f"of {manifest['size']['width']}x{manifest['size']['height']}; MMI "
+                   f"{'on' if mmi['enabled'] else 'off'}, motion word(s): {words}; edit modes: {modes}")
+        return EditResult(output_dir=out, grid=out / "grid.mp4", input=out / "input.mp4",
+                          reconstruction=out / "reconstruction.mp4", edits=edits,
+                          motion_overlay=overlay if overlay.is_file() else None, attention=attention,
+                          archive=archive, summary=summary)
+
+
+# -------------------------------------------------------------------------------------------------
+# Gradio wiring
+
+
+def _import_gradio() -> Any:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio as gr
+    except ImportError:
+        raise AttentionFlowError(MISSING_GRADIO) from None
+    return gr
+
+
+_CSS = """
+#af-status { min-height: 2.5em; }
+#af-status .af-error { color: #b00020; font-weight: 600; }
+"""
+
+
+def _status(text: str, error: bool = False) -> str:
+    import html
+
+    if error:
+        return f'<p class="af-error" data-testid="af-error">error: {html.escape(text)}</p>'
+    return f"<p>{html.escape(text)}</p>"
+
+
+def build_app(session: EditSession) -> Any:
+    """The ``gr.Blocks`` page for ``session`` (not launched). Needs gradio."""
+    gr = _import_gradio()
+    d = session.defaults
+    s = session.settings
+    file_types = list(UPLOAD_VIDEO_TYPES + UPLOAD_IMAGE_TYPES)
+
+    with gr.Blocks(title="AttentionFlow", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+        gr.Markdown("## AttentionFlow: text-driven video editing with Motion Map Injection\n"
+                    f"Model: `{s.model}`. Upload a short video (or frames) or use the toy example, describe it, "
+                    f"write one target prompt per line and press **Edit**. Limits: {s.max_upload_mb:g} MiB, "
+                    f"{s.max_frames} frames, {s.max_size}px.")
+        input_path = gr.State(None)  # server-side only: never a path sent by the browser
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="video (mp4/avi/mov/webm/mkv/gif) or png/jpg frames", file_count="multiple",
+                                 file_types=file_types, type="filepath", elem_id="af-upload")
+                toy = gr.Button("Toy example", elem_id="af-toy")
+                preview = gr.Video(label="input video", interactive=False, elem_id="af-input-preview", loop=True)
+            with gr.Column(scale=2):
+                source = gr.Textbox(label="source prompt (describes the video)", value=d.source, elem_id="af-source")
+                targets = gr.Textbox(label="target prompts (one per line)", value=d.targets, lines=3,
+                                     elem_id="af-targets")
+                with gr.Row():
+                    motion_word = gr.Dropdown(choices=["auto", "none"], value=d.motion_word, allow_custom_value=True,
+                                              label="motion word", info="auto, none, or word(s) of the prompts",
+                                              elem_id="af-motion-word")
+                    mmi = gr.Checkbox(value=d.mmi, label="Motion Map Injection")
+                    strength = gr.Slider(0.0, 1.0, value=d.strength, step=0.01, label="MMI strength")
+                    direction = gr.Dropdown(choices=list(DIRECTIONS), value=d.direction, allow_custom_value=True,
+                                            label="motion direction", info="compass word or angle in degrees")
+                with gr.Row():
+                    frames = gr.Slider(1, s.max_frames, value=d.frames, step=1, label="frames")
+                    start = gr.Number(value=d.start, precision=0, minimum=0, label="start frame")
+                    stride = gr.Number(value=d.stride, precision=0, minimum=1, label="stride")
+                    width = gr.Slider(8, s.max_size, value=d.width, step=8, label="width")
+                    height = gr.Slider(8, s.max_size, value=d.height, step=8, label="height")
+                with gr.Row():
+                    steps = gr.Slider(1, 100, value=d.steps, step=1, label="steps")
+                    guidance = gr.Slider(1.0, 20.0, value=d.guidance, step=0.5, label="guidance")
+                    seed = gr.Number(value=d.seed, precision=0, label="seed")
+                    null_text = gr.Checkbox(value=d.null_text, label="null-text inversion")
+                run = gr.Button("Edit", variant="primary", elem_id="af-edit")
+        status = gr.HTML(_status("upload a video or click 'Toy example'"), elem_id="af-status")
+        summary = gr.Markdown(elem_id="af-summary")
+        grid = gr.Video(label="input | reconstruction | edits", interactive=False, elem_id="af-grid", loop=True,
+                        autoplay=True)
+        with gr.Row():
+            in_video = gr.Video(label="input", interactive=False, elem_id="af-input", loop=True)
+            rec_video = gr.Video(label="reconstruction", interactive=False, elem_id="af-reconstruction", loop=True)
+            overlay = gr.Video(label="motion maps (overlay)", interactive=False, elem_id="af-motion", loop=True)
+        edit_videos = gr.Gallery(label="edits", columns=3, elem_id="af-edits", interactive=False)
+        attention = gr.Gallery(label="per-token attention maps (without | with MMI)", columns=1,
+                               elem_id="af-attention", interactive=False)
+        archive = gr.File(label="download all outputs (zip)", elem_id="af-download", interactive=False)
+
+        form_fields = [source, targets, motion_word, mmi, strength, direction, frames, start, stride, width, height,
+                       steps, guidance, seed, null_text]
+        names = [f.name for f in dataclasses.fields(EditForm)]
+
+        def on_upload(files: Any) -> tuple[Any, Any, str]:
+            if not files:
+                return None, None, _status("upload a video or click 'Toy example'")
+            try:
+                path, msg = session.accept_upload(files, demo.GRADIO_CACHE)
+            except AttentionFlowError as exc:
+                return None, None, _status(str(exc), error=True)
+            playable = path if path.suffix.lower() in (".mp4", ".webm") else None
+            return str(path), playable, _status(msg)
+
+        def on_toy() -> list[Any]:
+            path, form, msg = session.toy_example()
+            return [str(path), str(path), _status(msg), None] + [getattr(form, n) for n in names]
+
+        def precheck() -> tuple[str, str]:
+            busy = session.busy_message()
+            return (_status(busy) if busy else _status("edit queued")), ""
+
+        def on_edit(path: str | None, *values: Any, progress: Any = gr.Progress()) -> list[Any]:
+            form = EditForm(**dict(zip(names, values)))
+
+            def cb(stage: str, step: int, total: int) -> None:
+                progress((step, total), desc=stage)
+
+            empty = [None] * 7
+            try:
+                result = session.run_edit(form, path, progress=cb)
+            except AttentionFlowError as exc:
+                return [_status(str(exc), error=True), ""] + empty
+            except Exception as exc:  # the server keeps running; details go to the log
+                logger.exception("edit failed")
+                return [_status(f"internal error ({type(exc).__name__}: {_first_line(exc)})", error=True), ""] + empty
+            return [_status("done"), result.summary, str(result.grid), str(result.input), str(result.reconstruction),
+                    str(result.motion_overlay) if result.motion_overlay else None,
+                    [(str(p), c) for p, c in result.edits], [(str(p), c) for p, c in result.attention],
+                    str(result.archive)]
+
+        upload.upload(on_upload, inputs=upload, outputs=[input_path, preview, status])
+        upload.clear(lambda: (None, None, _status("upload a video or click 'Toy example'")),
+                     outputs=[input_path, preview, status])
+        toy.click(on_toy, outputs=[input_path, preview, status, upload, *form_fields])
+        results = [status, summary, grid, in_video, rec_video, overlay, edit_videos, attention, archive]
+        run.click(precheck, outputs=[status, summary], concurrency_limit=None, queue=False).then(
+            on_edit, inputs=[input_path, *form_fields], outputs=results, concurrency_limit=1,
+            concurrency_id="edit")
+    demo.queue(default_concurrency_limit=1)
+    return demo
+
+
+def launch_app(settings: AppSettings, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
+               quiet: bool = False) -> tuple[Any, EditSession]:
+    """Build and launch the app; returns (the Blocks, the session). ``block=False`` returns at once."""
+    gr = _import_gradio()
+    session = EditSession(settings)
+    demo = build_app(session)
+    demo.launch(server_name=host, server_port=port, share=False, max_file_size=int(settings.max_upload_mb * 2**20),
+                allowed_paths=[str(session.workdir)], ssr_mode=False, quiet=quiet, prevent_thread_lock=not block,
+                show_error=False, css=_CSS, mcp_server=False)
+    if block:
+        session.close()
+    del gr
+    return demo, session
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    """``attentionflow app``: serve the web interface until interrupted."""
+    from .config import load_config
+    from .models.loading import resolve_model_path
+
+    _import_gradio()
+    defaults = load_config(args.config) if args.config else None
+    model = args.model or (defaults.pretrained_model_path if defaults is not None else "embedded")
+    resolve_model_path(model)  # a bad model folder is an error now, not at the first edit
+    for name in ("max_frames", "max_upload_mb", "max_size"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    settings = AppSettings(model=model, device=args.device, mixed_precision=args.mixed_precision,
+                           max_frames=args.max_frames, max_upload_mb=args.max_upload_mb, max_size=args.max_size,
+                           defaults=defaults)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("serving on %s: anyone who can reach this address can run edits", args.host)
+    launch_app(settings, host=args.host, port=args.port, block=True)
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``attentionflow app`` to an argparse subparsers object (handler under ``func``)."""
+    a = subparsers.add_parser("app", help="web interface (Gradio; pip install attentionflow[app])",
+                              description="Serve a web page for editing videos: upload or toy example, prompts, "
+                                          "motion word, MMI options; shows the results and a zip to download.")
+    a.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    a.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    a.add_argument("--model", help="diffusers folder, cached hub id, or 'embedded' (default)")
+    a.add_argument("--config", help="YAML config whose values fill the form")
+    a.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    a.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no", help="compute dtype")
+    a.add_argument("--max-frames", type=int, default=32, help="most frames per edit (default 32)")
+    a.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload in MiB (default 50)")
+    a.add_argument("--max-size", type=int, default=1024, help="largest frame width/height (default 1024)")
+    a.set_defaults(func=cmd_app)

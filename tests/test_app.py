@@ -1,0 +1,235 @@
+"""``attentionflow app``: upload checks, limits, busy state, one edit (no browser), and a real-browser run.
+
+The browser test drives Debian's headless Chromium with Playwright against the app serving the
+embedded toy model; it is skipped only when /usr/bin/chromium or the playwright package is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import socket
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attentionflow.app import BUSY, MISSING_GRADIO, AppSettings, EditForm, EditSession
+from attentionflow.errors import AttentionFlowError, ConfigError, InputError
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
+
+
+def fast_defaults():
+    """The toy demo's settings with 2 steps and no null-text optimisation (seconds on a CPU)."""
+    from attentionflow.cli import demo_config
+
+    cfg = demo_config("", 2)
+    cfg.validation_data.use_null_inv = False
+    return cfg
+
+
+@pytest.fixture()
+def session(tmp_path):
+    s = EditSession(AppSettings(device="cpu", max_frames=8, max_upload_mb=1, max_size=128, defaults=fast_defaults(),
+                                workdir=tmp_path / "work"))
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def upload_root(tmp_path) -> Path:
+    """Stands in for Gradio's upload cache."""
+    root = tmp_path / "gradio_cache"
+    root.mkdir()
+    return root
+
+
+# -------------------------------------------------------------------------------------------------
+# uploads
+
+
+def test_upload_of_a_non_video_is_a_one_line_error(session, upload_root):
+    fake = upload_root / "holiday.mp4"
+    fake.write_text("this is text, not a video\n")
+    with pytest.raises(InputError) as err:
+        session.accept_upload([str(fake)], upload_root)
+    msg = str(err.value)
+    assert "holiday.mp4" in msg and "\n" not in msg
+    assert str(session.workdir) not in msg  # the server-side copy's path is not shown
+    assert list((session.workdir / "uploads").iterdir()) == []  # the rejected copy is removed
+
+
+def test_upload_refuses_paths_outside_the_upload_cache_types_and_size(session, upload_root, tmp_path):
+    from attentionflow.io.video import write_mp4
+
+    outside = tmp_path / "secret.mp4"
+    write_mp4(np.zeros((3, 16, 16, 3), np.uint8), outside)
+    with pytest.raises(InputError, match="only files uploaded through this page"):
+        session.accept_upload(str(outside), upload_root)
+    with pytest.raises(InputError, match="only files uploaded"):
+        session.accept_upload(str(upload_root / ".." / "secret.mp4"), upload_root)
+    script = upload_root / "run.sh"
+    script.write_text("echo hi\n")
+    with pytest.raises(InputError, match="unsupported upload"):
+        session.accept_upload([str(script)], upload_root)
+    big = upload_root / "big.mp4"
+    big.write_bytes(b"\0" * (1024 * 1024 + 1))  # the session allows 1 MiB
+    with pytest.raises(InputError, match="limit is 1 MiB"):
+        session.accept_upload([str(big)], upload_root)
+    with pytest.raises(InputError, match="no file uploaded"):
+        session.accept_upload([], upload_root)
+
+
+def test_upload_of_a_video_and_of_frames_in_natural_order(session, upload_root):
+    from attentionflow.io.video import read_frames, write_mp4
+
+    video = np.zeros((5, 32, 48, 3), np.uint8)
+    write_mp4(video, upload_root / "clip.mp4")
+    path, msg = session.accept_upload([str(upload_root / "clip.mp4")], upload_root)
+    assert path.is_file() and path.parent.parent == session.workdir / "uploads"
+    assert "5 frames of 48x32" in msg
+
+    import cv2
+
+    names = ["f10.png", "f2.png", "f1.png"]  # natural order: f1, f2, f10
+    for name in names:
+        value = int(name[1:-4]) * 20
+        cv2.imwrite(str(upload_root / name), np.full((16, 16, 3), value, np.uint8))
+    folder, msg = session.accept_upload([str(upload_root / n) for n in names], upload_root)
+    assert "3 frames" in msg
+    frames = read_frames(folder)
+    assert [int(f[0, 0, 0]) for f in frames] == [20, 40, 200]
+
+
+# -------------------------------------------------------------------------------------------------
+# form -> config, busy
+
+
+def test_build_config_applies_the_form_and_the_server_limits(session, tmp_path):
+    form = EditForm(source="a red circle is moving on the road", targets="a blue circle is moving on the road\n\n"
+                    "a red circle is moving on the snow\n", motion_word="moving, circle", direction="135",
+                    frames=4, start=1, stride=2, width=64, height=48, steps=3, guidance=5.0, seed=7, null_text=False)
+    cfg = session.build_config(form, "video.mp4", tmp_path / "o")
+    assert cfg.validation_data.prompts == ["a blue circle is moving on the road", "a red circle is moving on the snow"]
+    assert cfg.mmi.motion_words == ["moving", "circle"] and cfg.mmi.direction == 135.0
+    assert (cfg.input_data.n_sample_frames, cfg.input_data.sample_start_idx, cfg.input_data.sample_frame_rate) == (4, 1, 2)
+    assert (cfg.input_data.width, cfg.input_data.height) == (64, 48) == (cfg.validation_data.width,
+                                                                        cfg.validation_data.height)
+    assert cfg.validation_data.num_inference_steps == cfg.validation_data.num_inv_steps == 3
+    assert cfg.validation_data.use_null_inv is False and cfg.seed == 7 and cfg.device == "cpu"
+    assert session.build_config(EditForm(source="a b", targets="c", motion_word="auto", direction="NE", width=64,
+                                         height=64, frames=2), "v.mp4", tmp_path).mmi.motion_words == "auto"
+    assert session.build_config(EditForm(source="a b", targets="c", motion_word="none", width=64, height=64,
+                                         frames=2), "v.mp4", tmp_path).mmi.motion_words is None
+    with pytest.raises(ConfigError, match="between 1 and 8"):
+        session.build_config(EditForm(source="a", targets="b", frames=9, width=64, height=64), "v.mp4", tmp_path)
+    with pytest.raises(ConfigError, match="limit of 128"):
+        session.build_config(EditForm(source="a", targets="b", frames=2, width=256, height=64), "v.mp4", tmp_path)
+    with pytest.raises(InputError, match="Toy example"):
+        session.build_config(EditForm(source="a", targets="b", frames=2, width=64, height=64), None, tmp_path)
+    with pytest.raises(ConfigError, match="target prompts are empty"):
+        session.build_config(EditForm(source="a", targets=" \n", frames=2, width=64, height=64), "v.mp4", tmp_path)
+
+
+def test_busy_while_an_edit_holds_the_model(session):
+    assert session.busy_message() is None
+    with session.lock:
+        assert session.busy_message() == BUSY
+    assert session.busy_message() is None
+
+
+def test_missing_gradio_is_a_clear_error(monkeypatch):
+    from attentionflow.cli import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    from attentionflow.app import _import_gradio
+
+    with pytest.raises(AttentionFlowError, match=r"pip install attentionflow\[app\]"):
+        _import_gradio()
+    assert main(["app", "--port", "1"]) == 2
+
+
+def test_toy_example_and_one_edit_without_a_browser(session):
+    path, form, msg = session.toy_example()
+    assert path.parent == session.workdir / "toy" and "toy example loaded" in msg
+    form.frames = 3
+    stages: list[str] = []
+    result = session.run_edit(form, path, progress=lambda stage, i, n: stages.append(stage))
+    assert {"inversion", "editing"} <= set(stages)
+    assert result.grid.is_file() and result.input.is_file() and result.reconstruction.is_file()
+    assert [c for _, c in result.edits] == form.targets.splitlines()
+    assert all(p.is_file() for p, _ in result.edits + result.attention)
+    assert result.motion_overlay is not None and result.motion_overlay.is_file()
+    with zipfile.ZipFile(result.archive) as z:
+        assert "attentionflow_result/manifest.json" in z.namelist()
+    assert "moving" in result.summary
+    with pytest.raises(AttentionFlowError, match="flying"):  # bad word: an error, and the lock is released
+        session.run_edit(EditForm(**{**form.__dict__, "motion_word": "flying"}), path)
+    assert session.busy_message() is None
+
+
+# -------------------------------------------------------------------------------------------------
+# the real browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None,
+                    reason="needs /usr/bin/chromium (Debian package) and the playwright package")
+def test_browser_toy_edit_bad_upload_and_recovery(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from attentionflow.app import launch_app
+
+    settings = AppSettings(device="cpu", defaults=fast_defaults(), workdir=tmp_path / "work")
+    demo, session = launch_app(settings, port=_free_port(), block=False, quiet=True)
+    assert demo.local_url.startswith("http://127.0.0.1:")  # bound to localhost only
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_text("plain text renamed to .mp4\n")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch_persistent_context(
+                str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(demo.local_url)
+                page.locator("#af-toy").click()
+                expect(page.locator("#af-status")).to_contain_text("toy example loaded", timeout=60_000)
+                page.locator("#af-edit").click()
+                expect(page.locator("#af-grid video")).to_be_visible(timeout=180_000)
+                expect(page.locator("#af-summary")).to_contain_text("motion word(s): moving", timeout=30_000)
+                expect(page.locator("#af-grid video")).to_have_attribute("src", re.compile(r"grid\.mp4"))
+                expect(page.locator("#af-download a")).to_have_attribute("href", re.compile(r"attentionflow_result\.zip$"))
+                expect(page.locator("#af-edits img")).to_have_count(2)  # one per target prompt
+                page.screenshot(path=str(tmp_path / "after_edit.png"), full_page=True)
+
+                page.locator("#af-upload input[type=file]").set_input_files(str(bad))
+                error = page.locator("#af-status .af-error")
+                expect(error).to_be_visible(timeout=60_000)
+                expect(error).to_contain_text("not_a_video.mp4")
+                page.screenshot(path=str(tmp_path / "bad_upload.png"), full_page=True)
+
+                # the server keeps working: load the toy example again and run a second edit
+                page.locator("#af-toy").click()
+                expect(page.locator("#af-status")).to_contain_text("toy example loaded", timeout=60_000)
+                page.locator("#af-edit").click()
+                # the status read "toy example loaded" before the click, so "done" is the second edit's
+                expect(page.locator("#af-status")).to_have_text("done", timeout=180_000)
+                expect(page.locator("#af-summary")).to_contain_text("motion word(s): moving")
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+        session.close()
+    results = list((tmp_path / "work" / "results").iterdir())
+    assert len(results) == 2  # two edits ran on the server
