@@ -191,3 +191,20 @@ def test_clip_in_folder_mode_uses_manifest_prompts(tmp_path, tiny_clip_dir, toy)
     rec, edit = (r["metrics"] for r in report["results"])
     assert rec["clip_score"] is not None and rec["clip_frame_accuracy"] is None  # reconstruction: no accuracy
     assert edit["clip_frame_accuracy"] is not None
+
+
+def test_real_edit_output_folder(tmp_path, tiny_model_dir, toy):
+    """End to end: an 'edit' run (tiny random model) then 'evaluate' on its output folder."""
+    src, _ = toy
+    write_frames(src.frames, tmp_path / "clip")
+    out = tmp_path / "run"
+    assert main(["edit", str(tmp_path / "clip"), "--source", SOURCE, "--target", TARGET, "--model",
+                 str(tiny_model_dir), "--out", str(out), "--frames", "4", "--size", "32", "--steps", "2",
+                 "--no-mmi", "--quiet", "--device", "cpu"]) == 0
+    report = _report(tmp_path, out)
+    assert [r["name"] for r in report["results"]] == ["reconstruction", "edit_01_a-blue-circle-is-moving-on-the-road"]
+    assert report["frames"] == 4 and report["source_prompt"] == SOURCE
+    assert report["results"][1]["prompt"] == TARGET
+    for r in report["results"]:
+        assert r["path"].endswith(r["name"])  # the lossless PNG frames were used, not the mp4
+        assert isinstance(r["metrics"]["psnr"], float) and r["metrics"]["warp_error"] >= 0.0
