@@ -25,12 +25,12 @@ Per edit (averaged over tasks per method):
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
+import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
@@ -420,6 +420,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     """Handler of ``attentionflow bench quality``."""
     import torch
 
+    from .evaluate import to_json
     from .pipeline import AttentionFlowPipeline
 
     settings = BenchSettings(tasks=args.tasks, steps=args.steps, frames=args.frames, size=args.size,
@@ -433,25 +434,18 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     note = _model_note(args.model)
     pipe = AttentionFlowPipeline.from_pretrained(args.model, device=args.device)
     report = run_quality_bench(pipe, settings, progress=not args.quiet, model_note=note)
-    command = "attentionflow " + " ".join(sys.argv[1:]) if sys.argv and "bench" in sys.argv else \
+    argv = sys.argv[1:]
+    command = "attentionflow " + shlex.join(argv[argv.index("bench"):]) if "bench" in argv else \
         "attentionflow bench quality"
     report["command"] = command
     out.mkdir(parents=True, exist_ok=True)
     md = format_markdown(report, command)
     (out / "quality.md").write_text(md, encoding="utf-8")
-    (out / "quality.json").write_text(json.dumps(report, indent=2, default=_json_default), encoding="utf-8")
+    (out / "quality.json").write_text(to_json(report), encoding="utf-8")
     if not args.quiet:
         print(md)
         print(f"wrote {out / 'quality.md'} and {out / 'quality.json'}", file=sys.stderr)
     return 0
-
-
-def _json_default(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:

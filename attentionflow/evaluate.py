@@ -447,9 +447,13 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def to_json(report: dict[str, Any]) -> str:
-    """JSON text of a report; infinite values become the string ``"inf"`` (strict JSON has no Infinity)."""
+    """Strict JSON text of a report: infinite values become the string ``"inf"``, NaN becomes null."""
 
     def fix(obj: Any) -> Any:
+        if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+            obj = obj.item()  # numpy / torch scalars
+        if isinstance(obj, float) and math.isnan(obj):
+            return None
         if isinstance(obj, float) and math.isinf(obj):
             return "inf" if obj > 0 else "-inf"
         if isinstance(obj, dict):

@@ -445,23 +445,26 @@ def path_error(path: np.ndarray, reference: np.ndarray, remove_offset: bool = Fa
     return float(np.nanmean(d)) if np.isfinite(d).any() else math.nan
 
 
-def attention_localisation(maps: torch.Tensor | np.ndarray, masks: np.ndarray) -> float:
+def attention_localisation(maps: torch.Tensor | np.ndarray, masks: np.ndarray | torch.Tensor) -> float:
     """Share of attention mass inside an object mask.
 
     Args:
-        maps: ``(F, h, w)`` non-negative attention maps (e.g. a word's cross-attention per frame).
+        maps: ``(F, h, w)`` non-negative attention maps (e.g. a word's cross-attention per frame);
+            negative values are clipped to 0.
         masks: ``(F, H, W)`` bool object masks at image resolution; they are area-downsampled to
             ``(h, w)`` (fractional coverage per cell) and weight the mass.
 
     Returns:
         ``sum(map * coverage) / sum(map)`` over all frames, in [0, 1]; NaN if the maps carry no mass.
+        Computed with torch on the maps' device.
     """
-    a = maps.detach().float().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps, np.float32)
-    m = np.asarray(masks, bool)
+    a = maps if isinstance(maps, torch.Tensor) else torch.from_numpy(np.asarray(maps, np.float32))
+    m = masks if isinstance(masks, torch.Tensor) else torch.from_numpy(np.asarray(masks, bool))
     if a.ndim != 3 or m.ndim != 3 or a.shape[0] != m.shape[0]:
-        raise InputError(f"attention maps {a.shape} and masks {m.shape} must be (F, h, w) and (F, H, W)")
-    a = np.clip(a, 0.0, None)
+        raise InputError(f"attention maps {tuple(a.shape)} and masks {tuple(m.shape)} must be (F, h, w) and (F, H, W)")
+    a = a.detach().float().clamp_min(0.0)
     h, w = a.shape[1:]
-    cover = resize_video(m.astype(np.float32), h, w)  # (F, h, w) coverage in [0, 1]
+    m = m.to(device=a.device, dtype=torch.float32)[:, None]  # (F, 1, H, W)
+    cover = torch.nn.functional.adaptive_avg_pool2d(m, (h, w))[:, 0]  # (F, h, w) coverage in [0, 1]
     total = float(a.sum())
-    return float((a * cover).sum() / total) if total > 0 else math.nan
+    return float((a * cover).sum()) / total if total > 0 else math.nan
