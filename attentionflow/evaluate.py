@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -486,7 +487,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         tmp.write_text(to_json(report), encoding="utf-8")
         tmp.replace(out)
         if not args.quiet:
-            print(f"wrote {out}")
+            print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
