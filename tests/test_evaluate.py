@@ -12,7 +12,7 @@ import torch
 
 from attentionflow import evaluate as ev
 from attentionflow.cli import main
-from attentionflow.io.video import write_frames, write_mp4
+from attentionflow.io.video import write_frames, write_gif, write_mp4
 from attentionflow.toyworld import make_video
 
 SOURCE = "a red circle is moving on the road"
@@ -49,6 +49,9 @@ def test_identical_videos_frames_vs_mp4_and_absent_clip(tmp_path, toy, capsys):
     write_mp4(src.frames, tmp_path / "same.mp4")
     m2 = _report(tmp_path, tmp_path / "src", tmp_path / "same.mp4")["results"][0]["metrics"]
     assert 30.0 < m2["psnr"] < math.inf
+    write_gif(src.frames, tmp_path / "same.gif")  # palette-quantised (lossless for few colours)
+    m3 = _report(tmp_path, tmp_path / "src", tmp_path / "same.gif")["results"][0]["metrics"]
+    assert m3["psnr"] == "inf" or m3["psnr"] > 25.0
 
 
 def test_mask_restricts_psnr_npy_and_png_masks(tmp_path, toy):
