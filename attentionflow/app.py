@@ -327,6 +327,8 @@ class EditSession:
         """
         import json
 
+        if progress is not None:
+            progress("checking the input", 0, 1)
         from .jobs import check_job, run_edit_job
 
         with self.lock:
@@ -470,11 +472,19 @@ def build_app(session: EditSession) -> Any:
             busy = session.busy_message()
             return (_status(busy) if busy else _status("edit queued")), ""
 
-        def on_edit(path: str | None, *values: Any, progress: Any = gr.Progress()) -> list[Any]:
-            form = EditForm(**dict(zip(names, values)))
+        def on_edit(path: str | None, source: str, targets: str, motion_word: str, mmi: bool, strength: float,
+                    direction: str, frames: int, start: int, stride: int, width: int, height: int, steps: int,
+                    guidance: float, seed: int, null_text: bool, progress: Any = gr.Progress()) -> list[Any]:
+            # explicit parameters: Gradio injects gr.Progress only into a positional parameter
+            form = EditForm(source=source, targets=targets, motion_word=motion_word, mmi=mmi, strength=strength,
+                            direction=direction, frames=frames, start=start, stride=stride, width=width,
+                            height=height, steps=steps, guidance=guidance, seed=seed, null_text=null_text)
 
             def cb(stage: str, step: int, total: int) -> None:
-                progress((step, total), desc=stage)
+                if total <= 1:  # a stage without steps (loading the model, packing the zip)
+                    progress(0.0, desc=stage)
+                else:
+                    progress((step, total), desc=stage, unit="steps")
 
             empty = [None] * 7
             try:
@@ -505,6 +515,8 @@ def launch_app(settings: AppSettings, *, host: str = "127.0.0.1", port: int = 78
                quiet: bool = False) -> tuple[Any, EditSession]:
     """Build and launch the app; returns (the Blocks, the session). ``block=False`` returns at once."""
     gr = _import_gradio()
+    from . import jobs  # noqa: F401  (import torch/diffusers now, not during the first request)
+
     session = EditSession(settings)
     demo = build_app(session)
     demo.launch(server_name=host, server_port=port, share=False, max_file_size=int(settings.max_upload_mb * 2**20),

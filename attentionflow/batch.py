@@ -306,7 +306,7 @@ def run_job(job: BatchJob, cache: _PipelineCache, *, force: bool = False, progre
         pipeline = cache.get(model_dir, cfg.device, cfg.mixed_precision)
         run_edit_job(cfg, overwrite=force, progress=progress, pipeline=pipeline, command="batch")
     except AttentionFlowError as exc:
-        return result("failed", _first_line(exc))
+        return result("failed", _first_line(exc).replace("pass --overwrite", "run the batch with --force"))
     except Exception as exc:  # one broken job must not stop the batch; keep the traceback in the log
         logger.warning("job %s failed", job.name, exc_info=True)
         _free_accelerator_memory()
