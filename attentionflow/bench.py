@@ -133,7 +133,7 @@ class BenchSettings:
     """Settings of one benchmark run (all of them go into the report)."""
 
     tasks: int = len(TASKS)
-    steps: int = 10
+    steps: int = 8
     frames: int = 8
     size: int = 64
     guidance_scale: float = 7.5
@@ -251,12 +251,14 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool = True,
-                      model_note: str | None = None) -> dict[str, Any]:
+                      model_note: str | None = None,
+                      on_task: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     """Run the suite with an :class:`~attentionflow.pipeline.AttentionFlowPipeline`; returns the report.
 
     Report: ``settings``, ``tasks`` (per task: captions, per-method scores, timings), ``summary``
     (per method: mean of each metric over tasks), ``by_kind`` (per method and kind: mean success),
     ``reference`` (the source videos' own warp error, the reconstruction PSNR), ``runtime_s``.
+    ``on_task(records)`` is called after every task with the per-task records so far (partial results).
     """
     from tqdm.auto import tqdm
 
@@ -299,6 +301,8 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
             logger.info("%s | %s: %s", task.name, method.name,
                         {k: v for k, v in scores.items() if k != "judged"})
         records.append(rec)
+        if on_task is not None:
+            on_task(records)
     bar.close()
     summary = {m.name: {key: _mean([r["methods"][m.name].get(key) for r in records]) for key, *_ in COLUMNS}
                for m in METHODS}
@@ -433,15 +437,21 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     note = _model_note(args.model)
     pipe = AttentionFlowPipeline.from_pretrained(args.model, device=args.device)
-    report = run_quality_bench(pipe, settings, progress=not args.quiet, model_note=note)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "quality.partial.json"
+
+    def save_partial(records: list[dict[str, Any]]) -> None:
+        partial.write_text(to_json({"settings": asdict(settings), "model": note, "tasks": records}), encoding="utf-8")
+
+    report = run_quality_bench(pipe, settings, progress=not args.quiet, model_note=note, on_task=save_partial)
     argv = sys.argv[1:]
     command = "attentionflow " + shlex.join(argv[argv.index("bench"):]) if "bench" in argv else \
         "attentionflow bench quality"
     report["command"] = command
-    out.mkdir(parents=True, exist_ok=True)
     md = format_markdown(report, command)
     (out / "quality.md").write_text(md, encoding="utf-8")
     (out / "quality.json").write_text(to_json(report), encoding="utf-8")
+    partial.unlink(missing_ok=True)
     if not args.quiet:
         print(md)
         print(f"wrote {out / 'quality.md'} and {out / 'quality.json'}", file=sys.stderr)

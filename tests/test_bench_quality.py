@@ -122,3 +122,14 @@ def test_bad_settings_exit_2(capsys):
     assert main(["bench", "quality", "--tasks", "0", "-q"]) == 2
     assert "--tasks 0" in capsys.readouterr().err
     assert main(["bench", "quality", "--frames", "1", "-q"]) == 2
+
+
+def test_partial_results_after_each_task(tiny):
+    from attentionflow.pipeline import AttentionFlowPipeline
+
+    pipe = AttentionFlowPipeline.from_components(tiny, device="cpu")
+    seen = []
+    report = bench.run_quality_bench(pipe, bench.BenchSettings(tasks=2, steps=1, frames=2, size=16), progress=False,
+                                     on_task=lambda records: seen.append([r["task"] for r in records]))
+    assert seen == [[bench.TASKS[0].name], [bench.TASKS[0].name, bench.TASKS[1].name]]
+    assert [r["task"] for r in report["tasks"]] == seen[-1]
