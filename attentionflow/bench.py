@@ -39,6 +39,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports are deferred so that building the CLI parser stays fast
     import numpy as np
+    import torch
 
     from .toyworld.world import ToyVideo
 
@@ -182,7 +183,7 @@ def _judge_video(frames: np.ndarray) -> list[Any]:
     return [judge(f) for f in frames]
 
 
-def motion_word_maps(attention: Any, tokenizer: Any, prompt: str, branch: int, use_mmi: bool) -> np.ndarray | None:
+def motion_word_maps(attention: Any, tokenizer: Any, prompt: str, branch: int, use_mmi: bool) -> torch.Tensor | None:
     """The motion word's cross-attention maps ``(F, h, w)`` of one branch (summed over its tokens).
 
     ``attention`` is :class:`attentionflow.pipeline.AttentionMaps`; ``use_mmi`` picks the maps after
@@ -196,11 +197,12 @@ def motion_word_maps(attention: Any, tokenizer: Any, prompt: str, branch: int, u
     idx = word_positions(prompt, MOTION_WORD, tokenizer)
     if not idx:
         return None
-    return maps[branch, ..., idx].sum(dim=-1).float().cpu().numpy()  # (F, h, w)
+    return maps[branch, ..., idx].sum(dim=-1)  # (F, h, w, K) -> (F, h, w), on the maps' device
 
 
 def score_edit(task: BenchTask, video: ToyVideo, edited: np.ndarray, source_fwd: np.ndarray,
-               source_bwd: np.ndarray, estimator: Any, attn_maps: np.ndarray | None = None) -> dict[str, float | None]:
+               source_bwd: np.ndarray, estimator: Any,
+               attn_maps: torch.Tensor | np.ndarray | None = None) -> dict[str, float | None]:
     """Score one edited video ``(F, H, W, 3)`` uint8 of ``task`` (see the module docstring).
 
     Args:
