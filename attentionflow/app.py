@@ -514,7 +514,7 @@ def build_app(session: EditSession) -> Any:
 def launch_app(settings: AppSettings, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
                quiet: bool = False) -> tuple[Any, EditSession]:
     """Build and launch the app; returns (the Blocks, the session). ``block=False`` returns at once."""
-    gr = _import_gradio()
+    _import_gradio()
     from . import jobs  # noqa: F401  (import torch/diffusers now, not during the first request)
 
     session = EditSession(settings)
@@ -524,7 +524,6 @@ def launch_app(settings: AppSettings, *, host: str = "127.0.0.1", port: int = 78
                 show_error=False, css=_CSS, mcp_server=False)
     if block:
         session.close()
-    del gr
     return demo, session
 
 
