@@ -63,7 +63,10 @@ def main() -> None:
     for f in args.frames:
         cmd = [sys.executable, __file__, "--child", str(f), "--size", str(args.size), "--steps", str(args.steps),
                "--threads", str(args.threads)] + (["--dense"] if args.dense else [])
-        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"{f} frames failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.splitlines()[-1]))
     stages = ["motion_maps", "encode", "inversion", "null_text", "editing", "decode"]
     mode = "dense" if args.dense else "sparse-causal"
     print(f"tiny model, {args.size}x{args.size}, {args.steps} steps, null-text on, MMI on, {mode}, "
