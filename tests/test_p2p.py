@@ -125,10 +125,15 @@ def test_self_replace_only_small_maps_and_first_steps(clip_tokenizer):
                    self_max_queries=16)
     small = AttentionSite(name="s", is_cross=False, place="down", block_index=1, level=1)  # 4x4 = 16 queries
     large = AttentionSite(name="l", is_cross=False, place="down", block_index=0, level=0)  # 8x8 = 64 queries
-    assert ctrl.wants_probs(small, _state(step=3))
-    assert not ctrl.wants_probs(large, _state(step=3))
-    assert not ctrl.wants_probs(small, _state(step=4))
+    # Sites of known size: replacement by sharing the source's attention pattern, no probabilities.
+    assert ctrl.shares_source_self_attention(small, _state(step=3))
+    assert not ctrl.wants_probs(small, _state(step=3))
+    assert not ctrl.shares_source_self_attention(large, _state(step=3))
+    assert not ctrl.shares_source_self_attention(small, _state(step=4))
+    assert not ctrl.shares_source_self_attention(CROSS, _state(step=3))
     assert not ctrl.wants_probs(CROSS, _state(step=0))  # cross replacement is off
+    # Sites of unknown size fall back to explicit probabilities, filtered by query count.
+    assert ctrl.wants_probs(SELF, _state(step=3)) and not ctrl.wants_probs(SELF, _state(step=4))
 
     state = _state(step=2)
     before = _halves(_probs(state, queries=16, keys=32), state)

@@ -219,3 +219,44 @@ def test_sparse_causal_properties():
     assert (out2[4] - out[4]).abs().max() > 1e-4  # frame 4 attends to frame 3
     for i in (0, 1, 2, 5):  # nobody else looks at frame 3
         torch.testing.assert_close(out2[i], out[i], atol=1e-6, rtol=0)
+
+
+class _SelfReplace(AttentionController):
+    """Replaces the conditional edit branches' self-attention by the source's, either way."""
+
+    def __init__(self, explicit: bool) -> None:
+        self.explicit = explicit
+
+    def wants_probs(self, site, state):
+        return self.explicit and not site.is_cross
+
+    def __call__(self, probs, site, state):
+        cond = state.cond_view(probs)  # (B, F, heads, Q, K)
+        cond[1:] = cond[:1]
+        return probs
+
+    def shares_source_self_attention(self, site, state):
+        return not self.explicit and not site.is_cross
+
+
+@pytest.mark.parametrize("st", [False, True])
+def test_shared_source_pattern_equals_explicit_replacement(tiny, st):
+    """SDPA with the source's queries/keys == materialised probabilities replaced by the source's."""
+    torch.manual_seed(0)
+    frames, branches = 3, 2
+    x = torch.randn(2 * branches * frames, 4, 8, 8)
+    emb = torch.randn(2 * branches * frames, 77, 32)
+    outs = []
+    for explicit in (True, False):
+        state = AttentionState(num_frames=frames, num_branches=branches, cfg=True, frame_mode="cross_frame",
+                               latent_size=(8, 8))
+        runtime = AttentionRuntime(state=state, controller=_SelfReplace(explicit))
+        with install_attention(tiny.unet, runtime, use_st=st), torch.no_grad():
+            outs.append(tiny.unet(x, 10, encoder_hidden_states=emb).sample)
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # and it differs from no replacement at all
+        plain_state = AttentionState(num_frames=frames, num_branches=branches, cfg=True, frame_mode="cross_frame")
+        with install_attention(tiny.unet, AttentionRuntime(state=plain_state), use_st=st):
+            plain = tiny.unet(x, 10, encoder_hidden_states=emb).sample
+    assert not torch.allclose(plain.view(2, branches, frames, -1)[1, 1], outs[1].view(2, branches, frames, -1)[1, 1])
+    torch.testing.assert_close(plain.view(2, branches, frames, -1)[0], outs[1].view(2, branches, frames, -1)[0])

@@ -98,6 +98,17 @@ class AttentionState:
         g, b, f = self.groups, self.num_branches, self.num_frames
         return probs.view(g, b, f, *probs.shape[1:])[g - 1]
 
+    def share_source(self, x: torch.Tensor, frames_folded: bool = False) -> torch.Tensor:
+        """Copy of ``x`` whose conditional edit branches hold the conditional source branch's values.
+
+        ``x``: ``(G*B*F, ...)``, or ``(G*B, ...)`` with ``frames_folded``; other halves unchanged.
+        """
+        g, b = self.groups, self.num_branches
+        y = x.clone()
+        view = y.view(g, b, -1, *x.shape[1:]) if not frames_folded else y.view(g, b, 1, *x.shape[1:])
+        view[g - 1, 1:] = view[g - 1, :1]  # (B-1, F, ...) <- source branch
+        return y
+
 
 class AttentionController:
     """Base class: sees (and may edit) attention probabilities, and may edit latents after each step.
@@ -113,6 +124,16 @@ class AttentionController:
     def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
         """Edit ``probs`` ``(G*B*F, heads, Q, K)``; return the (possibly new) tensor."""
         return probs
+
+    def shares_source_self_attention(self, site: AttentionSite, state: AttentionState) -> bool:
+        """True if, at this self-attention site, the conditional edit branches must attend exactly as
+        the source branch does (prompt-to-prompt self-attention replacement).
+
+        The processor then gives every conditional branch the source branch's queries and keys:
+        ``softmax(q_0 k_0^T) v_b`` equals replacing the edit probabilities by the source ones, but
+        runs on SDPA without materialising them (dense attention over many frames stays bounded).
+        """
+        return False
 
     def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:
         """Called after each denoising step with latents ``(B*F, C, h, w)``; may return edited latents."""
@@ -136,6 +157,9 @@ class ControllerChain(AttentionController):
             if c.wants_probs(site, state):
                 probs = c(probs, site, state)
         return probs
+
+    def shares_source_self_attention(self, site: AttentionSite, state: AttentionState) -> bool:
+        return any(c.shares_source_self_attention(site, state) for c in self.controllers)
 
     def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:
         for c in self.controllers:

@@ -419,8 +419,14 @@ class P2PEdit(AttentionController):
             return blend or self._cross_on(state.step)
         if not self._in_self_window(state.step):
             return False
+        return state.site_size(site) is None  # unknown size: decide on the probabilities in __call__
+
+    def shares_source_self_attention(self, site: AttentionSite, state: AttentionState) -> bool:
+        """Self-attention replacement at sites of known size <= ``self_max_queries`` (no probabilities)."""
+        if site.is_cross or self.num_branches < 2 or not self._in_self_window(state.step):
+            return False
         size = state.site_size(site)
-        return size is None or size[0] * size[1] <= self.self_max_queries
+        return size is not None and size[0] * size[1] <= self.self_max_queries
 
     def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
         """Edit the conditional half of ``probs`` ``(G*B*F, heads, Q, K)`` (in place unless it needs grad)."""

@@ -158,6 +158,8 @@ class FrameAttnProcessor:
         heads = attn.heads
         head_dim = key.shape[-1] // heads
         explicit = controller is not None and controller.wants_probs(self.site, state)
+        share = (is_self and not explicit and controller is not None and state.num_branches > 1
+                 and controller.shares_source_self_attention(self.site, state))
 
         if mode == "dense" and not explicit and attention_mask is None:
             # All frames of a video share their keys: fold frames into the query axis (no copies).
@@ -169,6 +171,8 @@ class FrameAttnProcessor:
                 q = attn.norm_q(q)
             if attn.norm_k is not None:
                 k = attn.norm_k(k)
+            if share:
+                q, k = state.share_source(q, frames_folded=True), state.share_source(k, frames_folded=True)
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False, scale=attn.scale)
             out = out.transpose(1, 2).reshape(batch_size, -1, heads * head_dim)  # (Bt, N, heads*d)
         else:
@@ -179,6 +183,8 @@ class FrameAttnProcessor:
                 q = attn.norm_q(q)
             if attn.norm_k is not None:
                 k = attn.norm_k(k)
+            if share:  # edit branches attend with the source's pattern (P2P self-attention replacement)
+                q, k = state.share_source(q), state.share_source(k)
             if mode != "self":
                 k = _frame_keys(k, num_frames, mode)  # (Bt, heads, K, d)
                 v = _frame_keys(v, num_frames, mode)
