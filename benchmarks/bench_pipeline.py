@@ -3,8 +3,9 @@
     python benchmarks/bench_pipeline.py [--frames 4 8 16 32] [--size 64] [--steps 5] [--threads 2]
 
 Each frame count runs in a fresh subprocess so that the peak resident memory (ru_maxrss) is its own.
-Sparse-causal attention should make time and memory grow about linearly with the number of frames;
-``--dense`` switches every self-attention to dense spatial-temporal attention for comparison.
+With ``--attention sc`` (sparse-causal self-attention only) time and memory grow about linearly with
+the number of frames; ``sc+st`` (the vid2vid-zero default: dense spatial-temporal attention at the
+``st_attn_idx`` blocks as well) adds a part that is quadratic in frames.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def run_one(frames: int, size: int, steps: int, threads: int, dense: bool) -> dict:
+def run_one(frames: int, size: int, steps: int, threads: int, attention: str) -> dict:
     import numpy as np
     import torch
 
@@ -37,9 +38,8 @@ def run_one(frames: int, size: int, steps: int, threads: int, dense: bool) -> di
     pipe = AttentionFlowPipeline.from_components(tiny_components(load_tokenizer(tok_dir)), device="cpu")
     video, _ = make_video(size=size, n_frames=frames, squares=(MovingSquare(4, size // 3, size // 4, 2, 0),))
     kwargs = dict(num_inference_steps=steps, use_null_inv=True, progress=False,
-                  mmi=MMIConfig(motion_words=["moving"]), st_attn_idx=0)
-    if dense:
-        kwargs.update(use_sc_attn=False, use_st_attn=True)
+                  mmi=MMIConfig(motion_words=["moving"]), st_attn_idx=0, use_sc_attn=True,
+                  use_st_attn=attention == "sc+st")
     start = time.perf_counter()
     out = pipe.edit(video, "a square is moving on the road", ["a square is moving on the snow"], **kwargs)
     total = time.perf_counter() - start
@@ -53,22 +53,23 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--dense", action="store_true", help="dense attention instead of sparse-causal")
+    ap.add_argument("--attention", choices=["sc", "sc+st"], default="sc",
+                    help="sc: sparse-causal only; sc+st: plus dense attention at the st_attn_idx blocks")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        print(json.dumps(run_one(args.child, args.size, args.steps, args.threads, args.dense)))
+        print(json.dumps(run_one(args.child, args.size, args.steps, args.threads, args.attention)))
         return
     rows = []
     for f in args.frames:
         cmd = [sys.executable, __file__, "--child", str(f), "--size", str(args.size), "--steps", str(args.steps),
-               "--threads", str(args.threads)] + (["--dense"] if args.dense else [])
+               "--threads", str(args.threads), "--attention", args.attention]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"{f} frames failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.splitlines()[-1]))
     stages = ["motion_maps", "encode", "inversion", "null_text", "editing", "decode"]
-    mode = "dense" if args.dense else "sparse-causal"
+    mode = {"sc": "sparse-causal", "sc+st": "sparse-causal + dense ST blocks"}[args.attention]
     print(f"tiny model, {args.size}x{args.size}, {args.steps} steps, null-text on, MMI on, {mode}, "
           f"{args.threads} threads")
     print("| frames | " + " | ".join(stages) + " | total s | s/frame | peak RSS MB |")
