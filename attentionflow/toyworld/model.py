@@ -193,9 +193,12 @@ def save_model_folder(folder: str | Path, unet: UNet2DConditionModel, vae: Autoe
     tok_dir = folder / "tokenizer"
     if tokenizer_src is None:
         build_tokenizer(tok_dir)
-    else:
-        tok = load_tokenizer(tokenizer_src)
-        tok.save_pretrained(str(tok_dir))
+    else:  # copy the CLIP-format files (vocab.json + merges.txt + configs) as they are
+        import shutil
+
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        shutil.copytree(tokenizer_src, tok_dir)
+        load_tokenizer(tok_dir)  # fails early on an unusable folder
     build_scheduler().save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2) + "\n", encoding="utf-8")
     if readme is not None:
