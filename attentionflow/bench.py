@@ -341,7 +341,7 @@ def _delta_sentence(summary: dict[str, dict[str, float | None]], base: str, new:
         if a is None or b is None or math.isinf(a) or math.isinf(b):
             continue
         if abs(b - a) <= 0.02 * max(abs(a), abs(b), 1e-9) or (fmt.endswith("%}") and abs(b - a) < 0.005):
-            verdict = "about the same (within 2%)"
+            verdict = "about the same, within 2%"
         else:
             verdict = "better" if (b > a) == higher else "worse"
         lines.append(f"{title}: {_cell(a, fmt)} -> {_cell(b, fmt)} ({verdict})")
