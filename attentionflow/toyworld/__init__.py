@@ -6,6 +6,7 @@ The shipped toy model (``attentionflow/assets/toy_model``) was trained on this w
 
 from __future__ import annotations
 
+from attentionflow.toyworld.judge import Judgement, judge
 from attentionflow.toyworld.world import (
     BACKGROUNDS,
     COLOURS,
@@ -24,7 +25,8 @@ from attentionflow.toyworld.world import (
 )
 
 __all__ = [
-    "BACKGROUNDS", "COLOURS", "SHAPES", "VERBS", "WORLD_WORDS", "ToyVideo", "make_caption", "make_video",
+    "BACKGROUNDS", "COLOURS", "SHAPES", "VERBS", "WORLD_WORDS", "Judgement", "ToyVideo", "judge", "make_caption",
+    "make_video",
     "parse_caption", "random_caption", "render_background", "render_frame", "sample_scene",
     "sample_training_batch",
 ]
