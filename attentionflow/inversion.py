@@ -6,7 +6,7 @@ exact and testable with a stub predictor; the pipeline passes a closure around t
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,8 @@ def ddim_inversion(latents: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMSche
 def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, scheduler: DDIMScheduler,
                         cond_embeddings: torch.Tensor, uncond_embeddings: torch.Tensor, guidance_scale: float,
                         *, num_inner_steps: int = 1, base_lr: float = 1e-2, epsilon: float = 1e-5,
-                        progress: bool = True, callback: StepCallback | None = None) -> list[torch.Tensor]:
+                        use_steps: Sequence[bool] | None = None, progress: bool = True,
+                        callback: StepCallback | None = None) -> list[torch.Tensor]:
     """Optimise one unconditional embedding per sampling step (vid2vid-zero's null-text inversion).
 
     ``trajectory``: output of :func:`ddim_inversion` (``T + 1`` tensors (N, C, h, w)).
@@ -65,13 +66,35 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
     runs ``num_inner_steps`` iterations so that the guided DDIM step from the current latent lands on
     ``trajectory[T - i - 1]``; it stops early once the loss < ``epsilon + i * 2e-5``. Returns ``T``
     embeddings (1, L, D), in sampling order.
+
+    ``use_steps`` (see :func:`null_step_mask`): the steps whose optimised embedding sampling will
+    use. Other steps are not optimised: they return ``uncond_embeddings`` and the latent advances with
+    it, exactly as sampling will, so the optimised steps aim from the trajectory sampling really
+    takes; steps after the last used one are skipped. ``None``: every step.
     """
     num_steps = len(trajectory) - 1
     sched = sampling_scheduler(scheduler, num_steps, trajectory[0].device)
+    use = list(use_steps) if use_steps is not None else [True] * num_steps
+    last = max((i for i, u in enumerate(use) if u), default=-1)
     latent = trajectory[-1]
-    uncond = uncond_embeddings.detach().clone()
+    plain = uncond_embeddings.detach()
+    uncond = plain.clone()
     result: list[torch.Tensor] = []
     for i, t in enumerate(tqdm(sched.timesteps, desc="null-text inversion", disable=not progress, leave=False)):
+        if i > last:
+            result.append(plain)
+            if callback is not None:
+                callback(i, num_steps)
+            continue
+        if not use[i]:
+            result.append(plain)
+            with torch.no_grad():
+                eps_cond = noise_fn(latent, t, cond_embeddings)
+                eps_uncond = noise_fn(latent, t, plain)
+                latent = sched.step(eps_uncond + guidance_scale * (eps_cond - eps_uncond), t, latent).prev_sample
+            if callback is not None:
+                callback(i, num_steps)
+            continue
         target = trajectory[num_steps - i - 1]
         uncond = uncond.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([uncond], lr=base_lr * (1.0 - i / 100.0))

@@ -265,7 +265,8 @@ class AttentionFlowPipeline:
                 state.frame_mode = "per_frame" if null_normal_infer else "cross_frame"
                 null_embeddings = null_text_inversion(
                     trajectory, noise_fn, self.scheduler, cond[:1], uncond, guidance_scale,
-                    num_inner_steps=null_inner_steps, base_lr=null_base_lr, progress=progress,
+                    num_inner_steps=null_inner_steps, base_lr=null_base_lr,
+                    use_steps=null_step_mask(num_inference_steps, null_uncond_ratio), progress=progress,
                     callback=report("null-text"))
                 timings["null_text"] = time.perf_counter() - start
             x_t = trajectory[-1]

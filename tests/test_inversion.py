@@ -88,3 +88,39 @@ def test_null_step_mask():
     assert null_step_mask(10, 0.3) == [True] * 3 + [False] * 7
     assert null_step_mask(4, 0.0) == [False] * 4
     assert null_step_mask(4, -1.0) == [True] * 4
+
+
+def test_null_text_only_optimises_the_steps_sampling_uses():
+    torch.manual_seed(3)
+    x0 = torch.randn(2, 4, 4, 4)
+    scheduler = sd_scheduler()
+    base, calls = {}, {"n": 0}
+
+    def fn(latents, t, emb):
+        calls["n"] += 1
+        return base.setdefault(int(t), torch.randn_like(latents)) + emb.mean()
+
+    cond = torch.zeros(1, 3, 2)
+    traj = ddim_inversion(x0, fn, scheduler, 8, cond, progress=False)
+    uncond0 = torch.full((1, 3, 2), 0.3)
+    mask = null_step_mask(8, -0.5)
+    calls["n"] = 0
+    nulls = null_text_inversion(traj, fn, scheduler, cond, uncond0, 7.5, num_inner_steps=200, base_lr=0.05,
+                                use_steps=mask, progress=False)
+    assert all(torch.equal(n, uncond0) for n, m in zip(nulls, mask) if not m)
+    assert all(not torch.equal(n, uncond0) for n, m in zip(nulls, mask) if m)
+    sched = sampling_scheduler(scheduler, 8, "cpu")
+
+    def sample(embs):
+        x = traj[-1]
+        for i, t in enumerate(sched.timesteps):
+            e_u, e_c = fn(x, t, embs[i]), fn(x, t, cond)
+            x = sched.step(e_u + 7.5 * (e_c - e_u), t, x).prev_sample
+        return (x - x0).abs().max().item()
+
+    assert sample(nulls) < sample([uncond0] * 8) / 10  # the last half corrects the drift of the first
+    # A schedule that uses nothing after step 2 stops optimising (and calling the model) early.
+    calls["n"] = 0
+    null_text_inversion(traj, fn, scheduler, cond, uncond0, 7.5, num_inner_steps=1,
+                        use_steps=[True, True] + [False] * 6, progress=False)
+    assert calls["n"] == 2 * 3  # per used step: cond, uncond (inner), uncond (advance)
