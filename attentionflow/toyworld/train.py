@@ -10,7 +10,7 @@ Stages (each resumable from ``<work>/ckpt_<stage>.pt``):
 
 Usage (runs in the background fine; progress goes to the log file and a tqdm bar)::
 
-    python -m attentionflow.toyworld.train --work /tmp/toytrain --export attentionflow/assets/toy_model
+    python -m attentionflow.toyworld.train --work runs/toytrain --export attentionflow/assets/toy_model
 
 Every random draw depends only on ``--seed`` and the step index, so a resumed run continues exactly.
 """
@@ -296,7 +296,7 @@ path as real Stable Diffusion diffusers folders and makes real, visible edits of
 - unet: UNet2DConditionModel, blocks {unet_channels}, cross-attention at 16x16, 8x8, 4x4
 - scheduler: DDIMScheduler with Stable Diffusion's configuration
 
-Training: `python -m attentionflow.toyworld.train --work /tmp/toytrain --export attentionflow/assets/toy_model`
+Training: `python -m attentionflow.toyworld.train --work runs/toytrain --export attentionflow/assets/toy_model`
 (seed {seed}; {vae_steps} VAE steps, {unet_steps} UNet/text-encoder steps; CPU, 1 thread).
 
 {quality}
@@ -338,7 +338,7 @@ def _tiny_model_config() -> ToyModelConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: ``python -m attentionflow.toyworld.train``."""
     p = argparse.ArgumentParser(prog="python -m attentionflow.toyworld.train", description=__doc__.split("\n")[0])
-    p.add_argument("--work", type=Path, default=Path("/tmp/toytrain"), help="checkpoints, logs, latents")
+    p.add_argument("--work", type=Path, default=Path("runs/toytrain"), help="checkpoints, logs, latents")
     p.add_argument("--export", type=Path, action="append", default=[], help="also write the model folder here")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tiny", action="store_true", help="a tiny architecture (tests)")
