@@ -107,7 +107,7 @@ def test_bench_runs_two_tasks_with_tiny_model(tmp_path, tiny, monkeypatch):
     for name in ("regen", "p2p", "p2p+mmi"):
         row = report["summary"][name]
         assert 0.0 <= row["success"] <= 1.0 and 0.0 <= row["full"] <= 1.0
-        assert 0.0 <= row["attn_loc"] <= 1.0 and row["warp_error"] >= 0.0 and row["seconds_per_edit"] > 0
+        assert 0.0 <= row["attn_loc"] <= 1.0 and row["warp_error"] >= 0.0
         per_task = [r["methods"][name]["success"] for r in report["tasks"]]
         assert row["success"] == pytest.approx(np.mean(per_task))
     assert 0.0 <= report["summary"]["p2p+mmi"]["attn_loc_before_injection"] <= 1.0
