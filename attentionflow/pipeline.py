@@ -113,8 +113,9 @@ def prepare_edit(tokenizer: Any, num_frames: int, source_prompt: str, target_pro
             words = [raw] if isinstance(raw, str) else list(raw or [])
             motion_tokens = [sorted({i for w in words for i in word_token_indices(p, w, tokenizer)})
                              for p in prompts]
+    content = torch.stack([content_token_mask(p, tokenizer) for p in prompts])  # (B, L) real prompt tokens
     return {"prompts": prompts, "p2p": p2p_ctrl, "blend": blend, "motion_tokens": motion_tokens,
-            "motion_words": words, "candidates": candidates}
+            "motion_words": words, "candidates": candidates, "content": content}
 
 
 class AttentionFlowPipeline:
@@ -310,9 +311,9 @@ class AttentionFlowPipeline:
         chain: list[AttentionController] = [setup["p2p"], stores["without_mmi"]]
         injector = None
         if mmi.enabled:
-            content = torch.stack([content_token_mask(p, self.tokenizer) for p in setup["prompts"]]).to(self.device)
             injector = MotionInjector(
-                motion_maps=maps_by_size, motion_tokens=setup["motion_tokens"], content_tokens=content,
+                motion_maps=maps_by_size, motion_tokens=setup["motion_tokens"],
+                content_tokens=setup["content"].to(self.device),
                 strength=mmi.strength, similarity=mmi.similarity, branches=mmi.branches, places=tuple(mmi.places),
                 step_range=(mmi.step_start, mmi.step_end), auto_candidates=setup["candidates"],
                 auto_steps=mmi.auto_steps)
@@ -353,8 +354,7 @@ class AttentionFlowPipeline:
         except (KeyError, ValueError):
             return None
         tokens, indices = [], []
-        for p in setup["prompts"]:
-            mask = content_token_mask(p, self.tokenizer)
+        for p, mask in zip(setup["prompts"], setup["content"]):
             idx = torch.nonzero(mask).flatten().tolist()
             ids = self.tokenizer(p, padding="max_length", max_length=self.tokenizer.model_max_length).input_ids
             tokens.append([self.tokenizer.convert_ids_to_tokens(ids[i]).replace("</w>", "") for i in idx])

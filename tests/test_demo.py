@@ -27,3 +27,21 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     assert main(["demo", "--out", str(other), "--steps", "2", "--quiet"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (other / "notes.txt").read_text() == "keep"
+
+
+def test_demo_config_file_is_the_demo_and_runs(tmp_path, monkeypatch):
+    """configs/demo.yaml runs from the repository root and describes the same job as `demo`."""
+    from pathlib import Path
+
+    from attentionflow.cli import demo_config
+    from attentionflow.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "demo.yaml")
+    ref = demo_config("unused", None)
+    assert cfg.input_data.prompt == ref.input_data.prompt and cfg.validation_data == ref.validation_data
+    assert cfg.mmi == ref.mmi and cfg.pretrained_model_path == "embedded" and cfg.seed == ref.seed
+    monkeypatch.chdir(root)
+    out = tmp_path / "from-config"
+    assert main(["edit", "--config", "configs/demo.yaml", "--steps", "2", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["frames"] == 8

@@ -14,6 +14,7 @@ import torch
 from diffusers import DDIMScheduler
 from tqdm.auto import tqdm
 
+from attentionflow import metrics
 from attentionflow.models.factory import Components
 from attentionflow.toyworld.judge import judge
 from attentionflow.toyworld.world import make_video, parse_caption, random_caption
@@ -119,9 +120,8 @@ def evaluate_generation(components: Components, n: int = 48, guidance_scale: flo
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images/arrays of the same shape (peak 255)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+    """PSNR in dB between two uint8 images (H, W, 3): :func:`attentionflow.metrics.psnr` on one frame."""
+    return metrics.psnr(a[None], b[None])
 
 
 @torch.no_grad()
