@@ -260,14 +260,13 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def cmd_motion(args: argparse.Namespace) -> int:
     from .flow.export import export_motion
     from .flow.motion import MotionOptions, motion_maps
-    from .io.video import atomic_output_dir, check_output_dir, probe_video, read_frames
+    from .io.video import atomic_output_dir, check_output_dir, read_frames
 
     opts = MotionOptions()
     _apply_motion_args(args, opts)
     opts.validate()
     width, height = args.size if args.size else (None, None)
     check_output_dir(args.out, args.overwrite)
-    probe_video(args.video)
     frames = read_frames(args.video, n_frames=args.frames, start=args.start or 0, stride=args.stride or 1,
                          width=width, height=height)
     result = motion_maps(frames, opts)

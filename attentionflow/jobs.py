@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import EditConfig, dump_config
 from .errors import InputError
-from .io.video import atomic_output_dir, check_output_dir, make_grid, probe_video, read_frames, write_frames, \
+from .io.video import atomic_output_dir, check_output_dir, make_grid, read_frames, write_frames, \
     write_gif, write_mp4
 from .models.loading import EMBEDDED, resolve_model_path
 from .models.tokenizer import load_tokenizer
@@ -65,7 +65,6 @@ def load_input_frames(config: EditConfig) -> np.ndarray:
     inp = config.input_data
     if not inp.video_path:
         raise InputError("no input video given (input_data.video_path / VIDEO argument)")
-    probe_video(inp.video_path)
     return read_frames(inp.video_path, n_frames=inp.n_sample_frames, start=inp.sample_start_idx,
                        stride=inp.sample_frame_rate, width=inp.width, height=inp.height)
 
