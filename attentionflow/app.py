@@ -308,8 +308,11 @@ class EditSession:
         from .pipeline import AttentionFlowPipeline
 
         if self._pipeline is None:
+            # re-editing the same clip with the same source prompt (new targets, MMI or P2P settings)
+            # starts from the cached inversion instead of inverting again
             self._pipeline = AttentionFlowPipeline.from_pretrained(config.pretrained_model_path, device=config.device,
-                                                                   mixed_precision=config.mixed_precision)
+                                                                   mixed_precision=config.mixed_precision,
+                                                                   inversion_cache_size=2)
         return self._pipeline
 
     def _prune_results(self) -> None:
@@ -360,11 +363,20 @@ class EditSession:
         t = manifest["timings_s"]
         summary = (f"**done** in {t.get('total', 0):.1f} s on {manifest['device']} — {manifest['frames']} frames "
                    f"of {manifest['size']['width']}x{manifest['size']['height']}; MMI "
-                   f"{'on' if mmi['enabled'] else 'off'}, motion word(s): {words}; edit modes: {modes}")
+                   f"{'on' if mmi['enabled'] else 'off'}, motion word(s): {words}; edit modes: {modes}"
+                   + _inversion_note(manifest.get("inversion", {})))
         return EditResult(output_dir=out, grid=out / "grid.mp4", input=out / "input.mp4",
                           reconstruction=out / "reconstruction.mp4", edits=edits,
                           motion_overlay=overlay if overlay.is_file() else None, attention=attention,
                           archive=archive, summary=summary)
+
+
+def _inversion_note(info: dict[str, Any]) -> str:
+    """'; inversion reused, reconstruction PSNR 31.2 dB' from the manifest's inversion section."""
+    parts = ["inversion reused (same clip, source prompt and settings)"] if info.get("reused") else []
+    if info.get("reconstruction_psnr_db") is not None:
+        parts.append(f"reconstruction PSNR {info['reconstruction_psnr_db']:.1f} dB")
+    return "; " + ", ".join(parts) if parts else ""
 
 
 # -------------------------------------------------------------------------------------------------

@@ -263,6 +263,10 @@ def is_complete(output_dir: str | os.PathLike[str]) -> bool:
 # running
 
 
+#: Inversions kept per process (each is a few MB: x_T plus one null-text embedding per step).
+INVERSION_CACHE_SIZE = 4
+
+
 class _PipelineCache:
     """One loaded pipeline per process, replaced when a job names another model/device/precision."""
 
@@ -278,8 +282,10 @@ class _PipelineCache:
             self.pipeline = None  # free the previous model before loading the next
             self.key = None
             logger.info("loading model %s (%s, %s)", model_dir, device, mixed_precision)
+            # jobs that edit the same clip with the same source prompt share its inversion
             self.pipeline = AttentionFlowPipeline.from_pretrained(str(model_dir), device=device,
-                                                                  mixed_precision=mixed_precision)
+                                                                  mixed_precision=mixed_precision,
+                                                                  inversion_cache_size=INVERSION_CACHE_SIZE)
             self.key = key
         return self.pipeline
 

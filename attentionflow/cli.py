@@ -253,8 +253,19 @@ def cmd_edit(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = run_edit_job(cfg, overwrite=args.overwrite, progress=not args.quiet, command="edit")
     if not args.quiet:
-        print(f"wrote {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        print(f"wrote {out} in {time.perf_counter() - start:.1f} s{_reconstruction_note(out)}", file=sys.stderr)
     return 0
+
+
+def _reconstruction_note(out: Path) -> str:
+    """' (reconstruction PSNR 26.8 dB)' from the run's manifest, or '' if it has none."""
+    import json
+
+    try:
+        db = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["inversion"]["reconstruction_psnr_db"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return "" if db is None else f" (reconstruction PSNR {db:.1f} dB: how closely the inversion reproduces the input)"
 
 
 def cmd_motion(args: argparse.Namespace) -> int:
@@ -325,7 +336,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
               + " (embedded toy model, CPU)", file=sys.stderr)
     run_edit_job(cfg, overwrite=overwrite, progress=not args.quiet, command="demo")
     if not args.quiet:
-        print(f"wrote {out} in {time.perf_counter() - start:.1f} s (grid: {out / 'grid.gif'})", file=sys.stderr)
+        print(f"wrote {out} in {time.perf_counter() - start:.1f} s (grid: {out / 'grid.gif'})"
+              f"{_reconstruction_note(out)}", file=sys.stderr)
     return 0
 
 

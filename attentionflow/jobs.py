@@ -31,6 +31,7 @@ import numpy as np
 
 from .config import EditConfig, dump_config
 from .errors import InputError
+from .metrics import psnr
 from .io.video import atomic_output_dir, check_output_dir, make_grid, read_frames, write_frames, \
     write_gif, write_mp4
 from .models.loading import EMBEDDED, resolve_model_path
@@ -200,6 +201,11 @@ def attention_grid(maps: AttentionMaps, branch: int, cell: int = 48) -> np.ndarr
     return image
 
 
+def _round_db(value: float) -> float | None:
+    """dB rounded for JSON; None for an exact match (infinite PSNR, not valid JSON)."""
+    return round(value, 3) if np.isfinite(value) else None
+
+
 def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: EditOutput, frames: np.ndarray,
                    timings: dict[str, float], names: dict[str, str], model_dir: Path, command: str) -> dict[str, Any]:
     """Run manifest: what ran, on what, how long each stage took, and what MMI did."""
@@ -225,6 +231,8 @@ def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: Edi
         "mmi": {"enabled": config.mmi.enabled, "motion_words": out.motion_words,
                 "auto_ranking": [{"word": w, "score": round(float(s), 6)} for w, s in out.motion_ranking],
                 "strength": config.mmi.strength, "similarity": config.mmi.similarity, "flow": config.mmi.flow},
+        "inversion": {"reused": out.inversion_reused,
+                      "reconstruction_psnr_db": _round_db(psnr(frames, out.reconstruction))},
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "config": dataclasses.asdict(config),
     }

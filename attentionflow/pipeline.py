@@ -7,8 +7,10 @@ Data flow (DESIGN.md section 2): frames -> motion maps -> VAE latents -> DDIM (+
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -78,6 +80,35 @@ class EditOutput:
     """Auto mode: words ranked by attention-motion similarity (best first)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per stage."""
+    inversion_reused: bool = False
+    """True when the edit started from a given or cached :class:`Inversion` (no inversion ran)."""
+
+
+@dataclass
+class Inversion:
+    """The source video inverted once; any number of edits with the same settings can start from it.
+
+    Made by :meth:`AttentionFlowPipeline.invert` and accepted by :meth:`AttentionFlowPipeline.edit`
+    (``inversion=``), which checks that it was made with the edit's own frames, source prompt and
+    inversion settings. It does not depend on the target prompts, P2P or MMI.
+    """
+
+    x_t: torch.Tensor
+    """(F, C, h, w) the noisiest latent of the DDIM inversion trajectory (sampling starts here)."""
+    null_embeddings: list[torch.Tensor] | None
+    """Null-text inversion: one (1, L, D) unconditional embedding per sampling step; None when off."""
+    settings: dict[str, Any]
+    """What it was computed with (frames digest, source prompt, steps, guidance, null-text, attention)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds of the ``inversion`` and ``null_text`` stages."""
+
+
+def frames_digest(frames: np.ndarray) -> str:
+    """Content hash of a (F, H, W, 3) uint8 video (shape included)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(frames.shape).encode())
+    h.update(np.ascontiguousarray(frames).data)
+    return h.hexdigest()
 
 
 def prepare_edit(tokenizer: Any, num_frames: int, source_prompt: str, target_prompts: Sequence[str],
@@ -129,8 +160,13 @@ class AttentionFlowPipeline:
     """
 
     def __init__(self, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any,
-                 *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+                 *, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 inversion_cache_size: int = 0) -> None:
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
+        self.inversion_cache_size = inversion_cache_size
+        """How many recent inversions :meth:`edit` keeps and reuses (0: none). An inversion is reused
+        only for the same frames, source prompt and inversion settings; the app and batch runs keep a few."""
+        self._inversions: OrderedDict[tuple, Inversion] = OrderedDict()
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.device = torch.device(device) if device is not None else next(unet.parameters()).device
         self.dtype = dtype if dtype is not None else next(unet.parameters()).dtype
@@ -147,11 +183,13 @@ class AttentionFlowPipeline:
                    components.scheduler, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str, *, device: str = "auto", mixed_precision: str = "no") -> "AttentionFlowPipeline":
+    def from_pretrained(cls, path: str, *, device: str = "auto", mixed_precision: str = "no",
+                        inversion_cache_size: int = 0) -> "AttentionFlowPipeline":
         """Load a local diffusers folder, a cached hub id, or ``"embedded"`` (the shipped toy model)."""
         dev = select_device(device)
         dtype = select_dtype(mixed_precision, dev)
-        return cls.from_components(load_components(path, dev, dtype), device=dev, dtype=dtype)
+        return cls.from_components(load_components(path, dev, dtype), device=dev, dtype=dtype,
+                                   inversion_cache_size=inversion_cache_size)
 
     # ---------------------------------------------------------------------------------------------
     # building blocks
@@ -193,31 +231,124 @@ class AttentionFlowPipeline:
 
     # ---------------------------------------------------------------------------------------------
 
+    def _inversion_settings(self, frames: np.ndarray, source_prompt: str, num_inference_steps: int,
+                            guidance_scale: float, use_null_inv: bool, null_inner_steps: int, null_base_lr: float,
+                            null_uncond_ratio: float, null_normal_infer: bool, use_sc_attn: bool,
+                            use_st_attn: bool, st_attn_idx: int) -> dict[str, Any]:
+        """Everything an inversion depends on (the key under which it is cached and checked)."""
+        null = use_null_inv and guidance_scale > 1.0
+        settings: dict[str, Any] = {
+            "frames": frames_digest(frames), "source_prompt": source_prompt,
+            "num_inference_steps": num_inference_steps, "null_text": null,
+            "use_sc_attn": use_sc_attn, "use_st_attn": use_st_attn, "st_attn_idx": st_attn_idx,
+            "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
+        }
+        if null:  # these only shape the null-text embeddings
+            settings.update(guidance_scale=guidance_scale, null_inner_steps=null_inner_steps,
+                            null_base_lr=null_base_lr, null_uncond_ratio=null_uncond_ratio,
+                            null_normal_infer=null_normal_infer)
+        return settings
+
+    def _check_frames(self, frames: np.ndarray) -> None:
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] < 1:
+            raise InputError(f"frames must be a non-empty (F, H, W, 3) uint8 array, got {frames.dtype} {frames.shape}")
+        height, width = frames.shape[1:3]
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise InputError(f"frame size {width}x{height} must be a multiple of {self.vae_scale_factor}")
+
+    def invert(self, frames: np.ndarray, source_prompt: str, *, num_inference_steps: int = 50,
+               guidance_scale: float = 7.5, use_null_inv: bool = True, null_inner_steps: int = 1,
+               null_base_lr: float = 1e-2, null_uncond_ratio: float = -0.5, null_normal_infer: bool = True,
+               use_sc_attn: bool = True, use_st_attn: bool = True, st_attn_idx: int = 0, seed: int = 33,
+               progress: bool = True, callback: ProgressCallback | None = None) -> Inversion:
+        """DDIM inversion of ``frames`` (F, H, W, 3) uint8 under ``source_prompt``, then null-text inversion.
+
+        Null-text inversion runs when ``use_null_inv`` and ``guidance_scale > 1``. The result can be
+        passed to :meth:`edit` (``inversion=``) for any number of edits with the same settings.
+        """
+        self._check_frames(frames)
+        check_prompt_length(source_prompt, self.tokenizer)
+        settings = self._inversion_settings(frames, source_prompt, num_inference_steps, guidance_scale,
+                                            use_null_inv, null_inner_steps, null_base_lr, null_uncond_ratio,
+                                            null_normal_infer, use_sc_attn, use_st_attn, st_attn_idx)
+        num_frames, height, width = frames.shape[:3]
+        torch.manual_seed(seed)
+        latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
+        sizes = self.attention_resolutions(latent_size)
+        state = AttentionState(num_frames=num_frames, num_branches=1, cfg=False, num_steps=num_inference_steps,
+                               frame_mode="per_frame", latent_size=latent_size,
+                               resolutions={h * w: (h, w) for h, w in sizes})
+        runtime = AttentionRuntime(state=state, controller=None)
+        timings: dict[str, float] = {}
+
+        def report(stage: str) -> Callable[[int, int], None]:
+            def cb(i: int, n: int) -> None:
+                state.step = i
+                if callback is not None:
+                    callback(stage, i + 1, n)
+
+            return cb
+
+        with install_attention(self.unet, runtime, use_sc=use_sc_attn, use_st=use_st_attn, st_attn_idx=st_attn_idx):
+            start = time.perf_counter()
+            latents = self.encode_frames(frames)  # (F, C, h, w)
+            cond, uncond = self.encode_prompts([source_prompt, ""]).split(1)  # (1, L, D) each
+            noise_fn = self._noise_fn(num_frames)
+            trajectory = ddim_inversion(latents, noise_fn, self.scheduler, num_inference_steps, cond,
+                                        progress=progress, callback=report("inversion"))
+            timings["inversion"] = time.perf_counter() - start
+
+            null_embeddings: list[torch.Tensor] | None = None
+            if settings["null_text"]:
+                start = time.perf_counter()
+                state.frame_mode = "per_frame" if null_normal_infer else "cross_frame"
+                null_embeddings = null_text_inversion(
+                    trajectory, noise_fn, self.scheduler, cond, uncond, guidance_scale,
+                    num_inner_steps=null_inner_steps, base_lr=null_base_lr,
+                    use_steps=null_step_mask(num_inference_steps, null_uncond_ratio), progress=progress,
+                    callback=report("null-text"))
+                timings["null_text"] = time.perf_counter() - start
+        return Inversion(x_t=trajectory[-1], null_embeddings=null_embeddings, settings=settings, timings=timings)
+
     def edit(self, frames: np.ndarray, source_prompt: str, target_prompts: Sequence[str], *,
              num_inference_steps: int = 50, guidance_scale: float = 7.5, use_null_inv: bool = True,
              null_inner_steps: int = 1, null_base_lr: float = 1e-2, null_uncond_ratio: float = -0.5,
              null_normal_infer: bool = True, use_sc_attn: bool = True, use_st_attn: bool = True,
              st_attn_idx: int = 0, p2p: P2PConfig | None = None, mmi: MMIConfig | None = None,
              attention_map_level: int = 1, seed: int = 33, progress: bool = True,
-             callback: ProgressCallback | None = None) -> EditOutput:
+             callback: ProgressCallback | None = None, inversion: Inversion | None = None) -> EditOutput:
         """Edit a video (F, H, W, 3) uint8 from ``source_prompt`` into each of ``target_prompts``.
 
         The arguments mirror :class:`attentionflow.config.ValidationDataConfig` and the ``p2p``/``mmi``
-        sections. All prompt/word checks run before any heavy computation.
+        sections. All prompt/word checks run before any heavy computation. ``inversion``: a result of
+        :meth:`invert` for these frames, source prompt and settings (checked), so that several edits
+        share one inversion; without it the pipeline inverts (or reuses one it cached, see
+        ``inversion_cache_size``).
         """
         p2p = p2p or P2PConfig()
         mmi = mmi or MMIConfig(enabled=False)
         timings: dict[str, float] = {}
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] < 1:
-            raise InputError(f"frames must be a non-empty (F, H, W, 3) uint8 array, got {frames.dtype} {frames.shape}")
+        self._check_frames(frames)
         num_frames, height, width = frames.shape[:3]
-        if height % self.vae_scale_factor or width % self.vae_scale_factor:
-            raise InputError(f"frame size {width}x{height} must be a multiple of {self.vae_scale_factor}")
         setup = prepare_edit(self.tokenizer, num_frames, source_prompt, target_prompts, p2p, mmi,
                              num_inference_steps)
         prompts = setup["prompts"]
         num_branches = len(prompts)
-        torch.manual_seed(seed)
+        inv_args = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                        use_null_inv=use_null_inv, null_inner_steps=null_inner_steps, null_base_lr=null_base_lr,
+                        null_uncond_ratio=null_uncond_ratio, null_normal_infer=null_normal_infer,
+                        use_sc_attn=use_sc_attn, use_st_attn=use_st_attn, st_attn_idx=st_attn_idx)
+        settings = self._inversion_settings(frames, source_prompt, **inv_args)
+        if inversion is not None and inversion.settings != settings:
+            diff = [k for k in settings if inversion.settings.get(k) != settings[k]]
+            raise InputError(f"the given inversion was made with other settings ({', '.join(diff)}: "
+                             f"{', '.join(repr(inversion.settings.get(k)) for k in diff)}; this edit: "
+                             f"{', '.join(repr(settings[k]) for k in diff)}); make one with invert() and the "
+                             f"edit's own frames, source prompt and settings")
+        key = tuple(settings.items())
+        if inversion is None and key in self._inversions:
+            inversion = self._inversions[key]
+            self._inversions.move_to_end(key)
 
         # Motion maps: once per video, then once per attention resolution.
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
@@ -234,55 +365,40 @@ class AttentionFlowPipeline:
             maps_by_size = {k: v.to(self.dtype) for k, v in motion_maps_for_resolutions(full, sizes).items()}
             timings["motion_maps"] = time.perf_counter() - start
 
-        state = AttentionState(num_frames=num_frames, num_branches=1, cfg=False, num_steps=num_inference_steps,
-                               frame_mode="per_frame", latent_size=latent_size,
+        reused = inversion is not None
+        if inversion is None:
+            inversion = self.invert(frames, source_prompt, **inv_args, seed=seed, progress=progress,
+                                    callback=callback)
+            timings.update(inversion.timings)
+            if self.inversion_cache_size > 0:
+                self._inversions[key] = inversion
+                while len(self._inversions) > self.inversion_cache_size:
+                    self._inversions.popitem(last=False)
+
+        torch.manual_seed(seed)
+        state = AttentionState(num_frames=num_frames, num_branches=num_branches, cfg=guidance_scale > 1.0,
+                               num_steps=num_inference_steps, frame_mode="cross_frame", latent_size=latent_size,
                                resolutions={h * w: (h, w) for h, w in sizes})
         runtime = AttentionRuntime(state=state, controller=None)
 
-        def report(stage: str) -> Callable[[int, int], None]:
-            def cb(i: int, n: int) -> None:
-                state.step = i
-                if callback is not None:
-                    callback(stage, i + 1, n)
-
-            return cb
+        def report(i: int, n: int) -> None:
+            state.step = i
+            if callback is not None:
+                callback("editing", i + 1, n)
 
         with install_attention(self.unet, runtime, use_sc=use_sc_attn, use_st=use_st_attn, st_attn_idx=st_attn_idx):
             start = time.perf_counter()
-            latents = self.encode_frames(frames)
             embeddings = self.encode_prompts([*prompts, ""])  # (B + 1, L, D)
             cond, uncond = embeddings[:-1], embeddings[-1:]
             timings["encode"] = time.perf_counter() - start
 
             start = time.perf_counter()
-            noise_fn = self._noise_fn(num_frames)
-            trajectory = ddim_inversion(latents, noise_fn, self.scheduler, num_inference_steps, cond[:1],
-                                        progress=progress, callback=report("inversion"))
-            timings["inversion"] = time.perf_counter() - start
-
-            null_embeddings: list[torch.Tensor] | None = None
-            if use_null_inv and guidance_scale > 1.0:
-                start = time.perf_counter()
-                state.frame_mode = "per_frame" if null_normal_infer else "cross_frame"
-                null_embeddings = null_text_inversion(
-                    trajectory, noise_fn, self.scheduler, cond[:1], uncond, guidance_scale,
-                    num_inner_steps=null_inner_steps, base_lr=null_base_lr,
-                    use_steps=null_step_mask(num_inference_steps, null_uncond_ratio), progress=progress,
-                    callback=report("null-text"))
-                timings["null_text"] = time.perf_counter() - start
-            x_t = trajectory[-1]
-            del trajectory
-
-            start = time.perf_counter()
             controller, stores, injector = self._controllers(setup, mmi, maps_by_size, sizes, attention_map_level,
                                                              num_branches)
-            state.frame_mode = "cross_frame"
-            state.num_branches = num_branches
-            state.cfg = guidance_scale > 1.0
             runtime.controller = controller
             controller.reset()
-            final = self._sample(x_t, cond, uncond, null_embeddings, null_uncond_ratio, guidance_scale,
-                                 num_inference_steps, state, controller, progress, report("editing"))
+            final = self._sample(inversion.x_t, cond, uncond, inversion.null_embeddings, null_uncond_ratio,
+                                 guidance_scale, num_inference_steps, state, controller, progress, report)
             runtime.controller = None
             timings["editing"] = time.perf_counter() - start
 
@@ -299,7 +415,7 @@ class AttentionFlowPipeline:
         return EditOutput(source_prompt=source_prompt, target_prompts=list(target_prompts),
                           reconstruction=videos[0], edits=list(videos[1:]), motion=motion,
                           attention=attention, edit_modes=list(setup["p2p"].modes), motion_words=motion_words,
-                          motion_ranking=ranking, timings=timings)
+                          motion_ranking=ranking, timings=timings, inversion_reused=reused)
 
     __call__ = edit
 

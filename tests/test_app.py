@@ -167,7 +167,14 @@ def test_toy_example_and_one_edit_without_a_browser(session):
     assert result.motion_overlay is not None and result.motion_overlay.is_file()
     with zipfile.ZipFile(result.archive) as z:
         assert "attentionflow_result/manifest.json" in z.namelist()
-    assert "moving" in result.summary
+    assert "moving" in result.summary and "inversion reused" not in result.summary
+    # a new target prompt for the same clip and source prompt starts from the cached inversion
+    stages.clear()
+    again = session.run_edit(EditForm(**{**form.__dict__, "targets": "a blue circle is moving on the road"}), path,
+                             progress=lambda stage, i, n: stages.append(stage))
+    assert "inversion" not in stages and "null-text" not in stages and "editing" in stages
+    assert "inversion reused" in again.summary and "reconstruction PSNR" in again.summary
+    assert [c for _, c in again.edits] == ["a blue circle is moving on the road"]
     with pytest.raises(AttentionFlowError, match="flying"):  # bad word: an error, and the lock is released
         session.run_edit(EditForm(**{**form.__dict__, "motion_word": "flying"}), path)
     assert session.busy_message() is None

@@ -155,6 +155,9 @@ def test_run_batch_records_failures_resumes_and_loads_the_model_once(tmp_path, c
     for name in ("good1", "good2"):
         manifest_json = json.loads((tmp_path / "out" / name / "manifest.json").read_text())
         assert manifest_json["command"] == "batch"
+        # good2 edits the same clip with the same source prompt and settings (only the seed differs):
+        # it starts from good1's inversion
+        assert manifest_json["inversion"]["reused"] is (name == "good2")
         assert (tmp_path / "out" / name / "grid.mp4").is_file()
     assert not (tmp_path / "out" / "no_video").exists() and not (tmp_path / "out" / "bad_word").exists()
     data = json.loads((summary_dir / "batch_summary.json").read_text())

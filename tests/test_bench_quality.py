@@ -85,17 +85,28 @@ def test_bench_runs_two_tasks_with_tiny_model(tmp_path, tiny, monkeypatch):
     calls = []
     real_edit = pipe.edit
 
+    inversions = []
+    real_invert = pipe.invert
+
     def recording_edit(*args, **kwargs):
         calls.append((kwargs["p2p"], kwargs["mmi"], kwargs["num_inference_steps"]))
-        return real_edit(*args, **kwargs)
+        out = real_edit(*args, **kwargs)
+        assert out.inversion_reused and kwargs["inversion"] is inversions[-1]  # the task's shared inversion
+        return out
+
+    def recording_invert(*args, **kwargs):
+        inversions.append(real_invert(*args, **kwargs))
+        return inversions[-1]
 
     monkeypatch.setattr(pipe, "edit", recording_edit)
+    monkeypatch.setattr(pipe, "invert", recording_invert)
     monkeypatch.setattr(AttentionFlowPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
     out = tmp_path / "bench"
     argv = ["bench", "quality", "--tasks", "2", "--steps", "2", "--frames", "3", "--size", "16", "--out", str(out),
             "-q"]
     assert main(argv) == 0
     assert len(calls) == 2 * 3 and all(steps == 2 for *_, steps in calls)
+    assert len(inversions) == 2  # one inversion per task, shared by its three methods
     regen, p2p, mmi = calls[:3]
     assert regen[0].cross_replace_steps == 0.0 and regen[0].self_replace_steps == 0.0 and not regen[1].enabled
     assert p2p[0].cross_replace_steps == 0.8 and p2p[0].self_replace_steps == 0.4 and not p2p[1].enabled

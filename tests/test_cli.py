@@ -14,6 +14,7 @@ import yaml
 from attentionflow.cli import main
 from attentionflow.config import load_config
 from attentionflow.io.video import read_frames, write_frames, write_gif
+from attentionflow.metrics import psnr
 
 SRC = "a square is moving on the road"
 
@@ -53,6 +54,9 @@ def test_edit_writes_all_outputs(clip, tiny_model_dir, tmp_path):
     assert {"inversion", "editing", "decode", "total"} <= set(manifest["timings_s"])
     assert manifest["versions"]["torch"] and manifest["mmi"]["motion_words"] == ["moving"]
     assert [e["mode"] for e in manifest["edits"]] == ["replace", "refine"]
+    assert manifest["inversion"]["reused"] is False
+    expected_db = psnr(read_frames(out / "frames" / "input"), read_frames(out / "frames" / "reconstruction"))
+    assert manifest["inversion"]["reconstruction_psnr_db"] == pytest.approx(expected_db, abs=1e-3)
     resolved = load_config(out / "config.yaml")
     assert resolved.input_data.n_sample_frames == 4 and resolved.validation_data.num_inference_steps == 2
     assert (out / "attention" / "source.png").exists()

@@ -118,3 +118,76 @@ def test_null_text_inversion_reconstructs_better_than_plain_ddim_under_guidance(
     err_plain = np.abs(plain.reconstruction.astype(float) - ref).mean()
     err_null = np.abs(null.reconstruction.astype(float) - ref).mean()
     assert err_null < err_plain
+
+
+def _count_unet_calls(pipe):
+    calls = []
+    handle = pipe.unet.register_forward_hook(lambda *_: calls.append(1))
+    return calls, handle
+
+
+def test_given_inversion_is_reused_and_gives_the_same_edit(pipe, square_video):
+    frames, _ = square_video
+    mmi = MMIConfig(motion_words=["moving"])
+    fresh = _edit(pipe, frames, mmi=mmi, seed=5)
+    inv = pipe.invert(frames, SRC, num_inference_steps=3, seed=5, progress=False)
+    assert inv.x_t.shape[0] == len(frames) and inv.null_embeddings is not None and len(inv.null_embeddings) == 3
+    calls, handle = _count_unet_calls(pipe)
+    try:
+        reused = _edit(pipe, frames, mmi=mmi, seed=5, inversion=inv)
+    finally:
+        handle.remove()
+    assert len(calls) == 3  # sampling only: one batched (CFG) UNet call per step, no inversion
+    assert reused.inversion_reused and not fresh.inversion_reused
+    assert "inversion" not in reused.timings and "null_text" not in reused.timings
+    assert np.array_equal(fresh.reconstruction, reused.reconstruction)
+    assert all(np.array_equal(x, y) for x, y in zip(fresh.edits, reused.edits))
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"num_inference_steps": 4}, "num_inference_steps"),
+    ({"source": "a square is moving on the snow"}, "source_prompt"),
+    ({"null_base_lr": 0.05}, "null_base_lr"),
+    ({"use_st_attn": False}, "use_st_attn"),
+])
+def test_mismatched_inversion_is_refused_naming_the_setting(pipe, square_video, change, field):
+    frames, _ = square_video
+    inv = pipe.invert(frames, SRC, num_inference_steps=3, progress=False)
+    with pytest.raises(InputError, match=rf"other settings \({field}: "):
+        _edit(pipe, frames, inversion=inv, **change)
+
+
+def test_inversion_of_other_frames_is_refused(pipe, square_video):
+    frames, _ = square_video
+    inv = pipe.invert(frames, SRC, num_inference_steps=2, use_null_inv=False, progress=False)
+    other = frames.copy()
+    other[0, 0, 0, 0] ^= 1  # one value of one pixel differs
+    with pytest.raises(InputError, match=r"\(frames: "):
+        _edit(pipe, other, num_inference_steps=2, use_null_inv=False, inversion=inv)
+
+
+def test_null_text_settings_do_not_matter_without_null_text(pipe, square_video):
+    frames, _ = square_video
+    inv = pipe.invert(frames, SRC, num_inference_steps=2, use_null_inv=False, progress=False)
+    assert inv.null_embeddings is None
+    out = _edit(pipe, frames, num_inference_steps=2, use_null_inv=False, null_base_lr=0.5, guidance_scale=3.0,
+                inversion=inv)
+    assert out.inversion_reused
+
+
+def test_inversion_cache_reuses_for_new_targets_only(pipe, square_video):
+    frames, _ = square_video
+    pipe.inversion_cache_size = 1
+    first = _edit(pipe, frames, targets=TGT[:1])
+    calls, handle = _count_unet_calls(pipe)
+    try:
+        second = _edit(pipe, frames, targets=TGT[1:])
+        assert second.inversion_reused and len(calls) == 3
+        other = _edit(pipe, frames, source="a square is moving on the snow", targets=TGT[1:])
+        assert not other.inversion_reused and len(calls) > 6
+        again = _edit(pipe, frames, targets=TGT[:1])  # evicted by the other source prompt (cache size 1)
+        assert not again.inversion_reused
+    finally:
+        handle.remove()
+    assert not first.inversion_reused and len(pipe._inversions) == 1
+    assert np.array_equal(first.edits[0], again.edits[0])
