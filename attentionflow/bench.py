@@ -134,7 +134,7 @@ class BenchSettings:
     """Settings of one benchmark run (all of them go into the report)."""
 
     tasks: int = len(TASKS)
-    steps: int = 8
+    steps: int = 25
     frames: int = 8
     size: int = 64
     guidance_scale: float = 7.5
