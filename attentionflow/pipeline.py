@@ -338,17 +338,18 @@ class AttentionFlowPipeline:
                         use_null_inv=use_null_inv, null_inner_steps=null_inner_steps, null_base_lr=null_base_lr,
                         null_uncond_ratio=null_uncond_ratio, null_normal_infer=null_normal_infer,
                         use_sc_attn=use_sc_attn, use_st_attn=use_st_attn, st_attn_idx=st_attn_idx)
-        settings = self._inversion_settings(frames, source_prompt, **inv_args)
-        if inversion is not None and inversion.settings != settings:
-            diff = [k for k in settings if inversion.settings.get(k) != settings[k]]
-            raise InputError(f"the given inversion was made with other settings ({', '.join(diff)}: "
-                             f"{', '.join(repr(inversion.settings.get(k)) for k in diff)}; this edit: "
-                             f"{', '.join(repr(settings[k]) for k in diff)}); make one with invert() and the "
-                             f"edit's own frames, source prompt and settings")
-        key = tuple(settings.items())
-        if inversion is None and key in self._inversions:
-            inversion = self._inversions[key]
-            self._inversions.move_to_end(key)
+        if inversion is not None or self.inversion_cache_size > 0:  # hashing the frames is only needed then
+            settings = self._inversion_settings(frames, source_prompt, **inv_args)
+            if inversion is not None and inversion.settings != settings:
+                diff = [k for k in settings if inversion.settings.get(k) != settings[k]]
+                raise InputError(f"the given inversion was made with other settings ({', '.join(diff)}: "
+                                 f"{', '.join(repr(inversion.settings.get(k)) for k in diff)}; this edit: "
+                                 f"{', '.join(repr(settings[k]) for k in diff)}); make one with invert() and "
+                                 f"the edit's own frames, source prompt and settings")
+            key = tuple(settings.items())
+            if inversion is None and key in self._inversions:
+                inversion = self._inversions[key]
+                self._inversions.move_to_end(key)
 
         # Motion maps: once per video, then once per attention resolution.
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
@@ -371,7 +372,7 @@ class AttentionFlowPipeline:
                                     callback=callback)
             timings.update(inversion.timings)
             if self.inversion_cache_size > 0:
-                self._inversions[key] = inversion
+                self._inversions[tuple(inversion.settings.items())] = inversion
                 while len(self._inversions) > self.inversion_cache_size:
                     self._inversions.popitem(last=False)
 
