@@ -100,7 +100,7 @@ class Inversion:
     settings: dict[str, Any]
     """What it was computed with (frames digest, source prompt, steps, guidance, null-text, attention)."""
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds of the ``inversion`` and ``null_text`` stages."""
+    """Seconds of the ``encode`` (frames and source prompt), ``inversion`` and ``null_text`` stages."""
 
 
 def frames_digest(frames: np.ndarray) -> str:
@@ -293,6 +293,8 @@ class AttentionFlowPipeline:
             start = time.perf_counter()
             latents = self.encode_frames(frames)  # (F, C, h, w)
             cond, uncond = self.encode_prompts([source_prompt, ""]).split(1)  # (1, L, D) each
+            timings["encode"] = time.perf_counter() - start
+            start = time.perf_counter()
             noise_fn = self._noise_fn(num_frames)
             trajectory = ddim_inversion(latents, noise_fn, self.scheduler, num_inference_steps, cond,
                                         progress=progress, callback=report("inversion"))
@@ -391,7 +393,7 @@ class AttentionFlowPipeline:
             start = time.perf_counter()
             embeddings = self.encode_prompts([*prompts, ""])  # (B + 1, L, D)
             cond, uncond = embeddings[:-1], embeddings[-1:]
-            timings["encode"] = time.perf_counter() - start
+            timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - start  # + the inversion's
 
             start = time.perf_counter()
             controller, stores, injector = self._controllers(setup, mmi, maps_by_size, sizes, attention_map_level,
