@@ -40,6 +40,16 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _edit_positions(word: str, edits: Sequence[str], tokenizer: Any, what: str) -> list[list[int]]:
+    """Token positions of ``word`` in each edit prompt; a :class:`PromptError` if it is in none of them."""
+    hits = [word_positions(t, word, tokenizer) for t in edits]
+    if not any(hits):
+        raise PromptError(f"{what} '{_one_line(word)}' is in none of the edit prompts; words of "
+                          f"'{_one_line(edits[0]) if edits else ''}': "
+                          f"{', '.join(prompt_words(edits[0], tokenizer)) if edits else ''}")
+    return hits
+
+
 def _window(value: StepWindow, num_steps: int, what: str) -> tuple[int, int]:
     """Fraction(s) of the steps -> ``[start, end)`` step indices, as P2P (``int(fraction * T)``)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -349,11 +359,7 @@ class P2PEdit(AttentionController):
         if reweight:
             eq = torch.ones(len(edits), size)  # (E, L)
             for word, factor in reweight.items():
-                hits = [word_positions(t, word, tokenizer) for t in edits]
-                if not any(hits):
-                    raise PromptError(f"reweight word '{_one_line(word)}' is in none of the edit prompts; words of "
-                                      f"'{_one_line(edits[0]) if edits else ''}': "
-                                      f"{', '.join(prompt_words(edits[0], tokenizer)) if edits else ''}")
+                hits = _edit_positions(word, edits, tokenizer, "reweight word")
                 for e, positions in enumerate(hits):
                     eq[e, positions] = float(factor)
             self.equalizer = eq
@@ -381,11 +387,7 @@ class P2PEdit(AttentionController):
             if word == _DEFAULT_KEY:
                 continue
             lo, hi = _window(value, self.num_steps, f"cross_replace_steps[{word!r}]")
-            hits = [word_positions(t, word, tokenizer) for t in edits]
-            if not any(hits):
-                raise PromptError(f"cross_replace_steps word '{_one_line(word)}' is in none of the edit prompts; "
-                                  f"words of '{_one_line(edits[0]) if edits else ''}': "
-                                  f"{', '.join(prompt_words(edits[0], tokenizer)) if edits else ''}")
+            hits = _edit_positions(word, edits, tokenizer, "cross_replace_steps word")
             for e, positions in enumerate(hits):
                 if positions:
                     alpha[:, e, positions] = 0.0
