@@ -308,9 +308,9 @@ def run_job(job: BatchJob, cache: _PipelineCache, *, force: bool = False, progre
     if not force and is_complete(cfg.output_dir):
         return result("skipped")
     try:
-        _, model_dir = check_job(cfg, overwrite=force)
-        pipeline = cache.get(model_dir, cfg.device, cfg.mixed_precision)
-        run_edit_job(cfg, overwrite=force, progress=progress, pipeline=pipeline, command="batch")
+        checked = check_job(cfg, overwrite=force)
+        pipeline = cache.get(checked.model_dir, cfg.device, cfg.mixed_precision)
+        run_edit_job(cfg, overwrite=force, progress=progress, pipeline=pipeline, command="batch", checked=checked)
     except AttentionFlowError as exc:
         return result("failed", _first_line(exc).replace("pass --overwrite", "run the batch with --force"))
     except Exception as exc:  # one broken job must not stop the batch; keep the traceback in the log

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, NoReturn, Sequence
 
 from . import __version__
 from .errors import AttentionFlowError, ConfigError
@@ -64,8 +65,24 @@ def _add_motion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--smoothing", type=float, help="temporal smoothing of the maps (sigma in frames, 0 = off)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse parser whose usage errors are one line (``attentionflow: error: ...``) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"attentionflow: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, schedulers), handled like Ctrl-C: outputs in progress are removed."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="attentionflow", description="Zero-shot text-driven video editing with "
+    parser = OneLineParser(prog="attentionflow", description="Zero-shot text-driven video editing with "
                                      "Stable Diffusion and Motion Map Injection.")
     parser.add_argument("--version", action="version", version=f"attentionflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -207,28 +224,12 @@ def _apply_motion_args(args: argparse.Namespace, target) -> None:
             setattr(target, attr, getattr(args, flag))
 
 
-def _progress_printer(quiet: bool) -> Callable[[str, int, int], None] | None:
-    if quiet:
-        return None
-    last = {"stage": None}
-
-    def cb(stage: str, step: int, total: int) -> None:
-        if stage != last["stage"]:
-            last["stage"] = stage
-        if step == total:
-            print(f"  {stage}: {total}/{total} steps done", file=sys.stderr)
-
-    return cb
-
-
 def _quiet_libraries() -> None:
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    dlog.set_verbosity_error()
-    dlog.disable_progress_bar()
-    tlog.set_verbosity_error()
-    tlog.disable_progress_bar()
+    """Silence diffusers/transformers/hub logging and bars through their environment switches (read at their
+    import), so that quieting them does not import them before the input is checked."""
+    for name, value in (("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_VERBOSITY", "error"),
+                        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+        os.environ.setdefault(name, value)
 
 
 def _distributed_rank() -> tuple[int, int]:
@@ -269,20 +270,35 @@ def _reconstruction_note(out: Path) -> str:
 
 
 def cmd_motion(args: argparse.Namespace) -> int:
+    import json
+
+    from .config import MIN_FRAME_SIZE
     from .flow.export import export_motion
     from .flow.motion import MotionOptions, motion_maps
-    from .io.video import atomic_output_dir, check_output_dir, read_frames
+    from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, read_frames
+    from .resources import check_memory, edit_memory_bytes
 
     opts = MotionOptions()
     _apply_motion_args(args, opts)
     opts.validate()
+    if not (args.fps > 0 and args.fps != float("inf")):
+        raise ConfigError(f"--fps must be a positive finite number, got {args.fps}")
     width, height = args.size if args.size else (None, None)
-    check_output_dir(args.out, args.overwrite)
+    if args.size is not None and min(args.size) < MIN_FRAME_SIZE:
+        raise ConfigError(f"--size must be at least {MIN_FRAME_SIZE} (the smallest size optical flow accepts), "
+                          f"got {args.size[0]}x{args.size[1]}")
+    if args.frames is not None and args.size is not None:
+        check_memory(edit_memory_bytes(args.frames, width, height, 0, vae_on_host=False),
+                     f"motion maps of {args.frames} frames of {width}x{height}",
+                     "use fewer frames (--frames) or a smaller size (--size)")
+    check_output_dir(args.out, args.overwrite, protect=[args.video])
     frames = read_frames(args.video, n_frames=args.frames, start=args.start or 0, stride=args.stride or 1,
                          width=width, height=height)
-    result = motion_maps(frames, opts)
-    with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
+    with atomic_output_dir(args.out, overwrite=args.overwrite, protect=[args.video]) as tmp:
+        result = motion_maps(frames, opts)
         export_motion(frames, result, tmp, fps=args.fps)
+        (tmp / MANIFEST_NAME).write_text(json.dumps({"command": "motion", "frames": int(len(frames))}),
+                                         encoding="utf-8")
     if not args.quiet:
         print(f"wrote motion maps of {len(frames)} frames to {args.out}", file=sys.stderr)
     return 0
@@ -310,9 +326,12 @@ def demo_config(out: str, steps: int | None):
 def cmd_demo(args: argparse.Namespace) -> int:
     import json
 
-    from .io.video import write_frames
+    import numpy as np
+
+    from .errors import InputError
+    from .io.video import read_frames, write_frames
     from .jobs import run_edit_job
-    from .toyworld import make_video
+    from .toyworld.world import make_video
 
     out = Path(args.out)
     overwrite = args.overwrite
@@ -325,10 +344,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = demo_config(str(out), args.steps)
     clip_dir = out.parent / f"{out.name}_input"
     video = make_video(DEMO_SOURCE, frames=8, size=64, seed=0)
-    if clip_dir.exists():
-        for f in clip_dir.glob("*.png"):
-            f.unlink()
-    write_frames(video.frames, clip_dir)
+    if clip_dir.exists():  # a clip of an earlier demo is reused as it is; anything else there is left alone
+        try:
+            same = np.array_equal(read_frames(clip_dir), video.frames)
+        except AttentionFlowError:
+            same = False
+        if not same:
+            raise InputError(f"the demo writes its input clip to {clip_dir}, which holds something else; "
+                             f"choose another --out")
+    else:
+        write_frames(video.frames, clip_dir)
     cfg.input_data.video_path = str(clip_dir)
     start = time.perf_counter()
     if not args.quiet:
@@ -351,14 +376,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if getattr(args, "quiet", False):
         _quiet_libraries()
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread): leave signals alone
+        pass
     try:
         return int(args.func(args) or 0)
     except AttentionFlowError as exc:
         print(f"attentionflow: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("attentionflow: terminated (SIGTERM); unfinished outputs were removed", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("attentionflow: interrupted", file=sys.stderr)
+        print("attentionflow: interrupted; unfinished outputs were removed", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ options) and ``mmi:`` (Motion Map Injection). Unknown keys and wrong types are e
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -143,7 +144,8 @@ class EditConfig:
     input_batch_size: int = 1
     """Accepted for vid2vid-zero compatibility (one video per job)."""
     seed: int = 33
-    """Random seed."""
+    """Random seed (0 to 4294967295). The default method (DDIM with eta 0, VAE posterior mean, null-text's Adam)
+    is deterministic, so it does not change the result today; it is recorded for reproducibility."""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     """Compute dtype: no (fp32), fp16 (GPU only) or bf16."""
     gradient_checkpointing: bool = False
@@ -166,9 +168,13 @@ class EditConfig:
     def validate(self) -> "EditConfig":
         """Check values that need no files or models; raise ConfigError naming the key."""
         inp, val, mmi = self.input_data, self.validation_data, self.mmi
+        _check_finite(self)
         for key, value in (("input_data.width", inp.width), ("input_data.height", inp.height)):
             if value <= 0 or value % 8:
                 raise ConfigError(f"{key} must be a positive multiple of 8, got {value}")
+            if value < MIN_FRAME_SIZE:
+                raise ConfigError(f"{key} must be at least {MIN_FRAME_SIZE} (the smallest size optical flow and "
+                                  f"the UNet accept), got {value}")
         _positive("input_data.n_sample_frames", inp.n_sample_frames)
         _positive("input_data.sample_frame_rate", inp.sample_frame_rate)
         if inp.sample_start_idx < 0:
@@ -211,12 +217,16 @@ class EditConfig:
         if mmi.temporal_smoothing < 0:
             raise ConfigError(f"mmi.temporal_smoothing must be >= 0, got {mmi.temporal_smoothing}")
         _positive("mmi.auto_steps", mmi.auto_steps)
+        if not self.fps > 0:
+            raise ConfigError(f"fps must be a positive number, got {self.fps}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         if self.attention_map_level < 0:
             raise ConfigError(f"attention_map_level must be >= 0, got {self.attention_map_level}")
         if mmi.enabled:
             from .flow.estimators import available_flow_estimators
             from .flow.motion import parse_direction
-            from .mmi.similarity import SIMILARITY_METHODS
+            from .mmi.methods import SIMILARITY_METHODS
 
             if mmi.flow not in available_flow_estimators():
                 raise ConfigError(f"unknown flow method '{mmi.flow}'; choose from: "
@@ -238,6 +248,31 @@ class EditConfig:
         if isinstance(words, str):
             return "auto" if words == "auto" else [words]
         return list(words)
+
+
+#: Smallest frame width/height: OpenCV's DIS flow needs 16 pixels (a model may need more; see jobs.check_job).
+MIN_FRAME_SIZE = 16
+#: Largest seed (the range NumPy and PyTorch generators both accept).
+MAX_SEED = 2**32 - 1
+
+
+def _check_finite(obj: Any, prefix: str = "") -> None:
+    """Raise ConfigError naming the first NaN or infinite float anywhere in a (nested) config dataclass."""
+    for f in dataclasses.fields(obj):
+        _finite_value(getattr(obj, f.name), prefix + f.name)
+
+
+def _finite_value(value: Any, key: str) -> None:
+    if dataclasses.is_dataclass(value):
+        _check_finite(value, key + ".")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value}")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _finite_value(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _finite_value(v, f"{key}[{i}]")
 
 
 def _positive(key: str, value: int) -> None:
@@ -300,6 +335,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return None
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"config key '{key}' must be a finite number, got {value}")
             return float(value)
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             return float(value)  # YAML 1.1 reads "1e-2" as a string; OmegaConf (vid2vid-zero) as a float
@@ -331,16 +368,55 @@ def config_from_dict(data: dict[str, Any]) -> EditConfig:
     return _from_dict(EditConfig, data)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping key given twice (the plain loader keeps the last one)."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise ConfigError(f"key '{key}' is given twice (lines {seen[key]} and {key_node.start_mark.line + 1}); "
+                              f"keep one")
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def parse_yaml(data: bytes | str, source: str | Path) -> Any:
+    """Parse YAML text (bytes must be UTF-8) with duplicate keys refused; one-line ConfigError naming ``source``."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                              f"save it as UTF-8") from None
+    try:
+        return yaml.load(data, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        if "\t" in str(getattr(exc, "problem", "")) or "'\\t'" in str(exc):
+            raise ConfigError(f"{source} has a tab character{line}; YAML indentation must use spaces") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source} is not valid YAML{line}: {problem}") from None
+
+
 def load_config(path: str | Path) -> EditConfig:
     """Load a YAML config file (not yet validated: CLI overrides come first)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    return config_from_dict(data or {})
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    return config_from_dict(parse_yaml(raw, f"config file {path}") or {})
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

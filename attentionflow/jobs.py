@@ -15,28 +15,29 @@ Output folder layout::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import platform
 import re
 import sys
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import cv2
 import numpy as np
 
-from .config import EditConfig, dump_config
-from .errors import InputError
-from .metrics import psnr
-from .io.video import atomic_output_dir, check_output_dir, make_grid, read_frames, write_frames, \
+from .config import EditConfig, config_to_dict, dump_config
+from .errors import ConfigError, InputError
+from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, make_grid, read_frames, write_frames, \
     write_gif, write_mp4
-from .models.loading import EMBEDDED, resolve_model_path
-from .models.tokenizer import load_tokenizer
-from .pipeline import AttentionFlowPipeline, AttentionMaps, EditOutput, prepare_edit
+from .models.paths import EMBEDDED, model_limits, resolve_model_path
+from .resources import check_memory, edit_memory_bytes
+
+if TYPE_CHECKING:  # the pipeline imports torch: only after every cheap check has passed
+    from .pipeline import AttentionFlowPipeline, AttentionMaps, EditOutput
 
 logger = logging.getLogger(__name__)
 
@@ -64,73 +65,141 @@ def package_versions() -> dict[str, str]:
 def load_input_frames(config: EditConfig) -> np.ndarray:
     """Read, sample, resize and crop the input video as the config says: (F, H, W, 3) uint8."""
     inp = config.input_data
-    if not inp.video_path:
-        raise InputError("no input video given (input_data.video_path / VIDEO argument)")
     return read_frames(inp.video_path, n_frames=inp.n_sample_frames, start=inp.sample_start_idx,
                        stride=inp.sample_frame_rate, width=inp.width, height=inp.height)
 
 
-def check_job(config: EditConfig, overwrite: bool) -> tuple[np.ndarray, Path]:
-    """Every check that needs no model weights: config, output folder, video, model folder, prompts/words.
+SEED_NOTE = ("the default method is deterministic (DDIM with eta 0, the VAE posterior mean, null-text's Adam): "
+             "the seed does not change the result")
 
-    Returns the input frames and the resolved model folder.
+
+@dataclass
+class CheckedJob:
+    """What :func:`check_job` learned, so that a job is never read or checked twice."""
+
+    frames: np.ndarray
+    """(F, H, W, 3) uint8 input frames, sampled, resized and cropped."""
+    model_dir: Path
+    """The resolved diffusers folder."""
+    tokenizer: Any
+    """The model's CLIP tokenizer (the prompts were checked with it)."""
+
+
+def _vae_on_host(device: str) -> bool:
+    """Whether the VAE will run in host memory (a CPU device; ``auto`` on a machine without an NVIDIA driver)."""
+    return device == "cpu" or (device == "auto" and not Path("/proc/driver/nvidia").exists())
+
+
+def check_job(config: EditConfig, overwrite: bool) -> CheckedJob:
+    """Every check that needs no model weights, cheapest first, before torch is imported.
+
+    Config values, the output folder, the model folder and its limits (steps, smallest size), the
+    memory estimate, then the video is read and the prompts and words are checked with the tokenizer.
     """
     config.validate()
-    check_output_dir(config.output_dir, overwrite)
-    frames = load_input_frames(config)
+    inp, val = config.input_data, config.validation_data
+    if not inp.video_path:
+        raise InputError("no input video given (input_data.video_path / VIDEO argument)")
+    check_output_dir(config.output_dir, overwrite, protect=[inp.video_path])
     model_dir = resolve_model_path(config.pretrained_model_path)
+    limits = model_limits(model_dir)
+    if val.num_inference_steps > limits.num_train_timesteps:
+        raise ConfigError(f"validation_data.num_inference_steps must be at most {limits.num_train_timesteps} "
+                          f"(the scheduler's training timesteps), got {val.num_inference_steps}")
+    for key, value in (("input_data.width", inp.width), ("input_data.height", inp.height)):
+        if value < limits.min_size:
+            raise ConfigError(f"{key} must be at least {limits.min_size} for this model (its UNet halves the latent "
+                              f"grid {limits.unet_factor.bit_length() - 1} times), got {value}")
+    needed = edit_memory_bytes(inp.n_sample_frames, inp.width, inp.height, 1 + len(val.prompts),
+                               vae_channels=limits.vae_channels, vae_on_host=_vae_on_host(config.device))
+    check_memory(needed, f"editing {inp.n_sample_frames} frames of {inp.width}x{inp.height}",
+                 "use fewer frames (--frames) or a smaller size (--size)")
+    frames = load_input_frames(config)
+    from .models.tokenizer import load_tokenizer
+    from .pipeline import prepare_edit
+
     tokenizer = load_tokenizer(model_dir / "tokenizer")
-    val = config.validation_data
-    prepare_edit(tokenizer, len(frames), config.input_data.prompt, val.prompts, config.p2p, config.mmi,
-                 val.num_inference_steps)
-    return frames, model_dir
+    prepare_edit(tokenizer, len(frames), inp.prompt, val.prompts, config.p2p, config.mmi, val.num_inference_steps)
+    return CheckedJob(frames=frames, model_dir=model_dir, tokenizer=tokenizer)
+
+
+@dataclass
+class PublicPaths:
+    """How an output folder names server-side paths when it is handed to someone else (the app's zip)."""
+
+    replace: dict[str, str]
+    """Server path -> the name shown instead (the upload's own file name, the output folder's name)."""
+
+    def apply(self, value: Any) -> Any:
+        """``value`` (nested dicts/lists/strings) with every server path replaced."""
+        if isinstance(value, str):
+            for path in sorted(self.replace, key=len, reverse=True):
+                value = value.replace(path, self.replace[path])
+            return value
+        if isinstance(value, dict):
+            return {k: self.apply(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.apply(v) for v in value]
+        return value
 
 
 def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool = True,
                  pipeline: AttentionFlowPipeline | None = None, command: str = "edit",
-                 callback: Callable[[str, int, int], None] | None = None) -> Path:
+                 callback: Callable[[str, int, int], None] | None = None, checked: CheckedJob | None = None,
+                 public: PublicPaths | None = None) -> Path:
     """Run one edit job and write its output folder; returns the folder.
 
-    Raises :class:`attentionflow.errors.AttentionFlowError` for bad input before any heavy compute;
-    nothing is left behind on failure (outputs are written to a temporary folder, then renamed).
+    Raises :class:`attentionflow.errors.AttentionFlowError` for bad input before any heavy compute:
+    ``checked`` (from :func:`check_job`) saves checking again. The temporary output folder is created
+    before the model is loaded, and nothing is left behind on failure or interruption. ``public``:
+    write the manifest and config without the command line and with server paths replaced.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    frames, model_dir = check_job(config, overwrite)
+    if checked is None:
+        checked = check_job(config, overwrite)
+    frames, model_dir = checked.frames, checked.model_dir
     timings["read_video"] = time.perf_counter() - started
-    if pipeline is None:
+    with atomic_output_dir(config.output_dir, overwrite=overwrite, protect=[config.input_data.video_path]) as tmp:
+        from .pipeline import AttentionFlowPipeline
+
+        if pipeline is None:
+            start = time.perf_counter()
+            pipeline = AttentionFlowPipeline.from_pretrained(str(model_dir), device=config.device,
+                                                             mixed_precision=config.mixed_precision)
+            timings["load_model"] = time.perf_counter() - start
+        val = config.validation_data
+        out = pipeline.edit(
+            frames, config.input_data.prompt, val.prompts, num_inference_steps=val.num_inference_steps,
+            guidance_scale=val.guidance_scale, use_null_inv=val.use_null_inv, null_inner_steps=val.null_inner_steps,
+            null_base_lr=val.null_base_lr, null_uncond_ratio=val.null_uncond_ratio,
+            null_normal_infer=val.null_normal_infer, use_sc_attn=config.use_sc_attn, use_st_attn=config.use_st_attn,
+            st_attn_idx=config.st_attn_idx, p2p=config.p2p, mmi=config.mmi,
+            attention_map_level=config.attention_map_level, seed=config.seed, progress=progress, callback=callback)
+        timings.update(out.timings)
         start = time.perf_counter()
-        pipeline = AttentionFlowPipeline.from_pretrained(str(model_dir), device=config.device,
-                                                         mixed_precision=config.mixed_precision)
-        timings["load_model"] = time.perf_counter() - start
-    val = config.validation_data
-    out = pipeline.edit(
-        frames, config.input_data.prompt, val.prompts, num_inference_steps=val.num_inference_steps,
-        guidance_scale=val.guidance_scale, use_null_inv=val.use_null_inv, null_inner_steps=val.null_inner_steps,
-        null_base_lr=val.null_base_lr, null_uncond_ratio=val.null_uncond_ratio,
-        null_normal_infer=val.null_normal_infer, use_sc_attn=config.use_sc_attn, use_st_attn=config.use_st_attn,
-        st_attn_idx=config.st_attn_idx, p2p=config.p2p, mmi=config.mmi,
-        attention_map_level=config.attention_map_level, seed=config.seed, progress=progress, callback=callback)
-    timings.update(out.timings)
-    start = time.perf_counter()
-    with atomic_output_dir(config.output_dir, overwrite=overwrite) as tmp:
         names = write_outputs(tmp, frames, out, config.fps)
         timings["write_outputs"] = time.perf_counter() - start
         timings["total"] = time.perf_counter() - started
-        (tmp / "config.yaml").write_text(dump_config(config), encoding="utf-8")
         manifest = build_manifest(config, pipeline, out, frames, timings, names, model_dir, command)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        config_text = dump_config(config)
+        if public is not None:
+            manifest = public.apply({k: v for k, v in manifest.items() if k != "argv"})
+            config_text = public.apply(config_text)
+        (tmp / "config.yaml").write_text(config_text, encoding="utf-8")
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")  # last: marks it complete
     return Path(config.output_dir)
 
 
-def write_outputs(folder: Path, frames: np.ndarray, out: EditOutput, fps: float) -> dict[str, str]:
-    """Write videos, frames, grid, attention images and motion outputs into ``folder``."""
+def write_outputs(folder: Path, frames: np.ndarray, out: EditOutput, fps: float) -> list[str]:
+    """Write videos, frames, grid, attention images and motion outputs into ``folder``.
+
+    Returns the file stem of each edit, in target order (``edit_01_<slug>``, ...: numbered, so that two
+    identical target prompts get two sets of files).
+    """
     videos = {"input": frames, "reconstruction": out.reconstruction}
-    names = {"input": "input", "reconstruction": "reconstruction"}
-    for i, (prompt, video) in enumerate(zip(out.target_prompts, out.edits), start=1):
-        name = f"edit_{i:02d}_{slug(prompt)}"
-        videos[name] = video
-        names[prompt] = name
+    edit_names = [f"edit_{i:02d}_{slug(prompt)}" for i, prompt in enumerate(out.target_prompts, start=1)]
+    videos.update(zip(edit_names, out.edits))
     for name, video in videos.items():
         write_mp4(video, folder / f"{name}.mp4", fps=fps)
         write_gif(video, folder / f"{name}.gif", fps=fps)
@@ -141,15 +210,14 @@ def write_outputs(folder: Path, frames: np.ndarray, out: EditOutput, fps: float)
     write_gif(grid, folder / "grid.gif", fps=fps)
     if out.attention is not None:
         (folder / "attention").mkdir()
-        for b, prompt in enumerate([out.source_prompt, *out.target_prompts]):
-            name = "source" if b == 0 else names[prompt]
+        for b, name in enumerate(["source", *edit_names]):
             image = attention_grid(out.attention, b)
             cv2.imwrite(str(folder / "attention" / f"{name}.png"), image[..., ::-1])
     if out.motion is not None:
         from .flow.export import export_motion
 
         export_motion(frames, out.motion, folder / "motion", fps=fps)
-    return names
+    return edit_names
 
 
 def _heat(m: np.ndarray, cell: int) -> np.ndarray:
@@ -207,8 +275,10 @@ def _round_db(value: float) -> float | None:
 
 
 def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: EditOutput, frames: np.ndarray,
-                   timings: dict[str, float], names: dict[str, str], model_dir: Path, command: str) -> dict[str, Any]:
+                   timings: dict[str, float], names: list[str], model_dir: Path, command: str) -> dict[str, Any]:
     """Run manifest: what ran, on what, how long each stage took, and what MMI did."""
+    from .metrics import psnr
+
     embedded = config.pretrained_model_path == EMBEDDED
     model_note = None
     if embedded:
@@ -222,17 +292,18 @@ def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: Edi
         "model": {"path": str(model_dir), "name": config.pretrained_model_path, "embedded": embedded,
                   "note": model_note},
         "seed": config.seed,
+        "seed_note": SEED_NOTE,
         "device": str(pipeline.device),
         "dtype": str(pipeline.dtype).replace("torch.", ""),
         "frames": int(frames.shape[0]),
         "size": {"width": int(frames.shape[2]), "height": int(frames.shape[1])},
         "source_prompt": out.source_prompt,
-        "edits": [{"prompt": p, "mode": m, "outputs": names[p]} for p, m in zip(out.target_prompts, out.edit_modes)],
+        "edits": [{"prompt": p, "mode": m, "outputs": n} for p, m, n in zip(out.target_prompts, out.edit_modes, names)],
         "mmi": {"enabled": config.mmi.enabled, "motion_words": out.motion_words,
                 "auto_ranking": [{"word": w, "score": round(float(s), 6)} for w, s in out.motion_ranking],
                 "strength": config.mmi.strength, "similarity": config.mmi.similarity, "flow": config.mmi.flow},
         "inversion": {"reused": out.inversion_reused,
                       "reconstruction_psnr_db": _round_db(psnr(frames, out.reconstruction))},
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
-        "config": dataclasses.asdict(config),
+        "config": config_to_dict(config),
     }

@@ -371,7 +371,8 @@ def test_atomic_output_dir_success_creates_and_overwrite_replaces(tmp_path: Path
         assert tmp != out and tmp.parent == out.parent and tmp.is_dir()
         assert not out.exists()  # nothing visible until success
         (tmp / "a.txt").write_text("first")
-    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+        (tmp / "manifest.json").write_text("{}")  # what marks a folder as this tool's output
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "manifest.json"]
 
     with atomic_output_dir(out, overwrite=True) as tmp:
         (tmp / "b.txt").write_text("second")
@@ -391,11 +392,12 @@ def test_atomic_output_dir_exception_leaves_old_content_untouched(tmp_path: Path
     old = tmp_path / "old"
     old.mkdir()
     (old / "keep.txt").write_text("keep me")
+    (old / "manifest.json").write_text("{}")
     with pytest.raises(RuntimeError):
         with atomic_output_dir(old, overwrite=True) as tmp:
             (tmp / "partial.txt").write_text("half")
             raise RuntimeError("boom")
-    assert sorted(p.name for p in old.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in old.iterdir()) == ["keep.txt", "manifest.json"]
     assert (old / "keep.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
 
@@ -410,6 +412,8 @@ def test_output_dir_refused_when_not_empty_without_overwrite(tmp_path: Path) -> 
     with pytest.raises(InputError, match="--overwrite"):
         with atomic_output_dir(out):
             pass
+    assert "not written by attentionflow" in _one_line_error(check_output_dir, out, True)  # no manifest.json
+    (out / "manifest.json").write_text("{}")
     assert check_output_dir(out, overwrite=True) == out
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")

@@ -24,7 +24,7 @@ Angles follow the screen compass: degrees counter-clockwise from +x (east), nort
 :func:`resize_motion_maps` / :func:`motion_maps_for_resolutions` turn the full-resolution maps into
 the attention resolutions (pure torch, on the maps' device); callers compute them once per video.
 
-This module imports numpy, OpenCV and torch only.
+This module imports numpy and OpenCV; torch only inside the functions that resize maps for attention.
 """
 
 from __future__ import annotations
@@ -34,14 +34,17 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from attentionflow.errors import ConfigError, InputError
 from attentionflow.flow.estimators import FlowEstimator, available_flow_estimators, get_flow_estimator
+
+if TYPE_CHECKING:  # torch is imported by the functions that resize maps for attention, not by flow itself
+    import torch
 
 __all__ = [
     "COMPASS",
@@ -205,9 +208,11 @@ class MotionResult:
         """Number of frames ``N``."""
         return int(self.maps.shape[0])
 
-    def maps_tensor(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def maps_tensor(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The maps as a ``(N, H, W)`` tensor on ``device``, ready for :func:`resize_motion_maps`."""
-        return torch.from_numpy(self.maps).to(device=device, dtype=dtype)
+        import torch
+
+        return torch.from_numpy(self.maps).to(device=device, dtype=dtype or torch.float32)
 
 
 def check_frames(frames: np.ndarray, min_frames: int = 2) -> None:
@@ -515,6 +520,9 @@ def resize_motion_maps(maps: torch.Tensor, size: tuple[int, int], eps: float = 1
     Returns:
         ``(N, h, w)``; every frame has maximum 1, or is all zeros.
     """
+    import torch
+    import torch.nn.functional as F
+
     if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
         shape = tuple(maps.shape) if hasattr(maps, "shape") else type(maps).__name__
         raise InputError(f"motion maps have shape {shape}; expected an (N, H, W) tensor")

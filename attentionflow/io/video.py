@@ -51,7 +51,9 @@ __all__ = [
     "write_gif",
     "write_frames",
     "make_grid",
+    "MANIFEST_NAME",
     "check_output_dir",
+    "remove_stale_siblings",
     "atomic_output_dir",
 ]
 
@@ -685,51 +687,127 @@ def make_grid(columns: Sequence[np.ndarray], labels: Sequence[str] | None = None
 # --------------------------------------------------------------------------------------------
 
 
-def check_output_dir(path: PathLike, overwrite: bool = False) -> Path:
-    """Refuse an output folder that exists and is not empty unless ``overwrite`` (call before heavy work).
+#: The file every complete output folder of this tool holds (written last); only such a folder is replaced.
+MANIFEST_NAME = "manifest.json"
+_STALE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)$")
 
-    Returns:
-        ``path`` as a :class:`Path`.
+
+def _pid_alive(pid: int) -> bool:
+    """True if a process with this PID exists (ours included)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _overlaps(out: Path, protected: Path) -> bool:
+    """True if ``out`` is ``protected``, lies inside it, or contains it (all resolved paths)."""
+    return out == protected or out in protected.parents or protected in out.parents
+
+
+def check_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence[PathLike] = ()) -> Path:
+    """Check an output folder before any heavy work; returns its resolved path.
+
+    ``--out`` may be a symlink to a folder: the folder it points to is the output (the link stays).
+    An existing non-empty folder is replaced only with ``overwrite`` and only if this tool wrote it
+    (it holds :data:`MANIFEST_NAME`). The output may never be, contain, or lie inside a ``protect``
+    path (the input video or frame folder), with or without ``overwrite``.
 
     Raises:
-        InputError: ``path`` is a file, or a non-empty folder while ``overwrite`` is False.
+        InputError: a name that is not UTF-8, a dangling symlink, a file (or a path under a file),
+            a non-empty folder without ``overwrite``, a folder this tool did not write, or an overlap
+            with a protected path.
     """
-    p = Path(path)
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"output path {text!r} is not valid UTF-8; choose a UTF-8 folder name") from None
+    if not text.strip():
+        raise InputError("output path is empty; give a folder")
+    p = Path(text)
+    if p.is_symlink() and not p.exists():
+        raise InputError(f"output path {p} is a symlink to {os.readlink(p)}, which does not exist; "
+                         f"remove the link or choose another folder")
+    p = p.resolve()
+    if p.parent == p:
+        raise InputError(f"output path {text} is the file-system root; choose a folder below it")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"output path {text} lies under {parent}, which is a file; choose a folder path")
+            break
     if p.exists() and not p.is_dir():
-        raise InputError(f"output path {p} exists and is not a folder; choose a folder path")
-    if not overwrite and p.is_dir() and any(p.iterdir()):
-        raise InputError(f"output folder {p} exists and is not empty; pass --overwrite to replace it")
+        raise InputError(f"output path {text} exists and is not a folder; choose a folder path")
+    for item in protect:
+        if not os.fspath(item):
+            continue
+        q = Path(os.fspath(item)).resolve()
+        if _overlaps(p, q):
+            raise InputError(f"output folder {text} would overlap the input {os.fspath(item)}; choose an output "
+                             f"folder outside the input and not containing it")
+    if p.is_dir() and any(p.iterdir()):
+        if not overwrite:
+            raise InputError(f"output folder {text} exists and is not empty; pass --overwrite to replace it")
+        if not (p / MANIFEST_NAME).is_file():
+            raise InputError(f"output folder {text} was not written by attentionflow (no {MANIFEST_NAME}); "
+                             f"--overwrite only replaces earlier outputs: choose another folder")
     return p
 
 
+def remove_stale_siblings(final: Path) -> list[Path]:
+    """Remove ``.NAME.tmp-PID`` / ``.NAME.old-PID`` folders of ``final`` left by runs whose PID is gone."""
+    removed: list[Path] = []
+    if not final.parent.is_dir():
+        return removed
+    for sib in final.parent.iterdir():
+        m = _STALE.match(sib.name)
+        if m and m.group("name") == final.name and sib.is_dir() and not sib.is_symlink() \
+                and not _pid_alive(int(m.group("pid"))):
+            shutil.rmtree(sib, ignore_errors=True)
+            removed.append(sib)
+            logger.info("removed %s, left by an interrupted run", sib)
+    return removed
+
+
 @contextmanager
-def atomic_output_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence[PathLike] = ()) -> Iterator[Path]:
     """Build an output folder in a temporary sibling and move it into place only on success.
 
-    Yields a fresh hidden sibling folder (``.NAME.tmp-<pid>``). On normal exit it replaces ``path``
-    (old contents are removed only then, when overwriting). On an exception the temporary folder
-    is removed and any pre-existing ``path`` is left untouched.
+    Enter it before heavy work: it checks the path (:func:`check_output_dir`), removes stale
+    temporary siblings of dead runs, and creates the fresh hidden sibling ``.NAME.tmp-<pid>`` (so an
+    unwritable location fails at once). On normal exit the sibling replaces the output folder (an old
+    output is removed only then). On any exception, the temporary folder is removed and an existing
+    output is left untouched.
 
     Raises:
-        InputError: as :func:`check_output_dir`, checked on entry and again before replacing.
+        InputError: as :func:`check_output_dir`, or when the folder cannot be created.
     """
-    final = check_output_dir(path, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    if tmp.exists():  # left by a crashed run that had our pid
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    final = check_output_dir(path, overwrite, protect)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_siblings(final)
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        if tmp.exists():  # left by a crashed run that had our pid
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as exc:
+        raise InputError(f"cannot create output folder {os.fspath(path)}: {exc.strerror or exc}") from None
     try:
         yield tmp
+        check_output_dir(final, overwrite, protect)  # someone may have filled it while we worked
+    except InputError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(f"output folder {os.fspath(path)} was filled by something else during the run; "
+                         f"nothing was replaced") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    try:
-        check_output_dir(final, overwrite)  # someone may have filled it while we worked
-    except InputError:
-        raise InputError(
-            f"output folder {final} was filled by something else during the run; results kept in {tmp}"
-        ) from None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         if old.exists():

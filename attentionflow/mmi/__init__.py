@@ -1,8 +1,3 @@
-"""Motion Map Injection: attention-vs-motion similarity and the injecting attention controller."""
-
-from __future__ import annotations
-
-from attentionflow.mmi.inject import BRANCH_CHOICES, PLACES, MotionInjector
-from attentionflow.mmi.similarity import MI_BINS, SIMILARITY_METHODS, similarity
-
-__all__ = ["BRANCH_CHOICES", "MI_BINS", "PLACES", "SIMILARITY_METHODS", "MotionInjector", "similarity"]
+"""Motion Map Injection: attention-vs-motion similarity (:mod:`.similarity`) and the injecting attention
+controller (:mod:`.inject`). Import those modules directly; this package imports nothing, so that checking a
+config (:mod:`.methods`) does not import torch."""

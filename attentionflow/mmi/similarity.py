@@ -47,11 +47,9 @@ from typing import Callable
 import torch
 
 from attentionflow.errors import ConfigError
+from attentionflow.mmi.methods import SIMILARITY_METHODS
 
 __all__ = ["SIMILARITY_METHODS", "similarity"]
-
-#: Names accepted by :func:`similarity` (first = default).
-SIMILARITY_METHODS: tuple[str, ...] = ("ncc", "zncc", "cc", "ssd", "mi")
 
 #: Default number of histogram bins of the ``mi`` measure.
 MI_BINS = 16

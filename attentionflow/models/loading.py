@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -20,75 +18,12 @@ from transformers.utils import logging as tlog
 
 from ..errors import ConfigError, ModelError
 from .factory import Components
+from .paths import COMPONENTS, EMBEDDED, embedded_model_path, resolve_model_path  # noqa: F401 (re-exported)
 from .tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED = "embedded"
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-_WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder")
 MIXED_PRECISION = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def embedded_model_path() -> Path:
-    """Folder of the toy model shipped inside the package (diffusers layout)."""
-    return Path(str(resources.files("attentionflow") / "assets" / "toy_model"))
-
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
-def _hub_snapshot(repo_id: str) -> Path:
-    """Find ``repo_id`` in the local Hugging Face cache, or download it when the network is allowed."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:  # pragma: no cover - huggingface_hub ships with diffusers
-        raise ModelError(f"model '{repo_id}' is not a local folder and huggingface_hub is missing") from exc
-    patterns = ["*.json", "*.txt", "*.safetensors"]
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns))
-    except Exception:
-        pass
-    hint = (f"model '{repo_id}' is not a local folder and not in the Hugging Face cache; on a machine with "
-            f"internet run `huggingface-cli download {repo_id} --local-dir models/{repo_id.split('/')[-1]}` "
-            f"and pass --model models/{repo_id.split('/')[-1]}")
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        raise ModelError(hint)
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as exc:
-        raise ModelError(hint + f" (download failed: {type(exc).__name__})") from exc
-
-
-def resolve_model_path(name: str | os.PathLike[str]) -> Path:
-    """Turn a model name into a complete local diffusers folder, checking it cheaply (no weights read).
-
-    ``name`` is ``"embedded"``, a local folder, or a hub id such as ``CompVis/stable-diffusion-v1-4``.
-    Raises :class:`ModelError` for a missing folder or a folder missing a component.
-    """
-    text = str(name)
-    if text == EMBEDDED:
-        folder = embedded_model_path()
-        if not (folder / "model_index.json").exists() and not (folder / "unet").exists():
-            raise ModelError(f"the embedded model is missing from the installation ({folder}); reinstall attentionflow")
-    else:
-        folder = Path(text).expanduser()
-        if not folder.exists():
-            if not _HUB_ID.fullmatch(text):
-                raise ModelError(f"model folder not found: {text} (expected a diffusers folder with "
-                                 f"{', '.join(COMPONENTS)}, a hub id like CompVis/stable-diffusion-v1-4, or 'embedded')")
-            folder = _hub_snapshot(text)
-        elif not folder.is_dir():
-            raise ModelError(f"model path {text} is a file; expected a diffusers folder with {', '.join(COMPONENTS)}")
-    missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
-    if missing:
-        raise ModelError(f"model folder {folder} is missing component(s) {', '.join(missing)}; "
-                         f"a diffusers Stable Diffusion folder has {', '.join(COMPONENTS)}")
-    for comp in _WEIGHT_COMPONENTS:
-        if not any((folder / comp).glob("*.safetensors")):
-            raise ModelError(f"model folder {folder}/{comp} has no .safetensors weights; only safetensors are "
-                             f"loaded (convert with diffusers' save_pretrained(safe_serialization=True))")
-    return folder
 
 
 def select_device(device: str = "auto") -> torch.device:

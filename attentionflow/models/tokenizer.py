@@ -75,5 +75,18 @@ def openai_clip_merges() -> list[str]:
 
 
 def load_tokenizer(folder: str | Path) -> CLIPTokenizer:
-    """Load a CLIP tokenizer folder with the standard 77-token limit."""
-    return CLIPTokenizer.from_pretrained(str(folder), model_max_length=MODEL_MAX_LENGTH)
+    """Load a CLIP tokenizer folder with the standard 77-token limit.
+
+    Raises:
+        ModelError: a broken JSON file of the folder (one line naming it), or a folder transformers cannot load.
+    """
+    from ..errors import ModelError
+    from .paths import read_json_file
+
+    folder = Path(folder)
+    for name in ("vocab.json", "tokenizer.json", "tokenizer_config.json"):
+        read_json_file(folder / name)  # {} when absent; a broken file is named here, not deep in transformers
+    try:
+        return CLIPTokenizer.from_pretrained(str(folder), model_max_length=MODEL_MAX_LENGTH)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"cannot load the tokenizer in {folder}: {str(exc).strip().splitlines()[0]}") from None

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from scipy import ndimage
 
 from attentionflow.errors import InputError
 from attentionflow.toyworld.world import BACKGROUNDS, COLOURS, SHAPES
@@ -20,6 +20,7 @@ _COLOUR_NAMES = list(COLOURS)
 _COLOUR_RGB = np.array([COLOURS[c] for c in _COLOUR_NAMES], np.float32)  # (n_colours, 3)
 _BG_NAMES = list(BACKGROUNDS)
 _BG_RGB = np.array([BACKGROUNDS[b] for b in _BG_NAMES], np.float32)  # (n_backgrounds, 3)
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # 4-connectivity, as scipy.ndimage's default
 
 #: RGB distance from the background median above which a pixel counts as object.
 OBJECT_THRESHOLD = 45.0
@@ -61,12 +62,25 @@ def segment_object(frame: np.ndarray, bg_rgb: np.ndarray, threshold: float = OBJ
     from ``bg_rgb`` (RGB), holes filled."""
     dist = np.linalg.norm(frame.astype(np.float32) - bg_rgb[None, None, :], axis=-1)  # (H, W)
     cand = dist > threshold
-    labels, n = ndimage.label(cand)
-    if n == 0:
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cand.astype(np.uint8), connectivity=4)
+    if n <= 1:  # label 0 is the non-object part
         return cand
-    sizes = ndimage.sum(cand, labels, index=np.arange(1, n + 1))  # (n,)
-    mask = labels == (int(np.argmax(sizes)) + 1)
-    return ndimage.binary_fill_holes(mask)
+    mask = labels == (int(np.argmax(stats[1:, cv2.CC_STAT_AREA])) + 1)  # largest; ties: first in raster order
+    return fill_holes(mask)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask (H, W) bool`` with every non-mask region that does not touch the border filled in."""
+    h, w = mask.shape
+    outside = np.ones((h + 2, w + 2), np.uint8)  # (H + 2, W + 2): a ring of background around the frame
+    outside[1:-1, 1:-1] = ~mask
+    cv2.floodFill(outside, None, (0, 0), 2, flags=4)  # 2 = background reachable from the border
+    return mask | (outside[1:-1, 1:-1] == 1)
+
+
+def erode(mask: np.ndarray) -> np.ndarray:
+    """One-pixel 4-neighbour erosion of ``mask (H, W) bool``; pixels beyond the frame count as outside."""
+    return cv2.erode(mask.astype(np.uint8), _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
 
 
 def shape_scores(mask: np.ndarray) -> dict[str, float]:
@@ -115,7 +129,7 @@ def judge(frame: np.ndarray, mask: np.ndarray | None = None) -> Judgement:
     bi, bd = _nearest(np.median(bg_pixels, axis=0), _BG_RGB)
     if mask.sum() < MIN_OBJECT_FRACTION * h * w:
         return Judgement(None, None, _BG_NAMES[bi], mask, float("inf"), 0.0, bd)
-    core = ndimage.binary_erosion(mask)
+    core = erode(mask)
     sel = core if core.sum() >= 8 else mask  # avoid anti-aliased edge pixels
     ci, cd = _nearest(np.median(pix[sel], axis=0), _COLOUR_RGB)
     scores = shape_scores(mask)

@@ -1,0 +1,129 @@
+"""Where a model lives and what its folder promises, read without loading any weights (no torch import).
+
+:func:`resolve_model_path` turns ``embedded``, a local diffusers folder or a cached hub id into a
+checked folder; :func:`model_limits` reads the few configuration values that bound user input
+(training timesteps, downsampling factors) from the folder's JSON files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+EMBEDDED = "embedded"
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+_WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder")
+
+
+def embedded_model_path() -> Path:
+    """Folder of the toy model shipped inside the package (diffusers layout)."""
+    return Path(str(resources.files("attentionflow") / "assets" / "toy_model"))
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """Find ``repo_id`` in the local Hugging Face cache, or download it when the network is allowed."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - huggingface_hub ships with diffusers
+        raise ModelError(f"model '{repo_id}' is not a local folder and huggingface_hub is missing") from exc
+    patterns = ["*.json", "*.txt", "*.safetensors"]
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns))
+    except Exception:
+        pass
+    hint = (f"model '{repo_id}' is not a local folder and not in the Hugging Face cache; on a machine with "
+            f"internet run `huggingface-cli download {repo_id} --local-dir models/{repo_id.split('/')[-1]}` "
+            f"and pass --model models/{repo_id.split('/')[-1]}")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise ModelError(hint)
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as exc:
+        raise ModelError(hint + f" (download failed: {type(exc).__name__})") from exc
+
+
+def resolve_model_path(name: str | os.PathLike[str]) -> Path:
+    """Turn a model name into a complete local diffusers folder, checking it cheaply (no weights read).
+
+    ``name`` is ``"embedded"``, a local folder, or a hub id such as ``CompVis/stable-diffusion-v1-4``.
+    Raises :class:`ModelError` for a missing folder or a folder missing a component.
+    """
+    text = str(name)
+    if text == EMBEDDED:
+        folder = embedded_model_path()
+        if not (folder / "model_index.json").exists() and not (folder / "unet").exists():
+            raise ModelError(f"the embedded model is missing from the installation ({folder}); reinstall attentionflow")
+    else:
+        folder = Path(text).expanduser()
+        if not folder.exists():
+            if not _HUB_ID.fullmatch(text):
+                raise ModelError(f"model folder not found: {text} (expected a diffusers folder with "
+                                 f"{', '.join(COMPONENTS)}, a hub id like CompVis/stable-diffusion-v1-4, or 'embedded')")
+            folder = _hub_snapshot(text)
+        elif not folder.is_dir():
+            raise ModelError(f"model path {text} is a file; expected a diffusers folder with {', '.join(COMPONENTS)}")
+    missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
+    if missing:
+        raise ModelError(f"model folder {folder} is missing component(s) {', '.join(missing)}; "
+                         f"a diffusers Stable Diffusion folder has {', '.join(COMPONENTS)}")
+    for comp in _WEIGHT_COMPONENTS:
+        if not any((folder / comp).glob("*.safetensors")):
+            raise ModelError(f"model folder {folder}/{comp} has no .safetensors weights; only safetensors are "
+                             f"loaded (convert with diffusers' save_pretrained(safe_serialization=True))")
+    return folder
+
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """Bounds a model folder puts on user input (from its ``*/config.json`` files)."""
+
+    num_train_timesteps: int
+    """The scheduler's training timesteps: the most DDIM steps there can be."""
+    vae_scale: int
+    """Pixels per latent cell (8 for Stable Diffusion)."""
+    unet_factor: int
+    """How often the UNet halves the latent grid, as a factor (2 ** (down blocks - 1))."""
+    vae_channels: int
+    """Widest VAE feature map at full resolution (its first block's channels), for memory estimates."""
+
+    @property
+    def min_size(self) -> int:
+        """Smallest frame side whose latent survives every UNet downsampling."""
+        return self.vae_scale * self.unet_factor
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path`` ({} when missing); a broken file is a one-line ModelError naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        detail = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise ModelError(f"{path} is not valid JSON ({detail}); restore the model folder's file") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def model_limits(folder: Path) -> ModelLimits:
+    """Read the limits of a resolved model folder (see :func:`resolve_model_path`)."""
+    sched = read_json_file(folder / "scheduler" / "scheduler_config.json")
+    unet = read_json_file(folder / "unet" / "config.json")
+    vae = read_json_file(folder / "vae" / "config.json")
+    vae_blocks = vae.get("block_out_channels") or [128, 256, 512, 512]
+    down = unet.get("down_block_types") or [None] * 4
+    return ModelLimits(num_train_timesteps=int(sched.get("num_train_timesteps", 1000)),
+                       vae_scale=2 ** (len(vae_blocks) - 1), unet_factor=2 ** (len(down) - 1),
+                       vae_channels=int(vae_blocks[0]))
