@@ -67,6 +67,9 @@ class AppSettings:
     """Largest width/height of the edited frames."""
     keep_results: int = 8
     """Result folders kept on the server (older ones are removed)."""
+    max_uploads_total_mb: float = 200.0
+    """Cap on all stored uploads together, in MiB: each session keeps only its latest upload, and the
+    oldest uploads of other sessions are removed when the total would pass the cap."""
     defaults: Any = None
     """EditConfig whose values fill the form (None: the toy demo's settings for 'embedded', else defaults)."""
     workdir: Path | None = None
@@ -133,6 +136,32 @@ def _natural_key(name: str) -> list[int | str]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
+_FORM_INTS = ("frames", "start", "stride", "width", "height", "steps", "seed")
+_FORM_FLOATS = ("strength", "guidance")
+
+
+def _checked_numbers(form: EditForm) -> EditForm:
+    """The form with its numbers as int/float; NaN, infinities and non-numbers are a ConfigError naming the field
+    (the browser can send anything: the server checks what the CLI checks)."""
+    import math
+
+    values: dict[str, Any] = {}
+    for name in _FORM_INTS + _FORM_FLOATS:
+        raw = getattr(form, name)
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+        if name in _FORM_INTS:
+            if number != int(number):
+                raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+            number = int(number)
+        values[name] = number
+    return dataclasses.replace(form, **values)
+
+
 def form_from_config(config: Any) -> EditForm:
     """Initial form values from an :class:`~attentionflow.config.EditConfig`."""
     inp, val, mmi = config.input_data, config.validation_data, config.mmi
@@ -158,6 +187,12 @@ class EditSession:
         self.settings = settings
         self.lock = threading.Lock()
         self._pipeline: Any = None
+        self._uploads: dict[str, Path] = {}
+        """Session id -> the folder holding that session's current upload."""
+        self._shown: dict[str, str] = {}
+        """Server-side input path -> the name the user knows it by (the upload's own file name)."""
+        self._cache_owner: str | None = None
+        """Session whose inversions the pipeline's cache holds (reuse is never reported across sessions)."""
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if settings.workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="attentionflow-app-")
@@ -199,12 +234,17 @@ class EditSession:
         return path, form, (f"toy example loaded: '{DEMO_SOURCE}', {TOY_FRAMES} frames of "
                             f"{TOY_SIZE}x{TOY_SIZE}")
 
-    def accept_upload(self, files: str | Sequence[str] | None, upload_root: Path | str) -> tuple[Path, str]:
+    def accept_upload(self, files: str | Sequence[str] | None, upload_root: Path | str,
+                      session: str = "") -> tuple[Path, str]:
         """Check an upload and copy it into the work folder; returns (server-side input path, message).
+
+        The new upload replaces the session's previous one (whose copy is removed), and the oldest uploads
+        of other sessions are removed while all uploads together exceed ``max_uploads_total_mb``.
 
         Args:
             files: the path(s) Gradio stored the upload at: one video/gif, or several png/jpg frames.
             upload_root: Gradio's upload cache; any path outside it is refused (never opened).
+            session: the browser session the upload belongs to (Gradio's session hash).
 
         Raises:
             InputError: no file, a path outside ``upload_root``, a wrong type, too large, or undecodable.
@@ -245,8 +285,32 @@ class EditSession:
             raise InputError(_first_line(exc).replace(str(dest / "frames"), shown)
                              .replace(str(dest / f"input{paths[0].suffix.lower()}"), shown)) from None
         label = paths[0].name if len(paths) == 1 else f"{len(paths)} frames"
+        previous = self._uploads.get(session)
+        if previous is not None:
+            self._forget_upload(previous)
+        self._uploads[session] = dest
+        self._shown[str(target)] = paths[0].name if len(paths) == 1 else "the uploaded frames"
+        self._prune_uploads(keep=dest)
         return target, (f"loaded {label}: {info.num_frames} frames of {info.width}x{info.height} "
                         f"at {info.fps:.3g} fps")
+
+    def _forget_upload(self, folder: Path) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        for key in [k for k in self._shown if Path(k).parent == folder or Path(k).parent.parent == folder]:
+            del self._shown[key]
+        for sess in [k for k, v in self._uploads.items() if v == folder]:
+            del self._uploads[sess]
+
+    def uploads_bytes(self) -> int:
+        """Bytes held by all stored uploads."""
+        return sum(f.stat().st_size for f in (self.workdir / "uploads").rglob("*") if f.is_file())
+
+    def _prune_uploads(self, keep: Path) -> None:
+        limit = self.settings.max_uploads_total_mb * 2**20
+        folders = sorted((p for p in (self.workdir / "uploads").iterdir() if p.is_dir() and p != keep),
+                         key=lambda p: p.stat().st_mtime)
+        while folders and self.uploads_bytes() > limit:
+            self._forget_upload(folders.pop(0))
 
     # ---------------------------------------------------------------------------------------------
     # editing
@@ -265,6 +329,7 @@ class EditSession:
         targets = [t.strip() for t in (form.targets or "").splitlines() if t.strip()]
         if not targets:
             raise ConfigError("target prompts are empty; write one target prompt per line")
+        form = _checked_numbers(form)
         frames = int(form.frames)
         if not 1 <= frames <= s.max_frames:
             raise ConfigError(f"frames must be between 1 and {s.max_frames} (this server's limit), got {frames}")
@@ -322,29 +387,44 @@ class EditSession:
             shutil.rmtree(old, ignore_errors=True)
 
     def run_edit(self, form: EditForm, input_path: Path | str | None,
-                 progress: ProgressFn | None = None) -> EditResult:
+                 progress: ProgressFn | None = None, session: str = "") -> EditResult:
         """Run one edit (waits for the lock) and return what the page shows.
 
         Raises:
-            AttentionFlowError: bad form values, input or prompts (checked before heavy compute).
+            AttentionFlowError: bad form values, input or prompts (checked before heavy compute); server
+                paths in its message are replaced by the names the user knows.
         """
         import json
 
         if progress is not None:
             progress("checking the input", 0, 1)
-        from .jobs import check_job, run_edit_job
+        from .jobs import PublicPaths, check_job, run_edit_job
 
+        shown = self._shown.get(str(input_path), Path(str(input_path)).name) if input_path else ""
         with self.lock:
             self._prune_results()
             request = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=self.workdir / "results"))
             out = request / "attentionflow_result"
+            public = PublicPaths({str(out.resolve()): out.name, str(out): out.name, str(self.workdir.resolve()): "",
+                                  str(self.workdir): ""})
+            if input_path:
+                public.replace[str(input_path)] = shown
             try:
                 config = self.build_config(form, input_path, out)
-                check_job(config, overwrite=False)
+                checked = check_job(config, overwrite=False)
                 if progress is not None:
                     progress("loading model", 0, 1)
                 pipeline = self._pipeline_for(config)
-                run_edit_job(config, progress=False, pipeline=pipeline, command="app", callback=progress)
+                if self._cache_owner != session:  # never start one user's edit from another user's inversion
+                    pipeline.clear_inversion_cache()
+                    self._cache_owner = session
+                public.replace[str(checked.model_dir)] = self.settings.model if self.settings.model == "embedded" \
+                    else Path(str(checked.model_dir)).name
+                run_edit_job(config, progress=False, pipeline=pipeline, command="app", callback=progress,
+                             checked=checked, public=public)
+            except AttentionFlowError as exc:
+                shutil.rmtree(request, ignore_errors=True)
+                raise type(exc)(public.apply(_first_line(exc))) from None
             except BaseException:
                 shutil.rmtree(request, ignore_errors=True)
                 raise
@@ -369,6 +449,11 @@ class EditSession:
                           reconstruction=out / "reconstruction.mp4", edits=edits,
                           motion_overlay=overlay if overlay.is_file() else None, attention=attention,
                           archive=archive, summary=summary)
+
+
+def _session_id(request: Any) -> str:
+    """Gradio's per-browser-session hash ('' outside a browser session, e.g. in tests)."""
+    return str(getattr(request, "session_hash", "") or "")
 
 
 def _inversion_note(info: dict[str, Any]) -> str:
@@ -466,11 +551,11 @@ def build_app(session: EditSession) -> Any:
                        steps, guidance, seed, null_text]
         names = [f.name for f in dataclasses.fields(EditForm)]
 
-        def on_upload(files: Any) -> tuple[Any, Any, str]:
+        def on_upload(files: Any, request: Any = None) -> tuple[Any, Any, str]:
             if not files:
                 return None, None, _status("upload a video or click 'Toy example'")
             try:
-                path, msg = session.accept_upload(files, demo.GRADIO_CACHE)
+                path, msg = session.accept_upload(files, demo.GRADIO_CACHE, session=_session_id(request))
             except AttentionFlowError as exc:
                 return None, None, _status(str(exc), error=True)
             playable = path if path.suffix.lower() in (".mp4", ".webm") else None
@@ -486,7 +571,8 @@ def build_app(session: EditSession) -> Any:
 
         def on_edit(path: str | None, source: str, targets: str, motion_word: str, mmi: bool, strength: float,
                     direction: str, frames: int, start: int, stride: int, width: int, height: int, steps: int,
-                    guidance: float, seed: int, null_text: bool, progress: Any = gr.Progress()) -> list[Any]:
+                    guidance: float, seed: int, null_text: bool, progress: Any = gr.Progress(),
+                    request: Any = None) -> list[Any]:
             # explicit parameters: Gradio injects gr.Progress only into a positional parameter
             form = EditForm(source=source, targets=targets, motion_word=motion_word, mmi=mmi, strength=strength,
                             direction=direction, frames=frames, start=start, stride=stride, width=width,
@@ -500,7 +586,7 @@ def build_app(session: EditSession) -> Any:
 
             empty = [None] * 7
             try:
-                result = session.run_edit(form, path, progress=cb)
+                result = session.run_edit(form, path, progress=cb, session=_session_id(request))
             except AttentionFlowError as exc:
                 return [_status(str(exc), error=True), ""] + empty
             except Exception as exc:  # the server keeps running; details go to the log
@@ -511,6 +597,8 @@ def build_app(session: EditSession) -> Any:
                     [(str(p), c) for p, c in result.edits], [(str(p), c) for p, c in result.attention],
                     str(result.archive)]
 
+        # Gradio passes the browser session to a parameter annotated gr.Request (set here: gr is a local name)
+        on_upload.__annotations__["request"] = on_edit.__annotations__["request"] = gr.Request
         upload.upload(on_upload, inputs=upload, outputs=[input_path, preview, status])
         upload.clear(lambda: (None, None, _status("upload a video or click 'Toy example'")),
                      outputs=[input_path, preview, status])
@@ -524,8 +612,10 @@ def build_app(session: EditSession) -> Any:
 
 
 def launch_app(settings: AppSettings, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
-               quiet: bool = False) -> tuple[Any, EditSession]:
-    """Build and launch the app; returns (the Blocks, the session). ``block=False`` returns at once."""
+               quiet: bool = False, auth: tuple[str, str] | None = None) -> tuple[Any, EditSession]:
+    """Build and launch the app; returns (the Blocks, the session). ``block=False`` returns at once.
+
+    ``auth``: (user, password) that the page asks for (gradio's login form)."""
     _import_gradio()
     from . import jobs  # noqa: F401  (import torch/diffusers now, not during the first request)
 
@@ -533,30 +623,50 @@ def launch_app(settings: AppSettings, *, host: str = "127.0.0.1", port: int = 78
     demo = build_app(session)
     demo.launch(server_name=host, server_port=port, share=False, max_file_size=int(settings.max_upload_mb * 2**20),
                 allowed_paths=[str(session.workdir)], ssr_mode=False, quiet=quiet, prevent_thread_lock=not block,
-                show_error=False, css=_CSS, mcp_server=False)
+                show_error=False, css=_CSS, mcp_server=False, auth=auth)
     if block:
         session.close()
     return demo, session
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_auth(text: str) -> tuple[str, str]:
+    """``USER:PASS`` -> (user, password); both must be non-empty."""
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ConfigError(f"--auth must be USER:PASS with both parts non-empty, got {text!r}")
+    return user, password
+
+
 def cmd_app(args: argparse.Namespace) -> int:
     """``attentionflow app``: serve the web interface until interrupted."""
-    from .config import load_config
-    from .models.loading import resolve_model_path
+    import math
 
+    from .config import load_config
+    from .models.paths import resolve_model_path
+
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
+    for name in ("max_frames", "max_upload_mb", "max_size"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive finite number, got {value}")
+    auth = parse_auth(args.auth) if args.auth else None
+    if args.host not in LOOPBACK and auth is None and not args.insecure:
+        raise ConfigError(f"--host {args.host} lets other machines run edits; require a login with --auth USER:PASS "
+                          f"(or pass --insecure to serve without one)")
     _import_gradio()
     defaults = load_config(args.config) if args.config else None
     model = args.model or (defaults.pretrained_model_path if defaults is not None else "embedded")
     resolve_model_path(model)  # a bad model folder is an error now, not at the first edit
-    for name in ("max_frames", "max_upload_mb", "max_size"):
-        if getattr(args, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     settings = AppSettings(model=model, device=args.device, mixed_precision=args.mixed_precision,
                            max_frames=args.max_frames, max_upload_mb=args.max_upload_mb, max_size=args.max_size,
                            defaults=defaults)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        logger.warning("serving on %s: anyone who can reach this address can run edits", args.host)
-    launch_app(settings, host=args.host, port=args.port, block=True)
+    if args.host not in LOOPBACK and auth is None:
+        logger.warning("serving on %s without a login (--insecure): anyone who can reach it can run edits", args.host)
+    launch_app(settings, host=args.host, port=args.port, block=True, auth=auth)
     return 0
 
 
@@ -565,8 +675,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     a = subparsers.add_parser("app", help="web interface (Gradio; pip install attentionflow[app])",
                               description="Serve a web page for editing videos: upload or toy example, prompts, "
                                           "motion word, MMI options; shows the results and a zip to download.")
-    a.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    a.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    a.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                   "any other address needs --auth or --insecure)")
+    a.add_argument("--port", type=int, default=7860, help="port, 1-65535 (default 7860)")
+    a.add_argument("--auth", metavar="USER:PASS", help="require this login (gradio's auth)")
+    a.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --auth")
     a.add_argument("--model", help="diffusers folder, cached hub id, or 'embedded' (default)")
     a.add_argument("--config", help="YAML config whose values fill the form")
     a.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")

@@ -38,8 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import yaml
-
 from .errors import AttentionFlowError, ConfigError, InputError
 
 logger = logging.getLogger(__name__)
@@ -130,10 +128,16 @@ def _first_line(exc: BaseException) -> str:
 def _entries(path: Path) -> list[tuple[str, str | None, Any]]:
     """(source, explicit-name-or-None, raw mapping or an exception) for every job in one file."""
     suffix = path.suffix.lower()
+    from .config import parse_yaml
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as exc:
         return [(str(path), None, InputError(f"cannot read job file {path}: {_first_line(exc)}"))]
+    except UnicodeDecodeError as exc:
+        return [(str(path), None, ConfigError(f"job file {path} is not UTF-8 text (byte offset {exc.start}); "
+                                              f"save it as UTF-8"))]
     if suffix in MANIFEST_SUFFIXES:
         out: list[tuple[str, str | None, Any]] = []
         for lineno, line in enumerate(text.splitlines(), start=1):
@@ -146,9 +150,9 @@ def _entries(path: Path) -> list[tuple[str, str | None, Any]]:
                 out.append((src, None, ConfigError(f"{src} is not a JSON object: {exc.msg}")))
         return out
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        return [(str(path), None, ConfigError(f"job file {path} is not valid YAML: {_first_line(exc)}"))]
+        data = parse_yaml(raw, f"job file {path}")  # duplicate keys, tabs and non-UTF-8 text are named
+    except ConfigError as exc:
+        return [(str(path), None, exc)]
     if isinstance(data, list):
         return [(f"{path}[{i}]", None, item) for i, item in enumerate(data)]
     if isinstance(data, dict) and "jobs" in data:
@@ -433,6 +437,17 @@ def write_summary(summary: BatchSummary, folder: str | os.PathLike[str]) -> tupl
 
 def cmd_batch(args: argparse.Namespace) -> int:
     """``attentionflow batch``: exit 0 when every job is done or skipped, 1 when some failed."""
+    summary_dir = Path(args.summary_dir)
+    if summary_dir.exists() and not summary_dir.is_dir():
+        raise InputError(f"--summary-dir {args.summary_dir} is a file; give a folder for batch_summary.md/.json")
+    for parent in summary_dir.resolve().parents:
+        if parent.exists():
+            if not parent.is_dir() or not os.access(parent, os.W_OK):
+                raise InputError(f"--summary-dir {args.summary_dir} cannot be created under {parent}; "
+                                 f"give a writable folder")
+            break
+    if summary_dir.is_dir() and not os.access(summary_dir, os.W_OK):
+        raise InputError(f"--summary-dir {args.summary_dir} is not writable; give a writable folder")
     rank, world, state = distributed_state(args.gather_timeout)
     try:
         jobs = collect_jobs(args.jobs, out_root=args.out_root, model=args.model, device=args.device)

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = e.add_argument_group("diffusion")
     g.add_argument("--steps", type=int, help="DDIM steps for inversion and sampling (50)")
     g.add_argument("--guidance", type=float, help="classifier-free guidance scale (7.5)")
-    g.add_argument("--seed", type=int, help="random seed (33)")
+    g.add_argument("--seed", type=int, help="random seed, 0-4294967295 (33); recorded only: the default method is "
+                   "deterministic (DDIM eta 0, VAE posterior mean), so it does not change the result")
     g.add_argument("--no-null-text", action="store_true", help="plain DDIM inversion (no null-text optimisation)")
     g.add_argument("--null-inner-steps", type=int, help="Adam iterations per step of null-text inversion")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")

@@ -1,7 +1,7 @@
 """``AttentionFlowPipeline``: zero-shot video editing with cross-frame attention, P2P and MMI.
 
 Components in, :class:`EditOutput` out; no files are written here (see :mod:`attentionflow.jobs`).
-Data flow (DESIGN.md section 2): frames -> motion maps -> VAE latents -> DDIM (+ null-text) inversion
+Data flow (docs/ARCHITECTURE.md): frames -> motion maps -> VAE latents -> DDIM (+ null-text) inversion
 -> joint denoising of ``[source, edit_1..edit_k]`` under cross-frame attention + P2P + MMI -> decode.
 """
 
@@ -175,6 +175,10 @@ class AttentionFlowPipeline:
                 module.to(self.device, self.dtype)
             module.eval().requires_grad_(False)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    def clear_inversion_cache(self) -> None:
+        """Forget every cached inversion (the app does this when another user's edit comes next)."""
+        self._inversions.clear()
 
     @classmethod
     def from_components(cls, components: Components, **kwargs: Any) -> "AttentionFlowPipeline":

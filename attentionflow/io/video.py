@@ -716,7 +716,8 @@ def check_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence[
     ``--out`` may be a symlink to a folder: the folder it points to is the output (the link stays).
     An existing non-empty folder is replaced only with ``overwrite`` and only if this tool wrote it
     (it holds :data:`MANIFEST_NAME`). The output may never be, contain, or lie inside a ``protect``
-    path (the input video or frame folder), with or without ``overwrite``.
+    path (the input video or frame folder), with or without ``overwrite``, nor be or contain the
+    current folder (replacing it would pull the folder away from under the shell).
 
     Raises:
         InputError: a name that is not UTF-8, a dangling symlink, a file (or a path under a file),
@@ -744,6 +745,10 @@ def check_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence[
             break
     if p.exists() and not p.is_dir():
         raise InputError(f"output path {text} exists and is not a folder; choose a folder path")
+    cwd = Path.cwd().resolve()
+    if p == cwd or p in cwd.parents:
+        raise InputError(f"output folder {text} is or contains the current folder, which would be replaced; "
+                         f"give a new subfolder such as outputs/edit")
     for item in protect:
         if not os.fspath(item):
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +15,34 @@ logger = logging.getLogger(__name__)
 
 
 def _video(args: argparse.Namespace) -> int:
-    from attentionflow.io.video import write_frames, write_gif, write_mp4
+    from attentionflow.io.video import check_output_dir, write_frames, write_gif, write_mp4
+    from attentionflow.resources import check_memory
     from attentionflow.toyworld.world import make_video
 
-    video = make_video(args.caption, frames=args.frames, size=args.size, seed=args.seed, path=args.path,
-                       speed=args.speed)
     out = Path(args.out)
     suffix = out.suffix.lower()
+    if suffix not in (".mp4", ".gif", ""):
+        raise InputError(f"--out {args.out!r} has an unsupported extension; use .mp4, .gif or a folder")
+    if suffix and out.is_dir():
+        raise InputError(f"--out {args.out} is an existing folder; a {suffix} output must be a file path")
+    if suffix and out.parent.exists() and not out.parent.is_dir():
+        raise InputError(f"--out {args.out} lies under {out.parent}, which is a file; choose another path")
+    if not suffix:
+        check_output_dir(out)  # an empty or new folder: frames are never written over someone's files
+    if not (math.isfinite(args.fps) and args.fps > 0):
+        raise InputError(f"--fps must be a positive finite number, got {args.fps}")
+    if args.frames >= 1 and args.size >= 16:  # make_video names smaller values itself
+        # frames (3 bytes/pixel) + masks (1) + flows (8) + one encoding copy (3)
+        check_memory(args.frames * args.size * args.size * 15, f"a toy clip of {args.frames} frames of "
+                     f"{args.size}x{args.size}", "use fewer frames (--frames) or a smaller size (--size)")
+    video = make_video(args.caption, frames=args.frames, size=args.size, seed=args.seed, path=args.path,
+                       speed=args.speed)
     if suffix == ".mp4":
         write_mp4(video.frames, out, fps=args.fps)
     elif suffix == ".gif":
         write_gif(video.frames, out, fps=args.fps)
-    elif suffix == "":
-        write_frames(video.frames, out)
     else:
-        raise InputError(f"--out {args.out!r} has an unsupported extension; use .mp4, .gif or a folder")
+        write_frames(video.frames, out)
     if args.masks:
         mask_dir = Path(args.masks)
         masks = np.repeat(video.masks[..., None].astype(np.uint8) * 255, 3, axis=-1)  # (N, H, W, 3)

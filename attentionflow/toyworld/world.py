@@ -7,6 +7,7 @@ Pure NumPy/Pillow and fully seeded. Every frame is ``(H, W, 3) uint8``; object m
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -262,6 +263,8 @@ def make_video(caption: str, frames: int = 8, size: int = 64, seed: int = 0,
         raise InputError(f"frames={frames} is invalid; use an integer >= 1")
     if size < 16:
         raise InputError(f"size={size} is invalid; use an integer >= 16")
+    if speed is not None and not (math.isfinite(speed) and speed >= 0):
+        raise InputError(f"speed={speed} is invalid; use a finite number of pixels per frame >= 0")
     colour, shape, background = parse_caption(caption)
     rng = np.random.default_rng(seed)
     if radius is None:

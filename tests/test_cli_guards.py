@@ -1,0 +1,250 @@
+"""Bad input fails early and cleanly; the tool never deletes what it did not write.
+
+Every case of the first-contact issue is its own test id: exit code 2, one line on stderr that names the
+value, no output folder, and nothing outside the tool's own outputs touched. The cases use the embedded
+model at 64x64 with 3 steps, as a new user would, and all of them fail before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attentionflow.cli import main
+from attentionflow.io.video import atomic_output_dir, remove_stale_siblings, write_frames, write_mp4
+from attentionflow.models.paths import embedded_model_path
+
+SRC = "a red circle is moving on the road"
+TGT = "a blue circle is moving on the road"
+
+
+@pytest.fixture(scope="module")
+def toy_frames():
+    from attentionflow.toyworld.world import make_video
+
+    return make_video(SRC, frames=8, size=64, seed=0).frames
+
+
+@pytest.fixture()
+def work(tmp_path, toy_frames, monkeypatch):
+    """A fresh working folder holding a frame folder, an mp4 beside a notes file, and a file named like a video."""
+    monkeypatch.chdir(tmp_path)
+    write_frames(toy_frames, tmp_path / "frames")
+    (tmp_path / "clips").mkdir()
+    write_mp4(toy_frames, tmp_path / "clips" / "clip.mp4")
+    (tmp_path / "clips" / "notes.txt").write_text("mine")
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    return tmp_path
+
+
+def edit_args(video, out, *extra):
+    return ["edit", str(video), "--source", SRC, "--target", TGT, "--model", "embedded", "--size", "64",
+            "--steps", "3", "--frames", "8", "--motion-word", "moving", "--device", "cpu", "--out", str(out),
+            "--quiet", *extra]
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+def _broken_vocab_model(work: Path) -> Path:
+    folder = work / "model"
+    shutil.copytree(embedded_model_path(), folder)
+    (folder / "tokenizer" / "vocab.json").write_text('{"a": 1,,}')
+    return folder
+
+
+def _yaml(work: Path, body: str, name: str = "c.yaml") -> Path:
+    return _write(work / name, body)
+
+
+BASE_YAML = (f"pretrained_model_path: embedded\noutput_dir: out\ninput_data:\n  video_path: frames\n"
+             f"  prompt: {SRC}\n  width: 64\n  height: 64\nvalidation_data:\n  prompts: [{TGT}]\n  width: 64\n"
+             f"  height: 64\n  num_inference_steps: 3\n  num_inv_steps: 3\n")
+
+# id -> (argv builder taking the working folder, text the one-line error must contain)
+CASES = {
+    "fps-zero": (lambda w: edit_args(w / "frames", w / "out", "--fps", "0"), "fps"),
+    "fps-nan": (lambda w: edit_args(w / "frames", w / "out", "--fps", "nan"), "fps must be a finite number"),
+    "mmi-strength-nan": (lambda w: edit_args(w / "frames", w / "out", "--mmi-strength", "nan"), "mmi.strength"),
+    "guidance-nan": (lambda w: edit_args(w / "frames", w / "out", "--guidance", "nan"), "guidance_scale"),
+    "guidance-inf": (lambda w: edit_args(w / "frames", w / "out", "--guidance", "inf"), "guidance_scale"),
+    "reweight-nan": (lambda w: edit_args(w / "frames", w / "out", "--reweight", "blue=nan"), "p2p.reweight.blue"),
+    "out-under-a-file": (lambda w: edit_args(w / "frames", w / "zero.mp4" / "sub"), "which is a file"),
+    "out-dangling-symlink": (lambda w: (os.symlink(w / "gone", w / "link"), edit_args(w / "frames", w / "link"))[1],
+                             "does not exist"),
+    "out-read-only-location": (lambda w: edit_args(w / "frames", "/proc/attentionflow-out"),
+                               "cannot create output folder"),
+    "out-dot-in-working-folder": (lambda w: edit_args(w / "frames", "."), "current folder"),
+    "out-not-utf8": (lambda w: edit_args(w / "frames", os.fsdecode(b"out-\xff")), "UTF-8"),
+    "size-huge": (lambda w: edit_args(w / "frames", w / "out", "--size", "100000"), "GiB"),
+    "frames-and-size-too-big-for-memory": (lambda w: edit_args(w / "frames", w / "out", "--frames", "2000",
+                                                               "--size", "1024"), "GiB"),
+    "size-8": (lambda w: edit_args(w / "frames", w / "out", "--size", "8"), "at least 16"),
+    "steps-beyond-training-timesteps": (lambda w: edit_args(w / "frames", w / "out", "--steps", "100000"),
+                                        "at most 1000"),
+    "seed-2-pow-70": (lambda w: edit_args(w / "frames", w / "out", "--seed", str(2**70)), "seed"),
+    "yaml-not-utf8": (lambda w: ["edit", "--config", str(_write(w / "c.yaml", b"seed: \xff\n"))], "UTF-8"),
+    "yaml-duplicate-key": (lambda w: ["edit", "--config", str(_yaml(w, BASE_YAML + "seed: 1\nseed: 2\n"))],
+                           "'seed' is given twice"),
+    "yaml-tab": (lambda w: ["edit", "--config", str(_yaml(w, "input_data:\n\tprompt: x\n"))], "tab character"),
+    "yaml-nan": (lambda w: ["edit", "--config", str(_yaml(w, BASE_YAML + "fps: .nan\n"))], "finite"),
+    "tokenizer-vocab-invalid-json": (lambda w: edit_args(w / "frames", w / "out", "--model",
+                                                         str(_broken_vocab_model(w))), "vocab.json"),
+    "overwrite-input-frames-folder": (lambda w: edit_args(w / "frames", w / "frames", "--overwrite"), "overlap"),
+    "overwrite-folder-holding-input-video": (lambda w: edit_args(w / "clips" / "clip.mp4", w / "clips",
+                                                                 "--overwrite"), "overlap"),
+    "symlinked-out-to-input-folder": (lambda w: (os.symlink(w / "clips", w / "results"),
+                                                 edit_args(w / "clips" / "clip.mp4", w / "results",
+                                                           "--overwrite"))[1], "overlap"),
+    "overwrite-folder-not-written-by-tool": (lambda w: ((w / "mine").mkdir(), (w / "mine" / "a.txt").write_text("x"),
+                                                        edit_args(w / "frames", w / "mine", "--overwrite"))[2],
+                                             "not written by attentionflow"),
+    "batch-summary-dir-is-a-file": (lambda w: ["batch", str(_yaml(w, BASE_YAML)), "--summary-dir",
+                                               str(w / "zero.mp4")], "--summary-dir"),
+    "app-port-negative": (lambda w: ["app", "--port", "-1"], "--port"),
+    "app-port-too-large": (lambda w: ["app", "--port", "99999"], "--port"),
+    "app-max-upload-nan": (lambda w: ["app", "--max-upload-mb", "nan"], "--max-upload-mb"),
+    "app-public-host-without-auth": (lambda w: ["app", "--host", "0.0.0.0"], "--auth"),
+    "app-auth-malformed": (lambda w: ["app", "--auth", "nopassword"], "USER:PASS"),
+    "toyworld-speed-nan": (lambda w: ["toyworld", "video", "--speed", "nan", "--out", str(w / "t.mp4")], "speed"),
+    "toyworld-too-big-for-memory": (lambda w: ["toyworld", "video", "--frames", "100000", "--size", "512", "--out",
+                                               str(w / "t.mp4")], "GiB"),
+    "toyworld-out-existing-folder-ending-mp4": (lambda w: ((w / "dir.mp4").mkdir(), ["toyworld", "video", "--out",
+                                                           str(w / "dir.mp4")])[1], "existing folder"),
+    "unknown-flag": (lambda w: edit_args(w / "frames", w / "out", "--no-such-flag"), "--no-such-flag"),
+}
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>")
+            for p in sorted(folder.rglob("*")) if not p.is_symlink()}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, work, capsys):
+    build, needle = CASES[case]
+    argv = build(work)
+    before = _snapshot(work)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse usage errors exit through OneLineParser.error
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, f"exit {code}, stderr {err!r}"
+    assert err.startswith("attentionflow: error:") and "\n" not in err, err
+    assert "Traceback" not in err
+    assert needle in err, f"{needle!r} not in {err!r}"
+    assert _snapshot(work) == before, "the working folder changed"
+    assert (work / "clips" / "notes.txt").read_text() == "mine"
+
+
+def test_bad_input_fails_before_torch_is_imported(work):
+    """A config error costs the checks only: torch, diffusers and transformers are never imported."""
+    code = ("import sys; from attentionflow.cli import main; "
+            f"rc = main({edit_args(work / 'frames', work / 'out', '--fps', 'nan')!r}); "
+            "print(rc, sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=work)
+    assert proc.stdout.strip() == "2 []", proc.stdout + proc.stderr
+
+
+def test_overwrite_replaces_only_its_own_output_and_keeps_the_input(work):
+    """A second run with --overwrite replaces the first run's folder (it has manifest.json); the input stays."""
+    out = work / "out"
+    assert main(edit_args(work / "frames", out, "--no-mmi", "--no-null-text")) == 0
+    first = json.loads((out / "manifest.json").read_text())["created"]
+    frames_before = _snapshot(work / "frames")
+    time.sleep(1.1)  # 'created' has one-second resolution
+    assert main(edit_args(work / "frames", out, "--no-mmi", "--no-null-text", "--overwrite")) == 0
+    assert json.loads((out / "manifest.json").read_text())["created"] != first
+    assert _snapshot(work / "frames") == frames_before
+    assert not [p for p in work.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_out_symlink_to_empty_folder_is_kept_and_filled(work):
+    target = work / "real"
+    target.mkdir()
+    link = work / "link"
+    os.symlink(target, link)
+    assert main(edit_args(work / "frames", link, "--no-mmi", "--no-null-text")) == 0
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert (target / "manifest.json").is_file() and (link / "grid.gif").is_file()
+    assert not [p for p in work.iterdir() if ".tmp-" in p.name or ".old-" in p.name], list(work.iterdir())
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temporary_folders_of_dead_runs_are_removed(tmp_path):
+    dead = _dead_pid()
+    out = tmp_path / "out"
+    stale = [tmp_path / f".out.tmp-{dead}", tmp_path / f".out.old-{dead}"]
+    live = tmp_path / ".out.tmp-1"  # PID 1 is always alive: a run still in progress
+    other = tmp_path / f".other.tmp-{dead}"  # belongs to another output folder
+    mine = tmp_path / ".out.tmp-notapid"  # not a name this tool writes
+    for folder in (*stale, live, other, mine):
+        folder.mkdir()
+        (folder / "f.txt").write_text("x")
+    with atomic_output_dir(out) as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    assert not any(p.exists() for p in stale)
+    assert live.exists() and other.exists() and mine.exists()
+    assert remove_stale_siblings(out) == []  # nothing left to remove
+
+
+def test_sigterm_removes_the_unfinished_output_and_exits_143(work):
+    """What `timeout` and schedulers send: one line, exit 143, no temporary folder, no output folder."""
+    out = work / "out"
+    cmd = [sys.executable, "-m", "attentionflow", *edit_args(work / "frames", out, "--steps", "50")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not list(work.glob(".out.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(work.glob(".out.tmp-*")), "the temporary output folder never appeared"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["attentionflow: terminated (SIGTERM); unfinished outputs were removed"]
+    assert not out.exists() and not list(work.glob(".out.*"))
+
+
+def test_seed_is_recorded_and_documented_as_without_effect(work, tmp_path):
+    """DDIM (eta 0), the VAE posterior mean and null-text are deterministic: seeds 1 and 2 give the same edit,
+    and both the help and the manifest say so."""
+    outs = []
+    for seed in (1, 2):
+        out = work / f"seed{seed}"
+        assert main(edit_args(work / "frames", out, "--seed", str(seed), "--no-null-text")) == 0
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["seed"] == seed and "does not change the result" in manifest["seed_note"]
+        outs.append(np.stack([np.asarray(__import__("PIL.Image").Image.open(p)) for p in
+                              sorted((out / "frames" / "edit_01_a-blue-circle-is-moving-on-the-road").glob("*.png"))]))
+    assert np.array_equal(outs[0], outs[1])
+    from attentionflow.cli import build_parser
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["edit"].format_help()
+    assert "deterministic" in " ".join(help_text.split())
+
+
+def test_identical_target_prompts_get_their_own_outputs(work):
+    out = work / "twice"
+    assert main(edit_args(work / "frames", out, "--target", TGT, "--no-null-text")) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    names = [e["outputs"] for e in manifest["edits"]]
+    assert names == ["edit_01_a-blue-circle-is-moving-on-the-road", "edit_02_a-blue-circle-is-moving-on-the-road"]
+    for name in names:
+        assert (out / f"{name}.mp4").is_file() and (out / "attention" / f"{name}.png").is_file()
