@@ -180,6 +180,89 @@ def test_toy_example_and_one_edit_without_a_browser(session):
     assert session.busy_message() is None
 
 
+def test_a_new_upload_replaces_the_sessions_previous_one_and_the_total_is_capped(tmp_path, upload_root):
+    from attentionflow.io.video import write_mp4
+
+    s = EditSession(AppSettings(device="cpu", max_frames=8, max_upload_mb=1, max_size=128, defaults=fast_defaults(),
+                                workdir=tmp_path / "work", max_uploads_total_mb=0.02))
+    rng = np.random.default_rng(0)
+    clips = []
+    for i in range(3):  # noise compresses badly: each copy is several KiB
+        clips.append(upload_root / f"c{i}.mp4")
+        write_mp4(rng.integers(0, 255, (4, 64, 64, 3), dtype=np.uint8), clips[-1])
+    first, _ = s.accept_upload(str(clips[0]), upload_root, session="alice")
+    second, _ = s.accept_upload(str(clips[1]), upload_root, session="alice")
+    assert not first.exists() and second.is_file()  # alice keeps only her latest upload
+    sizes = [c.stat().st_size for c in clips]
+    assert sum(sizes[1:]) > 0.02 * 2**20 > sizes[2]  # bob's upload passes the cap only together with alice's
+    bobs, _ = s.accept_upload(str(clips[2]), upload_root, session="bob")
+    assert bobs.is_file() and not second.exists()  # the oldest other upload made room
+    assert s.uploads_bytes() <= 0.02 * 2**20
+    assert len(list((s.workdir / "uploads").iterdir())) == 1
+    s.close()
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("guidance", float("nan"), "guidance must be a finite number"),
+    ("strength", float("inf"), "strength must be a finite number"),
+    ("frames", "eight", "frames must be a number"),
+    ("width", 8, "at least 16"),
+    ("steps", 2.5, "steps must be a whole number"),
+])
+def test_the_server_checks_form_values_like_the_cli(session, tmp_path, field, value, needle):
+    form = EditForm(source="a red circle is moving on the road", targets="a blue circle is moving on the road",
+                    frames=2, width=64, height=64, steps=2)
+    setattr(form, field, value)
+    with pytest.raises(ConfigError) as err:
+        session.build_config(form, "v.mp4", tmp_path / "o")
+    assert needle in str(err.value)
+
+
+def test_errors_and_the_zip_show_no_server_paths(session, upload_root):
+    from attentionflow.io.video import write_mp4
+    from attentionflow.toyworld.world import make_video
+
+    write_mp4(make_video("a red circle is moving on the road", frames=4, size=64).frames, upload_root / "holiday.mp4")
+    path, _ = session.accept_upload(str(upload_root / "holiday.mp4"), upload_root, session="s1")
+    form = EditForm(**{**session.toy_example()[1].__dict__, "frames": 3})
+    too_many = EditForm(**{**form.__dict__, "frames": 8, "stride": 2})  # the clip has 4 frames
+    with pytest.raises(InputError) as err:
+        session.run_edit(too_many, path, session="s1")
+    assert "holiday.mp4" in str(err.value) and str(session.workdir) not in str(err.value), str(err.value)
+    result = session.run_edit(form, path, session="s1")
+    with zipfile.ZipFile(result.archive) as z:
+        manifest = z.read("attentionflow_result/manifest.json").decode()
+        config = z.read("attentionflow_result/config.yaml").decode()
+    assert '"argv"' not in manifest
+    for text in (manifest, config):
+        assert str(session.workdir) not in text and str(session.workdir.resolve()) not in text
+    assert "holiday.mp4" in config
+
+
+def test_inversion_reuse_is_never_reported_across_sessions(session):
+    path, form, _ = session.toy_example()
+    form.frames = 3
+    session.run_edit(form, path, session="alice")
+    other = EditForm(**{**form.__dict__, "targets": "a red circle is moving on the snow"})
+    assert "inversion reused" not in session.run_edit(other, path, session="bob").summary
+    assert "inversion reused" in session.run_edit(form, path, session="bob").summary  # bob's own, reused
+
+
+def test_public_host_needs_auth_unless_insecure(monkeypatch):
+    import attentionflow.app as app
+
+    started = []
+    monkeypatch.setattr(app, "launch_app", lambda settings, **kw: started.append(kw))
+    assert app.parse_auth("ann:s3cret:x") == ("ann", "s3cret:x")
+    from attentionflow.cli import main
+
+    assert main(["app", "--host", "0.0.0.0", "--port", "7861"]) == 2 and not started
+    assert main(["app", "--host", "0.0.0.0", "--port", "7861", "--auth", "ann:pw"]) == 0
+    assert started[-1]["auth"] == ("ann", "pw") and started[-1]["host"] == "0.0.0.0"
+    assert main(["app", "--host", "0.0.0.0", "--port", "7861", "--insecure"]) == 0
+    assert started[-1]["auth"] is None
+
+
 # -------------------------------------------------------------------------------------------------
 # the real browser
 

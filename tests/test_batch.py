@@ -179,6 +179,26 @@ def test_run_batch_records_failures_resumes_and_loads_the_model_once(tmp_path, c
     assert json.loads((summary_dir / "batch_summary.json").read_text())["counts"]["skipped"] == 2
 
 
+def test_each_job_reads_its_video_and_loads_its_tokenizer_once(tmp_path, clip_dir, monkeypatch):
+    import attentionflow.jobs as jobs_mod
+    import attentionflow.models.tokenizer as tok_mod
+
+    reads, tokenizers = [], []
+    real_read, real_tok = jobs_mod.read_frames, tok_mod.load_tokenizer
+    monkeypatch.setattr(jobs_mod, "read_frames", lambda *a, **k: reads.append(a) or real_read(*a, **k))
+    monkeypatch.setattr(tok_mod, "load_tokenizer", lambda *a, **k: tokenizers.append(a) or real_tok(*a, **k))
+    jobs = collect_jobs([_write_job(tmp_path, job_dict(clip_dir, name="one"))], out_root=tmp_path / "out")
+    summary = run_batch(jobs, summary_dir=None, progress=False, rank=0, world_size=1)
+    assert [r.status for r in summary.results] == ["done"]
+    assert len(reads) == 1 and len(tokenizers) == 1
+
+
+def _write_job(folder: Path, data: dict) -> Path:
+    path = folder / "job.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
 def test_cli_batch_exit_codes(tmp_path, clip_dir, capsys):
     from attentionflow.cli import main
 

@@ -280,3 +280,42 @@ def test_training_script_runs_resumes_and_saves_a_loadable_folder(tmp_path):
         emb = comps.text_encoder(ids).last_hidden_state
         out = comps.unet(torch.randn(1, 4, 16, 16), 10, encoder_hidden_states=emb).sample
     assert out.shape == (1, 4, 16, 16) and torch.isfinite(out).all()
+
+
+# the judge's morphology (OpenCV, 4-connectivity): hand-drawn cases with a known answer
+_RING = np.pad(np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], bool), 1)  # a ring with a one-pixel hole
+
+
+@pytest.mark.parametrize("name,mask,expected", [
+    ("hole is filled", _RING, np.pad(np.ones((3, 3), bool), 1)),
+    ("notch open to the border stays open", np.array([[1, 0, 1], [1, 0, 1], [1, 1, 1]], bool),
+     np.array([[1, 0, 1], [1, 0, 1], [1, 1, 1]], bool)),
+    ("diagonal gap does not close a hole (4-connected background)",
+     np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], bool), np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)),
+])
+def test_fill_holes(name, mask, expected):
+    from attentionflow.toyworld.judge import fill_holes
+
+    assert np.array_equal(fill_holes(mask), expected), name
+
+
+def test_erode_is_a_cross_with_outside_pixels_counting_as_empty():
+    from attentionflow.toyworld.judge import erode
+
+    mask = np.ones((5, 5), bool)
+    out = erode(mask)
+    assert out[1:4, 1:4].all() and not out[0].any() and not out[:, 0].any() and out.sum() == 9
+    plus = np.zeros((5, 5), bool)
+    plus[2, 1:4] = plus[1:4, 2] = True
+    assert erode(plus).sum() == 1 and erode(plus)[2, 2]
+
+
+def test_segment_object_keeps_the_largest_4_connected_region():
+    from attentionflow.toyworld.judge import segment_object
+
+    frame = np.zeros((8, 8, 3), np.uint8)
+    frame[1:4, 1:4] = 255  # 9 pixels
+    frame[5:7, 5:7] = 255  # 4 pixels
+    frame[4, 4] = 255  # touches both only diagonally
+    mask = segment_object(frame, np.zeros(3, np.float32))
+    assert mask.sum() == 9 and mask[1:4, 1:4].all()
