@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import AttentionFlowError, ConfigError, InputError
+from .errors import AttentionFlowError, ConfigError, InputError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +42,6 @@ UPLOAD_IMAGE_TYPES = (".png", ".jpg", ".jpeg")
 DIRECTIONS = ("any", "N", "NE", "E", "SE", "S", "SW", "W", "NW")
 MISSING_GRADIO = "the web app needs gradio: pip install attentionflow[app]"
 BUSY = "busy: another edit is running; yours is queued and starts when it finishes"
-TOY_FRAMES, TOY_SIZE = 8, 64
 
 ProgressFn = Callable[[str, int, int], None]
 """callback(stage, step, total) as :func:`attentionflow.jobs.run_edit_job` calls it."""
@@ -119,21 +117,12 @@ class EditResult:
     """Markdown: motion word(s), modes, timings."""
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
         return True
     except ValueError:
         return False
-
-
-def _natural_key(name: str) -> list[int | str]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
 _FORM_INTS = ("frames", "start", "stride", "width", "height", "steps", "seed")
@@ -181,12 +170,16 @@ class EditSession:
     """
 
     def __init__(self, settings: AppSettings) -> None:
-        from .cli import demo_config
+        from .demo import demo_config
         from .config import EditConfig
 
         self.settings = settings
         self.lock = threading.Lock()
-        self._pipeline: Any = None
+        from .jobs import PipelineCache
+
+        # re-editing the same clip with the same source prompt (new targets, MMI or P2P settings) starts from
+        # the cached inversion instead of inverting again
+        self._pipelines = PipelineCache(inversion_cache_size=2)
         self._uploads: dict[str, Path] = {}
         """Session id -> the folder holding that session's current upload."""
         self._shown: dict[str, str] = {}
@@ -211,7 +204,7 @@ class EditSession:
 
     def close(self) -> None:
         """Free the model and remove the temporary work folder (if the session made one)."""
-        self._pipeline = None
+        self._pipelines.clear()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -220,19 +213,17 @@ class EditSession:
 
     def toy_example(self) -> tuple[Path, EditForm, str]:
         """Render the built-in toy clip on the server; returns (its path, form values for it, message)."""
-        from .cli import DEMO_SOURCE, DEMO_TARGETS
+        from .demo import DEMO_FRAMES, DEMO_SIZE, DEMO_SOURCE, DEMO_TARGETS, demo_clip
         from .io.video import write_mp4
-        from .toyworld import make_video
 
         path = self.workdir / "toy" / "toy_example.mp4"
         if not path.is_file():
-            video = make_video(DEMO_SOURCE, frames=TOY_FRAMES, size=TOY_SIZE, seed=0)
-            write_mp4(video.frames, path, fps=8.0)
+            write_mp4(demo_clip()[:DEMO_FRAMES], path, fps=8.0)
         form = dataclasses.replace(self.defaults, source=DEMO_SOURCE, targets="\n".join(DEMO_TARGETS),
-                                   motion_word="moving", frames=min(TOY_FRAMES, self.settings.max_frames),
-                                   start=0, stride=1, width=TOY_SIZE, height=TOY_SIZE)
-        return path, form, (f"toy example loaded: '{DEMO_SOURCE}', {TOY_FRAMES} frames of "
-                            f"{TOY_SIZE}x{TOY_SIZE}")
+                                   motion_word="moving", frames=min(DEMO_FRAMES, self.settings.max_frames),
+                                   start=0, stride=1, width=DEMO_SIZE, height=DEMO_SIZE)
+        return path, form, (f"toy example loaded: '{DEMO_SOURCE}', {DEMO_FRAMES} frames of "
+                            f"{DEMO_SIZE}x{DEMO_SIZE}")
 
     def accept_upload(self, files: str | Sequence[str] | None, upload_root: Path | str,
                       session: str = "") -> tuple[Path, str]:
@@ -249,7 +240,7 @@ class EditSession:
         Raises:
             InputError: no file, a path outside ``upload_root``, a wrong type, too large, or undecodable.
         """
-        from .io.video import probe_video
+        from .io.video import natural_key, probe_video
 
         if not files:
             raise InputError("no file uploaded; upload a video (mp4/avi/mov/webm/mkv/gif) or png/jpg frames")
@@ -271,7 +262,7 @@ class EditSession:
             elif len(paths) > 1 and suffixes <= set(UPLOAD_IMAGE_TYPES):
                 target = dest / "frames"
                 target.mkdir()
-                for i, p in enumerate(sorted(paths, key=lambda q: _natural_key(q.name))):
+                for i, p in enumerate(sorted(paths, key=lambda q: natural_key(q.name))):
                     shutil.copyfile(p, target / f"frame_{i:05d}{p.suffix.lower()}")
             else:
                 names = ", ".join(p.name for p in paths)
@@ -282,7 +273,7 @@ class EditSession:
             shutil.rmtree(dest, ignore_errors=True)
             shown = paths[0].name if len(paths) == 1 else "the uploaded frames"
             # the message names the server-side copy; show the user's file name instead
-            raise InputError(_first_line(exc).replace(str(dest / "frames"), shown)
+            raise InputError(first_line(exc).replace(str(dest / "frames"), shown)
                              .replace(str(dest / f"input{paths[0].suffix.lower()}"), shown)) from None
         label = paths[0].name if len(paths) == 1 else f"{len(paths)} frames"
         previous = self._uploads.get(session)
@@ -369,17 +360,6 @@ class EditSession:
                                       direction=direction)
         return cfg.validate()
 
-    def _pipeline_for(self, config: Any) -> Any:
-        from .pipeline import AttentionFlowPipeline
-
-        if self._pipeline is None:
-            # re-editing the same clip with the same source prompt (new targets, MMI or P2P settings)
-            # starts from the cached inversion instead of inverting again
-            self._pipeline = AttentionFlowPipeline.from_pretrained(config.pretrained_model_path, device=config.device,
-                                                                   mixed_precision=config.mixed_precision,
-                                                                   inversion_cache_size=2)
-        return self._pipeline
-
     def _prune_results(self) -> None:
         folders = sorted((p for p in (self.workdir / "results").iterdir() if p.is_dir()),
                          key=lambda p: p.stat().st_mtime)
@@ -394,7 +374,6 @@ class EditSession:
             AttentionFlowError: bad form values, input or prompts (checked before heavy compute); server
                 paths in its message are replaced by the names the user knows.
         """
-        import json
 
         if progress is not None:
             progress("checking the input", 0, 1)
@@ -414,17 +393,17 @@ class EditSession:
                 checked = check_job(config, overwrite=False)
                 if progress is not None:
                     progress("loading model", 0, 1)
-                pipeline = self._pipeline_for(config)
+                pipeline = self._pipelines.get(checked.model_dir, config.device, config.mixed_precision)
                 if self._cache_owner != session:  # never start one user's edit from another user's inversion
                     pipeline.clear_inversion_cache()
                     self._cache_owner = session
                 public.replace[str(checked.model_dir)] = self.settings.model if self.settings.model == "embedded" \
                     else Path(str(checked.model_dir)).name
-                run_edit_job(config, progress=False, pipeline=pipeline, command="app", callback=progress,
-                             checked=checked, public=public)
+                job = run_edit_job(config, progress=False, pipeline=pipeline, command="app", callback=progress,
+                                   checked=checked, public=public)
             except AttentionFlowError as exc:
                 shutil.rmtree(request, ignore_errors=True)
-                raise type(exc)(public.apply(_first_line(exc))) from None
+                raise type(exc)(public.apply(first_line(exc))) from None
             except BaseException:
                 shutil.rmtree(request, ignore_errors=True)
                 raise
@@ -432,7 +411,7 @@ class EditSession:
                 progress("packing outputs", 0, 1)
             archive = Path(shutil.make_archive(str(request / "attentionflow_result"), "zip", root_dir=request,
                                                base_dir=out.name))
-        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        manifest = job.manifest
         edits = [(out / f"{e['outputs']}.gif", e["prompt"]) for e in manifest["edits"]]
         attention = [(p, p.stem.replace("_", " ")) for p in sorted((out / "attention").glob("*.png"))] \
             if (out / "attention").is_dir() else []
@@ -591,7 +570,7 @@ def build_app(session: EditSession) -> Any:
                 return [_status(str(exc), error=True), ""] + empty
             except Exception as exc:  # the server keeps running; details go to the log
                 logger.exception("edit failed")
-                return [_status(f"internal error ({type(exc).__name__}: {_first_line(exc)})", error=True), ""] + empty
+                return [_status(f"internal error ({type(exc).__name__}: {first_line(exc)})", error=True), ""] + empty
             return [_status("done"), result.summary, str(result.grid), str(result.input), str(result.reconstruction),
                     str(result.motion_overlay) if result.motion_overlay else None,
                     [(str(p), c) for p, c in result.edits], [(str(p), c) for p, c in result.attention],

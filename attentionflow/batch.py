@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .errors import AttentionFlowError, ConfigError, InputError
+from .errors import AttentionFlowError, ConfigError, InputError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +120,6 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _entries(path: Path) -> list[tuple[str, str | None, Any]]:
     """(source, explicit-name-or-None, raw mapping or an exception) for every job in one file."""
     suffix = path.suffix.lower()
@@ -134,7 +129,7 @@ def _entries(path: Path) -> list[tuple[str, str | None, Any]]:
         raw = path.read_bytes()
         text = raw.decode("utf-8")
     except OSError as exc:
-        return [(str(path), None, InputError(f"cannot read job file {path}: {_first_line(exc)}"))]
+        return [(str(path), None, InputError(f"cannot read job file {path}: {first_line(exc)}"))]
     except UnicodeDecodeError as exc:
         return [(str(path), None, ConfigError(f"job file {path} is not UTF-8 text (byte offset {exc.start}); "
                                               f"save it as UTF-8"))]
@@ -222,7 +217,7 @@ def collect_jobs(paths: Sequence[str | os.PathLike[str]], *, out_root: str | os.
             job = BatchJob(index=index, name=name, source=source)
             jobs.append(job)
             if isinstance(raw, Exception):
-                job.error = _first_line(raw)
+                job.error = first_line(raw)
                 continue
             if not isinstance(raw, dict):
                 job.error = f"{source} must be a config mapping, got {type(raw).__name__}"
@@ -238,7 +233,7 @@ def collect_jobs(paths: Sequence[str | os.PathLike[str]], *, out_root: str | os.
                     cfg.device = device
                 cfg.validate()
             except AttentionFlowError as exc:
-                job.error = _first_line(exc)
+                job.error = first_line(exc)
                 continue
             job.config = cfg
             key = os.path.normcase(os.path.abspath(cfg.output_dir))
@@ -271,35 +266,12 @@ def is_complete(output_dir: str | os.PathLike[str]) -> bool:
 INVERSION_CACHE_SIZE = 4
 
 
-class _PipelineCache:
-    """One loaded pipeline per process, replaced when a job names another model/device/precision."""
-
-    def __init__(self) -> None:
-        self.key: tuple[str, str, str] | None = None
-        self.pipeline: Any = None
-
-    def get(self, model_dir: Path, device: str, mixed_precision: str) -> Any:
-        from .pipeline import AttentionFlowPipeline
-
-        key = (str(model_dir), device, mixed_precision)
-        if key != self.key:
-            self.pipeline = None  # free the previous model before loading the next
-            self.key = None
-            logger.info("loading model %s (%s, %s)", model_dir, device, mixed_precision)
-            # jobs that edit the same clip with the same source prompt share its inversion
-            self.pipeline = AttentionFlowPipeline.from_pretrained(str(model_dir), device=device,
-                                                                  mixed_precision=mixed_precision,
-                                                                  inversion_cache_size=INVERSION_CACHE_SIZE)
-            self.key = key
-        return self.pipeline
-
-
-def run_job(job: BatchJob, cache: _PipelineCache, *, force: bool = False, progress: bool = False,
+def run_job(job: BatchJob, cache: Any, *, force: bool = False, progress: bool = False,
             rank: int = 0) -> JobResult:
     """Run (or skip) one job and record the outcome; never raises for a job's own failure."""
     from .jobs import check_job, run_edit_job
 
-    start = time.perf_counter()
+    start = time.perf_counter()  # cache: a jobs.PipelineCache
 
     def result(status: str, error: str | None = None) -> JobResult:
         return JobResult(index=job.index, job=job.name, source=job.source, status=status,
@@ -316,11 +288,11 @@ def run_job(job: BatchJob, cache: _PipelineCache, *, force: bool = False, progre
         pipeline = cache.get(checked.model_dir, cfg.device, cfg.mixed_precision)
         run_edit_job(cfg, overwrite=force, progress=progress, pipeline=pipeline, command="batch", checked=checked)
     except AttentionFlowError as exc:
-        return result("failed", _first_line(exc).replace("pass --overwrite", "run the batch with --force"))
+        return result("failed", first_line(exc).replace("pass --overwrite", "run the batch with --force"))
     except Exception as exc:  # one broken job must not stop the batch; keep the traceback in the log
         logger.warning("job %s failed", job.name, exc_info=True)
         _free_accelerator_memory()
-        return result("failed", f"{type(exc).__name__}: {_first_line(exc)}")
+        return result("failed", f"{type(exc).__name__}: {first_line(exc)}")
     return result("done")
 
 
@@ -368,7 +340,9 @@ def run_batch(jobs: Sequence[BatchJob], *, summary_dir: str | os.PathLike[str] |
                 job.config.device = str(state.device)
     # Group by model so that each process loads every model once; results are re-sorted by index.
     order = sorted(mine, key=lambda j: (j.config is not None, j.config.pretrained_model_path if j.config else ""))
-    cache = _PipelineCache()
+    from .jobs import PipelineCache
+
+    cache = PipelineCache(inversion_cache_size=INVERSION_CACHE_SIZE)  # jobs of one clip share its inversion
     results: list[JobResult] = []
     from tqdm.auto import tqdm
 
@@ -381,7 +355,7 @@ def run_batch(jobs: Sequence[BatchJob], *, summary_dir: str | os.PathLike[str] |
                     f" ({res.error})" if res.error else "")
         results.append(res)
     bar.close()
-    cache.pipeline = None
+    cache.clear()
     if world_size > 1:
         from accelerate.utils import gather_object
 

@@ -17,8 +17,7 @@ from typing import Any, NoReturn, Sequence
 from . import __version__
 from .errors import AttentionFlowError, ConfigError
 
-DEMO_SOURCE = "a red circle is moving on the road"
-DEMO_TARGETS = ("a blue circle is moving on the road", "a red circle is moving on the snow")
+from .demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -141,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    + " and ".join(f"'{t}'" for t in DEMO_TARGETS) + " with MMI on.")
     d.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo; a previous demo "
                    "output there is replaced)")
-    d.add_argument("--steps", type=int, default=None, help="DDIM steps (default from configs/demo.yaml: 25)")
+    d.add_argument("--steps", type=int, default=None, help=f"DDIM steps (default {DEMO_STEPS}, as configs/demo.yaml)")
     d.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=cmd_demo)
@@ -233,41 +232,27 @@ def _quiet_libraries() -> None:
         os.environ.setdefault(name, value)
 
 
-def _distributed_rank() -> tuple[int, int]:
-    """(rank, world size) when launched by accelerate/torchrun, else (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        from accelerate import PartialState
-
-        state = PartialState()
-        return state.process_index, state.num_processes
-    return 0, 1
-
-
 def cmd_edit(args: argparse.Namespace) -> int:
+    from .batch import distributed_state
     from .jobs import run_edit_job
 
     cfg = config_from_args(args)
-    rank, world = _distributed_rank()
+    rank, world, _ = distributed_state()
     if rank != 0:
         logging.getLogger(__name__).info("process %d of %d: a single edit runs on the main process", rank, world)
         return 0
     start = time.perf_counter()
-    out = run_edit_job(cfg, overwrite=args.overwrite, progress=not args.quiet, command="edit")
+    result = run_edit_job(cfg, overwrite=args.overwrite, progress=not args.quiet, command="edit")
     if not args.quiet:
-        print(f"wrote {out} in {time.perf_counter() - start:.1f} s{_reconstruction_note(out)}", file=sys.stderr)
+        print(f"wrote {result.output_dir} in {time.perf_counter() - start:.1f} s"
+              f"{_reconstruction_note(result.reconstruction_psnr_db)}", file=sys.stderr)
     return 0
 
 
-def _reconstruction_note(out: Path) -> str:
-    """' (reconstruction PSNR 26.8 dB)' from the run's manifest, or '' if it has none."""
-    import json
-
-    try:
-        db = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["inversion"]["reconstruction_psnr_db"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
-    return "" if db is None else f" (reconstruction PSNR {db:.1f} dB: how closely the inversion reproduces the input)"
+def _reconstruction_note(db: float | None) -> str:
+    """' (reconstruction PSNR 26.8 dB: ...)' for the job's reconstruction PSNR (None: an exact reconstruction)."""
+    shown = "exact" if db is None else f"{db:.1f} dB"
+    return f" (reconstruction PSNR {shown}: how closely the inversion reproduces the input)"
 
 
 def cmd_motion(args: argparse.Namespace) -> int:
@@ -305,65 +290,18 @@ def cmd_motion(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_config(out: str, steps: int | None):
-    """The demo's configuration: configs/demo.yaml's settings on a freshly rendered toy clip."""
-    from .config import EditConfig, InputDataConfig, MMIConfig, ValidationDataConfig
-
-    cfg = EditConfig(
-        pretrained_model_path="embedded",
-        output_dir=out,
-        input_data=InputDataConfig(video_path="", prompt=DEMO_SOURCE, n_sample_frames=8, width=64, height=64),
-        validation_data=ValidationDataConfig(prompts=list(DEMO_TARGETS), video_length=8, width=64, height=64,
-                                             num_inference_steps=25, num_inv_steps=25),
-        mmi=MMIConfig(motion_words=["moving"]),
-        seed=33,
-        device="cpu",
-    )
-    if steps is not None:
-        cfg.validation_data.num_inference_steps = cfg.validation_data.num_inv_steps = steps
-    return cfg
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    import json
+    from .demo import DEMO_SOURCE, DEMO_TARGETS, run_demo
 
-    import numpy as np
-
-    from .errors import InputError
-    from .io.video import read_frames, write_frames
-    from .jobs import run_edit_job
-    from .toyworld.world import make_video
-
-    out = Path(args.out)
-    overwrite = args.overwrite
-    manifest = out / "manifest.json"
-    if manifest.exists():
-        try:
-            overwrite = overwrite or json.loads(manifest.read_text()).get("command") == "demo"
-        except (OSError, ValueError):
-            pass
-    cfg = demo_config(str(out), args.steps)
-    clip_dir = out.parent / f"{out.name}_input"
-    video = make_video(DEMO_SOURCE, frames=8, size=64, seed=0)
-    if clip_dir.exists():  # a clip of an earlier demo is reused as it is; anything else there is left alone
-        try:
-            same = np.array_equal(read_frames(clip_dir), video.frames)
-        except AttentionFlowError:
-            same = False
-        if not same:
-            raise InputError(f"the demo writes its input clip to {clip_dir}, which holds something else; "
-                             f"choose another --out")
-    else:
-        write_frames(video.frames, clip_dir)
-    cfg.input_data.video_path = str(clip_dir)
     start = time.perf_counter()
     if not args.quiet:
         print(f"demo: '{DEMO_SOURCE}' -> " + ", ".join(f"'{t}'" for t in DEMO_TARGETS)
               + " (embedded toy model, CPU)", file=sys.stderr)
-    run_edit_job(cfg, overwrite=overwrite, progress=not args.quiet, command="demo")
+    result = run_demo(args.out, args.steps, overwrite=args.overwrite, progress=not args.quiet)
     if not args.quiet:
-        print(f"wrote {out} in {time.perf_counter() - start:.1f} s (grid: {out / 'grid.gif'})"
-              f"{_reconstruction_note(out)}", file=sys.stderr)
+        print(f"wrote {result.output_dir} in {time.perf_counter() - start:.1f} s (grid: "
+              f"{result.output_dir / 'grid.gif'}){_reconstruction_note(result.reconstruction_psnr_db)}",
+              file=sys.stderr)
     return 0
 
 

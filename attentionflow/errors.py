@@ -8,6 +8,17 @@ what would be valid. The CLI turns it into that line on stderr and exit code 2, 
 from __future__ import annotations
 
 
+def one_line(text: object) -> str:
+    """``text`` with every run of white space (newlines included) folded into one space."""
+    return " ".join(str(text).split())
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class AttentionFlowError(Exception):
     """A user-input error: the message is one line, names the bad value and what would be valid."""
 

@@ -1,4 +1,4 @@
-"""DDIM inversion and null-text inversion (DESIGN.md section 5).
+"""DDIM inversion and null-text inversion.
 
 Both work on a ``noise_fn(latents, t, embeddings) -> eps`` callable instead of a UNet, so they are
 exact and testable with a stub predictor; the pipeline passes a closure around the UNet.
@@ -53,6 +53,11 @@ def ddim_inversion(latents: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMSche
     return trajectory
 
 
+def guided_noise(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance: ``eps_u + s * (eps_c - eps_u)`` (any matching shapes)."""
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+
 def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, scheduler: DDIMScheduler,
                         cond_embeddings: torch.Tensor, uncond_embeddings: torch.Tensor, guidance_scale: float,
                         *, num_inner_steps: int = 1, base_lr: float = 1e-2, epsilon: float = 1e-5,
@@ -91,7 +96,7 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
             with torch.no_grad():
                 eps_cond = noise_fn(latent, t, cond_embeddings)
                 eps_uncond = noise_fn(latent, t, plain)
-                latent = sched.step(eps_uncond + guidance_scale * (eps_cond - eps_uncond), t, latent).prev_sample
+                latent = sched.step(guided_noise(eps_uncond, eps_cond, guidance_scale), t, latent).prev_sample
             if callback is not None:
                 callback(i, num_steps)
             continue
@@ -103,7 +108,7 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
         for _ in range(num_inner_steps):
             with torch.enable_grad():
                 eps_uncond = noise_fn(latent, t, uncond)
-                eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+                eps = guided_noise(eps_uncond, eps_cond, guidance_scale)
                 prev = sched.step(eps, t, latent).prev_sample
                 loss = F.mse_loss(prev, target)
                 optimizer.zero_grad()
@@ -115,7 +120,7 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
         result.append(uncond)
         with torch.no_grad():
             eps_uncond = noise_fn(latent, t, uncond)
-            eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+            eps = guided_noise(eps_uncond, eps_cond, guidance_scale)
             latent = sched.step(eps, t, latent).prev_sample
         if callback is not None:
             callback(i, num_steps)

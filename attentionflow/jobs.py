@@ -124,6 +124,56 @@ def check_job(config: EditConfig, overwrite: bool) -> CheckedJob:
 
 
 @dataclass
+class JobResult:
+    """What :func:`run_edit_job` made: the folder, the pipeline's result and the manifest it wrote."""
+
+    output_dir: Path
+    """The output folder (as the config names it)."""
+    output: EditOutput
+    """The edit itself: videos, attention maps, motion maps, modes, timings."""
+    manifest: dict[str, Any]
+    """Exactly what ``manifest.json`` holds."""
+
+    @property
+    def edit_names(self) -> list[str]:
+        """File stem of each edit's outputs, in target order."""
+        return [e["outputs"] for e in self.manifest["edits"]]
+
+    @property
+    def reconstruction_psnr_db(self) -> float | None:
+        """How closely the inversion reproduced the input (None: exactly)."""
+        return self.manifest["inversion"]["reconstruction_psnr_db"]
+
+
+class PipelineCache:
+    """One loaded pipeline per process, replaced when a job names another model, device or precision."""
+
+    def __init__(self, inversion_cache_size: int = 0) -> None:
+        self.inversion_cache_size = inversion_cache_size
+        """Inversions the pipeline keeps (re-editing a clip with the same source prompt and settings reuses one)."""
+        self._key: tuple[str, str, str] | None = None
+        self._pipeline: AttentionFlowPipeline | None = None
+
+    def get(self, model_dir: Path | str, device: str, mixed_precision: str) -> AttentionFlowPipeline:
+        """The pipeline for this model folder, device and precision (loaded now if it is not the current one)."""
+        from .pipeline import AttentionFlowPipeline
+
+        key = (str(model_dir), device, mixed_precision)
+        if key != self._key or self._pipeline is None:
+            self.clear()  # free the previous model before loading the next
+            logger.info("loading model %s (%s, %s)", model_dir, device, mixed_precision)
+            self._pipeline = AttentionFlowPipeline.from_pretrained(str(model_dir), device=device,
+                                                                   mixed_precision=mixed_precision,
+                                                                   inversion_cache_size=self.inversion_cache_size)
+            self._key = key
+        return self._pipeline
+
+    def clear(self) -> None:
+        """Drop the loaded pipeline."""
+        self._pipeline, self._key = None, None
+
+
+@dataclass
 class PublicPaths:
     """How an output folder names server-side paths when it is handed to someone else (the app's zip)."""
 
@@ -146,8 +196,8 @@ class PublicPaths:
 def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool = True,
                  pipeline: AttentionFlowPipeline | None = None, command: str = "edit",
                  callback: Callable[[str, int, int], None] | None = None, checked: CheckedJob | None = None,
-                 public: PublicPaths | None = None) -> Path:
-    """Run one edit job and write its output folder; returns the folder.
+                 public: PublicPaths | None = None) -> JobResult:
+    """Run one edit job and write its output folder; returns the folder, the edit and the manifest.
 
     Raises :class:`attentionflow.errors.AttentionFlowError` for bad input before any heavy compute:
     ``checked`` (from :func:`check_job`) saves checking again. The temporary output folder is created
@@ -188,7 +238,7 @@ def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool 
             config_text = public.apply(config_text)
         (tmp / "config.yaml").write_text(config_text, encoding="utf-8")
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")  # last: marks it complete
-    return Path(config.output_dir)
+    return JobResult(output_dir=Path(config.output_dir), output=out, manifest=manifest)
 
 
 def write_outputs(folder: Path, frames: np.ndarray, out: EditOutput, fps: float) -> list[str]:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .io.video import check_video
 
 __all__ = [
     "CLIP_MEAN",
@@ -66,10 +67,7 @@ CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
 def _video(frames: np.ndarray, name: str = "video") -> np.ndarray:
     """Check ``(F, H, W, 3)`` and return float32 (0-255 scale)."""
-    arr = np.asarray(frames)
-    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[0] < 1:
-        raise InputError(f"{name} has shape {arr.shape}; expected (F, H, W, 3) RGB frames")
-    return arr.astype(np.float32, copy=False)
+    return check_video(np.asarray(frames), name, uint8=False).astype(np.float32, copy=False)
 
 
 def _same_shape(a: np.ndarray, b: np.ndarray, what: str) -> None:
@@ -342,9 +340,7 @@ def clip_preprocess(frames: np.ndarray, image_size: int, mean: Sequence[float] =
     Returns:
         ``(F, 3, image_size, image_size)`` float32 on ``device``.
     """
-    video = np.asarray(frames)
-    if video.ndim != 4 or video.shape[-1] != 3:
-        raise InputError(f"frames have shape {video.shape}; expected (F, H, W, 3) RGB")
+    video = check_video(np.asarray(frames), uint8=False)
     h, w = video.shape[1:3]
     scale = image_size / min(h, w)
     nh, nw = max(image_size, round(h * scale)), max(image_size, round(w * scale))

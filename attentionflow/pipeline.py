@@ -25,7 +25,8 @@ from .attention.tokens import check_prompt_length, content_token_mask, prompt_wo
 from .config import MMIConfig, P2PConfig
 from .errors import InputError, PromptError
 from .flow.motion import MotionOptions, MotionResult, motion_maps, motion_maps_for_resolutions
-from .inversion import ddim_inversion, null_step_mask, null_text_inversion, sampling_scheduler
+from .io.video import check_video
+from .inversion import ddim_inversion, guided_noise, null_step_mask, null_text_inversion, sampling_scheduler
 from .mmi.inject import MotionInjector
 from .models.factory import Components
 from .models.loading import load_components, select_device, select_dtype
@@ -254,8 +255,7 @@ class AttentionFlowPipeline:
         return settings
 
     def _check_frames(self, frames: np.ndarray) -> None:
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] < 1:
-            raise InputError(f"frames must be a non-empty (F, H, W, 3) uint8 array, got {frames.dtype} {frames.shape}")
+        check_video(frames)
         height, width = frames.shape[1:3]
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
             raise InputError(f"frame size {width}x{height} must be a multiple of {self.vae_scale_factor}")
@@ -460,7 +460,7 @@ class AttentionFlowPipeline:
                 u = null_embeddings[i] if use_null[i] else uncond  # type: ignore[index]
                 emb = torch.cat([u.expand_as(cond_batch), cond_batch])
                 eps_u, eps_c = self.unet(torch.cat([latents, latents]), t, encoder_hidden_states=emb).sample.chunk(2)
-                eps = eps_u + guidance_scale * (eps_c - eps_u)
+                eps = guided_noise(eps_u, eps_c, guidance_scale)
             else:
                 eps = self.unet(latents, t, encoder_hidden_states=cond_batch).sample
             latents = sched.step(eps, t, latents).prev_sample

@@ -26,7 +26,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 def fast_defaults():
     """The toy demo's settings with 2 steps and no null-text optimisation (seconds on a CPU)."""
-    from attentionflow.cli import demo_config
+    from attentionflow.demo import demo_config
 
     cfg = demo_config("", 2)
     cfg.validation_data.use_null_inv = False

@@ -248,3 +248,13 @@ def test_identical_target_prompts_get_their_own_outputs(work):
     assert names == ["edit_01_a-blue-circle-is-moving-on-the-road", "edit_02_a-blue-circle-is-moving-on-the-road"]
     for name in names:
         assert (out / f"{name}.mp4").is_file() and (out / "attention" / f"{name}.png").is_file()
+
+
+def test_demo_never_deletes_files_in_its_input_folder(work, capsys):
+    """The demo writes its clip to OUT_input; a folder of that name holding anything else is left alone."""
+    mine = work / "demo_input"
+    mine.mkdir()
+    (mine / "holiday_0001.png").write_bytes(b"my photo")
+    assert main(["demo", "--out", str(work / "demo"), "--steps", "2", "--quiet"]) == 2
+    assert "demo_input" in capsys.readouterr().err
+    assert (mine / "holiday_0001.png").read_bytes() == b"my photo" and not (work / "demo").exists()

@@ -14,7 +14,7 @@ from typing import Any, Literal, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, PromptError
+from ..errors import ConfigError, PromptError, one_line
 from .base import AttentionController, AttentionSite, AttentionState
 from .tokens import (
     check_prompt_length,
@@ -36,16 +36,12 @@ StepWindow = Union[float, tuple[float, float]]
 _DEFAULT_KEY = "default_"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _edit_positions(word: str, edits: Sequence[str], tokenizer: Any, what: str) -> list[list[int]]:
     """Token positions of ``word`` in each edit prompt; a :class:`PromptError` if it is in none of them."""
     hits = [word_positions(t, word, tokenizer) for t in edits]
     if not any(hits):
-        raise PromptError(f"{what} '{_one_line(word)}' is in none of the edit prompts; words of "
-                          f"'{_one_line(edits[0]) if edits else ''}': "
+        raise PromptError(f"{what} '{one_line(word)}' is in none of the edit prompts; words of "
+                          f"'{one_line(edits[0]) if edits else ''}': "
                           f"{', '.join(prompt_words(edits[0], tokenizer)) if edits else ''}")
     return hits
 

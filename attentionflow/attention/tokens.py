@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..errors import PromptError
+from ..errors import PromptError, one_line
 
 __all__ = [
     "check_prompt_length",
@@ -40,10 +40,6 @@ _DEFAULT_MAX_LENGTH = 77
 _GAP, _MATCH, _MISMATCH = 0, 1, -1
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def max_length(tokenizer: Any) -> int:
     """The text encoder's sequence length (``model_max_length``; 77 when the tokenizer has none)."""
     n = int(getattr(tokenizer, "model_max_length", _DEFAULT_MAX_LENGTH) or _DEFAULT_MAX_LENGTH)
@@ -55,7 +51,7 @@ def prompt_token_ids(prompt: str, tokenizer: Any) -> list[int]:
     ids = list(tokenizer(prompt, add_special_tokens=True, truncation=False).input_ids)
     limit = max_length(tokenizer)
     if len(ids) > limit:
-        raise PromptError(f"prompt '{_one_line(prompt)}' has {len(ids)} tokens (with start/end tokens); "
+        raise PromptError(f"prompt '{one_line(prompt)}' has {len(ids)} tokens (with start/end tokens); "
                           f"the limit is {limit}: shorten it")
     return ids
 
@@ -117,7 +113,7 @@ def _find(tokens: list[str], word_tokens: list[str]) -> list[int]:
 def word_positions(prompt: str, word: str, tokenizer: Any) -> list[int]:
     """Like :func:`word_token_indices` but returns [] when the word is absent."""
     if not str(word).strip():
-        raise PromptError(f"empty word {word!r}: give a word of the prompt '{_one_line(prompt)}'")
+        raise PromptError(f"empty word {word!r}: give a word of the prompt '{one_line(prompt)}'")
     tokens = [t.lower() for t in _content_tokens(prompt, tokenizer)]
     word_ids = tokenizer(str(word).strip(), add_special_tokens=False).input_ids
     word_tokens = [t.lower() for t in tokenizer.convert_ids_to_tokens(word_ids)]
@@ -134,7 +130,7 @@ def word_token_indices(prompt: str, word: str, tokenizer: Any) -> list[int]:
     """
     positions = word_positions(prompt, word, tokenizer)
     if not positions:
-        raise PromptError(f"word '{_one_line(word)}' is not in the prompt '{_one_line(prompt)}'; "
+        raise PromptError(f"word '{one_line(word)}' is not in the prompt '{one_line(prompt)}'; "
                           f"its words are: {', '.join(prompt_words(prompt, tokenizer))}")
     return positions
 
@@ -157,8 +153,8 @@ def replace_mapper(source: str, target: str, tokenizer: Any) -> torch.Tensor:
     src_tokens = _content_tokens(source, tokenizer)
     tgt_tokens = _content_tokens(target, tokenizer)
     if len(src_tokens) != len(tgt_tokens):
-        raise PromptError(f"replace needs prompts with the same number of tokens: '{_one_line(source)}' has "
-                          f"{len(src_tokens)}, '{_one_line(target)}' has {len(tgt_tokens)}; use refine")
+        raise PromptError(f"replace needs prompts with the same number of tokens: '{one_line(source)}' has "
+                          f"{len(src_tokens)}, '{one_line(target)}' has {len(tgt_tokens)}; use refine")
     size = max_length(tokenizer)
     n = len(src_tokens)
     mapper = torch.zeros(size, size)

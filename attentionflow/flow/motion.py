@@ -1,4 +1,4 @@
-"""Motion maps for Motion Map Injection (DESIGN.md section 6.1).
+"""Motion maps for Motion Map Injection.
 
 Pipeline of :func:`motion_maps` for a video of ``N`` frames ``(N, H, W, 3)`` uint8 RGB (exactly the
 sampled, resized and center-cropped frames the model sees):
@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from attentionflow.errors import ConfigError, InputError
 from attentionflow.flow.estimators import FlowEstimator, available_flow_estimators, get_flow_estimator
+from attentionflow.io.video import check_video
 
 if TYPE_CHECKING:  # torch is imported by the functions that resize maps for attention, not by flow itself
     import torch
@@ -217,11 +218,7 @@ class MotionResult:
 
 def check_frames(frames: np.ndarray, min_frames: int = 2) -> None:
     """Raise :class:`InputError` unless ``frames`` is ``(N, H, W, 3)`` uint8 with ``N >= min_frames``."""
-    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
-        shape = getattr(frames, "shape", type(frames).__name__)
-        raise InputError(f"frames have shape {shape}; expected (N, H, W, 3) RGB")
-    if frames.dtype != np.uint8:
-        raise InputError(f"frames have dtype {frames.dtype}; expected uint8 RGB")
+    check_video(frames)
     if frames.shape[0] < min_frames:
         raise InputError(f"MMI needs at least {min_frames} frames, got {frames.shape[0]}")
     if frames.shape[1] < 2 or frames.shape[2] < 2:

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from attentionflow.errors import InputError
+from attentionflow.io.video import check_video
 
 __all__ = ["flow_to_color", "map_to_image", "motion_overlay"]
 
@@ -76,9 +77,7 @@ def motion_overlay(
     Returns:
         ``(N, H, W, 3)`` uint8 RGB: ``(1 - alpha) * frame + alpha * heat``.
     """
-    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        shape = getattr(frames, "shape", type(frames).__name__)
-        raise InputError(f"overlay frames have shape {shape}; expected (N, H, W, 3) uint8")
+    check_video(frames, "overlay frames")
     if not isinstance(maps, np.ndarray) or maps.ndim != 3 or maps.shape[0] != frames.shape[0]:
         shape = getattr(maps, "shape", type(maps).__name__)
         raise InputError(f"overlay maps have shape {shape}; expected ({frames.shape[0]}, H, W)")

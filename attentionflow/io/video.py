@@ -52,6 +52,7 @@ __all__ = [
     "write_frames",
     "make_grid",
     "MANIFEST_NAME",
+    "check_video",
     "check_output_dir",
     "remove_stale_siblings",
     "atomic_output_dir",
@@ -98,7 +99,7 @@ class VideoInfo:
 # --------------------------------------------------------------------------------------------
 
 
-def _natural_key(name: str) -> list[int | str]:
+def natural_key(name: str) -> list[int | str]:
     """Sort key putting ``frame2`` before ``frame10``: digit runs compare as integers.
 
     ``re.split`` with a capturing group alternates text and digit runs, so two keys always hold
@@ -119,7 +120,7 @@ def _folder_frames(folder: Path) -> list[Path]:
     ]
     if not files:
         raise InputError(f"no {'/'.join(IMAGE_EXTENSIONS)} frames in folder {folder}; expected {_ACCEPTED}")
-    return sorted(files, key=lambda p: _natural_key(p.name))
+    return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def _is_pillow_gif(path: Path) -> bool:
@@ -245,6 +246,19 @@ def _gif_thunks(im: Image.Image, path: Path) -> Iterator[FrameThunk]:
 
         yield thunk
         index += 1
+
+
+def check_video(frames: object, what: str = "frames", *, min_frames: int = 1, uint8: bool = True) -> np.ndarray:
+    """Raise a one-line InputError unless ``frames`` is an ``(N, H, W, 3)`` array with ``N >= min_frames``
+    (and uint8 when ``uint8``); returns it. The one check of a video array every module uses."""
+    shape = getattr(frames, "shape", type(frames).__name__)
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InputError(f"{what} have shape {shape}; expected (N, H, W, 3) {'uint8 ' if uint8 else ''}RGB")
+    if uint8 and frames.dtype != np.uint8:
+        raise InputError(f"{what} have dtype {frames.dtype}; expected (N, H, W, 3) uint8 RGB")
+    if frames.shape[0] < min_frames:
+        raise InputError(f"{what} hold {frames.shape[0]} frames; at least {min_frames} needed")
+    return frames
 
 
 # --------------------------------------------------------------------------------------------

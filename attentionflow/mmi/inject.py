@@ -1,4 +1,4 @@
-"""Motion Map Injection: the :class:`MotionInjector` attention controller (DESIGN.md section 6).
+"""Motion Map Injection: the :class:`MotionInjector` attention controller.
 
 At every selected cross-attention layer and denoising step the injector edits the conditional half
 of the attention probabilities ``probs`` ``(G*B*F, heads, Q, K)`` (see

@@ -15,6 +15,7 @@ from diffusers import DDIMScheduler
 from tqdm.auto import tqdm
 
 from attentionflow import metrics
+from attentionflow.inversion import guided_noise
 from attentionflow.models.factory import Components
 from attentionflow.toyworld.judge import judge
 from attentionflow.toyworld.world import make_video, parse_caption, random_caption
@@ -64,7 +65,7 @@ def generate_images(components: Components, prompts: Sequence[str], seeds: Seque
         for t in scheduler.timesteps:
             eps = unet(torch.cat([x, x]), t, encoder_hidden_states=ctx).sample  # (2b, 4, h, w)
             eps_u, eps_c = eps.chunk(2)
-            x = scheduler.step(eps_u + guidance_scale * (eps_c - eps_u), t, x).prev_sample
+            x = scheduler.step(guided_noise(eps_u, eps_c, guidance_scale), t, x).prev_sample
         img = vae.decode(x / vae.config.scaling_factor).sample  # (b, 3, H, W) in [-1, 1]
         img = ((img.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)  # (b, H, W, 3)
         out.append(img.cpu().numpy())

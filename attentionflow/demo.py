@@ -1,0 +1,78 @@
+"""The offline demo: a rendered toy clip edited by the embedded toy model (``attentionflow demo``).
+
+``configs/demo.yaml`` describes the same job on a shipped copy of the clip; the web app's "Toy example"
+uses the same clip and prompts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .config import EditConfig, InputDataConfig, MMIConfig, ValidationDataConfig
+from .errors import AttentionFlowError, InputError
+from .io.video import MANIFEST_NAME
+from .jobs import JobResult, run_edit_job
+
+DEMO_SOURCE = "a red circle is moving on the road"
+DEMO_TARGETS = ("a blue circle is moving on the road", "a red circle is moving on the snow")
+DEMO_FRAMES, DEMO_SIZE, DEMO_STEPS = 8, 64, 25
+
+
+def demo_clip() -> np.ndarray:
+    """The demo's input: (8, 64, 64, 3) uint8 frames of the source caption (toy world, seed 0)."""
+    from .toyworld.world import make_video
+
+    return make_video(DEMO_SOURCE, frames=DEMO_FRAMES, size=DEMO_SIZE, seed=0).frames
+
+
+def demo_config(out: str, steps: int | None = None) -> EditConfig:
+    """The demo's configuration (configs/demo.yaml's settings); ``video_path`` is filled by :func:`run_demo`."""
+    steps = DEMO_STEPS if steps is None else steps
+    return EditConfig(
+        pretrained_model_path="embedded",
+        output_dir=out,
+        input_data=InputDataConfig(video_path="", prompt=DEMO_SOURCE, n_sample_frames=DEMO_FRAMES, width=DEMO_SIZE,
+                                   height=DEMO_SIZE),
+        validation_data=ValidationDataConfig(prompts=list(DEMO_TARGETS), video_length=DEMO_FRAMES, width=DEMO_SIZE,
+                                             height=DEMO_SIZE, num_inference_steps=steps, num_inv_steps=steps),
+        mmi=MMIConfig(motion_words=["moving"]),
+        seed=33,
+        device="cpu",
+    )
+
+
+def _written_by_demo(out: Path) -> bool:
+    try:
+        return json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8")).get("command") == "demo"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_demo(out: str | Path, steps: int | None = None, *, overwrite: bool = False,
+             progress: bool = True) -> JobResult:
+    """Write the demo clip to ``OUT_input`` (reused if it is already there) and edit it into ``out``.
+
+    An earlier demo output in ``out`` is replaced without ``overwrite``; a folder ``OUT_input`` that holds
+    anything but the demo clip is never touched (InputError).
+    """
+    from .io.video import read_frames, write_frames
+
+    out = Path(out)
+    clip_dir = out.parent / f"{out.name}_input"
+    frames = demo_clip()
+    if clip_dir.exists():  # a clip of an earlier demo is reused as it is; anything else there is left alone
+        try:
+            same = np.array_equal(read_frames(clip_dir), frames)
+        except AttentionFlowError:
+            same = False
+        if not same:
+            raise InputError(f"the demo writes its input clip to {clip_dir}, which holds something else; "
+                             f"choose another --out")
+    cfg = demo_config(str(out), steps)
+    cfg.input_data.video_path = str(clip_dir)
+    if not clip_dir.exists():
+        write_frames(frames, clip_dir)
+    return run_edit_job(cfg, overwrite=overwrite or _written_by_demo(out), progress=progress, command="demo")
