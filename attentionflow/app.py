@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .config import EditConfig, InputDataConfig, MMIConfig, ValidationDataConfig
 from .errors import AttentionFlowError, ConfigError, InputError, first_line
 
 logger = logging.getLogger(__name__)
@@ -76,26 +77,26 @@ class AppSettings:
 
 @dataclass
 class EditForm:
-    """The values of the page's edit form."""
+    """The values of the page's edit form (defaults: the config's, see :mod:`attentionflow.config`)."""
 
     source: str = ""
     targets: str = ""
     """Target prompts, one per line."""
     motion_word: str = "auto"
     """'auto', 'none', or word(s) separated by commas."""
-    mmi: bool = True
-    strength: float = 0.09
+    mmi: bool = MMIConfig.enabled
+    strength: float = MMIConfig.strength
     direction: str = "any"
     """'any', a compass word or an angle in degrees."""
-    frames: int = 8
-    start: int = 0
-    stride: int = 1
-    width: int = 512
-    height: int = 512
-    steps: int = 50
-    guidance: float = 7.5
-    seed: int = 33
-    null_text: bool = True
+    frames: int = InputDataConfig.n_sample_frames
+    start: int = InputDataConfig.sample_start_idx
+    stride: int = InputDataConfig.sample_frame_rate
+    width: int = InputDataConfig.width
+    height: int = InputDataConfig.height
+    steps: int = ValidationDataConfig.num_inference_steps
+    guidance: float = ValidationDataConfig.guidance_scale
+    seed: int = EditConfig.seed
+    null_text: bool = ValidationDataConfig.use_null_inv
 
 
 @dataclass
@@ -171,7 +172,6 @@ class EditSession:
 
     def __init__(self, settings: AppSettings) -> None:
         from .demo import demo_config
-        from .config import EditConfig
 
         self.settings = settings
         self.lock = threading.Lock()
@@ -312,8 +312,6 @@ class EditSession:
 
     def build_config(self, form: EditForm, input_path: Path | str | None, output_dir: Path) -> Any:
         """The :class:`~attentionflow.config.EditConfig` of one request (checked against the limits)."""
-        from .config import MMIConfig
-
         s = self.settings
         if not input_path:
             raise InputError("no input video: upload one or click 'Toy example'")

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from .config import MMIConfig, P2PConfig
+from .config import InversionSettings, MMIConfig, P2PConfig
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports are deferred so that building the CLI parser stays fast
@@ -269,6 +269,8 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
 
     settings.validate()
     estimator = get_flow_estimator(settings.flow)
+    inv_settings = InversionSettings.default(num_inference_steps=settings.steps,
+                                             guidance_scale=settings.guidance_scale, use_null_inv=settings.null_text)
     tasks = TASKS[: settings.tasks]
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
@@ -283,16 +285,12 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
                                "path": task.path, "seed": task.seed, "methods": {}}
         # the three methods differ only after the inversion: invert once per task, share it
         t0 = time.perf_counter()
-        inversion = pipeline.invert(video.frames, task.source, num_inference_steps=settings.steps,
-                                    guidance_scale=settings.guidance_scale, use_null_inv=settings.null_text,
-                                    seed=settings.seed, progress=False)
+        inversion = pipeline.invert(video.frames, task.source, inv_settings, seed=settings.seed, progress=False)
         rec["inversion_seconds"] = time.perf_counter() - t0
         for method in METHODS:
             t0 = time.perf_counter()
-            out = pipeline.edit(video.frames, task.source, [task.target], num_inference_steps=settings.steps,
-                                guidance_scale=settings.guidance_scale, use_null_inv=settings.null_text,
-                                p2p=method.p2p(), mmi=method.mmi(), seed=settings.seed, progress=False,
-                                inversion=inversion)
+            out = pipeline.edit(video.frames, task.source, [task.target], inv_settings, p2p=method.p2p(),
+                                mmi=method.mmi(), seed=settings.seed, progress=False, inversion=inversion)
             seconds = time.perf_counter() - t0
             maps = motion_word_maps(out.attention, pipeline.tokenizer, task.target, 1,
                                     use_mmi=method.mmi().enabled)

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from . import __version__
+from .config import MAX_SEED, EditConfig as C, MMIConfig as M, P2PConfig as P, ValidationDataConfig as V
 from .errors import AttentionFlowError, ConfigError
+from .mmi.methods import SIMILARITY_METHODS
 
 from .demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS
 
@@ -56,11 +58,11 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
 
 def _add_motion_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("motion maps")
-    g.add_argument("--flow", help="optical flow method: dis (default) or farneback")
+    g.add_argument("--flow", help=f"optical flow method: dis or farneback (default {M.flow})")
     g.add_argument("--direction", type=_direction, help="keep motion toward N/NE/E/SE/S/SW/W/NW or an angle in degrees")
-    g.add_argument("--direction-tolerance", type=float, help="half-width of the direction cone in degrees (45)")
+    g.add_argument("--direction-tolerance", type=float, help=f"half-width of the direction cone in degrees (default {M.direction_tolerance:g})")
     g.add_argument("--direction-mode", choices=["cone", "project"], help="direction guidance variant")
-    g.add_argument("--camera-motion", choices=["compensate", "keep"], help="subtract camera motion (default) or not")
+    g.add_argument("--camera-motion", choices=["compensate", "keep"], help=f"subtract camera motion or not (default {M.camera_motion})")
     g.add_argument("--smoothing", type=float, help="temporal smoothing of the maps (sigma in frames, 0 = off)")
 
 
@@ -92,33 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="YAML config (vid2vid-zero format + p2p/mmi sections); flags override it")
     e.add_argument("--source", help="source prompt describing the video")
     e.add_argument("--target", action="append", help="target prompt (repeat for several edits)")
-    e.add_argument("--model", help="diffusers folder, cached hub id, or 'embedded' (default)")
+    e.add_argument("--model", help=f"diffusers folder, cached hub id, or 'embedded' (default {C.pretrained_model_path})")
     e.add_argument("--out", help="output folder")
     e.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     _add_sampling_args(e)
     g = e.add_argument_group("diffusion")
-    g.add_argument("--steps", type=int, help="DDIM steps for inversion and sampling (50)")
-    g.add_argument("--guidance", type=float, help="classifier-free guidance scale (7.5)")
-    g.add_argument("--seed", type=int, help="random seed, 0-4294967295 (33); recorded only: the default method is "
-                   "deterministic (DDIM eta 0, VAE posterior mean), so it does not change the result")
+    g.add_argument("--steps", type=int, help=f"DDIM steps for inversion and sampling (default {V.num_inference_steps})")
+    g.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (default {V.guidance_scale:g})")
+    g.add_argument("--seed", type=int, help=f"random seed, 0-{MAX_SEED} (default {C.seed}); recorded only: the "
+                   "default method is deterministic (DDIM eta 0, VAE posterior mean), so it does not change the result")
     g.add_argument("--no-null-text", action="store_true", help="plain DDIM inversion (no null-text optimisation)")
     g.add_argument("--null-inner-steps", type=int, help="Adam iterations per step of null-text inversion")
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+    g.add_argument("--device", help=f"auto, cpu, cuda, cuda:N, mps (default {C.device})")
     g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="compute dtype")
     g.add_argument("--no-sc-attn", action="store_true", help="disable sparse-causal cross-frame attention")
     g.add_argument("--no-st-attn", action="store_true", help="disable dense spatial-temporal attention")
-    g.add_argument("--fps", type=float, help="frame rate of the written videos (8)")
+    g.add_argument("--fps", type=float, help=f"frame rate of the written videos (default {C.fps:g})")
     g = e.add_argument_group("prompt-to-prompt")
     g.add_argument("--mode", choices=["auto", "replace", "refine"], help="P2P edit mode (auto from the prompts)")
-    g.add_argument("--cross-replace", type=float, help="fraction of steps with cross-attention replacement (0.8)")
-    g.add_argument("--self-replace", type=float, help="fraction of steps with self-attention replacement (0.4)")
+    g.add_argument("--cross-replace", type=float, help=f"fraction of steps with cross-attention replacement (default {P.cross_replace_steps:g})")
+    g.add_argument("--self-replace", type=float, help=f"fraction of steps with self-attention replacement (default {P.self_replace_steps:g})")
     g.add_argument("--blend-word", action="append", help="local blend word (once, or once per prompt: source first)")
     g.add_argument("--reweight", type=_reweight, action="append", help="WORD=FACTOR attention reweighting")
     g = e.add_argument_group("motion map injection")
     g.add_argument("--motion-word", action="append", help="motion word of the prompts (repeatable) or 'auto'")
-    g.add_argument("--mmi-strength", type=float, help="injection strength lambda (0.09)")
-    g.add_argument("--similarity", help="attention-motion similarity: ncc (default), zncc, cc, ssd, mi")
-    g.add_argument("--mmi-branches", choices=["all", "source", "edits"], help="branches receiving MMI (all)")
+    g.add_argument("--mmi-strength", type=float, help=f"injection strength lambda (default {M.strength:g})")
+    g.add_argument("--similarity", help=f"attention-motion similarity: {', '.join(SIMILARITY_METHODS)} (default {M.similarity})")
+    g.add_argument("--mmi-branches", choices=["all", "source", "edits"], help=f"branches receiving MMI (default {M.branches})")
     g.add_argument("--no-mmi", action="store_true", help="plain editor without MMI (for A/B comparisons)")
     _add_motion_args(e)
     e.add_argument("-q", "--quiet", action="store_true", help="no progress output")

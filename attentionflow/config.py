@@ -275,6 +275,76 @@ def _finite_value(value: Any, key: str) -> None:
             _finite_value(v, f"{key}[{i}]")
 
 
+# --------------------------------------------------------------------------------------------------
+# typed settings handed to the pipeline (their defaults are the config's: defined once, above)
+
+_INVERSION_FIELDS = ("num_inference_steps", "guidance_scale", "use_null_inv", "null_inner_steps", "null_base_lr",
+                     "null_uncond_ratio", "null_normal_infer")
+_NULL_TEXT_FIELDS = ("guidance_scale", "null_inner_steps", "null_base_lr", "null_uncond_ratio", "null_normal_infer")
+_ATTENTION_FIELDS = ("use_sc_attn", "use_st_attn", "st_attn_idx")
+
+
+@dataclass(frozen=True)
+class InversionSettings:
+    """How a video is inverted and sampled (the ``validation_data`` keys of the same names)."""
+
+    num_inference_steps: int
+    """DDIM steps of the inversion and of sampling."""
+    guidance_scale: float
+    """Classifier-free guidance scale of sampling (and of the null-text fit)."""
+    use_null_inv: bool
+    """Null-text inversion on (it runs only with guidance > 1)."""
+    null_inner_steps: int
+    null_base_lr: float
+    null_uncond_ratio: float
+    null_normal_infer: bool
+
+    @classmethod
+    def from_config(cls, config: "EditConfig") -> "InversionSettings":
+        """The settings a config asks for."""
+        return cls(**{name: getattr(config.validation_data, name) for name in _INVERSION_FIELDS})
+
+    @classmethod
+    def default(cls, **changes: Any) -> "InversionSettings":
+        """The config defaults, with ``changes`` (same names) applied."""
+        return dataclasses.replace(cls.from_config(EditConfig()), **changes)
+
+    @property
+    def runs_null_text(self) -> bool:
+        """Whether null-text optimisation runs (on, and guidance > 1)."""
+        return self.use_null_inv and self.guidance_scale > 1.0
+
+    def shaping(self) -> dict[str, Any]:
+        """The settings that shape an inversion: the steps and whether null-text runs, plus the null-text
+        settings only when it does (two inversions with equal ``shaping()`` are interchangeable)."""
+        out: dict[str, Any] = {"num_inference_steps": self.num_inference_steps, "null_text": self.runs_null_text}
+        if self.runs_null_text:
+            out.update({name: getattr(self, name) for name in _NULL_TEXT_FIELDS})
+        return out
+
+
+@dataclass(frozen=True)
+class AttentionSettings:
+    """Cross-frame self-attention (the top-level config keys of the same names)."""
+
+    use_sc_attn: bool
+    """Sparse-causal attention: frame i attends to frame 0 and frame i-1."""
+    use_st_attn: bool
+    """Dense spatial-temporal attention at the blocks chosen by ``st_attn_idx``."""
+    st_attn_idx: int
+    """Down block k, up block k+1 and the mid block get dense attention."""
+
+    @classmethod
+    def from_config(cls, config: "EditConfig") -> "AttentionSettings":
+        """The settings a config asks for."""
+        return cls(**{name: getattr(config, name) for name in _ATTENTION_FIELDS})
+
+    @classmethod
+    def default(cls, **changes: Any) -> "AttentionSettings":
+        """The config defaults, with ``changes`` (same names) applied."""
+        return dataclasses.replace(cls.from_config(EditConfig()), **changes)
+
+
 def _positive(key: str, value: int) -> None:
     if value < 1:
         raise ConfigError(f"{key} must be >= 1, got {value}")

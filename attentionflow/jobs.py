@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import cv2
 import numpy as np
 
-from .config import EditConfig, config_to_dict, dump_config
+from .config import AttentionSettings, EditConfig, InversionSettings, config_to_dict, dump_config
 from .errors import ConfigError, InputError
 from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, make_grid, read_frames, write_frames, \
     write_gif, write_mp4
@@ -218,14 +218,10 @@ def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool 
             pipeline = AttentionFlowPipeline.from_pretrained(str(model_dir), device=config.device,
                                                              mixed_precision=config.mixed_precision)
             timings["load_model"] = time.perf_counter() - start
-        val = config.validation_data
-        out = pipeline.edit(
-            frames, config.input_data.prompt, val.prompts, num_inference_steps=val.num_inference_steps,
-            guidance_scale=val.guidance_scale, use_null_inv=val.use_null_inv, null_inner_steps=val.null_inner_steps,
-            null_base_lr=val.null_base_lr, null_uncond_ratio=val.null_uncond_ratio,
-            null_normal_infer=val.null_normal_infer, use_sc_attn=config.use_sc_attn, use_st_attn=config.use_st_attn,
-            st_attn_idx=config.st_attn_idx, p2p=config.p2p, mmi=config.mmi,
-            attention_map_level=config.attention_map_level, seed=config.seed, progress=progress, callback=callback)
+        out = pipeline.edit(frames, config.input_data.prompt, config.validation_data.prompts,
+                            InversionSettings.from_config(config), AttentionSettings.from_config(config),
+                            p2p=config.p2p, mmi=config.mmi, attention_map_level=config.attention_map_level,
+                            seed=config.seed, progress=progress, callback=callback)
         timings.update(out.timings)
         start = time.perf_counter()
         names = write_outputs(tmp, frames, out, config.fps)

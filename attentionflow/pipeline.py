@@ -7,6 +7,7 @@ Data flow (docs/ARCHITECTURE.md): frames -> motion maps -> VAE latents -> DDIM (
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -22,7 +23,7 @@ from .attention.base import AttentionController, AttentionState, ControllerChain
 from .attention.p2p import AttentionStore, LocalBlend, P2PEdit
 from .attention.processors import AttentionRuntime, attention_resolutions, attention_sites, install_attention
 from .attention.tokens import check_prompt_length, content_token_mask, prompt_words, word_token_indices
-from .config import MMIConfig, P2PConfig
+from .config import AttentionSettings, EditConfig, InversionSettings, MMIConfig, P2PConfig
 from .errors import InputError, PromptError
 from .flow.motion import MotionOptions, MotionResult, motion_maps, motion_maps_for_resolutions
 from .io.video import check_video
@@ -236,23 +237,12 @@ class AttentionFlowPipeline:
 
     # ---------------------------------------------------------------------------------------------
 
-    def _inversion_settings(self, frames: np.ndarray, source_prompt: str, num_inference_steps: int,
-                            guidance_scale: float, use_null_inv: bool, null_inner_steps: int, null_base_lr: float,
-                            null_uncond_ratio: float, null_normal_infer: bool, use_sc_attn: bool,
-                            use_st_attn: bool, st_attn_idx: int) -> dict[str, Any]:
-        """Everything an inversion depends on (the key under which it is cached and checked)."""
-        null = use_null_inv and guidance_scale > 1.0
-        settings: dict[str, Any] = {
-            "frames": frames_digest(frames), "source_prompt": source_prompt,
-            "num_inference_steps": num_inference_steps, "null_text": null,
-            "use_sc_attn": use_sc_attn, "use_st_attn": use_st_attn, "st_attn_idx": st_attn_idx,
-            "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-        }
-        if null:  # these only shape the null-text embeddings
-            settings.update(guidance_scale=guidance_scale, null_inner_steps=null_inner_steps,
-                            null_base_lr=null_base_lr, null_uncond_ratio=null_uncond_ratio,
-                            null_normal_infer=null_normal_infer)
-        return settings
+    def _inversion_key(self, frames: np.ndarray, source_prompt: str, settings: InversionSettings,
+                       attention: AttentionSettings) -> dict[str, Any]:
+        """Everything an inversion depends on (the key under which it is cached and checked), by name."""
+        return {"frames": frames_digest(frames), "source_prompt": source_prompt, **settings.shaping(),
+                **dataclasses.asdict(attention), "device": str(self.device),
+                "dtype": str(self.dtype).replace("torch.", "")}
 
     def _check_frames(self, frames: np.ndarray) -> None:
         check_video(frames)
@@ -260,21 +250,21 @@ class AttentionFlowPipeline:
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
             raise InputError(f"frame size {width}x{height} must be a multiple of {self.vae_scale_factor}")
 
-    def invert(self, frames: np.ndarray, source_prompt: str, *, num_inference_steps: int = 50,
-               guidance_scale: float = 7.5, use_null_inv: bool = True, null_inner_steps: int = 1,
-               null_base_lr: float = 1e-2, null_uncond_ratio: float = -0.5, null_normal_infer: bool = True,
-               use_sc_attn: bool = True, use_st_attn: bool = True, st_attn_idx: int = 0, seed: int = 33,
-               progress: bool = True, callback: ProgressCallback | None = None) -> Inversion:
+    def invert(self, frames: np.ndarray, source_prompt: str, settings: InversionSettings | None = None,
+               attention: AttentionSettings | None = None, *, seed: int = EditConfig.seed, progress: bool = True,
+               callback: ProgressCallback | None = None) -> Inversion:
         """DDIM inversion of ``frames`` (F, H, W, 3) uint8 under ``source_prompt``, then null-text inversion.
 
-        Null-text inversion runs when ``use_null_inv`` and ``guidance_scale > 1``. The result can be
-        passed to :meth:`edit` (``inversion=``) for any number of edits with the same settings.
+        ``settings`` / ``attention``: None = the config defaults. Null-text inversion runs when
+        ``settings.runs_null_text``. The result can be passed to :meth:`edit` (``inversion=``) for any
+        number of edits with the same settings.
         """
+        settings = settings or InversionSettings.default()
+        attention = attention or AttentionSettings.default()
         self._check_frames(frames)
         check_prompt_length(source_prompt, self.tokenizer)
-        settings = self._inversion_settings(frames, source_prompt, num_inference_steps, guidance_scale,
-                                            use_null_inv, null_inner_steps, null_base_lr, null_uncond_ratio,
-                                            null_normal_infer, use_sc_attn, use_st_attn, st_attn_idx)
+        key = self._inversion_key(frames, source_prompt, settings, attention)
+        num_inference_steps = settings.num_inference_steps
         num_frames, height, width = frames.shape[:3]
         torch.manual_seed(seed)
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
@@ -293,7 +283,8 @@ class AttentionFlowPipeline:
 
             return cb
 
-        with install_attention(self.unet, runtime, use_sc=use_sc_attn, use_st=use_st_attn, st_attn_idx=st_attn_idx):
+        with install_attention(self.unet, runtime, use_sc=attention.use_sc_attn, use_st=attention.use_st_attn,
+                               st_attn_idx=attention.st_attn_idx):
             start = time.perf_counter()
             latents = self.encode_frames(frames)  # (F, C, h, w)
             cond, uncond = self.encode_prompts([source_prompt, ""]).split(1)  # (1, L, D) each
@@ -305,32 +296,34 @@ class AttentionFlowPipeline:
             timings["inversion"] = time.perf_counter() - start
 
             null_embeddings: list[torch.Tensor] | None = None
-            if settings["null_text"]:
+            if settings.runs_null_text:
                 start = time.perf_counter()
-                state.frame_mode = "per_frame" if null_normal_infer else "cross_frame"
+                state.frame_mode = "per_frame" if settings.null_normal_infer else "cross_frame"
                 null_embeddings = null_text_inversion(
-                    trajectory, noise_fn, self.scheduler, cond, uncond, guidance_scale,
-                    num_inner_steps=null_inner_steps, base_lr=null_base_lr,
-                    use_steps=null_step_mask(num_inference_steps, null_uncond_ratio), progress=progress,
+                    trajectory, noise_fn, self.scheduler, cond, uncond, settings.guidance_scale,
+                    num_inner_steps=settings.null_inner_steps, base_lr=settings.null_base_lr,
+                    use_steps=null_step_mask(num_inference_steps, settings.null_uncond_ratio), progress=progress,
                     callback=report("null-text"))
                 timings["null_text"] = time.perf_counter() - start
-        return Inversion(x_t=trajectory[-1], null_embeddings=null_embeddings, settings=settings, timings=timings)
+        return Inversion(x_t=trajectory[-1], null_embeddings=null_embeddings, settings=key, timings=timings)
 
-    def edit(self, frames: np.ndarray, source_prompt: str, target_prompts: Sequence[str], *,
-             num_inference_steps: int = 50, guidance_scale: float = 7.5, use_null_inv: bool = True,
-             null_inner_steps: int = 1, null_base_lr: float = 1e-2, null_uncond_ratio: float = -0.5,
-             null_normal_infer: bool = True, use_sc_attn: bool = True, use_st_attn: bool = True,
-             st_attn_idx: int = 0, p2p: P2PConfig | None = None, mmi: MMIConfig | None = None,
-             attention_map_level: int = 1, seed: int = 33, progress: bool = True,
-             callback: ProgressCallback | None = None, inversion: Inversion | None = None) -> EditOutput:
+    def edit(self, frames: np.ndarray, source_prompt: str, target_prompts: Sequence[str],
+             settings: InversionSettings | None = None, attention: AttentionSettings | None = None, *,
+             p2p: P2PConfig | None = None, mmi: MMIConfig | None = None,
+             attention_map_level: int = EditConfig.attention_map_level, seed: int = EditConfig.seed,
+             progress: bool = True, callback: ProgressCallback | None = None,
+             inversion: Inversion | None = None) -> EditOutput:
         """Edit a video (F, H, W, 3) uint8 from ``source_prompt`` into each of ``target_prompts``.
 
-        The arguments mirror :class:`attentionflow.config.ValidationDataConfig` and the ``p2p``/``mmi``
-        sections. All prompt/word checks run before any heavy computation. ``inversion``: a result of
-        :meth:`invert` for these frames, source prompt and settings (checked), so that several edits
-        share one inversion; without it the pipeline inverts (or reuses one it cached, see
-        ``inversion_cache_size``).
+        ``settings`` (steps, guidance, null-text) and ``attention`` (cross-frame attention): None = the
+        config defaults; ``p2p``/``mmi``: the config sections (None: P2P defaults, MMI off). All
+        prompt/word checks run before any heavy computation. ``inversion``: a result of :meth:`invert`
+        for these frames, source prompt and settings (checked), so that several edits share one
+        inversion; without it the pipeline inverts (or reuses one it cached, see ``inversion_cache_size``).
         """
+        settings = settings or InversionSettings.default()
+        attention = attention or AttentionSettings.default()
+        num_inference_steps, guidance_scale = settings.num_inference_steps, settings.guidance_scale
         p2p = p2p or P2PConfig()
         mmi = mmi or MMIConfig(enabled=False)
         timings: dict[str, float] = {}
@@ -340,19 +333,15 @@ class AttentionFlowPipeline:
                              num_inference_steps)
         prompts = setup["prompts"]
         num_branches = len(prompts)
-        inv_args = dict(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                        use_null_inv=use_null_inv, null_inner_steps=null_inner_steps, null_base_lr=null_base_lr,
-                        null_uncond_ratio=null_uncond_ratio, null_normal_infer=null_normal_infer,
-                        use_sc_attn=use_sc_attn, use_st_attn=use_st_attn, st_attn_idx=st_attn_idx)
         if inversion is not None or self.inversion_cache_size > 0:  # hashing the frames is only needed then
-            settings = self._inversion_settings(frames, source_prompt, **inv_args)
-            if inversion is not None and inversion.settings != settings:
-                diff = [k for k in settings if inversion.settings.get(k) != settings[k]]
+            wanted = self._inversion_key(frames, source_prompt, settings, attention)
+            if inversion is not None and inversion.settings != wanted:
+                diff = [k for k in wanted if inversion.settings.get(k) != wanted[k]]
                 raise InputError(f"the given inversion was made with other settings ({', '.join(diff)}: "
                                  f"{', '.join(repr(inversion.settings.get(k)) for k in diff)}; this edit: "
-                                 f"{', '.join(repr(settings[k]) for k in diff)}); make one with invert() and "
+                                 f"{', '.join(repr(wanted[k]) for k in diff)}); make one with invert() and "
                                  f"the edit's own frames, source prompt and settings")
-            key = tuple(settings.items())
+            key = tuple(wanted.items())
             if inversion is None and key in self._inversions:
                 inversion = self._inversions[key]
                 self._inversions.move_to_end(key)
@@ -374,7 +363,7 @@ class AttentionFlowPipeline:
 
         reused = inversion is not None
         if inversion is None:
-            inversion = self.invert(frames, source_prompt, **inv_args, seed=seed, progress=progress,
+            inversion = self.invert(frames, source_prompt, settings, attention, seed=seed, progress=progress,
                                     callback=callback)
             timings.update(inversion.timings)
             if self.inversion_cache_size > 0:
@@ -393,7 +382,8 @@ class AttentionFlowPipeline:
             if callback is not None:
                 callback("editing", i + 1, n)
 
-        with install_attention(self.unet, runtime, use_sc=use_sc_attn, use_st=use_st_attn, st_attn_idx=st_attn_idx):
+        with install_attention(self.unet, runtime, use_sc=attention.use_sc_attn, use_st=attention.use_st_attn,
+                               st_attn_idx=attention.st_attn_idx):
             start = time.perf_counter()
             embeddings = self.encode_prompts([*prompts, ""])  # (B + 1, L, D)
             cond, uncond = embeddings[:-1], embeddings[-1:]
@@ -404,7 +394,7 @@ class AttentionFlowPipeline:
                                                              num_branches)
             runtime.controller = controller
             controller.reset()
-            final = self._sample(inversion.x_t, cond, uncond, inversion.null_embeddings, null_uncond_ratio,
+            final = self._sample(inversion.x_t, cond, uncond, inversion.null_embeddings, settings.null_uncond_ratio,
                                  guidance_scale, num_inference_steps, state, controller, progress, report)
             runtime.controller = None
             timings["editing"] = time.perf_counter() - start

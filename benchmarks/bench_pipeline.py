@@ -26,7 +26,7 @@ def run_one(frames: int, size: int, steps: int, threads: int, attention: str) ->
     import torch
 
     torch.set_num_threads(threads)
-    from attentionflow.config import MMIConfig
+    from attentionflow.config import AttentionSettings, InversionSettings, MMIConfig
     from attentionflow.models.factory import tiny_components
     from attentionflow.models.tokenizer import load_tokenizer, openai_clip_merges, write_tokenizer_folder
     from attentionflow.pipeline import AttentionFlowPipeline
@@ -37,11 +37,11 @@ def run_one(frames: int, size: int, steps: int, threads: int, attention: str) ->
         write_tokenizer_folder(tok_dir, openai_clip_merges())
     pipe = AttentionFlowPipeline.from_components(tiny_components(load_tokenizer(tok_dir)), device="cpu")
     video, _ = make_video(size=size, n_frames=frames, squares=(MovingSquare(4, size // 3, size // 4, 2, 0),))
-    kwargs = dict(num_inference_steps=steps, use_null_inv=True, progress=False,
-                  mmi=MMIConfig(motion_words=["moving"]), st_attn_idx=0, use_sc_attn=True,
-                  use_st_attn=attention == "sc+st")
+    settings = InversionSettings.default(num_inference_steps=steps, use_null_inv=True)
+    attn = AttentionSettings.default(st_attn_idx=0, use_sc_attn=True, use_st_attn=attention == "sc+st")
     start = time.perf_counter()
-    out = pipe.edit(video, "a square is moving on the road", ["a square is moving on the snow"], **kwargs)
+    out = pipe.edit(video, "a square is moving on the road", ["a square is moving on the snow"], settings, attn,
+                    mmi=MMIConfig(motion_words=["moving"]), progress=False)
     total = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"frames": frames, "total_s": total, "peak_rss_mb": rss_mb, **{k: v for k, v in out.timings.items()}}

@@ -26,12 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attentionflow.config import MMIConfig  # noqa: E402
+from attentionflow.config import InversionSettings, MMIConfig  # noqa: E402
 from attentionflow.io.video import read_frames  # noqa: E402
 from attentionflow.metrics import psnr  # noqa: E402
 from attentionflow.pipeline import AttentionFlowPipeline  # noqa: E402
 
-#: (label, invert/edit keyword arguments)
+#: (label, InversionSettings changes)
 SETTINGS: list[tuple[str, dict]] = [
     ("plain DDIM, guidance 1 (no null-text)", dict(guidance_scale=1.0, use_null_inv=False)),
     ("vid2vid-zero default: 1 step, lr 0.01, last half", dict()),
@@ -66,18 +66,18 @@ def main() -> int:
     rows = [frames]
     for label, kw in SETTINGS:
         t0 = time.perf_counter()
-        inv = pipe.invert(frames, args.prompt, num_inference_steps=args.steps, progress=False, **kw)
+        settings = InversionSettings.default(num_inference_steps=args.steps, **kw)
+        inv = pipe.invert(frames, args.prompt, settings, progress=False)
         t_inv = time.perf_counter() - t0
         t0 = time.perf_counter()
         # the source prompt as its own "target": the source branch is the reconstruction
-        out = pipe.edit(frames, args.prompt, [args.prompt], num_inference_steps=args.steps, progress=False,
-                        inversion=inv, **kw)
+        out = pipe.edit(frames, args.prompt, [args.prompt], settings, progress=False, inversion=inv)
         t_sample = time.perf_counter() - t0
         print(f"| {label} | {psnr(frames, out.reconstruction):.2f} | {t_inv:.1f} | {t_sample:.1f} |", flush=True)
         rows.append(out.reconstruction)
         if args.edit:
-            edit = pipe.edit(frames, args.prompt, [args.edit], num_inference_steps=args.steps, progress=False,
-                             inversion=inv, mmi=MMIConfig(motion_words=["moving"]), **kw)
+            edit = pipe.edit(frames, args.prompt, [args.edit], settings, progress=False, inversion=inv,
+                             mmi=MMIConfig(motion_words=["moving"]))
             rows.append(edit.edits[0])
     if args.grid is not None:
         from PIL import Image

@@ -89,7 +89,8 @@ def test_bench_runs_two_tasks_with_tiny_model(tmp_path, tiny, monkeypatch):
     real_invert = pipe.invert
 
     def recording_edit(*args, **kwargs):
-        calls.append((kwargs["p2p"], kwargs["mmi"], kwargs["num_inference_steps"]))
+        settings = kwargs["settings"] if "settings" in kwargs else args[3]  # edit(frames, source, targets, settings)
+        calls.append((kwargs["p2p"], kwargs["mmi"], settings.num_inference_steps))
         out = real_edit(*args, **kwargs)
         assert out.inversion_reused and kwargs["inversion"] is inversions[-1]  # the task's shared inversion
         return out

@@ -79,7 +79,7 @@ SD_PATH = os.environ.get("ATTENTIONFLOW_SD_PATH")
 @pytest.mark.skipif(not SD_PATH, reason="set ATTENTIONFLOW_SD_PATH to a Stable Diffusion v1.x diffusers folder")
 def test_real_sd_reconstructs_the_input_with_null_text():
     """With real weights, null-text inversion reconstructs the input closely (PSNR > 22 dB)."""
-    from attentionflow.config import MMIConfig
+    from attentionflow.config import InversionSettings, MMIConfig
     from attentionflow.pipeline import AttentionFlowPipeline
     from tests.synthetic import MovingSquare, make_video
 
@@ -87,6 +87,7 @@ def test_real_sd_reconstructs_the_input_with_null_text():
                                                  mixed_precision="fp16" if torch.cuda.is_available() else "no")
     frames, _ = make_video(size=256, n_frames=4, squares=(MovingSquare(40, 100, 60, 6, 0),), seed=1)
     out = pipe.edit(frames, "a square is moving on the road", ["a square is moving on the snow"],
-                    num_inference_steps=20, mmi=MMIConfig(motion_words=["moving"]), progress=False)
+                    InversionSettings.default(num_inference_steps=20), mmi=MMIConfig(motion_words=["moving"]),
+                    progress=False)
     mse = np.mean((out.reconstruction.astype(float) - frames.astype(float)) ** 2)
     assert 10 * np.log10(255 ** 2 / mse) > 22

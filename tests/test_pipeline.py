@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from attentionflow.config import MMIConfig, P2PConfig
+from attentionflow.config import AttentionSettings, InversionSettings, MMIConfig, P2PConfig
 from attentionflow.errors import InputError, PromptError
 from attentionflow.mmi.similarity import similarity
 from attentionflow.pipeline import AttentionFlowPipeline
@@ -20,10 +22,26 @@ def pipe(tiny):
     return AttentionFlowPipeline.from_components(tiny, device="cpu")
 
 
-def _edit(pipe, frames, **kw):
+_INV = {f.name for f in dataclasses.fields(InversionSettings)}
+_ATT = {f.name for f in dataclasses.fields(AttentionSettings)}
+
+
+def _settings(kw: dict) -> tuple[InversionSettings, AttentionSettings]:
+    """Pop the inversion and attention settings out of keyword arguments (3 steps unless given)."""
     kw.setdefault("num_inference_steps", 3)
+    inv = InversionSettings.default(**{k: kw.pop(k) for k in list(kw) if k in _INV})
+    return inv, AttentionSettings.default(**{k: kw.pop(k) for k in list(kw) if k in _ATT})
+
+
+def _edit(pipe, frames, **kw):
     kw.setdefault("progress", False)
-    return pipe.edit(frames, kw.pop("source", SRC), kw.pop("targets", TGT), **kw)
+    settings, attention = _settings(kw)
+    return pipe.edit(frames, kw.pop("source", SRC), kw.pop("targets", TGT), settings, attention, **kw)
+
+
+def _invert(pipe, frames, source, **kw):
+    settings, attention = _settings(kw)
+    return pipe.invert(frames, source, settings, attention, **kw)
 
 
 def test_edit_shapes_modes_and_processors_restored(pipe, square_video):
@@ -130,7 +148,7 @@ def test_given_inversion_is_reused_and_gives_the_same_edit(pipe, square_video):
     frames, _ = square_video
     mmi = MMIConfig(motion_words=["moving"])
     fresh = _edit(pipe, frames, mmi=mmi, seed=5)
-    inv = pipe.invert(frames, SRC, num_inference_steps=3, seed=5, progress=False)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=3, seed=5, progress=False)
     assert inv.x_t.shape[0] == len(frames) and inv.null_embeddings is not None and len(inv.null_embeddings) == 3
     calls, handle = _count_unet_calls(pipe)
     try:
@@ -152,14 +170,14 @@ def test_given_inversion_is_reused_and_gives_the_same_edit(pipe, square_video):
 ])
 def test_mismatched_inversion_is_refused_naming_the_setting(pipe, square_video, change, field):
     frames, _ = square_video
-    inv = pipe.invert(frames, SRC, num_inference_steps=3, progress=False)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=3, progress=False)
     with pytest.raises(InputError, match=rf"other settings \({field}: "):
         _edit(pipe, frames, inversion=inv, **change)
 
 
 def test_inversion_of_other_frames_is_refused(pipe, square_video):
     frames, _ = square_video
-    inv = pipe.invert(frames, SRC, num_inference_steps=2, use_null_inv=False, progress=False)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=2, use_null_inv=False, progress=False)
     other = frames.copy()
     other[0, 0, 0, 0] ^= 1  # one value of one pixel differs
     with pytest.raises(InputError, match=r"\(frames: "):
@@ -168,7 +186,7 @@ def test_inversion_of_other_frames_is_refused(pipe, square_video):
 
 def test_null_text_settings_do_not_matter_without_null_text(pipe, square_video):
     frames, _ = square_video
-    inv = pipe.invert(frames, SRC, num_inference_steps=2, use_null_inv=False, progress=False)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=2, use_null_inv=False, progress=False)
     assert inv.null_embeddings is None
     out = _edit(pipe, frames, num_inference_steps=2, use_null_inv=False, null_base_lr=0.5, guidance_scale=3.0,
                 inversion=inv)
