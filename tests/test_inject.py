@@ -295,3 +295,16 @@ def test_option_errors():
         _injector(motion, motion_tokens=[[4]])
     with pytest.raises(ValueError, match="outside"):
         _injector(motion, motion_tokens=[[4], [K]])
+
+
+@pytest.mark.parametrize("num_steps,start,end", [(50, 0.0, 0.33), (50, 0.1, 0.9), (7, 0.3, 0.7), (25, 0.0, 0.8)])
+def test_mmi_and_p2p_share_one_step_window_convention(num_steps, start, end):
+    """MMI's step range and P2P's replace windows select the same steps (they disagreed by one at T=50, 0.33)."""
+    from attentionflow.attention.p2p import _window
+
+    motion = _motion()
+    inj = _injector(motion, step_range=(start, end))
+    mmi_steps = [i for i in range(num_steps) if inj._in_range(_state(step=i, num_steps=num_steps))]
+    lo, hi = _window((start, end), num_steps, "test")
+    assert mmi_steps == list(range(lo, hi))
+    assert len(mmi_steps) == int(end * num_steps) - int(start * num_steps)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, PromptError, one_line
-from .base import AttentionController, AttentionSite, AttentionState
+from .base import AttentionController, AttentionSite, AttentionState, step_window
 from .tokens import (
     check_prompt_length,
     choose_edit_mode,
@@ -47,7 +47,7 @@ def _edit_positions(word: str, edits: Sequence[str], tokenizer: Any, what: str) 
 
 
 def _window(value: StepWindow, num_steps: int, what: str) -> tuple[int, int]:
-    """Fraction(s) of the steps -> ``[start, end)`` step indices, as P2P (``int(fraction * T)``)."""
+    """Fraction(s) of the steps -> ``[start, end)`` step indices (:func:`~attentionflow.attention.base.step_window`)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         lo, hi = 0.0, float(value)
     elif isinstance(value, (tuple, list)) and len(value) == 2:
@@ -57,7 +57,7 @@ def _window(value: StepWindow, num_steps: int, what: str) -> tuple[int, int]:
                           f"or a (start, end) pair")
     if not 0.0 <= lo <= hi <= 1.0:
         raise ConfigError(f"{what} = {value!r} is out of range; fractions must satisfy 0 <= start <= end <= 1")
-    return int(lo * num_steps), int(hi * num_steps)
+    return step_window(lo, hi, num_steps)
 
 
 class _DeviceTables:

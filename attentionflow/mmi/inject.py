@@ -40,7 +40,7 @@ from typing import Collection, Literal, Mapping, Sequence
 
 import torch
 
-from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState
+from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState, step_window
 from attentionflow.errors import ConfigError
 from attentionflow.mmi.similarity import SIMILARITY_METHODS
 from attentionflow.mmi.similarity import similarity as _similarity
@@ -73,7 +73,8 @@ class MotionInjector(AttentionController):
         places: which cross-attention layers: any of ``down``, ``mid``, ``up``.
         sizes: if given, only layers whose map size ``(h, w)`` is in this collection (None = all).
         step_range: ``[start, end)`` fractions of the denoising steps during which injection
-            applies; step ``t`` of ``T`` is in range when ``start <= t / T < end``.
+            applies; step ``t`` of ``T`` is in range when ``int(start * T) <= t < int(end * T)``
+            (:func:`~attentionflow.attention.base.step_window`, the convention P2P uses too).
         auto_candidates: auto mode only: per branch, candidate word -> its token indices in that
             branch's prompt.
         auto_steps: auto mode only: number of initial steps that score the candidates.
@@ -199,8 +200,8 @@ class MotionInjector(AttentionController):
 
     # ------------------------------------------------------------------ gating
     def _in_range(self, state: AttentionState) -> bool:
-        frac = state.step / max(state.num_steps, 1)
-        return self.step_range[0] <= frac < self.step_range[1]
+        lo, hi = step_window(*self.step_range, state.num_steps)
+        return lo <= state.step < hi
 
     def _observing(self, state: AttentionState) -> bool:
         return self.auto and state.step < self.auto_steps
