@@ -45,7 +45,7 @@ MISSING_GRADIO = "the web app needs gradio: pip install attentionflow[app]"
 BUSY = "busy: another edit is running; yours is queued and starts when it finishes"
 
 ProgressFn = Callable[[str, int, int], None]
-"""callback(stage, step, total) as :func:`attentionflow.jobs.run_edit_job` calls it."""
+"""progress(stage, step, total): the page's stages (checking, loading, packing: total 1) and each pipeline step."""
 
 
 @dataclass
@@ -397,7 +397,8 @@ class EditSession:
                     self._cache_owner = session
                 public.replace[str(checked.model_dir)] = self.settings.model if self.settings.model == "embedded" \
                     else Path(str(checked.model_dir)).name
-                job = run_edit_job(config, progress=False, pipeline=pipeline, command="app", callback=progress,
+                steps = None if progress is None else (lambda stage, i, n, _latents: progress(stage, i, n))
+                job = run_edit_job(config, progress=False, pipeline=pipeline, command="app", callback=steps,
                                    checked=checked, public=public)
             except AttentionFlowError as exc:
                 shutil.rmtree(request, ignore_errors=True)

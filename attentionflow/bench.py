@@ -269,6 +269,7 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
 
     settings.validate()
     estimator = get_flow_estimator(settings.flow)
+    pipeline.set_progress_bar_config(disable=True)  # the suite has its own bar
     inv_settings = InversionSettings.default(num_inference_steps=settings.steps,
                                              guidance_scale=settings.guidance_scale, use_null_inv=settings.null_text)
     tasks = TASKS[: settings.tasks]
@@ -285,12 +286,12 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
                                "path": task.path, "seed": task.seed, "methods": {}}
         # the three methods differ only after the inversion: invert once per task, share it
         t0 = time.perf_counter()
-        inversion = pipeline.invert(video.frames, task.source, inv_settings, seed=settings.seed, progress=False)
+        inversion = pipeline.invert(video.frames, task.source, inv_settings, seed=settings.seed)
         rec["inversion_seconds"] = time.perf_counter() - t0
         for method in METHODS:
             t0 = time.perf_counter()
             out = pipeline.edit(video.frames, task.source, [task.target], inv_settings, p2p=method.p2p(),
-                                mmi=method.mmi(), seed=settings.seed, progress=False, inversion=inversion)
+                                mmi=method.mmi(), seed=settings.seed, inversion=inversion)
             seconds = time.perf_counter() - t0
             maps = motion_word_maps(out.attention, pipeline.tokenizer, task.target, 1,
                                     use_mmi=method.mmi().enabled)

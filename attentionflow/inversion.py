@@ -20,7 +20,8 @@ class NoiseFn(Protocol):
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor: ...
 
 
-StepCallback = Callable[[int, int], None]
+StepCallback = Callable[[int, int, torch.Tensor], None]
+"""``callback(i, total, latents)`` after step ``i`` (from 0) with the latent it produced."""
 
 
 def sampling_scheduler(scheduler: DDIMScheduler, num_steps: int, device: torch.device | str) -> DDIMScheduler:
@@ -49,7 +50,7 @@ def ddim_inversion(latents: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMSche
         x = inverse.step(eps, t, x).prev_sample
         trajectory.append(x)
         if callback is not None:
-            callback(i, num_steps)
+            callback(i, num_steps, x)
     return trajectory
 
 
@@ -89,7 +90,7 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
         if i > last:
             result.append(plain)
             if callback is not None:
-                callback(i, num_steps)
+                callback(i, num_steps, latent)
             continue
         if not use[i]:
             result.append(plain)
@@ -98,7 +99,7 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
                 eps_uncond = noise_fn(latent, t, plain)
                 latent = sched.step(guided_noise(eps_uncond, eps_cond, guidance_scale), t, latent).prev_sample
             if callback is not None:
-                callback(i, num_steps)
+                callback(i, num_steps, latent)
             continue
         target = trajectory[num_steps - i - 1]
         uncond = uncond.detach().clone().requires_grad_(True)
@@ -123,7 +124,7 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
             eps = guided_noise(eps_uncond, eps_cond, guidance_scale)
             latent = sched.step(eps, t, latent).prev_sample
         if callback is not None:
-            callback(i, num_steps)
+            callback(i, num_steps, latent)
     return result
 
 

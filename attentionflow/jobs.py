@@ -37,7 +37,7 @@ from .models.paths import EMBEDDED, model_limits, resolve_model_path
 from .resources import check_memory, edit_memory_bytes
 
 if TYPE_CHECKING:  # the pipeline imports torch: only after every cheap check has passed
-    from .pipeline import AttentionFlowPipeline, AttentionMaps, EditOutput
+    from .pipeline import AttentionFlowPipeline, AttentionMaps, EditOutput, ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class PublicPaths:
 
 def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool = True,
                  pipeline: AttentionFlowPipeline | None = None, command: str = "edit",
-                 callback: Callable[[str, int, int], None] | None = None, checked: CheckedJob | None = None,
+                 callback: ProgressCallback | None = None, checked: CheckedJob | None = None,
                  public: PublicPaths | None = None) -> JobResult:
     """Run one edit job and write its output folder; returns the folder, the edit and the manifest.
 
@@ -218,10 +218,11 @@ def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool 
             pipeline = AttentionFlowPipeline.from_pretrained(str(model_dir), device=config.device,
                                                              mixed_precision=config.mixed_precision)
             timings["load_model"] = time.perf_counter() - start
+        pipeline.set_progress_bar_config(disable=not progress)
         out = pipeline.edit(frames, config.input_data.prompt, config.validation_data.prompts,
                             InversionSettings.from_config(config), AttentionSettings.from_config(config),
                             p2p=config.p2p, mmi=config.mmi, attention_map_level=config.attention_map_level,
-                            seed=config.seed, progress=progress, callback=callback)
+                            seed=config.seed, callback=callback)
         timings.update(out.timings)
         start = time.perf_counter()
         names = write_outputs(tmp, frames, out, config.fps)

@@ -38,8 +38,10 @@ logger = logging.getLogger(__name__)
 STOPWORDS = frozenset("a an the is are was were be on in at of to and or with by for from into onto over under "
                       "its it this that his her their".split())
 
-ProgressCallback = Callable[[str, int, int], None]
-"""``callback(stage, step, total)`` called after every step of inversion, null-text and sampling."""
+ProgressCallback = Callable[[str, int, int, torch.Tensor], None]
+"""``callback(stage, step, total, latents)`` after every step of ``inversion``, ``null-text`` and ``editing``
+(``step`` counts from 1; ``latents`` is the stage's current latent batch). The one progress hook of the
+pipeline, beside its progress-bar setting (:meth:`AttentionFlowPipeline.set_progress_bar_config`)."""
 
 
 @dataclass
@@ -177,6 +179,12 @@ class AttentionFlowPipeline:
                 module.to(self.device, self.dtype)
             module.eval().requires_grad_(False)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.progress_bar = True
+        """Show tqdm bars for inversion, null-text and editing (:meth:`set_progress_bar_config`)."""
+
+    def set_progress_bar_config(self, disable: bool = False) -> None:
+        """Turn the progress bars off (``disable=True``) or on, as in diffusers' pipelines."""
+        self.progress_bar = not disable
 
     def clear_inversion_cache(self) -> None:
         """Forget every cached inversion (the app does this when another user's edit comes next)."""
@@ -251,7 +259,7 @@ class AttentionFlowPipeline:
             raise InputError(f"frame size {width}x{height} must be a multiple of {self.vae_scale_factor}")
 
     def invert(self, frames: np.ndarray, source_prompt: str, settings: InversionSettings | None = None,
-               attention: AttentionSettings | None = None, *, seed: int = EditConfig.seed, progress: bool = True,
+               attention: AttentionSettings | None = None, *, seed: int = EditConfig.seed,
                callback: ProgressCallback | None = None) -> Inversion:
         """DDIM inversion of ``frames`` (F, H, W, 3) uint8 under ``source_prompt``, then null-text inversion.
 
@@ -275,13 +283,10 @@ class AttentionFlowPipeline:
         runtime = AttentionRuntime(state=state, controller=None)
         timings: dict[str, float] = {}
 
-        def report(stage: str) -> Callable[[int, int], None]:
-            def cb(i: int, n: int) -> None:
-                state.step = i
-                if callback is not None:
-                    callback(stage, i + 1, n)
-
-            return cb
+        def report(stage: str) -> Callable[[int, int, torch.Tensor], None] | None:
+            if callback is None:
+                return None
+            return lambda i, n, latents: callback(stage, i + 1, n, latents)
 
         with install_attention(self.unet, runtime, use_sc=attention.use_sc_attn, use_st=attention.use_st_attn,
                                st_attn_idx=attention.st_attn_idx):
@@ -292,7 +297,7 @@ class AttentionFlowPipeline:
             start = time.perf_counter()
             noise_fn = self._noise_fn(num_frames)
             trajectory = ddim_inversion(latents, noise_fn, self.scheduler, num_inference_steps, cond,
-                                        progress=progress, callback=report("inversion"))
+                                        progress=self.progress_bar, callback=report("inversion"))
             timings["inversion"] = time.perf_counter() - start
 
             null_embeddings: list[torch.Tensor] | None = None
@@ -302,8 +307,8 @@ class AttentionFlowPipeline:
                 null_embeddings = null_text_inversion(
                     trajectory, noise_fn, self.scheduler, cond, uncond, settings.guidance_scale,
                     num_inner_steps=settings.null_inner_steps, base_lr=settings.null_base_lr,
-                    use_steps=null_step_mask(num_inference_steps, settings.null_uncond_ratio), progress=progress,
-                    callback=report("null-text"))
+                    use_steps=null_step_mask(num_inference_steps, settings.null_uncond_ratio),
+                    progress=self.progress_bar, callback=report("null-text"))
                 timings["null_text"] = time.perf_counter() - start
         return Inversion(x_t=trajectory[-1], null_embeddings=null_embeddings, settings=key, timings=timings)
 
@@ -311,8 +316,7 @@ class AttentionFlowPipeline:
              settings: InversionSettings | None = None, attention: AttentionSettings | None = None, *,
              p2p: P2PConfig | None = None, mmi: MMIConfig | None = None,
              attention_map_level: int = EditConfig.attention_map_level, seed: int = EditConfig.seed,
-             progress: bool = True, callback: ProgressCallback | None = None,
-             inversion: Inversion | None = None) -> EditOutput:
+             callback: ProgressCallback | None = None, inversion: Inversion | None = None) -> EditOutput:
         """Edit a video (F, H, W, 3) uint8 from ``source_prompt`` into each of ``target_prompts``.
 
         ``settings`` (steps, guidance, null-text) and ``attention`` (cross-frame attention): None = the
@@ -363,8 +367,7 @@ class AttentionFlowPipeline:
 
         reused = inversion is not None
         if inversion is None:
-            inversion = self.invert(frames, source_prompt, settings, attention, seed=seed, progress=progress,
-                                    callback=callback)
+            inversion = self.invert(frames, source_prompt, settings, attention, seed=seed, callback=callback)
             timings.update(inversion.timings)
             if self.inversion_cache_size > 0:
                 self._inversions[tuple(inversion.settings.items())] = inversion
@@ -376,11 +379,6 @@ class AttentionFlowPipeline:
                                num_steps=num_inference_steps, frame_mode="cross_frame", latent_size=latent_size,
                                resolutions={h * w: (h, w) for h, w in sizes})
         runtime = AttentionRuntime(state=state, controller=None)
-
-        def report(i: int, n: int) -> None:
-            state.step = i
-            if callback is not None:
-                callback("editing", i + 1, n)
 
         with install_attention(self.unet, runtime, use_sc=attention.use_sc_attn, use_st=attention.use_st_attn,
                                st_attn_idx=attention.st_attn_idx):
@@ -395,7 +393,7 @@ class AttentionFlowPipeline:
             runtime.controller = controller
             controller.reset()
             final = self._sample(inversion.x_t, cond, uncond, inversion.null_embeddings, settings.null_uncond_ratio,
-                                 guidance_scale, num_inference_steps, state, controller, progress, report)
+                                 guidance_scale, num_inference_steps, state, controller, callback)
             runtime.controller = None
             timings["editing"] = time.perf_counter() - start
 
@@ -436,15 +434,17 @@ class AttentionFlowPipeline:
 
     def _sample(self, x_t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
                 null_embeddings: list[torch.Tensor] | None, null_ratio: float, guidance_scale: float,
-                num_steps: int, state: AttentionState, controller: AttentionController, progress: bool,
-                callback: Callable[[int, int], None]) -> torch.Tensor:
-        """Joint DDIM sampling of all branches from the shared ``x_t`` (F, C, h, w) -> (B*F, C, h, w)."""
+                num_steps: int, state: AttentionState, controller: AttentionController,
+                callback: ProgressCallback | None) -> torch.Tensor:
+        """Joint DDIM sampling of all branches from the shared ``x_t`` (F, C, h, w) -> (B*F, C, h, w).
+
+        The loop sets the attention state's step before each UNet call (the controllers read it)."""
         b, f = state.num_branches, state.num_frames
         sched = sampling_scheduler(self.scheduler, num_steps, self.device)
         use_null = null_step_mask(num_steps, null_ratio) if null_embeddings is not None else [False] * num_steps
         latents = x_t.repeat(b, 1, 1, 1)  # (B*F, C, h, w), branch-major
         cond_batch = cond.repeat_interleave(f, dim=0)  # (B*F, L, D)
-        for i, t in enumerate(tqdm(sched.timesteps, desc="editing", disable=not progress, leave=False)):
+        for i, t in enumerate(tqdm(sched.timesteps, desc="editing", disable=not self.progress_bar, leave=False)):
             state.step = i
             if state.cfg:
                 u = null_embeddings[i] if use_null[i] else uncond  # type: ignore[index]
@@ -455,7 +455,8 @@ class AttentionFlowPipeline:
                 eps = self.unet(latents, t, encoder_hidden_states=cond_batch).sample
             latents = sched.step(eps, t, latents).prev_sample
             latents = controller.step_end(latents, state)
-            callback(i, num_steps)
+            if callback is not None:
+                callback("editing", i + 1, num_steps, latents)
         return latents
 
     def _attention_maps(self, setup: dict[str, Any], stores: dict[str, AttentionStore],

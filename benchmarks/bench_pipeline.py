@@ -36,12 +36,13 @@ def run_one(frames: int, size: int, steps: int, threads: int, attention: str) ->
     if not (tok_dir / "vocab.json").exists():
         write_tokenizer_folder(tok_dir, openai_clip_merges())
     pipe = AttentionFlowPipeline.from_components(tiny_components(load_tokenizer(tok_dir)), device="cpu")
+    pipe.set_progress_bar_config(disable=True)
     video, _ = make_video(size=size, n_frames=frames, squares=(MovingSquare(4, size // 3, size // 4, 2, 0),))
     settings = InversionSettings.default(num_inference_steps=steps, use_null_inv=True)
     attn = AttentionSettings.default(st_attn_idx=0, use_sc_attn=True, use_st_attn=attention == "sc+st")
     start = time.perf_counter()
     out = pipe.edit(video, "a square is moving on the road", ["a square is moving on the snow"], settings, attn,
-                    mmi=MMIConfig(motion_words=["moving"]), progress=False)
+                    mmi=MMIConfig(motion_words=["moving"]))
     total = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"frames": frames, "total_s": total, "peak_rss_mb": rss_mb, **{k: v for k, v in out.timings.items()}}

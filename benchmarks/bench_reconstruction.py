@@ -58,6 +58,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     pipe = AttentionFlowPipeline.from_pretrained(args.model, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
     frames = read_frames(args.video, n_frames=args.frames, width=args.size, height=args.size)
     print(f"{args.video}: {len(frames)} frames {args.size}x{args.size}, {args.steps} steps, "
           f"{torch.get_num_threads()} threads, model {args.model}")
@@ -67,16 +68,16 @@ def main() -> int:
     for label, kw in SETTINGS:
         t0 = time.perf_counter()
         settings = InversionSettings.default(num_inference_steps=args.steps, **kw)
-        inv = pipe.invert(frames, args.prompt, settings, progress=False)
+        inv = pipe.invert(frames, args.prompt, settings)
         t_inv = time.perf_counter() - t0
         t0 = time.perf_counter()
         # the source prompt as its own "target": the source branch is the reconstruction
-        out = pipe.edit(frames, args.prompt, [args.prompt], settings, progress=False, inversion=inv)
+        out = pipe.edit(frames, args.prompt, [args.prompt], settings, inversion=inv)
         t_sample = time.perf_counter() - t0
         print(f"| {label} | {psnr(frames, out.reconstruction):.2f} | {t_inv:.1f} | {t_sample:.1f} |", flush=True)
         rows.append(out.reconstruction)
         if args.edit:
-            edit = pipe.edit(frames, args.prompt, [args.edit], settings, progress=False, inversion=inv,
+            edit = pipe.edit(frames, args.prompt, [args.edit], settings, inversion=inv,
                              mmi=MMIConfig(motion_words=["moving"]))
             rows.append(edit.edits[0])
     if args.grid is not None:

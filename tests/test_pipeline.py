@@ -19,7 +19,9 @@ TGT = ["a square is moving on the snow", "a red square is moving on the road"]
 
 @pytest.fixture()
 def pipe(tiny):
-    return AttentionFlowPipeline.from_components(tiny, device="cpu")
+    pipe = AttentionFlowPipeline.from_components(tiny, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 _INV = {f.name for f in dataclasses.fields(InversionSettings)}
@@ -34,7 +36,6 @@ def _settings(kw: dict) -> tuple[InversionSettings, AttentionSettings]:
 
 
 def _edit(pipe, frames, **kw):
-    kw.setdefault("progress", False)
     settings, attention = _settings(kw)
     return pipe.edit(frames, kw.pop("source", SRC), kw.pop("targets", TGT), settings, attention, **kw)
 
@@ -148,7 +149,7 @@ def test_given_inversion_is_reused_and_gives_the_same_edit(pipe, square_video):
     frames, _ = square_video
     mmi = MMIConfig(motion_words=["moving"])
     fresh = _edit(pipe, frames, mmi=mmi, seed=5)
-    inv = _invert(pipe, frames, SRC, num_inference_steps=3, seed=5, progress=False)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=3, seed=5)
     assert inv.x_t.shape[0] == len(frames) and inv.null_embeddings is not None and len(inv.null_embeddings) == 3
     calls, handle = _count_unet_calls(pipe)
     try:
@@ -170,14 +171,14 @@ def test_given_inversion_is_reused_and_gives_the_same_edit(pipe, square_video):
 ])
 def test_mismatched_inversion_is_refused_naming_the_setting(pipe, square_video, change, field):
     frames, _ = square_video
-    inv = _invert(pipe, frames, SRC, num_inference_steps=3, progress=False)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=3)
     with pytest.raises(InputError, match=rf"other settings \({field}: "):
         _edit(pipe, frames, inversion=inv, **change)
 
 
 def test_inversion_of_other_frames_is_refused(pipe, square_video):
     frames, _ = square_video
-    inv = _invert(pipe, frames, SRC, num_inference_steps=2, use_null_inv=False, progress=False)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=2, use_null_inv=False)
     other = frames.copy()
     other[0, 0, 0, 0] ^= 1  # one value of one pixel differs
     with pytest.raises(InputError, match=r"\(frames: "):
@@ -186,7 +187,7 @@ def test_inversion_of_other_frames_is_refused(pipe, square_video):
 
 def test_null_text_settings_do_not_matter_without_null_text(pipe, square_video):
     frames, _ = square_video
-    inv = _invert(pipe, frames, SRC, num_inference_steps=2, use_null_inv=False, progress=False)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=2, use_null_inv=False)
     assert inv.null_embeddings is None
     out = _edit(pipe, frames, num_inference_steps=2, use_null_inv=False, null_base_lr=0.5, guidance_scale=3.0,
                 inversion=inv)
@@ -209,3 +210,20 @@ def test_inversion_cache_reuses_for_new_targets_only(pipe, square_video):
         handle.remove()
     assert not first.inversion_reused and len(pipe._inversions) == 1
     assert np.array_equal(first.edits[0], again.edits[0])
+
+
+def test_step_callback_reports_stage_step_total_and_latents(pipe, square_video):
+    """One progress hook: callback(stage, step, total, latents) after every step of every stage."""
+    frames, _ = square_video
+    calls = []
+    _edit(pipe, frames, num_inference_steps=3, targets=TGT[:1],
+          callback=lambda stage, step, total, latents: calls.append((stage, step, total, tuple(latents.shape))))
+    f, c = len(frames), pipe.unet.config.in_channels
+    h = w = frames.shape[1] // pipe.vae_scale_factor
+    by_stage = {}
+    for stage, step, total, shape in calls:
+        by_stage.setdefault(stage, []).append((step, total, shape))
+    assert list(by_stage) == ["inversion", "null-text", "editing"]
+    assert [s for s, *_ in by_stage["inversion"]] == [1, 2, 3] and all(total == 3 for _, _, total, _ in calls)
+    assert {shape for *_, shape in by_stage["inversion"] + by_stage["null-text"]} == {(f, c, h, w)}
+    assert {shape for *_, shape in by_stage["editing"]} == {(2 * f, c, h, w)}  # source + one edit branch
