@@ -290,8 +290,9 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
         rec["inversion_seconds"] = time.perf_counter() - t0
         for method in METHODS:
             t0 = time.perf_counter()
-            out = pipeline.edit(video.frames, task.source, [task.target], inv_settings, p2p=method.p2p(),
-                                mmi=method.mmi(), seed=settings.seed, inversion=inversion)
+            plan = pipeline.plan(task.source, [task.target], inv_settings, p2p=method.p2p(), mmi=method.mmi(),
+                                 seed=settings.seed)
+            out = pipeline.edit(video.frames, plan, inversion)
             seconds = time.perf_counter() - t0
             maps = motion_word_maps(out.attention, pipeline.tokenizer, task.target, 1,
                                     use_mmi=method.mmi().enabled)

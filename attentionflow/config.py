@@ -204,6 +204,8 @@ class EditConfig:
         if self.p2p.blend_words is not None and len(self.p2p.blend_words) not in (1, 1 + len(val.prompts)):
             raise ConfigError(f"p2p.blend_words needs 1 word or one per prompt (source first: "
                               f"{1 + len(val.prompts)}), got {len(self.p2p.blend_words)}")
+        if not 0.0 <= self.p2p.blend_threshold < 1.0:
+            raise ConfigError(f"p2p.blend_threshold must be in [0, 1), got {self.p2p.blend_threshold}")
         if mmi.strength < 0:
             raise ConfigError(f"mmi.strength must be >= 0, got {mmi.strength}")
         if not 0.0 <= mmi.step_start < mmi.step_end <= 1.0:
@@ -499,8 +501,24 @@ def dump_config(config: EditConfig) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
 
 
+def reference_table() -> str:
+    """The README's configuration reference (markdown): every key, its type, default and doc, read from the
+    dataclasses above (``tests/test_config.py`` checks that the README holds exactly this table)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    sections = {"input_data": InputDataConfig, "validation_data": ValidationDataConfig, "p2p": P2PConfig,
+                "mmi": MMIConfig}
+    for prefix, cls in [("", EditConfig), *((name + ".", c) for name, c in sections.items())]:
+        hints, docs, default = typing.get_type_hints(cls), field_docs(cls), cls()
+        for f in dataclasses.fields(cls):
+            if not prefix and f.name in sections:
+                continue
+            doc = " ".join(docs.get(f.name, "").split())
+            rows.append(f"| `{prefix}{f.name}` | {_type_name(hints[f.name])} | `{getattr(default, f.name)!r}` | {doc} |")
+    return "\n".join(rows) + "\n"
+
+
 def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> one-line doc (the string literal under each field), for the README/CLI reference."""
+    """Field name -> doc (the string literal under each field), for :func:`reference_table`."""
     import ast
     import inspect
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import cv2
 import numpy as np
 
-from .config import AttentionSettings, EditConfig, InversionSettings, config_to_dict, dump_config
+from .config import EditConfig, config_to_dict, dump_config
 from .errors import ConfigError, InputError
 from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, make_grid, read_frames, write_frames, \
     write_gif, write_mp4
@@ -38,6 +38,7 @@ from .resources import check_memory, edit_memory_bytes
 
 if TYPE_CHECKING:  # the pipeline imports torch: only after every cheap check has passed
     from .pipeline import AttentionFlowPipeline, AttentionMaps, EditOutput, ProgressCallback
+    from .plan import EditPlan
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class CheckedJob:
     """The resolved diffusers folder."""
     tokenizer: Any
     """The model's CLIP tokenizer (the prompts were checked with it)."""
+    plan: EditPlan
+    """The checked edit (prompts, settings, token positions) the pipeline runs."""
 
 
 def _vae_on_host(device: str) -> bool:
@@ -116,11 +119,10 @@ def check_job(config: EditConfig, overwrite: bool) -> CheckedJob:
                  "use fewer frames (--frames) or a smaller size (--size)")
     frames = load_input_frames(config)
     from .models.tokenizer import load_tokenizer
-    from .pipeline import prepare_edit
+    from .plan import EditPlan
 
     tokenizer = load_tokenizer(model_dir / "tokenizer")
-    prepare_edit(tokenizer, len(frames), inp.prompt, val.prompts, config.p2p, config.mmi, val.num_inference_steps)
-    return CheckedJob(frames=frames, model_dir=model_dir, tokenizer=tokenizer)
+    return CheckedJob(frames=frames, model_dir=model_dir, tokenizer=tokenizer, plan=EditPlan.build(config, tokenizer))
 
 
 @dataclass
@@ -219,10 +221,7 @@ def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool 
                                                              mixed_precision=config.mixed_precision)
             timings["load_model"] = time.perf_counter() - start
         pipeline.set_progress_bar_config(disable=not progress)
-        out = pipeline.edit(frames, config.input_data.prompt, config.validation_data.prompts,
-                            InversionSettings.from_config(config), AttentionSettings.from_config(config),
-                            p2p=config.p2p, mmi=config.mmi, attention_map_level=config.attention_map_level,
-                            seed=config.seed, callback=callback)
+        out = pipeline.edit(frames, checked.plan, callback=callback)
         timings.update(out.timings)
         start = time.perf_counter()
         names = write_outputs(tmp, frames, out, config.fps)

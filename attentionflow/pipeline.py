@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 from .attention.base import AttentionController, AttentionState, ControllerChain
 from .attention.p2p import AttentionStore, LocalBlend, P2PEdit
 from .attention.processors import AttentionRuntime, attention_resolutions, attention_sites, install_attention
-from .attention.tokens import check_prompt_length, content_token_mask, prompt_words, word_token_indices
-from .config import AttentionSettings, EditConfig, InversionSettings, MMIConfig, P2PConfig
-from .errors import InputError, PromptError
+from .attention.tokens import check_prompt_length, max_length
+from .plan import EditPlan
+from .config import AttentionSettings, EditConfig, InversionSettings
+from .errors import InputError
 from .flow.motion import MotionOptions, MotionResult, motion_maps, motion_maps_for_resolutions
 from .io.video import check_video
 from .inversion import ddim_inversion, guided_noise, null_step_mask, null_text_inversion, sampling_scheduler
@@ -33,10 +34,6 @@ from .models.factory import Components
 from .models.loading import load_components, select_device, select_dtype
 
 logger = logging.getLogger(__name__)
-
-#: Words never proposed as motion words by ``motion_words: auto``.
-STOPWORDS = frozenset("a an the is are was were be on in at of to and or with by for from into onto over under "
-                      "its it this that his her their".split())
 
 ProgressCallback = Callable[[str, int, int, torch.Tensor], None]
 """``callback(stage, step, total, latents)`` after every step of ``inversion``, ``null-text`` and ``editing``
@@ -115,52 +112,15 @@ def frames_digest(frames: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def prepare_edit(tokenizer: Any, num_frames: int, source_prompt: str, target_prompts: Sequence[str],
-                 p2p: P2PConfig, mmi: MMIConfig, num_steps: int) -> dict[str, Any]:
-    """Validate prompts and words and build the P2P controller; needs only the tokenizer.
-
-    Cheap: the CLI calls it before loading the model so that every prompt/word error comes first.
-    """
-    if not target_prompts:
-        raise PromptError("at least one target prompt is needed")
-    prompts = [source_prompt, *target_prompts]
-    for p in prompts:
-        check_prompt_length(p, tokenizer)
-    blend = None
-    if p2p.blend_words:
-        words = p2p.blend_words if len(p2p.blend_words) > 1 else p2p.blend_words * len(prompts)
-        blend = LocalBlend(tokenizer, prompts, words, threshold=p2p.blend_threshold)
-    p2p_ctrl = P2PEdit(tokenizer, prompts, num_steps, cross_replace_steps=p2p.cross_replace_steps,
-                       self_replace_steps=p2p.self_replace_steps, mode=p2p.mode, reweight=p2p.reweight,
-                       local_blend=blend)
-    motion_tokens: list[list[int]] | None = None
-    words: list[str] = []
-    candidates = None
-    if mmi.enabled:
-        if num_frames < 2:
-            raise InputError("MMI needs at least 2 frames (optical flow between neighbours); "
-                             "use more frames or --no-mmi")
-        raw = mmi.motion_words
-        if raw == "auto" or raw == ["auto"]:
-            candidates = [{w: word_token_indices(p, w, tokenizer) for w in dict.fromkeys(prompt_words(p, tokenizer))
-                           if w.lower() not in STOPWORDS} for p in prompts]
-        else:
-            words = [raw] if isinstance(raw, str) else list(raw or [])
-            motion_tokens = [sorted({i for w in words for i in word_token_indices(p, w, tokenizer)})
-                             for p in prompts]
-    content = torch.stack([content_token_mask(p, tokenizer) for p in prompts])  # (B, L) real prompt tokens
-    return {"prompts": prompts, "p2p": p2p_ctrl, "blend": blend, "motion_tokens": motion_tokens,
-            "motion_words": words, "candidates": candidates, "content": content}
-
-
 class AttentionFlowPipeline:
     """Zero-shot text-driven video editing (vid2vid-zero recipe) with Motion Map Injection.
 
     Example::
 
         pipe = AttentionFlowPipeline.from_pretrained("embedded")
-        out = pipe.edit(frames, "a red circle is moving on the road", ["a blue circle is moving on the road"],
-                        mmi=MMIConfig(motion_words=["moving"]))
+        plan = pipe.plan("a red circle is moving on the road", ["a blue circle is moving on the road"],
+                         mmi=MMIConfig(motion_words=["moving"]))
+        out = pipe.edit(frames, plan)
     """
 
     def __init__(self, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any,
@@ -312,30 +272,29 @@ class AttentionFlowPipeline:
                 timings["null_text"] = time.perf_counter() - start
         return Inversion(x_t=trajectory[-1], null_embeddings=null_embeddings, settings=key, timings=timings)
 
-    def edit(self, frames: np.ndarray, source_prompt: str, target_prompts: Sequence[str],
-             settings: InversionSettings | None = None, attention: AttentionSettings | None = None, *,
-             p2p: P2PConfig | None = None, mmi: MMIConfig | None = None,
-             attention_map_level: int = EditConfig.attention_map_level, seed: int = EditConfig.seed,
-             callback: ProgressCallback | None = None, inversion: Inversion | None = None) -> EditOutput:
-        """Edit a video (F, H, W, 3) uint8 from ``source_prompt`` into each of ``target_prompts``.
+    def plan(self, source_prompt: str, target_prompts: Sequence[str], settings: InversionSettings | None = None,
+             attention: AttentionSettings | None = None, **sections: Any) -> EditPlan:
+        """:meth:`EditPlan.from_prompts` with this pipeline's tokenizer (``p2p=``, ``mmi=``, ``seed=``, ...)."""
+        return EditPlan.from_prompts(self.tokenizer, source_prompt, target_prompts, settings, attention, **sections)
 
-        ``settings`` (steps, guidance, null-text) and ``attention`` (cross-frame attention): None = the
-        config defaults; ``p2p``/``mmi``: the config sections (None: P2P defaults, MMI off). All
-        prompt/word checks run before any heavy computation. ``inversion``: a result of :meth:`invert`
-        for these frames, source prompt and settings (checked), so that several edits share one
-        inversion; without it the pipeline inverts (or reuses one it cached, see ``inversion_cache_size``).
+    def edit(self, frames: np.ndarray, plan: EditPlan, inversion: Inversion | None = None, *,
+             callback: ProgressCallback | None = None) -> EditOutput:
+        """Edit a video (F, H, W, 3) uint8 as ``plan`` says (made by :meth:`EditPlan.build` or :meth:`plan`).
+
+        ``inversion``: a result of :meth:`invert` for these frames, source prompt and settings (checked), so
+        that several edits share one inversion; without it the pipeline inverts (or reuses one it cached,
+        see ``inversion_cache_size``).
         """
-        settings = settings or InversionSettings.default()
-        attention = attention or AttentionSettings.default()
+        settings, attention, p2p, mmi = plan.settings, plan.attention, plan.p2p, plan.mmi
+        source_prompt, target_prompts, seed = plan.source_prompt, list(plan.target_prompts), plan.seed
         num_inference_steps, guidance_scale = settings.num_inference_steps, settings.guidance_scale
-        p2p = p2p or P2PConfig()
-        mmi = mmi or MMIConfig(enabled=False)
         timings: dict[str, float] = {}
         self._check_frames(frames)
         num_frames, height, width = frames.shape[:3]
-        setup = prepare_edit(self.tokenizer, num_frames, source_prompt, target_prompts, p2p, mmi,
-                             num_inference_steps)
-        prompts = setup["prompts"]
+        if mmi.enabled and num_frames < 2:
+            raise InputError("MMI needs at least 2 frames (optical flow between neighbours); "
+                             "use more frames or --no-mmi")
+        prompts = plan.prompts
         num_branches = len(prompts)
         if inversion is not None or self.inversion_cache_size > 0:  # hashing the frames is only needed then
             wanted = self._inversion_key(frames, source_prompt, settings, attention)
@@ -388,8 +347,7 @@ class AttentionFlowPipeline:
             timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - start  # + the inversion's
 
             start = time.perf_counter()
-            controller, stores, injector = self._controllers(setup, mmi, maps_by_size, sizes, attention_map_level,
-                                                             num_branches)
+            controller, stores, injector, p2p_ctrl = self._controllers(plan, maps_by_size, sizes)
             runtime.controller = controller
             controller.reset()
             final = self._sample(inversion.x_t, cond, uncond, inversion.null_embeddings, settings.null_uncond_ratio,
@@ -401,36 +359,52 @@ class AttentionFlowPipeline:
         videos = self.decode_latents(final).reshape(num_branches, num_frames, height, width, 3)
         timings["decode"] = time.perf_counter() - start
 
-        attention = self._attention_maps(setup, stores, maps_by_size, mmi.enabled)
-        motion_words = setup["motion_words"]
+        maps = self._attention_maps(plan, stores, maps_by_size)
+        motion_words = list(plan.motion_words)
         ranking: list[tuple[str, float]] = []
-        if injector is not None and setup["candidates"] is not None:
+        if injector is not None and plan.candidates is not None:
             ranking = list(injector.ranking)
             motion_words = [injector.chosen_word] if injector.chosen_word else []
         return EditOutput(source_prompt=source_prompt, target_prompts=list(target_prompts),
                           reconstruction=videos[0], edits=list(videos[1:]), motion=motion,
-                          attention=attention, edit_modes=list(setup["p2p"].modes), motion_words=motion_words,
+                          attention=maps, edit_modes=list(p2p_ctrl.modes), motion_words=motion_words,
                           motion_ranking=ranking, timings=timings, inversion_reused=reused)
 
     __call__ = edit
 
-    def _controllers(self, setup: dict[str, Any], mmi: MMIConfig, maps_by_size: dict[tuple[int, int], torch.Tensor],
-                     sizes: list[tuple[int, int]], level: int, num_branches: int
-                     ) -> tuple[AttentionController, dict[str, AttentionStore], MotionInjector | None]:
-        size = sizes[min(level, len(sizes) - 1)]
+    def _controllers(self, plan: EditPlan, maps_by_size: dict[tuple[int, int], torch.Tensor],
+                     sizes: list[tuple[int, int]]
+                     ) -> tuple[AttentionController, dict[str, AttentionStore], MotionInjector | None, P2PEdit]:
+        """The controller chain of one edit (P2P, store, MMI, store), built from the checked plan."""
+        p2p, mmi, prompts = plan.p2p, plan.mmi, plan.prompts
+        blend = LocalBlend(self.tokenizer, prompts, plan.blend_words, threshold=p2p.blend_threshold) \
+            if plan.blend_words else None
+        p2p_ctrl = P2PEdit(self.tokenizer, prompts, plan.settings.num_inference_steps,
+                           cross_replace_steps=p2p.cross_replace_steps, self_replace_steps=p2p.self_replace_steps,
+                           mode=p2p.mode, reweight=p2p.reweight, local_blend=blend)
+        size = sizes[min(plan.attention_map_level, len(sizes) - 1)]
         stores = {"without_mmi": AttentionStore(resolution=size)}
-        chain: list[AttentionController] = [setup["p2p"], stores["without_mmi"]]
+        chain: list[AttentionController] = [p2p_ctrl, stores["without_mmi"]]
         injector = None
         if mmi.enabled:
+            motion_tokens = [list(t) for t in plan.motion_tokens] if plan.motion_tokens is not None else None
             injector = MotionInjector(
-                motion_maps=maps_by_size, motion_tokens=setup["motion_tokens"],
-                content_tokens=setup["content"].to(self.device),
+                motion_maps=maps_by_size, motion_tokens=motion_tokens,
+                content_tokens=self._content_mask(plan).to(self.device),
                 strength=mmi.strength, similarity=mmi.similarity, branches=mmi.branches, places=tuple(mmi.places),
-                step_range=(mmi.step_start, mmi.step_end), auto_candidates=setup["candidates"],
+                step_range=(mmi.step_start, mmi.step_end),
+                auto_candidates=list(plan.candidates) if plan.candidates is not None else None,
                 auto_steps=mmi.auto_steps)
             stores["with_mmi"] = AttentionStore(resolution=size)
             chain += [injector, stores["with_mmi"]]
-        return ControllerChain(chain), stores, injector
+        return ControllerChain(chain), stores, injector, p2p_ctrl
+
+    def _content_mask(self, plan: EditPlan) -> torch.Tensor:
+        """(B, L) bool: True at each prompt's own tokens."""
+        mask = torch.zeros(len(plan.prompts), max_length(self.tokenizer), dtype=torch.bool)
+        for b, positions in enumerate(plan.content_positions):
+            mask[b, list(positions)] = True
+        return mask
 
     def _sample(self, x_t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
                 null_embeddings: list[torch.Tensor] | None, null_ratio: float, guidance_scale: float,
@@ -459,8 +433,8 @@ class AttentionFlowPipeline:
                 callback("editing", i + 1, num_steps, latents)
         return latents
 
-    def _attention_maps(self, setup: dict[str, Any], stores: dict[str, AttentionStore],
-                        maps_by_size: dict[tuple[int, int], torch.Tensor], mmi_on: bool) -> AttentionMaps | None:
+    def _attention_maps(self, plan: EditPlan, stores: dict[str, AttentionStore],
+                        maps_by_size: dict[tuple[int, int], torch.Tensor]) -> AttentionMaps | None:
         store = stores["without_mmi"]
         size = store.resolution
         try:
@@ -468,11 +442,11 @@ class AttentionFlowPipeline:
         except (KeyError, ValueError):
             return None
         tokens, indices = [], []
-        for p, mask in zip(setup["prompts"], setup["content"]):
-            idx = torch.nonzero(mask).flatten().tolist()
+        for p, positions in zip(plan.prompts, plan.content_positions):
+            idx = list(positions)
             ids = self.tokenizer(p, padding="max_length", max_length=self.tokenizer.model_max_length).input_ids
             tokens.append([self.tokenizer.convert_ids_to_tokens(ids[i]).replace("</w>", "") for i in idx])
             indices.append(idx)
-        after = stores["with_mmi"].maps(size) if mmi_on else None
+        after = stores["with_mmi"].maps(size) if plan.mmi.enabled else None
         return AttentionMaps(size=size, tokens=tokens, token_indices=indices, without_mmi=before, with_mmi=after,
                              motion=maps_by_size.get(size))

@@ -89,7 +89,7 @@ def main() -> None:
         for name, mmi in (("off", MMIConfig(enabled=False)), ("on", MMIConfig(motion_words=["moving"]))):
             inside["s"] = 0.0
             start = time.perf_counter()
-            out = pipe.edit(frames, src, tgt, mmi=mmi, **common)
+            out = pipe.edit(frames, pipe.plan(src, tgt, mmi=mmi, **common))
             total = time.perf_counter() - start
             t = dict(out.timings, total=total, injector=inside["s"])
             best[name] = {k: min(v, best[name].get(k, float("inf"))) for k, v in t.items()}

@@ -41,8 +41,9 @@ def run_one(frames: int, size: int, steps: int, threads: int, attention: str) ->
     settings = InversionSettings.default(num_inference_steps=steps, use_null_inv=True)
     attn = AttentionSettings.default(st_attn_idx=0, use_sc_attn=True, use_st_attn=attention == "sc+st")
     start = time.perf_counter()
-    out = pipe.edit(video, "a square is moving on the road", ["a square is moving on the snow"], settings, attn,
-                    mmi=MMIConfig(motion_words=["moving"]))
+    plan = pipe.plan("a square is moving on the road", ["a square is moving on the snow"], settings, attn,
+                     mmi=MMIConfig(motion_words=["moving"]))
+    out = pipe.edit(video, plan)
     total = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"frames": frames, "total_s": total, "peak_rss_mb": rss_mb, **{k: v for k, v in out.timings.items()}}

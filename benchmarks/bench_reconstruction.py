@@ -72,13 +72,13 @@ def main() -> int:
         t_inv = time.perf_counter() - t0
         t0 = time.perf_counter()
         # the source prompt as its own "target": the source branch is the reconstruction
-        out = pipe.edit(frames, args.prompt, [args.prompt], settings, inversion=inv)
+        out = pipe.edit(frames, pipe.plan(args.prompt, [args.prompt], settings), inv)
         t_sample = time.perf_counter() - t0
         print(f"| {label} | {psnr(frames, out.reconstruction):.2f} | {t_inv:.1f} | {t_sample:.1f} |", flush=True)
         rows.append(out.reconstruction)
         if args.edit:
-            edit = pipe.edit(frames, args.prompt, [args.edit], settings, inversion=inv,
-                             mmi=MMIConfig(motion_words=["moving"]))
+            edit = pipe.edit(frames, pipe.plan(args.prompt, [args.edit], settings,
+                                               mmi=MMIConfig(motion_words=["moving"])), inv)
             rows.append(edit.edits[0])
     if args.grid is not None:
         from PIL import Image

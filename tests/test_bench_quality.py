@@ -89,10 +89,10 @@ def test_bench_runs_two_tasks_with_tiny_model(tmp_path, tiny, monkeypatch):
     real_invert = pipe.invert
 
     def recording_edit(*args, **kwargs):
-        settings = kwargs["settings"] if "settings" in kwargs else args[3]  # edit(frames, source, targets, settings)
-        calls.append((kwargs["p2p"], kwargs["mmi"], settings.num_inference_steps))
+        frames, plan, inversion = args  # edit(frames, plan, inversion)
+        calls.append((plan.p2p, plan.mmi, plan.settings.num_inference_steps))
         out = real_edit(*args, **kwargs)
-        assert out.inversion_reused and kwargs["inversion"] is inversions[-1]  # the task's shared inversion
+        assert out.inversion_reused and inversion is inversions[-1]  # the task's shared inversion
         return out
 
     def recording_invert(*args, **kwargs):

@@ -149,13 +149,17 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, work, capsys):
     assert (work / "clips" / "notes.txt").read_text() == "mine"
 
 
-def test_bad_input_fails_before_torch_is_imported(work):
-    """A config error costs the checks only: torch, diffusers and transformers are never imported."""
+@pytest.mark.parametrize("extra,loaded", [
+    (("--fps", "nan"), "[]"),  # a config value: nothing of the model stack
+    (("--motion-word", "flying"), "['transformers']"),  # a word: the tokenizer only
+])
+def test_bad_input_fails_before_torch_is_imported(work, extra, loaded):
+    """A bad input costs the checks only: torch and diffusers are never imported (prompt checks need the tokenizer)."""
     code = ("import sys; from attentionflow.cli import main; "
-            f"rc = main({edit_args(work / 'frames', work / 'out', '--fps', 'nan')!r}); "
+            f"rc = main({edit_args(work / 'frames', work / 'out', *extra)!r}); "
             "print(rc, sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=work)
-    assert proc.stdout.strip() == "2 []", proc.stdout + proc.stderr
+    assert proc.stdout.strip() == f"2 {loaded}", proc.stdout + proc.stderr
 
 
 def test_overwrite_replaces_only_its_own_output_and_keeps_the_input(work):

@@ -164,3 +164,15 @@ def test_every_field_has_a_doc():
 
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
         assert not missing, f"{cls.__name__} fields without a doc line: {missing}"
+
+
+def test_readme_configuration_reference_is_the_generated_table():
+    """Defaults are defined once (the dataclasses); the README's table is generated from them."""
+    from pathlib import Path
+
+    from attentionflow.config import reference_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = reference_table()
+    assert table in readme
+    assert "| `validation_data.num_inference_steps` | int | `50` |" in table  # a default read from the class

@@ -300,11 +300,11 @@ def test_option_errors():
 @pytest.mark.parametrize("num_steps,start,end", [(50, 0.0, 0.33), (50, 0.1, 0.9), (7, 0.3, 0.7), (25, 0.0, 0.8)])
 def test_mmi_and_p2p_share_one_step_window_convention(num_steps, start, end):
     """MMI's step range and P2P's replace windows select the same steps (they disagreed by one at T=50, 0.33)."""
-    from attentionflow.attention.p2p import _window
+    from attentionflow.attention.windows import parse_window
 
     motion = _motion()
     inj = _injector(motion, step_range=(start, end))
     mmi_steps = [i for i in range(num_steps) if inj._in_range(_state(step=i, num_steps=num_steps))]
-    lo, hi = _window((start, end), num_steps, "test")
+    lo, hi = parse_window((start, end), num_steps, "test")
     assert mmi_steps == list(range(lo, hi))
     assert len(mmi_steps) == int(end * num_steps) - int(start * num_steps)

@@ -86,7 +86,8 @@ def test_real_sd_reconstructs_the_input_with_null_text():
     pipe = AttentionFlowPipeline.from_pretrained(SD_PATH, device="auto",
                                                  mixed_precision="fp16" if torch.cuda.is_available() else "no")
     frames, _ = make_video(size=256, n_frames=4, squares=(MovingSquare(40, 100, 60, 6, 0),), seed=1)
-    out = pipe.edit(frames, "a square is moving on the road", ["a square is moving on the snow"],
-                    InversionSettings.default(num_inference_steps=20), mmi=MMIConfig(motion_words=["moving"]))
+    plan = pipe.plan("a square is moving on the road", ["a square is moving on the snow"],
+                     InversionSettings.default(num_inference_steps=20), mmi=MMIConfig(motion_words=["moving"]))
+    out = pipe.edit(frames, plan)
     mse = np.mean((out.reconstruction.astype(float) - frames.astype(float)) ** 2)
     assert 10 * np.log10(255 ** 2 / mse) > 22

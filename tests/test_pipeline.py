@@ -37,7 +37,9 @@ def _settings(kw: dict) -> tuple[InversionSettings, AttentionSettings]:
 
 def _edit(pipe, frames, **kw):
     settings, attention = _settings(kw)
-    return pipe.edit(frames, kw.pop("source", SRC), kw.pop("targets", TGT), settings, attention, **kw)
+    run = {k: kw.pop(k) for k in ("inversion", "callback") if k in kw}
+    plan = pipe.plan(kw.pop("source", SRC), kw.pop("targets", TGT), settings, attention, **kw)
+    return pipe.edit(frames, plan, **run)
 
 
 def _invert(pipe, frames, source, **kw):

@@ -21,15 +21,10 @@ from typing import Literal, Sequence
 
 import torch
 
+from .windows import step_window  # noqa: F401 (re-exported: controllers gate steps with it)
+
 Place = Literal["down", "mid", "up"]
 FrameMode = Literal["per_frame", "cross_frame"]
-
-
-def step_window(start: float, end: float, num_steps: int) -> tuple[int, int]:
-    """The one convention for "fractions of the denoising steps": ``[start, end)`` fractions of ``num_steps``
-    -> step indices ``[int(start * T), int(end * T))`` (prompt-to-prompt's truncation). Step ``i`` (0 = the
-    noisiest) is inside when ``lo <= i < hi``; P2P's replace windows and MMI's step range both use it."""
-    return int(start * num_steps), int(end * num_steps)
 
 
 @dataclass(frozen=True)

@@ -9,21 +9,21 @@ ask for explicit probabilities (``wants_probs``) only where and when they act.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, Sequence, Union
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, PromptError, one_line
-from .base import AttentionController, AttentionSite, AttentionState, step_window
+from ..errors import ConfigError, PromptError
+from .base import AttentionController, AttentionSite, AttentionState
+from .windows import StepWindow, parse_window
 from .tokens import (
     check_prompt_length,
     choose_edit_mode,
+    edit_positions,
     max_length,
-    prompt_words,
     refine_mapper,
     replace_mapper,
-    word_positions,
     word_token_indices,
 )
 
@@ -31,33 +31,7 @@ __all__ = ["AttentionStore", "LocalBlend", "P2PEdit", "StepWindow"]
 
 log = logging.getLogger(__name__)
 
-#: A fraction of the steps ``f`` (steps ``[0, f*T)``) or a ``(start, end)`` pair of fractions.
-StepWindow = Union[float, tuple[float, float]]
 _DEFAULT_KEY = "default_"
-
-
-def _edit_positions(word: str, edits: Sequence[str], tokenizer: Any, what: str) -> list[list[int]]:
-    """Token positions of ``word`` in each edit prompt; a :class:`PromptError` if it is in none of them."""
-    hits = [word_positions(t, word, tokenizer) for t in edits]
-    if not any(hits):
-        raise PromptError(f"{what} '{one_line(word)}' is in none of the edit prompts; words of "
-                          f"'{one_line(edits[0]) if edits else ''}': "
-                          f"{', '.join(prompt_words(edits[0], tokenizer)) if edits else ''}")
-    return hits
-
-
-def _window(value: StepWindow, num_steps: int, what: str) -> tuple[int, int]:
-    """Fraction(s) of the steps -> ``[start, end)`` step indices (:func:`~attentionflow.attention.base.step_window`)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        lo, hi = 0.0, float(value)
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        lo, hi = float(value[0]), float(value[1])
-    else:
-        raise ConfigError(f"{what} = {value!r} is not a fraction of the steps; use a number in [0, 1] "
-                          f"or a (start, end) pair")
-    if not 0.0 <= lo <= hi <= 1.0:
-        raise ConfigError(f"{what} = {value!r} is out of range; fractions must satisfy 0 <= start <= end <= 1")
-    return step_window(lo, hi, num_steps)
 
 
 class _DeviceTables:
@@ -355,15 +329,15 @@ class P2PEdit(AttentionController):
         if reweight:
             eq = torch.ones(len(edits), size)  # (E, L)
             for word, factor in reweight.items():
-                hits = _edit_positions(word, edits, tokenizer, "reweight word")
+                hits = edit_positions(word, edits, tokenizer, "reweight word")
                 for e, positions in enumerate(hits):
                     eq[e, positions] = float(factor)
             self.equalizer = eq
             default = cross_replace_steps.get(_DEFAULT_KEY, (0.0, 1.0)) if isinstance(cross_replace_steps, dict) \
                 else cross_replace_steps
-            self._reweight_window = _window(default if reweight_steps is None else reweight_steps,
+            self._reweight_window = parse_window(default if reweight_steps is None else reweight_steps,
                                             self.num_steps, "reweight_steps")
-        self._self_window = _window(self_replace_steps, self.num_steps, "self_replace_steps")
+        self._self_window = parse_window(self_replace_steps, self.num_steps, "self_replace_steps")
 
         steps = torch.arange(self.num_steps)
         rw_lo, rw_hi = self._reweight_window
@@ -377,13 +351,13 @@ class P2PEdit(AttentionController):
         edits = self.prompts[1:]
         alpha = torch.zeros(self.num_steps, len(edits), max_length(tokenizer))
         table = dict(spec) if isinstance(spec, dict) else {_DEFAULT_KEY: spec}
-        lo, hi = _window(table.get(_DEFAULT_KEY, (0.0, 1.0)), self.num_steps, "cross_replace_steps")
+        lo, hi = parse_window(table.get(_DEFAULT_KEY, (0.0, 1.0)), self.num_steps, "cross_replace_steps")
         alpha[lo:hi] = 1.0
         for word, value in table.items():
             if word == _DEFAULT_KEY:
                 continue
-            lo, hi = _window(value, self.num_steps, f"cross_replace_steps[{word!r}]")
-            hits = _edit_positions(word, edits, tokenizer, "cross_replace_steps word")
+            lo, hi = parse_window(value, self.num_steps, f"cross_replace_steps[{word!r}]")
+            hits = edit_positions(word, edits, tokenizer, "cross_replace_steps word")
             for e, positions in enumerate(hits):
                 if positions:
                     alpha[:, e, positions] = 0.0
@@ -394,7 +368,7 @@ class P2PEdit(AttentionController):
     def num_branches(self) -> int:
         return len(self.prompts)
 
-    def _in_self_window(self, step: int) -> bool:
+    def _in_selfparse_window(self, step: int) -> bool:
         return self._self_window[0] <= step < self._self_window[1]
 
     def _cross_on(self, step: int) -> bool:
@@ -415,13 +389,13 @@ class P2PEdit(AttentionController):
         if site.is_cross:
             blend = self.local_blend is not None and self.local_blend.wants_probs(site, state)
             return blend or self._cross_on(state.step)
-        if not self._in_self_window(state.step):
+        if not self._in_selfparse_window(state.step):
             return False
         return state.site_size(site) is None  # unknown size: decide on the probabilities in __call__
 
     def shares_source_self_attention(self, site: AttentionSite, state: AttentionState) -> bool:
         """Self-attention replacement at sites of known size <= ``self_max_queries`` (no probabilities)."""
-        if site.is_cross or self.num_branches < 2 or not self._in_self_window(state.step):
+        if site.is_cross or self.num_branches < 2 or not self._in_selfparse_window(state.step):
             return False
         size = state.site_size(site)
         return size is not None and size[0] * size[1] <= self.self_max_queries
@@ -437,7 +411,7 @@ class P2PEdit(AttentionController):
             if self.local_blend is not None and self.local_blend.wants_probs(site, state):
                 probs = self.local_blend(probs, site, state)
             return probs
-        if self._in_self_window(state.step) and probs.shape[-2] <= self.self_max_queries:
+        if self._in_selfparse_window(state.step) and probs.shape[-2] <= self.self_max_queries:
             probs = self._writable(probs)
             cond = state.cond_view(probs)  # (B, F, heads, Q, K)
             cond[1:] = cond[:1]

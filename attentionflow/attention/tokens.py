@@ -12,16 +12,20 @@ A *word* of a prompt is a run of tokens ending with a token that carries CLIP's 
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from ..errors import PromptError, one_line
 
+if TYPE_CHECKING:  # the word checks need no torch; only the tensor builders import it
+    import torch
+
 __all__ = [
     "check_prompt_length",
+    "check_replace",
     "choose_edit_mode",
+    "content_positions",
     "content_token_mask",
+    "edit_positions",
     "max_length",
     "prompt_token_ids",
     "prompt_words",
@@ -88,8 +92,25 @@ def prompt_words(prompt: str, tokenizer: Any) -> list[str]:
     return [tokenizer.decode([ids[p - 1] for p in span]).strip() for span in spans]
 
 
+def content_positions(prompt: str, tokenizer: Any) -> list[int]:
+    """Positions of the prompt's own tokens in the padded sequence (not the start/end tokens nor padding)."""
+    return list(range(1, len(prompt_token_ids(prompt, tokenizer)) - 1))
+
+
+def edit_positions(word: str, edits: Sequence[str], tokenizer: Any, what: str) -> list[list[int]]:
+    """Token positions of ``word`` in each edit prompt; a :class:`PromptError` if it is in none of them."""
+    hits = [word_positions(t, word, tokenizer) for t in edits]
+    if not any(hits):
+        raise PromptError(f"{what} '{one_line(word)}' is in none of the edit prompts; words of "
+                          f"'{one_line(edits[0]) if edits else ''}': "
+                          f"{', '.join(prompt_words(edits[0], tokenizer)) if edits else ''}")
+    return hits
+
+
 def content_token_mask(prompt: str, tokenizer: Any) -> torch.Tensor:
     """``(L,)`` bool, True at the prompt's own tokens (not the start/end tokens nor padding)."""
+    import torch
+
     n = len(prompt_token_ids(prompt, tokenizer)) - 2
     mask = torch.zeros(max_length(tokenizer), dtype=torch.bool)
     mask[1 : 1 + n] = True
@@ -141,6 +162,14 @@ def choose_edit_mode(source: str, target: str, tokenizer: Any) -> EditMode:
     return "replace" if same else "refine"
 
 
+def check_replace(source: str, target: str, tokenizer: Any) -> None:
+    """Raise :class:`PromptError` unless Replace can map ``source`` onto ``target`` (same token count)."""
+    n_src, n_tgt = len(_content_tokens(source, tokenizer)), len(_content_tokens(target, tokenizer))
+    if n_src != n_tgt:
+        raise PromptError(f"replace needs prompts with the same number of tokens: '{one_line(source)}' has "
+                          f"{n_src}, '{one_line(target)}' has {n_tgt}; use refine")
+
+
 def replace_mapper(source: str, target: str, tokenizer: Any) -> torch.Tensor:
     """Prompt-to-prompt Replace mapper ``M`` ``(L, L)``: ``target_maps = source_maps @ M``.
 
@@ -150,11 +179,11 @@ def replace_mapper(source: str, target: str, tokenizer: Any) -> torch.Tensor:
     tokens times ``1 / len(target word)``, as P2P's ``get_replacement_mapper``); with different
     word counts tokens map by position. Start, end and padding positions map to themselves.
     """
+    import torch
+
+    check_replace(source, target, tokenizer)
     src_tokens = _content_tokens(source, tokenizer)
     tgt_tokens = _content_tokens(target, tokenizer)
-    if len(src_tokens) != len(tgt_tokens):
-        raise PromptError(f"replace needs prompts with the same number of tokens: '{one_line(source)}' has "
-                          f"{len(src_tokens)}, '{one_line(target)}' has {len(tgt_tokens)}; use refine")
     size = max_length(tokenizer)
     n = len(src_tokens)
     mapper = torch.zeros(size, size)
@@ -216,6 +245,8 @@ def refine_mapper(source: str, target: str, tokenizer: Any) -> tuple[torch.Tenso
     target position ``j`` (0 where ``j`` is unaligned), ``alphas[j]`` is 1 where aligned, 0 for new
     target tokens (which keep the edit's own attention). Target padding maps to source padding.
     """
+    import torch
+
     x = prompt_token_ids(source, tokenizer)
     y = prompt_token_ids(target, tokenizer)
     size = max_length(tokenizer)
@@ -232,6 +263,8 @@ def refine_mapper(source: str, target: str, tokenizer: Any) -> tuple[torch.Tenso
 
 def reweight_vector(prompt: str, words: dict[str, float], tokenizer: Any) -> torch.Tensor:
     """Equalizer ``(L,)``: 1 everywhere, ``words[w]`` at the tokens of word ``w`` of ``prompt``."""
+    import torch
+
     eq = torch.ones(max_length(tokenizer))
     for word, factor in words.items():
         eq[word_token_indices(prompt, word, tokenizer)] = float(factor)

@@ -40,7 +40,8 @@ from typing import Collection, Literal, Mapping, Sequence
 
 import torch
 
-from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState, step_window
+from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState
+from attentionflow.attention.windows import step_window
 from attentionflow.errors import ConfigError
 from attentionflow.mmi.similarity import SIMILARITY_METHODS
 from attentionflow.mmi.similarity import similarity as _similarity
