@@ -263,7 +263,7 @@ def cmd_motion(args: argparse.Namespace) -> int:
     from .config import MIN_FRAME_SIZE
     from .flow.export import export_motion
     from .flow.motion import MotionOptions, motion_maps
-    from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, read_frames
+    from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, probe_output_location, read_frames
     from .resources import check_memory, edit_memory_bytes
 
     opts = MotionOptions()
@@ -280,6 +280,7 @@ def cmd_motion(args: argparse.Namespace) -> int:
                      f"motion maps of {args.frames} frames of {width}x{height}",
                      "use fewer frames (--frames) or a smaller size (--size)")
     check_output_dir(args.out, args.overwrite, protect=[args.video])
+    probe_output_location(args.out)
     frames = read_frames(args.video, n_frames=args.frames, start=args.start or 0, stride=args.stride or 1,
                          width=width, height=height)
     with atomic_output_dir(args.out, overwrite=args.overwrite, protect=[args.video]) as tmp:

@@ -31,8 +31,8 @@ import numpy as np
 
 from .config import EditConfig, config_to_dict, dump_config
 from .errors import ConfigError, InputError
-from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, make_grid, read_frames, write_frames, \
-    write_gif, write_mp4
+from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, make_grid, probe_output_location, \
+    read_frames, write_frames, write_gif, write_mp4
 from .models.paths import EMBEDDED, model_limits, resolve_model_path
 from .resources import check_memory, edit_memory_bytes
 
@@ -104,6 +104,7 @@ def check_job(config: EditConfig, overwrite: bool) -> CheckedJob:
     if not inp.video_path:
         raise InputError("no input video given (input_data.video_path / VIDEO argument)")
     check_output_dir(config.output_dir, overwrite, protect=[inp.video_path])
+    probe_output_location(config.output_dir)
     model_dir = resolve_model_path(config.pretrained_model_path)
     limits = model_limits(model_dir)
     if val.num_inference_steps > limits.num_train_timesteps:

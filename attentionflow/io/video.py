@@ -26,6 +26,7 @@ import operator
 import os
 import re
 import shutil
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -54,6 +55,7 @@ __all__ = [
     "MANIFEST_NAME",
     "check_video",
     "check_output_dir",
+    "probe_output_location",
     "remove_stale_siblings",
     "atomic_output_dir",
 ]
@@ -777,6 +779,23 @@ def check_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence[
             raise InputError(f"output folder {text} was not written by attentionflow (no {MANIFEST_NAME}); "
                              f"--overwrite only replaces earlier outputs: choose another folder")
     return p
+
+
+def probe_output_location(path: PathLike) -> None:
+    """Fail now, with one line, if no output folder can be created at ``path`` (read-only or unwritable place).
+
+    Creates and removes an empty hidden folder in the nearest existing ancestor of ``path``: cheap, and the
+    only way to know (root passes permission checks that a read-only file system still refuses).
+    """
+    target = Path(os.fspath(path)).resolve()
+    base = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+    if base is None:
+        return
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".attentionflow-probe-", dir=base))
+    except OSError as exc:
+        raise InputError(f"cannot create output folder {os.fspath(path)}: {exc.strerror or exc} (in {base}); "
+                         f"choose a writable location") from None
 
 
 def remove_stale_siblings(final: Path) -> list[Path]:

@@ -118,10 +118,13 @@ def read_json_file(path: Path) -> dict[str, Any]:
 
 
 def model_limits(folder: Path) -> ModelLimits:
-    """Read the limits of a resolved model folder (see :func:`resolve_model_path`)."""
+    """Read the limits of a resolved model folder (see :func:`resolve_model_path`); a broken JSON file of its
+    scheduler, UNet, VAE or tokenizer is a one-line ModelError naming the file."""
     sched = read_json_file(folder / "scheduler" / "scheduler_config.json")
     unet = read_json_file(folder / "unet" / "config.json")
     vae = read_json_file(folder / "vae" / "config.json")
+    for name in ("vocab.json", "tokenizer.json", "tokenizer_config.json"):  # named now, before transformers loads
+        read_json_file(folder / "tokenizer" / name)
     vae_blocks = vae.get("block_out_channels") or [128, 256, 512, 512]
     down = unet.get("down_block_types") or [None] * 4
     return ModelLimits(num_train_timesteps=int(sched.get("num_train_timesteps", 1000)),
