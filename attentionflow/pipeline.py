@@ -320,7 +320,7 @@ class AttentionFlowPipeline:
                 flow=mmi.flow, direction=mmi.direction, direction_tolerance=mmi.direction_tolerance,
                 direction_mode=mmi.direction_mode, camera_motion=mmi.camera_motion,
                 temporal_smoothing=mmi.temporal_smoothing))
-            full = torch.from_numpy(motion.maps).to(self.device, torch.float32)
+            full = motion.maps_tensor(self.device)  # (F, H, W) float32
             maps_by_size = {k: v.to(self.dtype) for k, v in motion_maps_for_resolutions(full, sizes).items()}
             timings["motion_maps"] = time.perf_counter() - start
 

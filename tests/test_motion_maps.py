@@ -16,7 +16,6 @@ import torch
 from attentionflow.errors import AttentionFlowError, ConfigError, InputError
 from attentionflow.flow.motion import (
     MotionOptions,
-    attention_size,
     camera_flow,
     motion_maps,
     motion_maps_for_resolutions,
@@ -174,15 +173,6 @@ def test_motion_maps_for_resolutions_computes_each_size_once() -> None:
     for (h, w), tensor in out.items():
         assert tensor.shape == (2, h, w)
         torch.testing.assert_close(tensor, resize_motion_maps(maps, (h, w)))
-
-
-def test_attention_size_keeps_the_aspect_ratio() -> None:
-    assert attention_size(64 * 64, (512, 512)) == (64, 64)
-    assert attention_size(8 * 12, (512, 768)) == (8, 12)
-    assert attention_size(48 * 32, (768, 512)) == (48, 32)
-    assert attention_size(7, (100, 100)) in {(1, 7), (7, 1)}
-    with pytest.raises(InputError):
-        attention_size(0, (64, 64))
 
 
 def test_parse_direction_words_and_angles() -> None:

@@ -21,7 +21,6 @@ from attentionflow.flow.export import export_motion
 from attentionflow.flow.motion import (
     MotionOptions,
     MotionResult,
-    attention_size,
     compute_flows,
     motion_maps,
     motion_maps_for_resolutions,
@@ -36,7 +35,6 @@ __all__ = [
     "FlowEstimator",
     "MotionOptions",
     "MotionResult",
-    "attention_size",
     "available_flow_estimators",
     "compute_flows",
     "export_motion",

@@ -63,7 +63,6 @@ __all__ = [
     "smooth_along_time",
     "normalize_per_frame",
     "motion_maps",
-    "attention_size",
     "resize_motion_maps",
     "motion_maps_for_resolutions",
 ]
@@ -465,33 +464,6 @@ def motion_maps(
     )
 
 
-def attention_size(num_queries: int, frame_size: tuple[int, int]) -> tuple[int, int]:
-    """Attention-map resolution ``(h, w)`` with ``h * w == num_queries`` closest to the frame's aspect.
-
-    Args:
-        num_queries: number of spatial queries of an attention layer (per frame).
-        frame_size: ``(H, W)`` of the frames (only the aspect ratio matters).
-
-    Raises:
-        InputError: ``num_queries < 1`` or a non-positive frame size.
-    """
-    fh, fw = int(frame_size[0]), int(frame_size[1])
-    if num_queries < 1 or fh < 1 or fw < 1:
-        raise InputError(
-            f"attention size for {num_queries} queries and frame {fh}x{fw} is undefined; expected positive values"
-        )
-    target = math.log(fh / fw)
-    best = (1, num_queries)
-    best_err = math.inf
-    for h in range(1, num_queries + 1):
-        if num_queries % h:
-            continue
-        err = abs(math.log(h / (num_queries // h)) - target)
-        if err < best_err:
-            best, best_err = (h, num_queries // h), err
-    return best
-
-
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     try:
         h, w = (int(s) for s in size)
@@ -511,7 +483,7 @@ def resize_motion_maps(maps: torch.Tensor, size: tuple[int, int], eps: float = 1
 
     Args:
         maps: ``(N, H, W)`` non-negative maps (e.g. ``MotionResult.maps_tensor()``).
-        size: ``(h, w)`` target resolution; the caller picks the aspect (see :func:`attention_size`).
+        size: ``(h, w)`` target resolution (the UNet's attention map size; see ``attention.processors``).
         eps: frames whose resized maximum is ``<= eps`` stay all-zero (never NaN).
 
     Returns:
