@@ -71,3 +71,22 @@ def test_demo_output_is_pinned(tmp_path):
     got = {name: hashlib.sha256(read_frames(out / "frames" / name).tobytes()).hexdigest()[:16]
            for name in DEMO_DIGESTS}
     assert got == DEMO_DIGESTS
+
+
+def test_readme_python_snippet_runs(tmp_path, monkeypatch):
+    """The README's Python example runs as written on the clip its toyworld command makes (2 steps, not 25)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"From Python:\n\n```python\n(.*?)```", readme, re.S).group(1)
+    command = re.search(r"attentionflow (toyworld video --caption .*? --out clip\.mp4)", readme).group(1)
+    monkeypatch.chdir(tmp_path)
+    caption = re.search(r'--caption "([^"]+)"', command).group(1)
+    assert main(["toyworld", "video", "--caption", caption, "--frames", "8", "--out", "clip.mp4"]) == 0
+    assert "num_inference_steps=25" in snippet
+    scope: dict = {}
+    exec(snippet.replace("num_inference_steps=25", "num_inference_steps=2"), scope)  # noqa: S102
+    out = scope["out"]
+    assert out.edits[0].shape == (8, 64, 64, 3) and out.motion_words == ["moving"]
+    assert caption == out.source_prompt  # the snippet edits the clip it says it edits
