@@ -632,9 +632,11 @@ def cmd_app(args: argparse.Namespace) -> int:
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive finite number, got {value}")
     auth = parse_auth(args.auth) if args.auth else None
-    if args.host not in LOOPBACK and auth is None and not args.insecure:
-        raise ConfigError(f"--host {args.host} lets other machines run edits; require a login with --auth USER:PASS "
-                          f"(or pass --insecure to serve without one)")
+    if args.host not in LOOPBACK and auth is None:
+        if not args.insecure:
+            raise ConfigError(f"--host {args.host} lets other machines run edits; require a login with --auth "
+                              f"USER:PASS (or pass --insecure to serve without one)")
+        logger.warning("serving on %s without a login (--insecure): anyone who can reach it can run edits", args.host)
     _import_gradio()
     defaults = load_config(args.config) if args.config else None
     model = args.model or (defaults.pretrained_model_path if defaults is not None else "embedded")
@@ -642,8 +644,6 @@ def cmd_app(args: argparse.Namespace) -> int:
     settings = AppSettings(model=model, device=args.device, mixed_precision=args.mixed_precision,
                            max_frames=args.max_frames, max_upload_mb=args.max_upload_mb, max_size=args.max_size,
                            defaults=defaults)
-    if args.host not in LOOPBACK and auth is None:
-        logger.warning("serving on %s without a login (--insecure): anyone who can reach it can run edits", args.host)
     launch_app(settings, host=args.host, port=args.port, block=True, auth=auth)
     return 0
 

@@ -263,22 +263,21 @@ def cmd_motion(args: argparse.Namespace) -> int:
     from .config import MIN_FRAME_SIZE
     from .flow.export import export_motion
     from .flow.motion import MotionOptions, motion_maps
-    from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, probe_output_location, read_frames
+    from .io.video import MANIFEST_NAME, atomic_output_dir, check_fps, check_output_dir, probe_output_location, \
+        read_frames
     from .resources import check_memory, edit_memory_bytes
 
     opts = MotionOptions()
     _apply_motion_args(args, opts)
     opts.validate()
-    if not (args.fps > 0 and args.fps != float("inf")):
-        raise ConfigError(f"--fps must be a positive finite number, got {args.fps}")
+    check_fps(args.fps)
     width, height = args.size if args.size else (None, None)
     if args.size is not None and min(args.size) < MIN_FRAME_SIZE:
         raise ConfigError(f"--size must be at least {MIN_FRAME_SIZE} (the smallest size optical flow accepts), "
                           f"got {args.size[0]}x{args.size[1]}")
     if args.frames is not None and args.size is not None:
         check_memory(edit_memory_bytes(args.frames, width, height, 0, vae_on_host=False),
-                     f"motion maps of {args.frames} frames of {width}x{height}",
-                     "use fewer frames (--frames) or a smaller size (--size)")
+                     f"motion maps of {args.frames} frames of {width}x{height}")
     check_output_dir(args.out, args.overwrite, protect=[args.video])
     probe_output_location(args.out)
     frames = read_frames(args.video, n_frames=args.frames, start=args.start or 0, stride=args.stride or 1,

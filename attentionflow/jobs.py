@@ -82,8 +82,6 @@ class CheckedJob:
     """(F, H, W, 3) uint8 input frames, sampled, resized and cropped."""
     model_dir: Path
     """The resolved diffusers folder."""
-    tokenizer: Any
-    """The model's CLIP tokenizer (the prompts were checked with it)."""
     plan: EditPlan
     """The checked edit (prompts, settings, token positions) the pipeline runs."""
 
@@ -116,14 +114,13 @@ def check_job(config: EditConfig, overwrite: bool) -> CheckedJob:
                               f"grid {limits.unet_factor.bit_length() - 1} times), got {value}")
     needed = edit_memory_bytes(inp.n_sample_frames, inp.width, inp.height, 1 + len(val.prompts),
                                vae_channels=limits.vae_channels, vae_on_host=_vae_on_host(config.device))
-    check_memory(needed, f"editing {inp.n_sample_frames} frames of {inp.width}x{inp.height}",
-                 "use fewer frames (--frames) or a smaller size (--size)")
+    check_memory(needed, f"editing {inp.n_sample_frames} frames of {inp.width}x{inp.height}")
     frames = load_input_frames(config)
     from .models.tokenizer import load_tokenizer
     from .plan import EditPlan
 
-    tokenizer = load_tokenizer(model_dir / "tokenizer")
-    return CheckedJob(frames=frames, model_dir=model_dir, tokenizer=tokenizer, plan=EditPlan.build(config, tokenizer))
+    plan = EditPlan.build(config, load_tokenizer(model_dir / "tokenizer"))
+    return CheckedJob(frames=frames, model_dir=model_dir, plan=plan)
 
 
 @dataclass
@@ -136,11 +133,6 @@ class JobResult:
     """The edit itself: videos, attention maps, motion maps, modes, timings."""
     manifest: dict[str, Any]
     """Exactly what ``manifest.json`` holds."""
-
-    @property
-    def edit_names(self) -> list[str]:
-        """File stem of each edit's outputs, in target order."""
-        return [e["outputs"] for e in self.manifest["edits"]]
 
     @property
     def reconstruction_psnr_db(self) -> float | None:

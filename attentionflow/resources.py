@@ -45,7 +45,10 @@ def edit_memory_bytes(n_frames: int, width: int, height: int, n_branches: int, *
     return total
 
 
-def check_memory(needed: int, what: str, way_out: str, available: int | None = None) -> None:
+FEWER_OR_SMALLER = "use fewer frames (--frames) or a smaller size (--size)"
+
+
+def check_memory(needed: int, what: str, way_out: str = FEWER_OR_SMALLER, available: int | None = None) -> None:
     """Raise a one-line InputError when ``needed`` bytes exceed the available memory."""
     available = available_memory() if available is None else available
     if available is not None and needed > available:

@@ -53,6 +53,7 @@ __all__ = [
     "write_frames",
     "make_grid",
     "MANIFEST_NAME",
+    "check_fps",
     "check_video",
     "check_output_dir",
     "probe_output_location",
@@ -250,16 +251,16 @@ def _gif_thunks(im: Image.Image, path: Path) -> Iterator[FrameThunk]:
         index += 1
 
 
-def check_video(frames: object, what: str = "frames", *, min_frames: int = 1, uint8: bool = True) -> np.ndarray:
-    """Raise a one-line InputError unless ``frames`` is an ``(N, H, W, 3)`` array with ``N >= min_frames``
-    (and uint8 when ``uint8``); returns it. The one check of a video array every module uses."""
+def check_video(frames: object, what: str = "frames", *, uint8: bool = True) -> np.ndarray:
+    """Raise a one-line InputError unless ``frames`` is a non-empty ``(N, H, W, 3)`` array (uint8 when
+    ``uint8``); returns it. The one check of a video array every module uses."""
     shape = getattr(frames, "shape", type(frames).__name__)
     if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
         raise InputError(f"{what} have shape {shape}; expected (N, H, W, 3) {'uint8 ' if uint8 else ''}RGB")
     if uint8 and frames.dtype != np.uint8:
         raise InputError(f"{what} have dtype {frames.dtype}; expected (N, H, W, 3) uint8 RGB")
-    if frames.shape[0] < min_frames:
-        raise InputError(f"{what} hold {frames.shape[0]} frames; at least {min_frames} needed")
+    if frames.shape[0] < 1:
+        raise InputError(f"{what} hold no frames; expected at least one")
     return frames
 
 
@@ -492,7 +493,7 @@ def _as_uint8_video(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     raise ValueError(f"frames must be uint8 or float in [0, 1], got dtype {arr.dtype}")
 
 
-def _check_fps(fps: float) -> float:
+def check_fps(fps: float) -> float:
     try:
         value = float(fps)
     except (TypeError, ValueError):
@@ -540,7 +541,7 @@ def write_mp4(frames: np.ndarray | Sequence[np.ndarray], path: PathLike, fps: fl
         ``path`` as a :class:`Path`.
     """
     video = _as_uint8_video(frames)
-    rate = Fraction(_check_fps(fps)).limit_denominator(1001)  # 29.97... -> 30000/1001
+    rate = Fraction(check_fps(fps)).limit_denominator(1001)  # 29.97... -> 30000/1001
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
         raise ConfigError(f"crf must be an integer in 0..51, got {crf!r}")
     crf_value = int(crf)
@@ -575,7 +576,7 @@ def write_gif(frames: np.ndarray | Sequence[np.ndarray], path: PathLike, fps: fl
         unchanged), so reading the gif back can give fewer frames for a video with static parts.
     """
     video = _as_uint8_video(frames)
-    duration_ms = 1000.0 / _check_fps(fps)
+    duration_ms = 1000.0 / check_fps(fps)
     images = [Image.fromarray(f) for f in video]
     out = Path(path)
     with _atomic_file(out) as tmp:

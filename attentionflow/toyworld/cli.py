@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 def _video(args: argparse.Namespace) -> int:
-    from attentionflow.io.video import check_output_dir, write_frames, write_gif, write_mp4
+    from attentionflow.io.video import check_fps, check_output_dir, write_frames, write_gif, write_mp4
     from attentionflow.resources import check_memory
     from attentionflow.toyworld.world import make_video
 
@@ -29,12 +28,11 @@ def _video(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out} lies under {out.parent}, which is a file; choose another path")
     if not suffix:
         check_output_dir(out)  # an empty or new folder: frames are never written over someone's files
-    if not (math.isfinite(args.fps) and args.fps > 0):
-        raise InputError(f"--fps must be a positive finite number, got {args.fps}")
+    check_fps(args.fps)
     if args.frames >= 1 and args.size >= 16:  # make_video names smaller values itself
         # frames (3 bytes/pixel) + masks (1) + flows (8) + one encoding copy (3)
         check_memory(args.frames * args.size * args.size * 15, f"a toy clip of {args.frames} frames of "
-                     f"{args.size}x{args.size}", "use fewer frames (--frames) or a smaller size (--size)")
+                     f"{args.size}x{args.size}")
     video = make_video(args.caption, frames=args.frames, size=args.size, seed=args.seed, path=args.path,
                        speed=args.speed)
     if suffix == ".mp4":
