@@ -124,6 +124,16 @@ class MMIConfig:
     auto_steps: int = 3
     """Steps used to rank the words when motion_words is 'auto'."""
 
+    def motion_options(self) -> Any:
+        """The :class:`attentionflow.flow.motion.MotionOptions` of this section (flow, direction, camera
+        motion, smoothing): the pipeline builds the motion maps with it, and :meth:`EditConfig.validate`
+        checks it with ``MotionOptions.validate``, the one check of those options."""
+        from .flow.motion import MotionOptions
+
+        return MotionOptions(flow=self.flow, direction=self.direction, direction_tolerance=self.direction_tolerance,
+                             direction_mode=self.direction_mode, camera_motion=self.camera_motion,
+                             temporal_smoothing=self.temporal_smoothing)
+
 
 @dataclass
 class EditConfig:
@@ -169,6 +179,7 @@ class EditConfig:
         """Check values that need no files or models; raise ConfigError naming the key."""
         inp, val, mmi = self.input_data, self.validation_data, self.mmi
         _check_finite(self)
+        _check_choices(self)
         for key, value in (("input_data.width", inp.width), ("input_data.height", inp.height)):
             if value <= 0 or value % 8:
                 raise ConfigError(f"{key} must be a positive multiple of 8, got {value}")
@@ -214,10 +225,6 @@ class EditConfig:
         bad = [p for p in mmi.places if p not in ("down", "mid", "up")]
         if bad or not mmi.places:
             raise ConfigError(f"mmi.places must be a non-empty subset of down, mid, up; got {mmi.places}")
-        if not 0 < mmi.direction_tolerance <= 180:
-            raise ConfigError(f"mmi.direction_tolerance must be in (0, 180], got {mmi.direction_tolerance}")
-        if mmi.temporal_smoothing < 0:
-            raise ConfigError(f"mmi.temporal_smoothing must be >= 0, got {mmi.temporal_smoothing}")
         _positive("mmi.auto_steps", mmi.auto_steps)
         if not self.fps > 0:
             raise ConfigError(f"fps must be a positive number, got {self.fps}")
@@ -226,16 +233,11 @@ class EditConfig:
         if self.attention_map_level < 0:
             raise ConfigError(f"attention_map_level must be >= 0, got {self.attention_map_level}")
         if mmi.enabled:
-            from .flow.estimators import available_flow_estimators
-            from .flow.motion import parse_direction
             from .mmi.methods import SIMILARITY_METHODS
 
-            if mmi.flow not in available_flow_estimators():
-                raise ConfigError(f"unknown flow method '{mmi.flow}'; choose from: "
-                                  f"{', '.join(available_flow_estimators())}")
+            mmi.motion_options().validate(prefix="mmi.")
             if mmi.similarity not in SIMILARITY_METHODS:
                 raise ConfigError(f"unknown similarity '{mmi.similarity}'; choose from: {', '.join(SIMILARITY_METHODS)}")
-            parse_direction(mmi.direction)
             if inp.n_sample_frames < 2:
                 raise ConfigError("MMI needs at least 2 frames (optical flow between neighbours); "
                                   "use more frames or --no-mmi")
@@ -262,6 +264,19 @@ def _check_finite(obj: Any, prefix: str = "") -> None:
     """Raise ConfigError naming the first NaN or infinite float anywhere in a (nested) config dataclass."""
     for f in dataclasses.fields(obj):
         _finite_value(getattr(obj, f.name), prefix + f.name)
+
+
+def _check_choices(obj: Any, prefix: str = "") -> None:
+    """Raise ConfigError naming the first field whose value is not one of its ``Literal`` choices (YAML input is
+    checked on loading; this catches configs built in Python)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, tp = getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(value):
+            _check_choices(value, prefix + f.name + ".")
+        elif typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
+            raise ConfigError(f"{prefix}{f.name} {value!r} is invalid; choose from: "
+                              f"{', '.join(map(str, typing.get_args(tp)))}")
 
 
 def _finite_value(value: Any, key: str) -> None:

@@ -26,7 +26,7 @@ from .attention.tokens import check_prompt_length, max_length
 from .plan import EditPlan
 from .config import AttentionSettings, EditConfig, InversionSettings
 from .errors import InputError
-from .flow.motion import MotionOptions, MotionResult, motion_maps, motion_maps_for_resolutions
+from .flow.motion import MotionResult, motion_maps, motion_maps_for_resolutions
 from .io.video import check_video
 from .inversion import ddim_inversion, guided_noise, null_step_mask, null_text_inversion, sampling_scheduler
 from .mmi.inject import MotionInjector
@@ -316,10 +316,7 @@ class AttentionFlowPipeline:
         maps_by_size: dict[tuple[int, int], torch.Tensor] = {}
         if mmi.enabled:
             start = time.perf_counter()
-            motion = motion_maps(frames, MotionOptions(
-                flow=mmi.flow, direction=mmi.direction, direction_tolerance=mmi.direction_tolerance,
-                direction_mode=mmi.direction_mode, camera_motion=mmi.camera_motion,
-                temporal_smoothing=mmi.temporal_smoothing))
+            motion = motion_maps(frames, mmi.motion_options())
             full = motion.maps_tensor(self.device)  # (F, H, W) float32
             maps_by_size = {k: v.to(self.dtype) for k, v in motion_maps_for_resolutions(full, sizes).items()}
             timings["motion_maps"] = time.perf_counter() - start

@@ -277,18 +277,40 @@ def test_motion_maps_cached_once_per_resolution():
     assert len(inj._map_cache) == 1
 
 
+@pytest.mark.parametrize("over, match", [
+    ({"similarity": "foo"}, "unknown similarity 'foo'"),
+    ({"branches": "both"}, "branches 'both'"),
+    ({"places": ("middle",)}, "places"),
+    ({"step_range": (0.8, 0.2)}, "step range"),
+    ({"step_range": (0.5, 0.5)}, "step range"),  # the config's rule: start < end
+    ({"strength": -1.0}, "strength"),
+])
+def test_option_guards_are_value_errors(over, match):
+    """The controller guards programming errors only (ValueError); user input is checked by EditPlan.build."""
+    with pytest.raises(ValueError, match=match):
+        _injector(_motion(), **over)
+
+
+@pytest.mark.parametrize("mmi, match", [
+    ({"similarity": "foo"}, "unknown similarity 'foo'"),
+    ({"branches": "both"}, "branches"),
+    ({"places": ["middle"]}, "places"),
+    ({"step_start": 0.8, "step_end": 0.2}, "step_start"),
+    ({"step_start": 0.5, "step_end": 0.5}, "step_start"),
+    ({"strength": -1.0}, "strength"),
+    ({"auto_steps": 0}, "auto_steps"),
+])
+def test_option_errors_come_from_the_one_validator(clip_tokenizer, mmi, match):
+    from attentionflow.config import MMIConfig
+    from attentionflow.plan import EditPlan
+
+    with pytest.raises(ConfigError, match=match):
+        EditPlan.from_prompts(clip_tokenizer, "a car is moving on the road", ["a car is moving on the snow"],
+                              mmi=MMIConfig(**mmi))
+
+
 def test_option_errors():
     motion = _motion()
-    with pytest.raises(ConfigError, match="unknown similarity 'foo'"):
-        _injector(motion, similarity="foo")
-    with pytest.raises(ConfigError, match="branches 'both'"):
-        _injector(motion, branches="both")
-    with pytest.raises(ConfigError, match="places"):
-        _injector(motion, places=("middle",))
-    with pytest.raises(ConfigError, match="step range"):
-        _injector(motion, step_range=(0.8, 0.2))
-    with pytest.raises(ConfigError, match="strength"):
-        _injector(motion, strength=-1.0)
     with pytest.raises(ValueError, match="auto_candidates"):
         _injector(motion, motion_tokens=None)
     with pytest.raises(ValueError, match="branches"):

@@ -7,7 +7,9 @@ import torch
 
 from attentionflow.attention.base import AttentionSite, AttentionState
 from attentionflow.attention.p2p import AttentionStore, LocalBlend, P2PEdit
+from attentionflow.config import P2PConfig, config_from_dict
 from attentionflow.errors import ConfigError, PromptError
+from attentionflow.plan import EditPlan
 
 CROSS = AttentionSite(name="down_blocks.0.attentions.0.transformer_blocks.0.attn2", is_cross=True,
                       place="down", block_index=0)
@@ -80,10 +82,15 @@ def test_refine_keeps_new_tokens_own_maps(clip_tokenizer):
 def test_forced_replace_on_different_token_counts_fails(clip_tokenizer):
     with pytest.raises(PromptError, match="use refine"):
         P2PEdit(clip_tokenizer, [ROAD, "a jeep car is moving on the road"], num_steps=10, mode="replace")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError):  # the one step-window parser (attention/windows.py), shared with EditPlan.build
         P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=1.5)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):  # a programming-error guard; users meet EditPlan.build's ConfigError (below)
         P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, mode="swap")
+    with pytest.raises(ConfigError, match="cross_replace_steps"):
+        EditPlan.from_prompts(clip_tokenizer, ROAD, [SNOW], p2p=P2PConfig(cross_replace_steps=1.5))
+    with pytest.raises(ConfigError, match="'swap'"):
+        EditPlan.build(config_from_dict({"input_data": {"prompt": ROAD}, "validation_data": {"prompts": [SNOW]},
+                                         "p2p": {"mode": "swap"}}), clip_tokenizer)
 
 
 def test_per_word_cross_replace_window(clip_tokenizer):

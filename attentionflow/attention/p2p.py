@@ -14,7 +14,7 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, PromptError
+from ..errors import PromptError
 from .base import AttentionController, AttentionSite, AttentionState
 from .windows import StepWindow, parse_window
 from .tokens import (
@@ -179,9 +179,9 @@ class LocalBlend(AttentionController):
             raise PromptError(f"local blend needs one word (or list of words) per prompt: got {words!r} "
                               f"for {len(prompts)} prompts")
         if not 0.0 <= threshold < 1.0:
-            raise ConfigError(f"local blend threshold {threshold!r} must be in [0, 1)")
+            raise ValueError(f"local blend threshold {threshold!r} must be in [0, 1)")
         if resolution_hint < 1:
-            raise ConfigError(f"local blend resolution_hint {resolution_hint!r} must be >= 1")
+            raise ValueError(f"local blend resolution_hint {resolution_hint!r} must be >= 1")
         mask = torch.zeros(len(prompts), max_length(tokenizer))
         for b, (prompt, ws) in enumerate(zip(prompts, words)):
             for word in ([ws] if isinstance(ws, str) else list(ws)):
@@ -293,9 +293,9 @@ class P2PEdit(AttentionController):
         if not prompts:
             raise PromptError("prompt-to-prompt needs at least the source prompt")
         if mode not in ("auto", "replace", "refine"):
-            raise ConfigError(f"edit mode {mode!r} is not one of: auto, replace, refine")
+            raise ValueError(f"edit mode {mode!r} is not one of: auto, replace, refine")
         if int(num_steps) < 1:
-            raise ConfigError(f"num_steps {num_steps!r} must be >= 1")
+            raise ValueError(f"num_steps {num_steps!r} must be >= 1")
         for p in prompts:
             check_prompt_length(p, tokenizer)
         if local_blend is not None and local_blend.num_branches != len(prompts):

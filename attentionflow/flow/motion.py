@@ -141,31 +141,32 @@ class MotionOptions:
     #: gets an all-zero map. ``None``: the estimator's ``noise_floor`` (DIS 0.1, Farneback 0.75).
     min_motion: float | None = None
 
-    def validate(self) -> MotionOptions:
-        """Check every field; return ``self``. Raises :class:`ConfigError` (one line) on a bad value."""
+    def validate(self, prefix: str = "") -> MotionOptions:
+        """Check every field; return ``self``. Raises :class:`ConfigError` (one line) on a bad value.
+
+        The one check of motion options: the ``motion`` command calls it, and the edit config calls it with
+        ``prefix="mmi."`` so that its messages name the YAML key."""
         names = available_flow_estimators()
         if not isinstance(self.flow, str) or self.flow.strip().lower() not in names:
-            raise ConfigError(f"unknown flow method {self.flow!r}; choose from: {', '.join(names)}")
+            raise ConfigError(f"unknown {prefix}flow method {self.flow!r}; choose from: {', '.join(names)}")
         parse_direction(self.direction)
         tol = self.direction_tolerance
         if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 < float(tol) <= 180.0:
-            raise ConfigError(f"direction_tolerance {tol!r} is invalid; use degrees in (0, 180]")
+            raise ConfigError(f"{prefix}direction_tolerance {tol!r} is invalid; use degrees in (0, 180]")
         if self.direction_mode not in DIRECTION_MODES:
-            raise ConfigError(
-                f"direction_mode {self.direction_mode!r} is invalid; choose from: {', '.join(DIRECTION_MODES)}"
-            )
+            raise ConfigError(f"{prefix}direction_mode {self.direction_mode!r} is invalid; choose from: "
+                              f"{', '.join(DIRECTION_MODES)}")
         if self.camera_motion not in CAMERA_MOTION_MODES:
-            raise ConfigError(
-                f"camera_motion {self.camera_motion!r} is invalid; choose from: {', '.join(CAMERA_MOTION_MODES)}"
-            )
+            raise ConfigError(f"{prefix}camera_motion {self.camera_motion!r} is invalid; choose from: "
+                              f"{', '.join(CAMERA_MOTION_MODES)}")
         sig = self.temporal_smoothing
         if isinstance(sig, bool) or not isinstance(sig, (int, float)) or not math.isfinite(sig) or sig < 0:
-            raise ConfigError(f"temporal_smoothing {sig!r} is invalid; use a sigma in frames >= 0 (0 = off)")
+            raise ConfigError(f"{prefix}temporal_smoothing {sig!r} is invalid; use a sigma in frames >= 0 (0 = off)")
         mm = self.min_motion
         if mm is not None and (
             isinstance(mm, bool) or not isinstance(mm, (int, float)) or not math.isfinite(mm) or mm < 0
         ):
-            raise ConfigError(f"min_motion {mm!r} is invalid; use pixels >= 0 or none (estimator default)")
+            raise ConfigError(f"{prefix}min_motion {mm!r} is invalid; use pixels >= 0 or none (estimator default)")
         return self
 
     @property

@@ -42,7 +42,6 @@ import torch
 
 from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState
 from attentionflow.attention.windows import step_window
-from attentionflow.errors import ConfigError
 from attentionflow.mmi.similarity import SIMILARITY_METHODS
 from attentionflow.mmi.similarity import similarity as _similarity
 
@@ -101,21 +100,21 @@ class MotionInjector(AttentionController):
         fusion: bool = True,
     ) -> None:
         if similarity not in SIMILARITY_METHODS:
-            raise ConfigError(f"unknown similarity {similarity!r}; choose from: "
+            raise ValueError(f"unknown similarity {similarity!r}; choose from: "
                               f"{', '.join(SIMILARITY_METHODS)}")
         if branches not in BRANCH_CHOICES:
-            raise ConfigError(f"unknown MMI branches {branches!r}; choose from: "
+            raise ValueError(f"unknown MMI branches {branches!r}; choose from: "
                               f"{', '.join(BRANCH_CHOICES)}")
         bad_places = sorted(set(places) - set(PLACES))
         if bad_places or not places:
-            raise ConfigError(f"invalid MMI places {sorted(places)!r}; use a non-empty subset of: "
+            raise ValueError(f"invalid MMI places {sorted(places)!r}; use a non-empty subset of: "
                               f"{', '.join(PLACES)}")
         if not math.isfinite(strength) or strength < 0:
-            raise ConfigError(f"MMI strength {strength!r} is invalid; use a finite number >= 0")
+            raise ValueError(f"MMI strength {strength!r} is invalid; use a finite number >= 0")
         start, end = (float(v) for v in step_range)
-        if not 0.0 <= start <= end <= 1.0:
-            raise ConfigError(f"MMI step range {tuple(step_range)!r} is invalid; "
-                              f"use (start, end) with 0 <= start <= end <= 1")
+        if not 0.0 <= start < end <= 1.0:  # the config's rule (EditConfig.validate)
+            raise ValueError(f"MMI step range {tuple(step_range)!r} is invalid; "
+                             f"use (start, end) with 0 <= start < end <= 1")
         if content_tokens.dim() != 2 or content_tokens.dtype != torch.bool:
             raise ValueError(f"content_tokens must be a (B, K) bool tensor, got "
                              f"{tuple(content_tokens.shape)} {content_tokens.dtype}")
@@ -127,7 +126,7 @@ class MotionInjector(AttentionController):
                 raise ValueError(f"auto_candidates has {len(auto_candidates)} branches, "
                                  f"content_tokens has {num_branches}")
             if auto_steps < 1:
-                raise ConfigError(f"MMI auto steps {auto_steps!r} is invalid; use an integer >= 1")
+                raise ValueError(f"MMI auto steps {auto_steps!r} is invalid; use an integer >= 1")
             for cands in auto_candidates:
                 for word, idx in cands.items():
                     self._check_indices(idx, num_tokens, f"candidate {word!r}")
