@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import EditConfig, InputDataConfig, MMIConfig, ValidationDataConfig
+from .config import INVERSION_METHODS, EditConfig, InputDataConfig, MMIConfig, ValidationDataConfig
 from .errors import AttentionFlowError, ConfigError, InputError, first_line
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,8 @@ class EditForm:
     steps: int = ValidationDataConfig.num_inference_steps
     guidance: float = ValidationDataConfig.guidance_scale
     seed: int = EditConfig.seed
-    null_text: bool = ValidationDataConfig.use_null_inv
+    inversion: str = ValidationDataConfig.inversion
+    """direct, negative-prompt, null-text or ddim."""
 
 
 @dataclass
@@ -161,7 +162,7 @@ def form_from_config(config: Any) -> EditForm:
                     strength=mmi.strength, direction="any" if mmi.direction is None else str(mmi.direction),
                     frames=inp.n_sample_frames, start=inp.sample_start_idx, stride=inp.sample_frame_rate,
                     width=inp.width, height=inp.height, steps=val.num_inference_steps,
-                    guidance=val.guidance_scale, seed=config.seed, null_text=val.use_null_inv)
+                    guidance=val.guidance_scale, seed=config.seed, inversion=val.inversion)
 
 
 class EditSession:
@@ -352,7 +353,7 @@ class EditSession:
         cfg.validation_data = dataclasses.replace(
             cfg.validation_data, prompts=targets, video_length=frames, width=int(form.width),
             height=int(form.height), num_inference_steps=steps, num_inv_steps=steps,
-            guidance_scale=float(form.guidance), use_null_inv=bool(form.null_text))
+            guidance_scale=float(form.guidance), inversion=str(form.inversion), use_null_inv=None)
         cfg.mmi = dataclasses.replace(cfg.mmi if isinstance(cfg.mmi, MMIConfig) else MMIConfig(),
                                       enabled=bool(form.mmi), motion_words=words, strength=float(form.strength),
                                       direction=direction)
@@ -435,8 +436,9 @@ def _session_id(request: Any) -> str:
 
 
 def _inversion_note(info: dict[str, Any]) -> str:
-    """'; inversion reused, reconstruction PSNR 31.2 dB' from the manifest's inversion section."""
-    parts = ["inversion reused (same clip, source prompt and settings)"] if info.get("reused") else []
+    """'; direct inversion reused, reconstruction PSNR 31.2 dB' from the manifest's inversion section."""
+    method = f"{info['method']} inversion" if info.get("method") else "inversion"
+    parts = [f"{method} reused (same clip, source prompt and settings)" if info.get("reused") else method]
     if info.get("reconstruction_psnr_db") is not None:
         parts.append(f"reconstruction PSNR {info['reconstruction_psnr_db']:.1f} dB")
     return "; " + ", ".join(parts) if parts else ""
@@ -510,7 +512,9 @@ def build_app(session: EditSession) -> Any:
                     steps = gr.Slider(1, 100, value=d.steps, step=1, label="steps")
                     guidance = gr.Slider(1.0, 20.0, value=d.guidance, step=0.5, label="guidance")
                     seed = gr.Number(value=d.seed, precision=0, label="seed")
-                    null_text = gr.Checkbox(value=d.null_text, label="null-text inversion")
+                    inversion = gr.Dropdown(choices=list(INVERSION_METHODS), value=d.inversion, label="inversion",
+                                            info="direct: exact reconstruction, no optimisation",
+                                            elem_id="af-inversion")
                 run = gr.Button("Edit", variant="primary", elem_id="af-edit")
         status = gr.HTML(_status("upload a video or click 'Toy example'"), elem_id="af-status")
         summary = gr.Markdown(elem_id="af-summary")
@@ -526,7 +530,7 @@ def build_app(session: EditSession) -> Any:
         archive = gr.File(label="download all outputs (zip)", elem_id="af-download", interactive=False)
 
         form_fields = [source, targets, motion_word, mmi, strength, direction, frames, start, stride, width, height,
-                       steps, guidance, seed, null_text]
+                       steps, guidance, seed, inversion]
         names = [f.name for f in dataclasses.fields(EditForm)]
 
         def on_upload(files: Any, request: Any = None) -> tuple[Any, Any, str]:
@@ -549,12 +553,12 @@ def build_app(session: EditSession) -> Any:
 
         def on_edit(path: str | None, source: str, targets: str, motion_word: str, mmi: bool, strength: float,
                     direction: str, frames: int, start: int, stride: int, width: int, height: int, steps: int,
-                    guidance: float, seed: int, null_text: bool, progress: Any = gr.Progress(),
+                    guidance: float, seed: int, inversion: str, progress: Any = gr.Progress(),
                     request: Any = None) -> list[Any]:
             # explicit parameters: Gradio injects gr.Progress only into a positional parameter
             form = EditForm(source=source, targets=targets, motion_word=motion_word, mmi=mmi, strength=strength,
                             direction=direction, frames=frames, start=start, stride=stride, width=width,
-                            height=height, steps=steps, guidance=guidance, seed=seed, null_text=null_text)
+                            height=height, steps=steps, guidance=guidance, seed=seed, inversion=inversion)
 
             def cb(stage: str, step: int, total: int) -> None:
                 if total <= 1:  # a stage without steps (loading the model, packing the zip)

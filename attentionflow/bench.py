@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from .config import InversionSettings, MMIConfig, P2PConfig
+from .config import INVERSION_METHODS, InversionSettings, MMIConfig, P2PConfig, ValidationDataConfig
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports are deferred so that building the CLI parser stays fast
@@ -138,7 +138,8 @@ class BenchSettings:
     frames: int = 8
     size: int = 64
     guidance_scale: float = 7.5
-    null_text: bool = True
+    inversion: str = ValidationDataConfig.inversion
+    """The inversion method (the config default unless --inversion)."""
     seed: int = 33
     flow: str = "dis"
 
@@ -254,8 +255,12 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool = True,
                       model_note: str | None = None,
-                      on_task: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+                      on_task: Callable[[list[dict[str, Any]]], None] | None = None,
+                      methods: Sequence[Method] = METHODS) -> dict[str, Any]:
     """Run the suite with an :class:`~attentionflow.pipeline.AttentionFlowPipeline`; returns the report.
+
+    ``methods``: the editing methods to compare (default all of :data:`METHODS`; the inversion benchmark runs
+    ``p2p`` alone once per inversion method).
 
     Report: ``settings``, ``tasks`` (per task: captions, per-method scores, timings), ``summary``
     (per method: mean of each metric over tasks), ``by_kind`` (per method and kind: mean success),
@@ -271,13 +276,13 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
     estimator = get_flow_estimator(settings.flow)
     pipeline.set_progress_bar_config(disable=True)  # the suite has its own bar
     inv_settings = InversionSettings.default(num_inference_steps=settings.steps,
-                                             guidance_scale=settings.guidance_scale, use_null_inv=settings.null_text)
+                                             guidance_scale=settings.guidance_scale, inversion=settings.inversion)
     tasks = TASKS[: settings.tasks]
     started = time.perf_counter()
     records: list[dict[str, Any]] = []
     src_warp: list[float] = []
     recon_psnr: list[float] = []
-    bar = tqdm(total=len(tasks) * len(METHODS), desc="bench quality", disable=not progress)
+    bar = tqdm(total=len(tasks) * len(methods), desc="bench quality", disable=not progress)
     for task in tasks:
         video = task_video(task, settings.frames, settings.size)
         fwd, bwd = metrics.pair_flows(video.frames, estimator)  # (F-1, H, W, 2) each
@@ -288,7 +293,7 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
         t0 = time.perf_counter()
         inversion = pipeline.invert(video.frames, task.source, inv_settings, seed=settings.seed)
         rec["inversion_seconds"] = time.perf_counter() - t0
-        for method in METHODS:
+        for method in methods:
             t0 = time.perf_counter()
             plan = pipeline.plan(task.source, [task.target], inv_settings, p2p=method.p2p(), mmi=method.mmi(),
                                  seed=settings.seed)
@@ -314,14 +319,15 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
             on_task(records)
     bar.close()
     summary = {m.name: {key: _mean([r["methods"][m.name].get(key) for r in records]) for key, *_ in COLUMNS}
-               for m in METHODS}
-    for m in METHODS:
+               for m in methods}
+    for m in methods:
         summary[m.name]["seconds_per_edit"] = _mean([r["methods"][m.name]["seconds"] for r in records])
+        if m.mmi().enabled:
+            summary[m.name]["attn_loc_before_injection"] = _mean(
+                [r["methods"][m.name].get("attn_loc_before_injection") for r in records])
     inversion_seconds = _mean([r["inversion_seconds"] for r in records])
-    summary["p2p+mmi"]["attn_loc_before_injection"] = _mean(
-        [r["methods"]["p2p+mmi"].get("attn_loc_before_injection") for r in records])
     by_kind = {m.name: {k: _mean([r["methods"][m.name]["success"] for r in records if r["kind"] == k])
-                        for k in ("colour", "shape", "background")} for m in METHODS}
+                        for k in ("colour", "shape", "background")} for m in methods}
     return {
         "settings": asdict(settings),
         "model": model_note,
@@ -368,8 +374,8 @@ def format_markdown(report: dict[str, Any], command: str) -> str:
         f"({s['tasks']} tasks x {len(METHODS)} methods).",
         "",
         f"Settings: **{s['steps']} DDIM steps** (inversion and sampling), {s['frames']} frames of "
-        f"{s['size']}x{s['size']}, guidance {s['guidance_scale']}, null-text inversion "
-        f"{'on' if s['null_text'] else 'off'}, seed {s['seed']}, flow {s['flow']}, motion word '{MOTION_WORD}'.",
+        f"{s['size']}x{s['size']}, guidance {s['guidance_scale']}, {s.get('inversion', 'null-text')} inversion, "
+        f"seed {s['seed']}, flow {s['flow']}, motion word '{MOTION_WORD}'.",
         f"Model: {report.get('model') or 'unknown'}.",
         "",
         "| method | " + " | ".join(f"{t} {'↑' if h else '↓'}" for _, t, h, _ in COLUMNS) + " | s / edit |",
@@ -441,7 +447,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     from .pipeline import AttentionFlowPipeline
 
     settings = BenchSettings(tasks=args.tasks, steps=args.steps, frames=args.frames, size=args.size,
-                             null_text=not args.no_null_text, seed=args.seed)
+                             inversion=args.inversion, seed=args.seed)
     settings.validate()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -486,7 +492,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--frames", type=int, default=BenchSettings.frames, help="frames per video (default 8)")
     q.add_argument("--size", type=int, default=BenchSettings.size, help="frame side in pixels (default 64)")
     q.add_argument("--seed", type=int, default=BenchSettings.seed, help="sampling seed (default 33)")
-    q.add_argument("--no-null-text", action="store_true", help="plain DDIM inversion (faster)")
+    q.add_argument("--inversion", choices=INVERSION_METHODS, default=BenchSettings.inversion,
+                   help=f"inversion method (default {BenchSettings.inversion})")
     q.add_argument("--model", default="embedded", help="model: 'embedded' (toy model, default) or a folder")
     q.add_argument("--device", default="cpu", help="device (default cpu)")
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from . import __version__
-from .config import MAX_SEED, EditConfig as C, MMIConfig as M, P2PConfig as P, ValidationDataConfig as V
+from .config import INVERSION_METHODS, MAX_SEED, EditConfig as C, MMIConfig as M, P2PConfig as P, ValidationDataConfig as V
 from .errors import AttentionFlowError, ConfigError
 from .mmi.methods import SIMILARITY_METHODS
 
@@ -103,7 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (default {V.guidance_scale:g})")
     g.add_argument("--seed", type=int, help=f"random seed, 0-{MAX_SEED} (default {C.seed}); recorded only: the "
                    "default method is deterministic (DDIM eta 0, VAE posterior mean), so it does not change the result")
-    g.add_argument("--no-null-text", action="store_true", help="plain DDIM inversion (no null-text optimisation)")
+    g.add_argument("--inversion", choices=INVERSION_METHODS,
+                   help=f"inversion method (default {V.inversion}): direct = exact source branch, no optimisation; "
+                        "negative-prompt = source prompt as the unconditional embedding; null-text = vid2vid-zero's "
+                        "optimised embeddings; ddim = plain")
+    g.add_argument("--direct-targets", action="store_true",
+                   help="direct inversion: add its per-step correction to the edits too (PnP Inversion's add-target)")
+    g.add_argument("--inversion-prompt", choices=["source", "empty"],
+                   help=f"prompt the DDIM inversion is conditioned on (default {V.inversion_prompt}; vid2vid-zero: empty)")
+    g.add_argument("--no-null-text", action="store_true", help="same as --inversion ddim (kept for old scripts)")
     g.add_argument("--null-inner-steps", type=int, help="Adam iterations per step of null-text inversion")
     g.add_argument("--device", help=f"auto, cpu, cuda, cuda:N, mps (default {C.device})")
     g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="compute dtype")
@@ -192,8 +200,14 @@ def config_from_args(args: argparse.Namespace):
     for flag, attr in (("guidance", "guidance_scale"), ("null_inner_steps", "null_inner_steps")):
         if getattr(args, flag) is not None:
             setattr(val, attr, getattr(args, flag))
-    if args.no_null_text:
-        val.use_null_inv = False
+    if args.no_null_text and args.inversion not in (None, "ddim"):
+        raise ConfigError(f"--no-null-text means --inversion ddim, but --inversion {args.inversion} was given; keep one")
+    if args.inversion is not None or args.no_null_text:
+        val.inversion, val.use_null_inv = args.inversion or "ddim", None  # the flag wins over a YAML's use_null_inv
+    if args.direct_targets:
+        val.direct_targets = True
+    if args.inversion_prompt is not None:
+        val.inversion_prompt = args.inversion_prompt
     for flag, attr in (("seed", "seed"), ("device", "device"), ("mixed_precision", "mixed_precision"), ("fps", "fps")):
         if getattr(args, flag) is not None:
             setattr(cfg, attr, getattr(args, flag))

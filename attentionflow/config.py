@@ -59,8 +59,16 @@ class ValidationDataConfig:
     """Classifier-free guidance scale."""
     num_inv_steps: int = 50
     """DDIM inversion steps (must equal num_inference_steps so the trajectories line up)."""
-    use_null_inv: bool = True
-    """Optimise the unconditional embedding per step (null-text inversion)."""
+    inversion: Literal["direct", "negative-prompt", "null-text", "ddim"] = "direct"
+    """How the video is inverted. direct: the source branch follows the stored DDIM inversion trajectory (exact
+    reconstruction up to the VAE, no optimisation); negative-prompt: the source prompt's embedding is the
+    unconditional one (free, approximate); null-text: vid2vid-zero's optimised unconditional embeddings; ddim: plain."""
+    direct_targets: bool = False
+    """direct only: also add each step's trajectory correction to the edit branches (PnP Inversion's "add target")."""
+    inversion_prompt: Literal["source", "empty"] = "source"
+    """Prompt the DDIM inversion is conditioned on: the source prompt (MMI reference) or the empty prompt (vid2vid-zero)."""
+    use_null_inv: Union[bool, None] = None
+    """vid2vid-zero's switch, still read: true means inversion null-text, false means ddim (null: use inversion)."""
     null_inner_steps: int = 1
     """Adam iterations per step of null-text inversion."""
     null_base_lr: float = 1e-2
@@ -154,7 +162,7 @@ class EditConfig:
     input_batch_size: int = 1
     """Accepted for vid2vid-zero compatibility (one video per job)."""
     seed: int = 33
-    """Random seed (0 to 4294967295). The default method (DDIM with eta 0, VAE posterior mean, null-text's Adam)
+    """Random seed (0 to 4294967295). Every method (DDIM with eta 0, VAE posterior mean, null-text's Adam)
     is deterministic, so it does not change the result today; it is recorded for reproducibility."""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     """Compute dtype: no (fp32), fp16 (GPU only) or bf16."""
@@ -200,6 +208,10 @@ class EditConfig:
                               f"({val.num_inference_steps})")
         if val.guidance_scale < 1.0:
             raise ConfigError(f"validation_data.guidance_scale must be >= 1, got {val.guidance_scale}")
+        if val.use_null_inv is not None and LEGACY_NULL_INV[val.use_null_inv] != val.inversion:
+            raise ConfigError(f"validation_data.use_null_inv: {str(val.use_null_inv).lower()} (vid2vid-zero's switch, "
+                              f"meaning inversion: {LEGACY_NULL_INV[val.use_null_inv]}) disagrees with "
+                              f"validation_data.inversion: {val.inversion}; keep one of them")
         _positive("validation_data.null_inner_steps", val.null_inner_steps)
         if not -1.0 <= val.null_uncond_ratio <= 1.0:
             raise ConfigError(f"validation_data.null_uncond_ratio must be in [-1, 1], got {val.null_uncond_ratio}")
@@ -254,6 +266,11 @@ class EditConfig:
         return list(words)
 
 
+#: The inversion methods (``validation_data.inversion``; ``--inversion``), in the order the docs list them.
+INVERSION_METHODS: tuple[str, ...] = typing.get_args(typing.get_type_hints(ValidationDataConfig)["inversion"])
+#: What vid2vid-zero's ``use_null_inv`` means as an inversion method.
+LEGACY_NULL_INV = {True: "null-text", False: "ddim"}
+
 #: Smallest frame width/height: OpenCV's DIS flow needs 16 pixels (a model may need more; see jobs.check_job).
 MIN_FRAME_SIZE = 16
 #: Largest seed (the range NumPy and PyTorch generators both accept).
@@ -295,8 +312,8 @@ def _finite_value(value: Any, key: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # typed settings handed to the pipeline (their defaults are the config's: defined once, above)
 
-_INVERSION_FIELDS = ("num_inference_steps", "guidance_scale", "use_null_inv", "null_inner_steps", "null_base_lr",
-                     "null_uncond_ratio", "null_normal_infer")
+_INVERSION_FIELDS = ("num_inference_steps", "guidance_scale", "inversion", "direct_targets", "inversion_prompt",
+                     "null_inner_steps", "null_base_lr", "null_uncond_ratio", "null_normal_infer")
 _NULL_TEXT_FIELDS = ("guidance_scale", "null_inner_steps", "null_base_lr", "null_uncond_ratio", "null_normal_infer")
 _ATTENTION_FIELDS = ("use_sc_attn", "use_st_attn", "st_attn_idx")
 
@@ -309,8 +326,12 @@ class InversionSettings:
     """DDIM steps of the inversion and of sampling."""
     guidance_scale: float
     """Classifier-free guidance scale of sampling (and of the null-text fit)."""
-    use_null_inv: bool
-    """Null-text inversion on (it runs only with guidance > 1)."""
+    inversion: str
+    """direct, negative-prompt, null-text or ddim (:data:`INVERSION_METHODS`)."""
+    direct_targets: bool
+    """direct: add the trajectory correction to the edit branches too."""
+    inversion_prompt: str
+    """source or empty: the prompt the DDIM inversion is conditioned on."""
     null_inner_steps: int
     null_base_lr: float
     null_uncond_ratio: float
@@ -328,13 +349,15 @@ class InversionSettings:
 
     @property
     def runs_null_text(self) -> bool:
-        """Whether null-text optimisation runs (on, and guidance > 1)."""
-        return self.use_null_inv and self.guidance_scale > 1.0
+        """Whether null-text optimisation runs (method null-text, and guidance > 1)."""
+        return self.inversion == "null-text" and self.guidance_scale > 1.0
 
     def shaping(self) -> dict[str, Any]:
-        """The settings that shape an inversion: the steps and whether null-text runs, plus the null-text
-        settings only when it does (two inversions with equal ``shaping()`` are interchangeable)."""
-        out: dict[str, Any] = {"num_inference_steps": self.num_inference_steps, "null_text": self.runs_null_text}
+        """The settings that shape an inversion: the method, its prompt, the steps and whether null-text runs, plus
+        the null-text settings only when it does (two inversions with equal ``shaping()`` are interchangeable;
+        ``direct_targets`` acts at sampling time only)."""
+        out: dict[str, Any] = {"num_inference_steps": self.num_inference_steps, "inversion": self.inversion,
+                               "inversion_prompt": self.inversion_prompt, "null_text": self.runs_null_text}
         if self.runs_null_text:
             out.update({name: getattr(self, name) for name in _NULL_TEXT_FIELDS})
         return out
@@ -452,7 +475,11 @@ def config_from_dict(data: dict[str, Any]) -> EditConfig:
     """Build an :class:`EditConfig` from a (YAML) mapping; raise ConfigError on unknown keys/bad types."""
     if not isinstance(data, dict):
         raise ConfigError(f"a config file must hold a mapping at the top level, got {type(data).__name__}")
-    return _from_dict(EditConfig, data)
+    config = _from_dict(EditConfig, data)
+    val = data.get("validation_data")
+    if isinstance(val, dict) and "inversion" not in val and config.validation_data.use_null_inv is not None:
+        config.validation_data.inversion = LEGACY_NULL_INV[config.validation_data.use_null_inv]  # a vid2vid-zero YAML
+    return config
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

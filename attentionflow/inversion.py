@@ -1,7 +1,17 @@
-"""DDIM inversion and null-text inversion.
+"""DDIM inversion, null-text inversion, and the guided sampling loop with the inversion methods' corrections.
 
-Both work on a ``noise_fn(latents, t, embeddings) -> eps`` callable instead of a UNet, so they are
-exact and testable with a stub predictor; the pipeline passes a closure around the UNet.
+All work on a ``noise_fn(latents, t, embeddings) -> eps`` callable instead of a UNet, so they are exact and
+testable with a stub predictor; the pipeline passes a closure around the UNet. The four inversion methods
+(``validation_data.inversion``) differ only in what sampling does with the inversion:
+
+- ``ddim``: sample from ``x_T`` with the empty prompt as the unconditional embedding;
+- ``null-text``: the optimised unconditional embedding of each step (:func:`null_text_inversion`);
+- ``negative-prompt`` (Miyake et al. 2023): the source prompt's embedding is the unconditional one, so the source
+  branch's guided noise is its conditional noise whatever the guidance scale;
+- ``direct`` (Ju et al., ICLR 2024, "PnP Inversion"): after each step the source branch is put back onto the stored
+  inversion trajectory (:func:`direct_correction`); with ``direct_targets`` the gap that closed is added to the
+  edit branches too. The gap is computed at sampling time, so it also covers what sampling adds to the inversion
+  (cross-frame attention, prompt-to-prompt, MMI), and the source branch is exact.
 """
 
 from __future__ import annotations
@@ -126,6 +136,99 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
         if callback is not None:
             callback(i, num_steps, latent)
     return result
+
+
+def direct_correction(latents: torch.Tensor, target: torch.Tensor, add_to_targets: bool = False) -> torch.Tensor:
+    """Direct inversion's step: put the source branch onto the trajectory.
+
+    ``latents``: (B*F, C, h, w) branch-major, source branch first, just after a sampling step; ``target``: (F, C, h, w)
+    the inversion trajectory's latent at the same noise level. Returns a new tensor whose source rows are ``target``;
+    with ``add_to_targets`` the gap ``target - source`` is added to every edit branch as well.
+    """
+    num_frames = target.shape[0]
+    out = latents.clone()
+    gap = target - latents[:num_frames]  # (F, C, h, w)
+    out[:num_frames] = target
+    if add_to_targets and latents.shape[0] > num_frames:
+        out[num_frames:] += gap.repeat(latents.shape[0] // num_frames - 1, 1, 1, 1)  # (F*(B-1), C, h, w)
+    return out
+
+
+def unconditional_schedule(method: str, num_steps: int, uncond: torch.Tensor, source_cond: torch.Tensor,
+                           null_embeddings: Sequence[torch.Tensor] | None = None,
+                           null_ratio: float = -0.5) -> list[torch.Tensor]:
+    """The unconditional embedding (1, L, D) of every sampling step for an inversion ``method``.
+
+    ``uncond``: the empty prompt's embedding; ``source_cond``: the source prompt's (1, L, D); ``null_embeddings``: the
+    result of :func:`null_text_inversion` (null-text only; None = it did not run), used on the steps
+    :func:`null_step_mask` selects with ``null_ratio``.
+    """
+    if method == "negative-prompt":
+        return [source_cond] * num_steps
+    if method == "null-text" and null_embeddings is not None:
+        use = null_step_mask(num_steps, null_ratio)
+        return [null_embeddings[i] if use[i] else uncond for i in range(num_steps)]
+    return [uncond] * num_steps
+
+
+def skips_source_uncond(method: str, direct_targets: bool, guidance_scale: float) -> bool:
+    """Whether sampling leaves the source branch out of the unconditional half of the guidance batch.
+
+    With direct inversion (and no ``direct_targets``) the source branch's guided step is replaced by the trajectory,
+    so its unconditional noise is never used: the batch is ``[uncond edits, cond all]``, ``(2B - 1) * F`` rows
+    instead of ``2B * F`` (the source's conditional pass stays: prompt-to-prompt and MMI read its attention).
+    """
+    return method == "direct" and not direct_targets and guidance_scale > 1.0
+
+
+def guided_sampling(x_t: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMScheduler, num_steps: int,
+                    cond: torch.Tensor, unconds: Sequence[torch.Tensor], guidance_scale: float, *,
+                    trajectory: Sequence[torch.Tensor] | None = None, direct_targets: bool = False,
+                    skip_source_uncond: bool = False,
+                    before_step: Callable[[int], None] | None = None,
+                    after_step: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    progress: bool = True, callback: StepCallback | None = None) -> torch.Tensor:
+    """Joint DDIM sampling of ``B`` branches from the shared ``x_t`` (F, C, h, w) -> (B*F, C, h, w), branch-major.
+
+    ``cond``: (B, L, D) one prompt embedding per branch (source first); ``unconds``: the unconditional embedding
+    (1, L, D) of each step (:func:`unconditional_schedule`); classifier-free guidance runs when
+    ``guidance_scale > 1`` (one ``noise_fn`` call on ``[uncond half, cond half]``). ``trajectory``: direct inversion's
+    ``[x_0 .. x_T]`` (:func:`ddim_inversion`); after step ``i`` the source branch becomes ``trajectory[T - i - 1]``
+    (:func:`direct_correction`). ``before_step(i)`` runs before the model call of step ``i`` and ``after_step`` maps
+    the latents after the step and the correction (the pipeline sets its attention state's step and runs its
+    controllers' ``step_end`` there). ``skip_source_uncond`` (:func:`skips_source_uncond`; direct inversion only):
+    the unconditional half leaves out the source branch, whose guided step is discarded.
+    """
+    num_frames = x_t.shape[0]
+    if skip_source_uncond and (trajectory is None or direct_targets):
+        raise ValueError("skip_source_uncond needs the direct trajectory and direct_targets off")
+    sched = sampling_scheduler(scheduler, num_steps, x_t.device)
+    latents = x_t.repeat(cond.shape[0], 1, 1, 1)  # (B*F, C, h, w), branch-major
+    cond_batch = cond.repeat_interleave(num_frames, dim=0)  # (B*F, L, D)
+    for i, t in enumerate(tqdm(sched.timesteps, desc="editing", disable=not progress, leave=False)):
+        if before_step is not None:
+            before_step(i)
+        if guidance_scale > 1.0 and skip_source_uncond:
+            edits = latents[num_frames:]  # ((B-1)*F, C, h, w)
+            emb = torch.cat([unconds[i].expand(edits.shape[0], -1, -1), cond_batch])  # ((2B-1)*F, L, D)
+            out = noise_fn(torch.cat([edits, latents]), t, emb)
+            eps_c = out[edits.shape[0]:]  # (B*F, ...)
+            eps_u = torch.cat([eps_c[:num_frames], out[:edits.shape[0]]])  # the source's guided step is discarded
+            eps = guided_noise(eps_u, eps_c, guidance_scale)
+        elif guidance_scale > 1.0:
+            emb = torch.cat([unconds[i].expand_as(cond_batch), cond_batch])  # (2*B*F, L, D)
+            eps_u, eps_c = noise_fn(torch.cat([latents, latents]), t, emb).chunk(2)
+            eps = guided_noise(eps_u, eps_c, guidance_scale)
+        else:
+            eps = noise_fn(latents, t, cond_batch)
+        latents = sched.step(eps, t, latents).prev_sample
+        if trajectory is not None:
+            latents = direct_correction(latents, trajectory[num_steps - i - 1], direct_targets)
+        if after_step is not None:
+            latents = after_step(latents)
+        if callback is not None:
+            callback(i, num_steps, latents)
+    return latents
 
 
 def null_step_mask(num_steps: int, ratio: float) -> list[bool]:

@@ -70,8 +70,8 @@ def load_input_frames(config: EditConfig) -> np.ndarray:
                        stride=inp.sample_frame_rate, width=inp.width, height=inp.height)
 
 
-SEED_NOTE = ("the default method is deterministic (DDIM with eta 0, the VAE posterior mean, null-text's Adam): "
-             "the seed does not change the result")
+SEED_NOTE = ("the method is deterministic (DDIM with eta 0, the VAE posterior mean, and every inversion method, "
+             "null-text's Adam included): the seed does not change the result")
 
 
 @dataclass
@@ -341,7 +341,7 @@ def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: Edi
         "mmi": {"enabled": config.mmi.enabled, "motion_words": out.motion_words,
                 "auto_ranking": [{"word": w, "score": round(float(s), 6)} for w, s in out.motion_ranking],
                 "strength": config.mmi.strength, "similarity": config.mmi.similarity, "flow": config.mmi.flow},
-        "inversion": {"reused": out.inversion_reused,
+        "inversion": {"method": out.inversion_method, "carries": out.inversion_carries, "reused": out.inversion_reused,
                       "reconstruction_psnr_db": _round_db(psnr(frames, out.reconstruction))},
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "config": config_to_dict(config),

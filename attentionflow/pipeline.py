@@ -1,8 +1,8 @@
 """``AttentionFlowPipeline``: zero-shot video editing with cross-frame attention, P2P and MMI.
 
 Components in, :class:`EditOutput` out; no files are written here (see :mod:`attentionflow.jobs`).
-Data flow (docs/ARCHITECTURE.md): frames -> motion maps -> VAE latents -> DDIM (+ null-text) inversion
--> joint denoising of ``[source, edit_1..edit_k]`` under cross-frame attention + P2P + MMI -> decode.
+Data flow (docs/ARCHITECTURE.md): frames -> motion maps -> VAE latents -> inversion (direct, negative-prompt,
+null-text or plain DDIM; see :mod:`attentionflow.inversion`) -> joint denoising of ``[source, edit_1..edit_k]`` under cross-frame attention + P2P + MMI -> decode.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from .config import AttentionSettings, EditConfig, InversionSettings
 from .errors import InputError
 from .flow.motion import MotionResult, motion_maps, motion_maps_for_resolutions
 from .io.video import check_video
-from .inversion import ddim_inversion, guided_noise, null_step_mask, null_text_inversion, sampling_scheduler
+from .inversion import (ddim_inversion, guided_sampling, null_step_mask, null_text_inversion, skips_source_uncond,
+                        unconditional_schedule)
 from .mmi.inject import MotionInjector
 from .models.factory import Components
 from .models.loading import load_components, select_device, select_dtype
@@ -83,6 +84,10 @@ class EditOutput:
     """Seconds per stage."""
     inversion_reused: bool = False
     """True when the edit started from a given or cached :class:`Inversion` (no inversion ran)."""
+    inversion_method: str = ""
+    """The inversion method of the edit (direct, negative-prompt, null-text or ddim)."""
+    inversion_carries: str = ""
+    """What the inversion handed to sampling (:attr:`Inversion.carries`)."""
 
 
 @dataclass
@@ -97,11 +102,25 @@ class Inversion:
     x_t: torch.Tensor
     """(F, C, h, w) the noisiest latent of the DDIM inversion trajectory (sampling starts here)."""
     null_embeddings: list[torch.Tensor] | None
-    """Null-text inversion: one (1, L, D) unconditional embedding per sampling step; None when off."""
+    """Null-text inversion: one (1, L, D) unconditional embedding per sampling step; None otherwise."""
     settings: dict[str, Any]
-    """What it was computed with (frames digest, source prompt, steps, guidance, null-text, attention)."""
+    """What it was computed with (frames digest, source prompt, method, steps, null-text settings, attention)."""
+    method: str = "ddim"
+    """The inversion method that made it: direct, negative-prompt, null-text or ddim."""
+    trajectory: list[torch.Tensor] | None = None
+    """Direct inversion: the DDIM inversion trajectory ``[x_0 .. x_T]`` (T + 1 latents (F, C, h, w)) that the source
+    branch follows while sampling; None for the other methods."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds of the ``encode`` (frames and source prompt), ``inversion`` and ``null_text`` stages."""
+
+    @property
+    def carries(self) -> str:
+        """What sampling starts from, in words (the manifest records it)."""
+        if self.trajectory is not None:
+            return f"the inversion trajectory ({len(self.trajectory)} latents)"
+        if self.null_embeddings is not None:
+            return f"x_T and {len(self.null_embeddings)} null-text embeddings"
+        return "x_T"
 
 
 def frames_digest(frames: np.ndarray) -> str:
@@ -221,11 +240,13 @@ class AttentionFlowPipeline:
     def invert(self, frames: np.ndarray, source_prompt: str, settings: InversionSettings | None = None,
                attention: AttentionSettings | None = None, *, seed: int = EditConfig.seed,
                callback: ProgressCallback | None = None) -> Inversion:
-        """DDIM inversion of ``frames`` (F, H, W, 3) uint8 under ``source_prompt``, then null-text inversion.
+        """DDIM inversion of ``frames`` (F, H, W, 3) uint8, then what ``settings.inversion`` needs.
 
-        ``settings`` / ``attention``: None = the config defaults. Null-text inversion runs when
-        ``settings.runs_null_text``. The result can be passed to :meth:`edit` (``inversion=``) for any
-        number of edits with the same settings.
+        The DDIM inversion is conditioned on ``source_prompt`` (or on the empty prompt with
+        ``settings.inversion_prompt == "empty"``). ``direct`` keeps the whole trajectory; ``null-text`` optimises one
+        unconditional embedding per step (when ``settings.runs_null_text``); ``negative-prompt`` and ``ddim`` keep
+        ``x_T`` only. ``settings`` / ``attention``: None = the config defaults. The result can be passed to
+        :meth:`edit` (``inversion=``) for any number of edits with the same settings.
         """
         settings = settings or InversionSettings.default()
         attention = attention or AttentionSettings.default()
@@ -256,7 +277,8 @@ class AttentionFlowPipeline:
             timings["encode"] = time.perf_counter() - start
             start = time.perf_counter()
             noise_fn = self._noise_fn(num_frames)
-            trajectory = ddim_inversion(latents, noise_fn, self.scheduler, num_inference_steps, cond,
+            trajectory = ddim_inversion(latents, noise_fn, self.scheduler, num_inference_steps,
+                                        cond if settings.inversion_prompt == "source" else uncond,
                                         progress=self.progress_bar, callback=report("inversion"))
             timings["inversion"] = time.perf_counter() - start
 
@@ -270,7 +292,8 @@ class AttentionFlowPipeline:
                     use_steps=null_step_mask(num_inference_steps, settings.null_uncond_ratio),
                     progress=self.progress_bar, callback=report("null-text"))
                 timings["null_text"] = time.perf_counter() - start
-        return Inversion(x_t=trajectory[-1], null_embeddings=null_embeddings, settings=key, timings=timings)
+        return Inversion(x_t=trajectory[-1], null_embeddings=null_embeddings, settings=key, timings=timings,
+                         method=settings.inversion, trajectory=trajectory if settings.inversion == "direct" else None)
 
     def plan(self, source_prompt: str, target_prompts: Sequence[str], settings: InversionSettings | None = None,
              attention: AttentionSettings | None = None, **sections: Any) -> EditPlan:
@@ -331,7 +354,9 @@ class AttentionFlowPipeline:
                     self._inversions.popitem(last=False)
 
         torch.manual_seed(seed)
+        skip = skips_source_uncond(settings.inversion, settings.direct_targets, guidance_scale)
         state = AttentionState(num_frames=num_frames, num_branches=num_branches, cfg=guidance_scale > 1.0,
+                               uncond_has_source=not skip,
                                num_steps=num_inference_steps, frame_mode="cross_frame", latent_size=latent_size,
                                resolutions={h * w: (h, w) for h, w in sizes})
         runtime = AttentionRuntime(state=state, controller=None)
@@ -347,8 +372,19 @@ class AttentionFlowPipeline:
             controller, stores, injector, p2p_ctrl = self._controllers(plan, maps_by_size, sizes)
             runtime.controller = controller
             controller.reset()
-            final = self._sample(inversion.x_t, cond, uncond, inversion.null_embeddings, settings.null_uncond_ratio,
-                                 guidance_scale, num_inference_steps, state, controller, callback)
+            unconds = unconditional_schedule(settings.inversion, num_inference_steps, uncond, cond[:1],
+                                             inversion.null_embeddings, settings.null_uncond_ratio)
+
+            def before_step(i: int) -> None:
+                state.step = i  # the controllers read it
+
+            final = guided_sampling(
+                inversion.x_t, self._noise_fn(num_frames), self.scheduler, num_inference_steps, cond, unconds,
+                guidance_scale, trajectory=inversion.trajectory, direct_targets=settings.direct_targets,
+                skip_source_uncond=skip,
+                before_step=before_step, after_step=lambda latents: controller.step_end(latents, state),
+                progress=self.progress_bar,
+                callback=None if callback is None else lambda i, n, latents: callback("editing", i + 1, n, latents))
             runtime.controller = None
             timings["editing"] = time.perf_counter() - start
 
@@ -365,7 +401,8 @@ class AttentionFlowPipeline:
         return EditOutput(source_prompt=source_prompt, target_prompts=list(target_prompts),
                           reconstruction=videos[0], edits=list(videos[1:]), motion=motion,
                           attention=maps, edit_modes=list(p2p_ctrl.modes), motion_words=motion_words,
-                          motion_ranking=ranking, timings=timings, inversion_reused=reused)
+                          motion_ranking=ranking, timings=timings, inversion_reused=reused,
+                          inversion_method=inversion.method, inversion_carries=inversion.carries)
 
     __call__ = edit
 
@@ -402,33 +439,6 @@ class AttentionFlowPipeline:
         for b, positions in enumerate(plan.content_positions):
             mask[b, list(positions)] = True
         return mask
-
-    def _sample(self, x_t: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
-                null_embeddings: list[torch.Tensor] | None, null_ratio: float, guidance_scale: float,
-                num_steps: int, state: AttentionState, controller: AttentionController,
-                callback: ProgressCallback | None) -> torch.Tensor:
-        """Joint DDIM sampling of all branches from the shared ``x_t`` (F, C, h, w) -> (B*F, C, h, w).
-
-        The loop sets the attention state's step before each UNet call (the controllers read it)."""
-        b, f = state.num_branches, state.num_frames
-        sched = sampling_scheduler(self.scheduler, num_steps, self.device)
-        use_null = null_step_mask(num_steps, null_ratio) if null_embeddings is not None else [False] * num_steps
-        latents = x_t.repeat(b, 1, 1, 1)  # (B*F, C, h, w), branch-major
-        cond_batch = cond.repeat_interleave(f, dim=0)  # (B*F, L, D)
-        for i, t in enumerate(tqdm(sched.timesteps, desc="editing", disable=not self.progress_bar, leave=False)):
-            state.step = i
-            if state.cfg:
-                u = null_embeddings[i] if use_null[i] else uncond  # type: ignore[index]
-                emb = torch.cat([u.expand_as(cond_batch), cond_batch])
-                eps_u, eps_c = self.unet(torch.cat([latents, latents]), t, encoder_hidden_states=emb).sample.chunk(2)
-                eps = guided_noise(eps_u, eps_c, guidance_scale)
-            else:
-                eps = self.unet(latents, t, encoder_hidden_states=cond_batch).sample
-            latents = sched.step(eps, t, latents).prev_sample
-            latents = controller.step_end(latents, state)
-            if callback is not None:
-                callback("editing", i + 1, num_steps, latents)
-        return latents
 
     def _attention_maps(self, plan: EditPlan, stores: dict[str, AttentionStore],
                         maps_by_size: dict[tuple[int, int], torch.Tensor]) -> AttentionMaps | None:

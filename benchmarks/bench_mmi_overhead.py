@@ -68,7 +68,7 @@ def main() -> None:
     pipe = AttentionFlowPipeline.from_components(build(args.model), device=args.device, dtype=dtype)
     frames, _ = make_video(size=size, n_frames=args.frames, squares=(MovingSquare(4, size // 3, size // 4, 3, 0),))
     src, tgt = "a car is moving on the road", ["a car is moving on the snow"]
-    common = dict(settings=InversionSettings.default(num_inference_steps=args.steps, use_null_inv=False))
+    common = dict(settings=InversionSettings.default(num_inference_steps=args.steps, inversion="ddim"))
     pipe.set_progress_bar_config(disable=True)
     # Time spent inside the injector itself (robust to machine load, unlike the wall-time ratio).
     from attentionflow.mmi.inject import MotionInjector

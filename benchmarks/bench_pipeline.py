@@ -38,7 +38,7 @@ def run_one(frames: int, size: int, steps: int, threads: int, attention: str) ->
     pipe = AttentionFlowPipeline.from_components(tiny_components(load_tokenizer(tok_dir)), device="cpu")
     pipe.set_progress_bar_config(disable=True)
     video, _ = make_video(size=size, n_frames=frames, squares=(MovingSquare(4, size // 3, size // 4, 2, 0),))
-    settings = InversionSettings.default(num_inference_steps=steps, use_null_inv=True)
+    settings = InversionSettings.default(num_inference_steps=steps, inversion="null-text")
     attn = AttentionSettings.default(st_attn_idx=0, use_sc_attn=True, use_st_attn=attention == "sc+st")
     start = time.perf_counter()
     plan = pipe.plan("a square is moving on the road", ["a square is moving on the snow"], settings, attn,

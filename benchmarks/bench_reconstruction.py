@@ -10,6 +10,8 @@ inversion time and the sampling time. With ``--edit`` each setting also makes th
 inversion and ``--grid`` saves input / reconstruction / edit rows per setting, so the price of a
 tighter reconstruction (null-text embeddings fitted harder to the source prompt) can be seen.
 
+(The four inversion methods side by side: ``benchmarks/bench_inversion.py``.)
+
 Settings: plain DDIM at guidance 1 (no null-text), vid2vid-zero's defaults (1 Adam step, lr 0.01,
 optimised embeddings used on the last half of the steps), and stronger variants.
 """
@@ -33,13 +35,13 @@ from attentionflow.pipeline import AttentionFlowPipeline  # noqa: E402
 
 #: (label, InversionSettings changes)
 SETTINGS: list[tuple[str, dict]] = [
-    ("plain DDIM, guidance 1 (no null-text)", dict(guidance_scale=1.0, use_null_inv=False)),
-    ("vid2vid-zero default: 1 step, lr 0.01, last half", dict()),
-    ("1 step, lr 0.01, all steps", dict(null_uncond_ratio=1.0)),
-    ("10 steps, lr 0.01, all steps", dict(null_inner_steps=10, null_uncond_ratio=1.0)),
-    ("3 steps, lr 0.1, all steps", dict(null_inner_steps=3, null_base_lr=0.1, null_uncond_ratio=1.0)),
-    ("5 steps, lr 0.1, all steps", dict(null_inner_steps=5, null_base_lr=0.1, null_uncond_ratio=1.0)),
-    ("5 steps, lr 0.03, last half", dict(null_inner_steps=5, null_base_lr=0.03)),
+    ("plain DDIM, guidance 1 (no null-text)", dict(guidance_scale=1.0, inversion="ddim")),
+    ("vid2vid-zero default: 1 step, lr 0.01, last half", dict(inversion="null-text")),
+    ("1 step, lr 0.01, all steps", dict(null_uncond_ratio=1.0, inversion="null-text")),
+    ("10 steps, lr 0.01, all steps", dict(null_inner_steps=10, null_uncond_ratio=1.0, inversion="null-text")),
+    ("3 steps, lr 0.1, all steps", dict(null_inner_steps=3, null_base_lr=0.1, null_uncond_ratio=1.0, inversion="null-text")),
+    ("5 steps, lr 0.1, all steps", dict(null_inner_steps=5, null_base_lr=0.1, null_uncond_ratio=1.0, inversion="null-text")),
+    ("5 steps, lr 0.03, last half", dict(null_inner_steps=5, null_base_lr=0.03, inversion="null-text")),
 ]
 
 

@@ -25,11 +25,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 def fast_defaults():
-    """The toy demo's settings with 2 steps and no null-text optimisation (seconds on a CPU)."""
+    """The toy demo's settings with 2 steps and plain DDIM inversion (seconds on a CPU)."""
     from attentionflow.demo import demo_config
 
     cfg = demo_config("", 2)
-    cfg.validation_data.use_null_inv = False
+    cfg.validation_data.inversion = "ddim"
     return cfg
 
 
@@ -113,7 +113,7 @@ def test_upload_of_a_video_and_of_frames_in_natural_order(session, upload_root):
 def test_build_config_applies_the_form_and_the_server_limits(session, tmp_path):
     form = EditForm(source="a red circle is moving on the road", targets="a blue circle is moving on the road\n\n"
                     "a red circle is moving on the snow\n", motion_word="moving, circle", direction="135",
-                    frames=4, start=1, stride=2, width=64, height=48, steps=3, guidance=5.0, seed=7, null_text=False)
+                    frames=4, start=1, stride=2, width=64, height=48, steps=3, guidance=5.0, seed=7, inversion="ddim")
     cfg = session.build_config(form, "video.mp4", tmp_path / "o")
     assert cfg.validation_data.prompts == ["a blue circle is moving on the road", "a red circle is moving on the snow"]
     assert cfg.mmi.motion_words == ["moving", "circle"] and cfg.mmi.direction == 135.0
@@ -121,7 +121,7 @@ def test_build_config_applies_the_form_and_the_server_limits(session, tmp_path):
     assert (cfg.input_data.width, cfg.input_data.height) == (64, 48) == (cfg.validation_data.width,
                                                                         cfg.validation_data.height)
     assert cfg.validation_data.num_inference_steps == cfg.validation_data.num_inv_steps == 3
-    assert cfg.validation_data.use_null_inv is False and cfg.seed == 7 and cfg.device == "cpu"
+    assert cfg.validation_data.inversion == "ddim" and cfg.seed == 7 and cfg.device == "cpu"
     assert session.build_config(EditForm(source="a b", targets="c", motion_word="auto", direction="NE", width=64,
                                          height=64, frames=2), "v.mp4", tmp_path).mmi.motion_words == "auto"
     assert session.build_config(EditForm(source="a b", targets="c", motion_word="none", width=64, height=64,

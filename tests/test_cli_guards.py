@@ -123,6 +123,15 @@ CASES = {
     "toyworld-out-existing-folder-ending-mp4": (lambda w: ((w / "dir.mp4").mkdir(), ["toyworld", "video", "--out",
                                                            str(w / "dir.mp4")])[1], "existing folder"),
     "unknown-flag": (lambda w: edit_args(w / "frames", w / "out", "--no-such-flag"), "--no-such-flag"),
+    "inversion-unknown-flag": (lambda w: edit_args(w / "frames", w / "out", "--inversion", "nulltext"),
+                               "'direct', 'negative-prompt', 'null-text', 'ddim'"),
+    "inversion-unknown-yaml": (lambda w: ["edit", "--config", str(_yaml(w, BASE_YAML + "  inversion: pnp\n"))],
+                               "'direct', 'negative-prompt', 'null-text', 'ddim'"),
+    "inversion-conflicts-with-use-null-inv": (
+        lambda w: ["edit", "--config", str(_yaml(w, BASE_YAML + "  inversion: direct\n  use_null_inv: true\n"))],
+        "use_null_inv"),
+    "inversion-and-no-null-text": (lambda w: edit_args(w / "frames", w / "out", "--inversion", "direct",
+                                                       "--no-null-text"), "--no-null-text"),
 }
 
 

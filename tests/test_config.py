@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attentionflow.config import EditConfig, config_from_dict, dump_config, field_docs, load_config
+from attentionflow.config import EditConfig, InversionSettings, config_from_dict, dump_config, field_docs, load_config
 from attentionflow.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
@@ -57,7 +57,36 @@ def test_vid2vid_zero_config_loads_unchanged(tmp_path):
     assert cfg.validation_data.prompts[1] == "a jeep car is moving on the desert"
     assert cfg.validation_data.null_base_lr == pytest.approx(0.01)  # "1e-2" is a string to YAML 1.1
     assert cfg.mixed_precision == "fp16" and cfg.seed == 33 and cfg.use_st_attn is True
+    assert cfg.validation_data.inversion == "null-text"  # use_null_inv: True means what it meant
     cfg.validate()
+
+
+@pytest.mark.parametrize("body, method", [
+    ("  use_null_inv: true\n", "null-text"),
+    ("  use_null_inv: false\n", "ddim"),
+    ("", "direct"),  # neither key: the default
+    ("  inversion: negative-prompt\n", "negative-prompt"),
+    ("  inversion: null-text\n  use_null_inv: true\n", "null-text"),  # both, agreeing
+])
+def test_inversion_method_from_yaml_and_vid2vid_zero_switch(tmp_path, body, method):
+    path = tmp_path / "c.yaml"
+    path.write_text("input_data:\n  prompt: a car\nvalidation_data:\n  prompts: [a red car]\n" + body)
+    cfg = load_config(path).validate()
+    assert cfg.validation_data.inversion == method
+    assert InversionSettings.from_config(cfg).inversion == method
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("  inversion: pnp\n", "one of 'direct', 'negative-prompt', 'null-text', 'ddim'"),
+    ("  inversion: direct\n  use_null_inv: false\n", "use_null_inv: false"),
+    ("  inversion_prompt: none\n", "'source', 'empty'"),
+])
+def test_bad_inversion_settings_are_one_line_errors(tmp_path, body, needle):
+    path = tmp_path / "c.yaml"
+    path.write_text("input_data:\n  prompt: a car\nvalidation_data:\n  prompts: [a red car]\n" + body)
+    with pytest.raises(ConfigError) as err:
+        load_config(path).validate()
+    assert needle in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from attentionflow.inversion import ddim_inversion, null_step_mask, null_text_inversion, sampling_scheduler
@@ -124,3 +125,131 @@ def test_null_text_only_optimises_the_steps_sampling_uses():
     null_text_inversion(traj, fn, scheduler, cond, uncond0, 7.5, num_inner_steps=1,
                         use_steps=[True, True] + [False] * 6, progress=False)
     assert calls["n"] == 2 * 3  # per used step: cond, uncond (inner), uncond (advance)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The four inversion methods through the one sampling loop (guided_sampling), model-free
+
+from attentionflow.config import INVERSION_METHODS  # noqa: E402
+from attentionflow.inversion import direct_correction, guided_sampling, unconditional_schedule  # noqa: E402
+
+
+def _predictor(kind: str):
+    """Stub predictors. 'blind': eps depends on the timestep only; 'prompt': also on the prompt embedding (so guidance
+    changes the step); 'full': also on the latents (DDIM inversion is then not exactly invertible either)."""
+    base: dict[int, torch.Tensor] = {}
+
+    def fn(latents, t, emb):
+        eps = base.setdefault(int(t), torch.randn(latents.shape[1:], dtype=latents.dtype)).expand_as(latents)
+        if kind in ("prompt", "full"):
+            eps = eps + emb.mean(dim=(1, 2)).view(-1, 1, 1, 1).to(latents.dtype).expand_as(latents)
+        if kind == "full":
+            eps = eps + 0.3 * torch.tanh(latents)
+        return eps
+
+    return fn
+
+
+def _round_trip(method: str, kind: str, guidance: float, prompts: int = 1, direct_targets: bool = False,
+                null_fit: bool = False):
+    """Invert 3 frames under the source embedding, sample ``prompts`` branches back; return (x0, trajectory, out)."""
+    torch.manual_seed(3)
+    steps = 10
+    x0 = torch.randn(3, 4, 4, 4, dtype=torch.float64)
+    source = torch.full((1, 2, 3), 0.2, dtype=torch.float64)
+    empty = torch.zeros(1, 2, 3, dtype=torch.float64)
+    fn = _predictor(kind)
+    scheduler = sd_scheduler()
+    traj = ddim_inversion(x0, fn, scheduler, steps, source, progress=False)
+    nulls = None
+    if method == "null-text" and null_fit:
+        nulls = null_text_inversion(traj, fn, scheduler, source, empty, guidance, num_inner_steps=1, progress=False)
+    unconds = unconditional_schedule(method, steps, empty, source, nulls, null_ratio=1.0)
+    cond = source.expand(prompts, -1, -1)
+    out = guided_sampling(traj[-1], fn, scheduler, steps, cond, unconds, guidance,
+                          trajectory=traj if method == "direct" else None, direct_targets=direct_targets,
+                          progress=False)
+    return x0, traj, out
+
+
+@pytest.mark.parametrize("method, kind, guidance", [
+    ("ddim", "blind", 7.5),  # guidance cannot matter when the prompt does not
+    ("ddim", "prompt", 1.0),  # no guidance: sampling uses the inversion's own condition
+    ("null-text", "blind", 7.5),
+    ("negative-prompt", "prompt", 7.5),  # the source branch's guided noise is its conditional noise
+    ("direct", "prompt", 7.5),
+    ("direct", "full", 7.5),  # the case direct inversion exists for: nothing else is exact here
+])
+def test_method_reconstructs_exactly_where_the_maths_says(method, kind, guidance):
+    x0, _, out = _round_trip(method, kind, guidance)
+    torch.testing.assert_close(out, x0, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["ddim", "negative-prompt", "null-text"])
+def test_only_direct_is_exact_with_a_latent_dependent_predictor_under_guidance(method):
+    x0, _, out = _round_trip(method, "full", 7.5, null_fit=True)
+    assert (out - x0).abs().max() > 1e-3  # so the direct case above is not exact by accident
+
+
+def test_direct_source_branch_follows_the_trajectory_and_targets_get_the_gap():
+    x0, traj, plain = _round_trip("direct", "full", 7.5, prompts=2)
+    _, _, added = _round_trip("direct", "full", 7.5, prompts=2, direct_targets=True)
+    f = x0.shape[0]
+    torch.testing.assert_close(plain[:f], x0, atol=1e-12, rtol=0)
+    torch.testing.assert_close(added[:f], x0, atol=1e-12, rtol=0)
+    # an edit branch with the source's own prompt drifts like uncorrected sampling, unless it gets the gap too
+    assert (plain[f:] - x0).abs().max() > 1e-3
+    torch.testing.assert_close(added[f:], x0, atol=1e-10, rtol=0)
+
+
+def test_direct_correction_sets_the_source_rows_and_adds_the_gap():
+    latents = torch.arange(3 * 2 * 1 * 1 * 1, dtype=torch.float32).view(6, 1, 1, 1)  # B=3 branches x F=2 frames
+    target = torch.tensor([10.0, 20.0]).view(2, 1, 1, 1)
+    gap = torch.tensor([10.0 - 0, 20.0 - 1]).view(2, 1, 1, 1)
+    out = direct_correction(latents, target)
+    assert torch.equal(out[:2], target) and torch.equal(out[2:], latents[2:])
+    out = direct_correction(latents, target, add_to_targets=True)
+    assert torch.equal(out[:2], target)
+    assert torch.equal(out[2:4], latents[2:4] + gap) and torch.equal(out[4:], latents[4:] + gap)
+    assert torch.equal(latents.view(-1), torch.arange(6, dtype=torch.float32))  # input untouched
+
+
+@pytest.mark.parametrize("method", INVERSION_METHODS)
+def test_unconditional_schedule_per_method(method):
+    empty, source = torch.zeros(1, 2, 3), torch.ones(1, 2, 3)
+    nulls = [torch.full((1, 2, 3), float(i)) for i in range(4)]
+    got = unconditional_schedule(method, 4, empty, source, nulls if method == "null-text" else None, null_ratio=-0.5)
+    want = {"direct": [empty] * 4, "ddim": [empty] * 4, "negative-prompt": [source] * 4,
+            "null-text": [empty, empty, nulls[2], nulls[3]]}[method]
+    assert all(torch.equal(g, w) for g, w in zip(got, want)) and len(got) == 4
+
+
+def test_skipping_the_source_uncond_pass_changes_nothing_but_the_batch():
+    """Direct inversion discards the source's guided step, so leaving its unconditional pass out of the batch gives
+    the same latents with (2B - 1) * F rows per model call instead of 2B * F."""
+    torch.manual_seed(4)
+    steps, frames, branches = 6, 3, 3
+    x0 = torch.randn(frames, 4, 4, 4, dtype=torch.float64)
+    source = torch.full((1, 2, 3), 0.2, dtype=torch.float64)
+    cond = torch.cat([source, torch.full((1, 2, 3), -0.4, dtype=torch.float64),
+                      torch.full((1, 2, 3), 0.7, dtype=torch.float64)])  # (B, L, D)
+    empty = torch.zeros(1, 2, 3, dtype=torch.float64)
+    fn = _predictor("full")
+    rows: list[int] = []
+
+    def counted(latents, t, emb):
+        rows.append(latents.shape[0])
+        return fn(latents, t, emb)
+
+    scheduler = sd_scheduler()
+    traj = ddim_inversion(x0, fn, scheduler, steps, source, progress=False)
+    unconds = unconditional_schedule("direct", steps, empty, source)
+    full = guided_sampling(traj[-1], counted, scheduler, steps, cond, unconds, 7.5, trajectory=traj, progress=False)
+    assert rows == [2 * branches * frames] * steps
+    rows.clear()
+    lean = guided_sampling(traj[-1], counted, scheduler, steps, cond, unconds, 7.5, trajectory=traj,
+                           skip_source_uncond=True, progress=False)
+    assert rows == [(2 * branches - 1) * frames] * steps
+    torch.testing.assert_close(lean, full, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="direct"):
+        guided_sampling(traj[-1], fn, scheduler, steps, cond, unconds, 7.5, skip_source_uncond=True, progress=False)

@@ -77,8 +77,10 @@ SD_PATH = os.environ.get("ATTENTIONFLOW_SD_PATH")
 
 @pytest.mark.real_weights
 @pytest.mark.skipif(not SD_PATH, reason="set ATTENTIONFLOW_SD_PATH to a Stable Diffusion v1.x diffusers folder")
-def test_real_sd_reconstructs_the_input_with_null_text():
-    """With real weights, null-text inversion reconstructs the input closely (PSNR > 22 dB)."""
+@pytest.mark.parametrize("method, floor_db", [("null-text", 22.0), ("direct", 25.0)])
+def test_real_sd_reconstructs_the_input(method, floor_db):
+    """With real weights, null-text inversion reconstructs the input closely (PSNR > 22 dB); direct inversion gives
+    the VAE round trip (SD's VAE reaches well above 25 dB on this synthetic clip)."""
     from attentionflow.config import InversionSettings, MMIConfig
     from attentionflow.pipeline import AttentionFlowPipeline
     from tests.synthetic import MovingSquare, make_video
@@ -87,7 +89,8 @@ def test_real_sd_reconstructs_the_input_with_null_text():
                                                  mixed_precision="fp16" if torch.cuda.is_available() else "no")
     frames, _ = make_video(size=256, n_frames=4, squares=(MovingSquare(40, 100, 60, 6, 0),), seed=1)
     plan = pipe.plan("a square is moving on the road", ["a square is moving on the snow"],
-                     InversionSettings.default(num_inference_steps=20), mmi=MMIConfig(motion_words=["moving"]))
+                     InversionSettings.default(num_inference_steps=20, inversion=method),
+                     mmi=MMIConfig(motion_words=["moving"]))
     out = pipe.edit(frames, plan)
     mse = np.mean((out.reconstruction.astype(float) - frames.astype(float)) ** 2)
-    assert 10 * np.log10(255 ** 2 / mse) > 22
+    assert 10 * np.log10(255 ** 2 / mse) > floor_db

@@ -29,9 +29,11 @@ _ATT = {f.name for f in dataclasses.fields(AttentionSettings)}
 
 
 def _settings(kw: dict) -> tuple[InversionSettings, AttentionSettings]:
-    """Pop the inversion and attention settings out of keyword arguments (3 steps unless given)."""
+    """Pop the inversion and attention settings out of keyword arguments (3 steps unless given; ``method`` is the
+    inversion method, since ``inversion=`` is the Inversion that edit() takes)."""
     kw.setdefault("num_inference_steps", 3)
-    inv = InversionSettings.default(**{k: kw.pop(k) for k in list(kw) if k in _INV})
+    inv = InversionSettings.default(**{k: kw.pop(k) for k in list(kw) if k in _INV - {"inversion"}},
+                                    **({"inversion": kw.pop("method")} if "method" in kw else {}))
     return inv, AttentionSettings.default(**{k: kw.pop(k) for k in list(kw) if k in _ATT})
 
 
@@ -50,7 +52,7 @@ def _invert(pipe, frames, source, **kw):
 def test_edit_shapes_modes_and_processors_restored(pipe, square_video):
     frames, _ = square_video
     before = dict(pipe.unet.attn_processors)
-    out = _edit(pipe, frames, mmi=MMIConfig(motion_words=["moving"]))
+    out = _edit(pipe, frames, mmi=MMIConfig(motion_words=["moving"]), method="null-text")
     assert out.reconstruction.shape == frames.shape and out.reconstruction.dtype == np.uint8
     assert len(out.edits) == 2 and all(e.shape == frames.shape for e in out.edits)
     assert out.edit_modes == ["replace", "refine"]
@@ -95,7 +97,7 @@ def test_static_video_gives_zero_maps_and_still_edits(pipe):
 @pytest.mark.parametrize("n, h, w", [(2, 16, 16), (3, 16, 24), (8, 24, 16), (16, 16, 16)])
 def test_any_frame_count_and_non_square_sizes(pipe, n, h, w):
     frames = np.random.default_rng(n).integers(0, 255, (n, h, w, 3), dtype=np.uint8)
-    out = _edit(pipe, frames, num_inference_steps=2, use_null_inv=False, targets=TGT[:1],
+    out = _edit(pipe, frames, num_inference_steps=2, method="ddim", targets=TGT[:1],
                 mmi=MMIConfig(motion_words=["moving"]))
     assert out.reconstruction.shape == (n, h, w, 3) and out.edits[0].shape == (n, h, w, 3)
 
@@ -131,8 +133,8 @@ def test_null_text_inversion_reconstructs_better_than_plain_ddim_under_guidance(
     """With guidance, plain DDIM inversion drifts; null-text pulls the source branch back (random weights
     do not reconstruct perfectly, so only the ordering is asserted)."""
     frames, _ = square_video
-    plain = _edit(pipe, frames, num_inference_steps=4, use_null_inv=False, targets=TGT[:1])
-    null = _edit(pipe, frames, num_inference_steps=4, use_null_inv=True, null_inner_steps=20, null_base_lr=0.05,
+    plain = _edit(pipe, frames, num_inference_steps=4, method="ddim", targets=TGT[:1])
+    null = _edit(pipe, frames, num_inference_steps=4, method="null-text", null_inner_steps=20, null_base_lr=0.05,
                  null_uncond_ratio=1.0, targets=TGT[:1])
     latents = pipe.encode_frames(frames)
     ref = pipe.decode_latents(latents).astype(float)
@@ -150,12 +152,12 @@ def _count_unet_calls(pipe):
 def test_given_inversion_is_reused_and_gives_the_same_edit(pipe, square_video):
     frames, _ = square_video
     mmi = MMIConfig(motion_words=["moving"])
-    fresh = _edit(pipe, frames, mmi=mmi, seed=5)
-    inv = _invert(pipe, frames, SRC, num_inference_steps=3, seed=5)
+    fresh = _edit(pipe, frames, mmi=mmi, seed=5, method="null-text")
+    inv = _invert(pipe, frames, SRC, num_inference_steps=3, seed=5, method="null-text")
     assert inv.x_t.shape[0] == len(frames) and inv.null_embeddings is not None and len(inv.null_embeddings) == 3
     calls, handle = _count_unet_calls(pipe)
     try:
-        reused = _edit(pipe, frames, mmi=mmi, seed=5, inversion=inv)
+        reused = _edit(pipe, frames, mmi=mmi, seed=5, inversion=inv, method="null-text")
     finally:
         handle.remove()
     assert len(calls) == 3  # sampling only: one batched (CFG) UNet call per step, no inversion
@@ -170,28 +172,31 @@ def test_given_inversion_is_reused_and_gives_the_same_edit(pipe, square_video):
     ({"source": "a square is moving on the snow"}, "source_prompt"),
     ({"null_base_lr": 0.05}, "null_base_lr"),
     ({"use_st_attn": False}, "use_st_attn"),
+    ({"method": "direct"}, "inversion"),
+    ({"method": "negative-prompt"}, "inversion"),
+    ({"inversion_prompt": "empty"}, "inversion_prompt"),
 ])
 def test_mismatched_inversion_is_refused_naming_the_setting(pipe, square_video, change, field):
     frames, _ = square_video
-    inv = _invert(pipe, frames, SRC, num_inference_steps=3)
-    with pytest.raises(InputError, match=rf"other settings \({field}: "):
-        _edit(pipe, frames, inversion=inv, **change)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=3, method="null-text")
+    with pytest.raises(InputError, match=rf"other settings \({field}[:,] "):
+        _edit(pipe, frames, inversion=inv, **{"method": "null-text", **change})
 
 
 def test_inversion_of_other_frames_is_refused(pipe, square_video):
     frames, _ = square_video
-    inv = _invert(pipe, frames, SRC, num_inference_steps=2, use_null_inv=False)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=2, method="ddim")
     other = frames.copy()
     other[0, 0, 0, 0] ^= 1  # one value of one pixel differs
     with pytest.raises(InputError, match=r"\(frames: "):
-        _edit(pipe, other, num_inference_steps=2, use_null_inv=False, inversion=inv)
+        _edit(pipe, other, num_inference_steps=2, method="ddim", inversion=inv)
 
 
 def test_null_text_settings_do_not_matter_without_null_text(pipe, square_video):
     frames, _ = square_video
-    inv = _invert(pipe, frames, SRC, num_inference_steps=2, use_null_inv=False)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=2, method="ddim")
     assert inv.null_embeddings is None
-    out = _edit(pipe, frames, num_inference_steps=2, use_null_inv=False, null_base_lr=0.5, guidance_scale=3.0,
+    out = _edit(pipe, frames, num_inference_steps=2, method="ddim", null_base_lr=0.5, guidance_scale=3.0,
                 inversion=inv)
     assert out.inversion_reused
 
@@ -218,7 +223,7 @@ def test_step_callback_reports_stage_step_total_and_latents(pipe, square_video):
     """One progress hook: callback(stage, step, total, latents) after every step of every stage."""
     frames, _ = square_video
     calls = []
-    _edit(pipe, frames, num_inference_steps=3, targets=TGT[:1],
+    _edit(pipe, frames, num_inference_steps=3, targets=TGT[:1], method="null-text",
           callback=lambda stage, step, total, latents: calls.append((stage, step, total, tuple(latents.shape))))
     f, c = len(frames), pipe.unet.config.in_channels
     h = w = frames.shape[1] // pipe.vae_scale_factor
@@ -229,3 +234,74 @@ def test_step_callback_reports_stage_step_total_and_latents(pipe, square_video):
     assert [s for s, *_ in by_stage["inversion"]] == [1, 2, 3] and all(total == 3 for _, _, total, _ in calls)
     assert {shape for *_, shape in by_stage["inversion"] + by_stage["null-text"]} == {(f, c, h, w)}
     assert {shape for *_, shape in by_stage["editing"]} == {(2 * f, c, h, w)}  # source + one edit branch
+
+
+def test_direct_inversion_reconstructs_the_vae_round_trip_and_still_edits(pipe, square_video):
+    """Direct inversion: the source branch ends on the inverted trajectory's x_0 (the frames' VAE latents) exactly,
+    so the reconstruction is the VAE round trip; the edit branch is something else."""
+    frames, _ = square_video
+    last = {}
+    out = _edit(pipe, frames, num_inference_steps=4, method="direct", targets=TGT[:1],
+                mmi=MMIConfig(motion_words=["moving"]),
+                callback=lambda stage, step, total, latents: last.__setitem__(stage, latents.clone()))
+    x0 = pipe.encode_frames(frames)  # (F, C, h, w): the trajectory's x_0
+    assert torch.equal(last["editing"][: len(frames)], x0)
+    vae_only = pipe.decode_latents(x0)
+    assert np.abs(out.reconstruction.astype(int) - vae_only.astype(int)).max() <= 1  # decoding in a bigger batch
+    assert np.abs(out.edits[0].astype(float) - out.reconstruction.astype(float)).mean() > 1.0
+    assert out.inversion_method == "direct" and out.inversion_carries.startswith("the inversion trajectory")
+    plain = _edit(pipe, frames, num_inference_steps=4, method="ddim", targets=TGT[:1],
+                  mmi=MMIConfig(motion_words=["moving"]))
+    assert np.abs(plain.reconstruction.astype(int) - vae_only.astype(int)).max() > 1  # random UNet: DDIM drifts
+
+
+@pytest.mark.parametrize("method, direct_targets", [("direct", False), ("direct", True), ("negative-prompt", False),
+                                                    ("null-text", False), ("ddim", False)])
+def test_reused_inversion_equals_a_fresh_edit_for_every_method(pipe, square_video, method, direct_targets):
+    frames, _ = square_video
+    kw = dict(method=method, direct_targets=direct_targets, mmi=MMIConfig(motion_words=["moving"]))
+    fresh = _edit(pipe, frames, **kw)
+    inv = _invert(pipe, frames, SRC, num_inference_steps=3, method=method)
+    assert inv.method == method and (inv.trajectory is not None) == (method == "direct")
+    assert (inv.null_embeddings is not None) == (method == "null-text")
+    reused = _edit(pipe, frames, inversion=inv, **kw)
+    assert reused.inversion_reused
+    assert np.array_equal(fresh.reconstruction, reused.reconstruction)
+    assert all(np.array_equal(x, y) for x, y in zip(fresh.edits, reused.edits))
+
+
+def test_the_inversion_cache_keeps_methods_apart(pipe, square_video):
+    frames, _ = square_video
+    pipe.inversion_cache_size = 4
+    first = _edit(pipe, frames, method="direct", targets=TGT[:1])
+    again = _edit(pipe, frames, method="direct", targets=TGT[1:])
+    other = _edit(pipe, frames, method="negative-prompt", targets=TGT[:1])
+    assert not first.inversion_reused and again.inversion_reused and not other.inversion_reused
+    assert other.inversion_method == "negative-prompt"
+
+
+@pytest.mark.parametrize("use_st_attn", [True, False])
+def test_direct_edit_leaves_out_the_source_uncond_pass_without_changing_the_edit(pipe, square_video, monkeypatch,
+                                                                                use_st_attn):
+    """Direct inversion: the UNet batch is [uncond edits, cond all] ((2B-1)*F rows); P2P (self-attention sharing,
+    cross-attention replacement), local blend and MMI read the conditional half as before, so the edit equals the
+    full-batch computation."""
+    import attentionflow.pipeline as pipeline_module
+
+    frames, _ = square_video
+    kw = dict(method="direct", use_st_attn=use_st_attn, p2p=P2PConfig(blend_words=["square"]),
+              mmi=MMIConfig(motion_words=["moving"]))
+    batches: list[int] = []
+    handle = pipe.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        lean = _edit(pipe, frames, **kw)
+        lean_batches, batches[:] = list(batches), []
+        monkeypatch.setattr(pipeline_module, "skips_source_uncond", lambda *a: False)
+        full = _edit(pipe, frames, **kw)
+    finally:
+        handle.remove()
+    f, b = len(frames), 1 + len(TGT)
+    assert lean_batches[-3:] == [(2 * b - 1) * f] * 3 and batches[-3:] == [2 * b * f] * 3  # the 3 sampling calls
+    assert np.array_equal(lean.reconstruction, full.reconstruction)
+    for x, y in zip(lean.edits, full.edits):
+        assert np.abs(x.astype(int) - y.astype(int)).max() <= 1  # the same maths in another batch size

@@ -56,6 +56,10 @@ class AttentionState:
     """B: branches (source + edits), 1 during inversion."""
     cfg: bool = False
     """True when the batch holds ``[uncond, cond]`` halves."""
+    uncond_has_source: bool = True
+    """False when the unconditional half leaves out the source branch (``(B-1)*F`` rows: direct inversion discards
+    the source branch's guided step, so its unconditional pass is not computed). The conditional half is always
+    the last ``B*F`` rows."""
     step: int = 0
     """Denoising step index, 0 at the noisiest step."""
     num_steps: int = 1
@@ -95,20 +99,23 @@ class AttentionState:
     def cond_view(self, probs: torch.Tensor) -> torch.Tensor:
         """View of the conditional half of ``probs`` as ``(B, F, heads, Q, K)`` (shares memory).
 
-        ``probs``: ``(G*B*F, heads, Q, K)``.
+        ``probs``: ``(G*B*F, heads, Q, K)`` (``(G*B-1)*F`` rows without the unconditional source branch); the
+        conditional half is its last ``B*F`` rows.
         """
-        g, b, f = self.groups, self.num_branches, self.num_frames
-        return probs.view(g, b, f, *probs.shape[1:])[g - 1]
+        b, f = self.num_branches, self.num_frames
+        return probs[probs.shape[0] - b * f:].view(b, f, *probs.shape[1:])
 
     def share_source(self, x: torch.Tensor, frames_folded: bool = False) -> torch.Tensor:
         """Copy of ``x`` whose conditional edit branches hold the conditional source branch's values.
 
-        ``x``: ``(G*B*F, ...)``, or ``(G*B, ...)`` with ``frames_folded``; other halves unchanged.
+        ``x``: ``(G*B*F, ...)``, or ``(G*B, ...)`` with ``frames_folded`` (one block fewer without the
+        unconditional source branch); other rows unchanged.
         """
-        g, b = self.groups, self.num_branches
+        b = self.num_branches
+        rows = 1 if frames_folded else self.num_frames
         y = x.clone()
-        view = y.view(g, b, -1, *x.shape[1:]) if not frames_folded else y.view(g, b, 1, *x.shape[1:])
-        view[g - 1, 1:] = view[g - 1, :1]  # (B-1, F, ...) <- source branch
+        cond = y[y.shape[0] - b * rows:].view(b, rows, *x.shape[1:])  # (B, F or 1, ...) the conditional half
+        cond[1:] = cond[:1]  # (B-1, F, ...) <- source branch
         return y
 
 
