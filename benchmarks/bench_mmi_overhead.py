@@ -1,10 +1,12 @@
 """MMI overhead: the same edit with and without Motion Map Injection, in one run.
 
-    python benchmarks/bench_mmi_overhead.py [--model tiny|sd14] [--size 256] [--frames 4] [--steps 4]
+    python benchmarks/bench_mmi_overhead.py [--model tiny|sd14|embedded] [--size 256] [--frames 4] [--steps 4]
 
 ``tiny``: the random-weight tiny components used by the tests (64x64 frames by default).
 ``sd14``: a UNet and VAE with the Stable Diffusion v1.4 architecture (random weights; UNet 860M
 parameters, 768-wide cross-attention) and a 768-wide one-layer CLIP text encoder, at ``--size``.
+``embedded``: the demo edit itself (the shipped toy model, the demo clip and prompts, 25 steps, the default
+inversion; ``--frames``/``--size``/``--steps`` ignored unless given).
 Both runs share everything (inversion included); the reported ratio is (edit with MMI) / (edit
 without MMI) over the editing stage and over the whole call. Each configuration is run ``--repeat``
 times alternately and the minimum is kept.
@@ -47,10 +49,10 @@ def build(model: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=["tiny", "sd14"], default="tiny")
+    ap.add_argument("--model", choices=["tiny", "sd14", "embedded"], default="tiny")
     ap.add_argument("--size", type=int, default=None, help="frame size (default 64 tiny, 256 sd14)")
-    ap.add_argument("--frames", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--frames", type=int, default=None, help="frames (default 8)")
+    ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default 10; embedded: the demo's 25)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -63,12 +65,24 @@ def main() -> None:
     from attentionflow.pipeline import AttentionFlowPipeline
     from tests.synthetic import MovingSquare, make_video
 
-    size = args.size or (64 if args.model == "tiny" else 256)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    pipe = AttentionFlowPipeline.from_components(build(args.model), device=args.device, dtype=dtype)
-    frames, _ = make_video(size=size, n_frames=args.frames, squares=(MovingSquare(4, size // 3, size // 4, 3, 0),))
-    src, tgt = "a car is moving on the road", ["a car is moving on the snow"]
-    common = dict(settings=InversionSettings.default(num_inference_steps=args.steps, inversion="ddim"))
+    if args.model == "embedded":
+        from attentionflow.demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS, demo_clip
+
+        pipe = AttentionFlowPipeline.from_pretrained("embedded", device=args.device)
+        frames = demo_clip()[: args.frames]
+        size = frames.shape[1]
+        src, tgt = DEMO_SOURCE, list(DEMO_TARGETS)
+        args.steps = args.steps or DEMO_STEPS
+        common = dict(settings=InversionSettings.default(num_inference_steps=args.steps))
+    else:
+        size = args.size or (64 if args.model == "tiny" else 256)
+        args.frames, args.steps = args.frames or 8, args.steps or 10
+        pipe = AttentionFlowPipeline.from_components(build(args.model), device=args.device, dtype=dtype)
+        frames, _ = make_video(size=size, n_frames=args.frames,
+                               squares=(MovingSquare(4, size // 3, size // 4, 3, 0),))
+        src, tgt = "a car is moving on the road", ["a car is moving on the snow"]
+        common = dict(settings=InversionSettings.default(num_inference_steps=args.steps, inversion="ddim"))
     pipe.set_progress_bar_config(disable=True)
     # Time spent inside the injector itself (robust to machine load, unlike the wall-time ratio).
     from attentionflow.mmi.inject import MotionInjector
@@ -94,7 +108,8 @@ def main() -> None:
             t = dict(out.timings, total=total, injector=inside["s"])
             best[name] = {k: min(v, best[name].get(k, float("inf"))) for k, v in t.items()}
     off, on = best["off"], best["on"]
-    print(f"model {args.model}, {args.frames} frames {size}x{size}, {args.steps} steps, 1 edit, CFG 7.5, "
+    print(f"model {args.model}, {len(frames)} frames {size}x{size}, {args.steps} steps, {len(tgt)} edit(s), CFG 7.5, "
+          f"{common['settings'].inversion} inversion, "
           f"device {args.device} {args.dtype}, {args.threads} threads, best of {args.repeat}")
     if pipe.device.type != "cpu":
         print("(on an accelerator the stage and injector times are host-side (kernels run asynchronously); "

@@ -330,3 +330,28 @@ def test_mmi_and_p2p_share_one_step_window_convention(num_steps, start, end):
     lo, hi = parse_window((start, end), num_steps, "test")
     assert mmi_steps == list(range(lo, hi))
     assert len(mmi_steps) == int(end * num_steps) - int(start * num_steps)
+
+
+@pytest.mark.parametrize("content, motion_tokens, candidates", [
+    (CONTENT, MOTION_TOKENS, None),  # the span is tokens 1..5
+    (torch.tensor([[False, False, True, True, False, False, False, False]] * 2), [[3], [3]], None),  # 2..3
+    (CONTENT, None, [{"car": [2], "moving": [6]}, {"car": [3], "moving": [6]}]),  # a candidate beyond the content
+])
+def test_similarity_on_the_gathered_tokens_equals_the_full_computation(content, motion_tokens, candidates):
+    """Only the span of content / motion / candidate tokens is scored; there it equals the all-token computation
+    (head average of every token, then NCC), and outside it the similarity reads 0 (never used)."""
+    from attentionflow.mmi.similarity import similarity
+
+    motion = _motion()
+    state = _state(step=1)
+    probs = _probs(state)
+    inj = _injector(motion, content_tokens=content, motion_tokens=motion_tokens, auto_candidates=candidates,
+                    fusion=False, swap=False)
+    inj(probs.clone(), CROSS, state)
+    full = similarity(state.cond_view(probs).mean(dim=2).transpose(-1, -2), motion.reshape(F, Q), "ncc")  # (B, F, K)
+    needed = set(content.nonzero()[:, 1].tolist()) | {k for idx in motion_tokens or [] for k in idx} | \
+        {k for c in candidates or [] for idx in c.values() for k in idx}
+    lo, hi = min(needed), max(needed) + 1
+    torch.testing.assert_close(inj.last_similarity[..., lo:hi], full[..., lo:hi], atol=1e-6, rtol=0)
+    assert torch.count_nonzero(inj.last_similarity[..., :lo]) == 0
+    assert torch.count_nonzero(inj.last_similarity[..., hi:]) == 0

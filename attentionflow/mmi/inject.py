@@ -6,7 +6,10 @@ of the attention probabilities ``probs`` ``(G*B*F, heads, Q, K)`` (see
 
 1. **Similarity.** The head-averaged map of every token ``k`` of every frame ``f``,
    ``A[b, f, :, k]`` (``Q`` values), is scored against the frame's motion map ``M[f]`` with
-   :func:`attentionflow.mmi.similarity.similarity`: ``C[b, f, k]`` in ``[0, 1]``.
+   :func:`attentionflow.mmi.similarity.similarity`: ``C[b, f, k]`` in ``[0, 1]``. Only the tokens that
+   something reads are scored: the span from the first to the last prompt token of any branch (content
+   tokens, motion words and auto-mode candidates all lie in it), gathered once per edit; start, end and
+   padding tokens are skipped (their ``C`` reads 0 in :attr:`MotionInjector.last_similarity`).
 2. **Fusion** (content tokens ``k``, i.e. not start/end/padding, at steps ``t >= 1``, ``t`` being
    the denoising step index, 0 at the noisiest step)::
 
@@ -43,6 +46,7 @@ import torch
 from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState
 from attentionflow.attention.windows import step_window
 from attentionflow.mmi.similarity import SIMILARITY_METHODS
+from attentionflow.mmi.similarity import head_average
 from attentionflow.mmi.similarity import similarity as _similarity
 
 __all__ = ["BRANCH_CHOICES", "PLACES", "MotionInjector"]
@@ -158,6 +162,11 @@ class MotionInjector(AttentionController):
         self.swap = bool(swap)
         self.fusion = bool(fusion)
         self._given_tokens = None if motion_tokens is None else [list(i) for i in motion_tokens]
+        # the token span that is scored: every content, motion and candidate token of any branch
+        needed = {int(k) for k in content_tokens.nonzero()[:, 1].tolist()}
+        needed |= {int(k) for idx in (motion_tokens or []) for k in idx}
+        needed |= {int(k) for c in (auto_candidates or []) for idx in c.values() for k in idx}
+        self._span = (min(needed), max(needed) + 1) if needed else (0, 0)
 
         # caches: fixed per video (kept across reset())
         self._map_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
@@ -318,9 +327,14 @@ class MotionInjector(AttentionController):
 
         in_range = self._in_range(state)
         observing = self._observing(state)
-        # similarity is always computed: fusion, auto-mode scoring and token_similarity() use it
-        mean_maps = cond.mean(dim=2)  # (B, F, Q, K) head average
-        sim = _similarity(mean_maps.transpose(-1, -2), motion, self.similarity)  # (B, F, K)
+        # similarity is always computed: fusion, auto-mode scoring and token_similarity() use it; only on the
+        # span of tokens that are read (a narrow view: no copy of the probabilities)
+        lo, hi = self._span
+        span = cond[..., lo:hi]  # (B, F, heads, Q, K') view, K' = hi - lo
+        mean_maps = head_average(span, dim=2)  # (B, F, Q, K')
+        sim_span = _similarity(mean_maps.transpose(-1, -2), motion, self.similarity)  # (B, F, K')
+        sim = sim_span.new_zeros(*sim_span.shape[:2], num_tokens)  # (B, F, K), 0 outside the span
+        sim[..., lo:hi] = sim_span
         self.last_similarity = sim
         per_token = sim.detach().float().mean(dim=1)  # (B, K) mean over frames
         self._sim_sum = per_token if self._sim_sum is None else self._sim_sum + per_token
@@ -331,9 +345,9 @@ class MotionInjector(AttentionController):
             self._auto_count += 1
 
         if self.fusion and in_range and state.step >= 1:
-            weight = sim * fuse_mask[:, None, :] * (self.strength / state.step)  # (B, F, K)
-            delta = motion[None, :, :, None] * weight[:, :, None, :]  # (B, F, Q, K)
-            cond.add_(delta.unsqueeze(2))  # broadcast over heads
+            weight = sim_span * fuse_mask[:, None, lo:hi] * (self.strength / state.step)  # (B, F, K')
+            delta = motion[None, :, :, None] * weight[:, :, None, :]  # (B, F, Q, K')
+            span.add_(delta.unsqueeze(2))  # broadcast over heads; writes into probs
 
         if self.swap and in_range and not observing:
             index = self._swap_index(probs.device, num_branches)

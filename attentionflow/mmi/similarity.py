@@ -215,3 +215,13 @@ def similarity(attn: torch.Tensor, motion: torch.Tensor, method: str = "ncc", *,
     a = attn.to(work)  # (..., K, Q)
     m = motion.to(device=attn.device, dtype=work).unsqueeze(-2)  # (..., 1, Q)
     return measure(a, m, bins).to(out_dtype)
+
+
+def head_average(probs: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean of ``probs`` over its heads axis ``dim``, as a sum scaled by ``1 / heads``.
+
+    On a narrow (strided) token span of the attention probabilities, e.g. ``(B, F, heads, Q, K')`` sliced from
+    ``K`` tokens, a sum reads the span about twice as fast as ``torch.mean`` on the CPU (measured by
+    ``benchmarks/bench_similarity.py``); the result is the head-averaged maps the similarity scores.
+    """
+    return probs.sum(dim=dim).mul_(1.0 / probs.shape[dim])
