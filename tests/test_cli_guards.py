@@ -123,6 +123,8 @@ CASES = {
     "toyworld-out-existing-folder-ending-mp4": (lambda w: ((w / "dir.mp4").mkdir(), ["toyworld", "video", "--out",
                                                            str(w / "dir.mp4")])[1], "existing folder"),
     "unknown-flag": (lambda w: edit_args(w / "frames", w / "out", "--no-such-flag"), "--no-such-flag"),
+    "fp16-on-a-cpu": (lambda w: edit_args(w / "frames", w / "out", "--mixed-precision", "fp16", "--device", "cpu"),
+                      "--mixed-precision no"),
     "inversion-unknown-flag": (lambda w: edit_args(w / "frames", w / "out", "--inversion", "nulltext"),
                                "'direct', 'negative-prompt', 'null-text', 'ddim'"),
     "inversion-unknown-yaml": (lambda w: ["edit", "--config", str(_yaml(w, BASE_YAML + "  inversion: pnp\n"))],

@@ -48,7 +48,8 @@ def select_dtype(mixed_precision: str, device: torch.device) -> torch.dtype:
     if mixed_precision not in MIXED_PRECISION:
         raise ConfigError(f"unknown mixed_precision '{mixed_precision}'; choose from: {', '.join(MIXED_PRECISION)}")
     if mixed_precision == "fp16" and device.type == "cpu":
-        raise ConfigError("mixed_precision 'fp16' needs a GPU; on a CPU use 'no' or 'bf16'")
+        raise ConfigError("mixed_precision 'fp16' needs a GPU; on a CPU pass --mixed-precision no (or bf16), "
+                          "or set mixed_precision: 'no' in the config")
     return MIXED_PRECISION[mixed_precision]
 
 
