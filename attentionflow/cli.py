@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from . import __version__
-from .config import INVERSION_METHODS, MAX_SEED, EditConfig as C, MMIConfig as M, P2PConfig as P, ValidationDataConfig as V
+from .config import INVERSION_METHODS, MAX_SEED, EditConfig as C, InputDataConfig as I, MMIConfig as M
+from .config import P2PConfig as P, ValidationDataConfig as V
 from .errors import AttentionFlowError, ConfigError
 from .mmi.methods import SIMILARITY_METHODS
 
@@ -50,10 +51,11 @@ def _direction(text: str) -> str | float:
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("input video")
-    g.add_argument("--frames", type=int, help="number of frames to use (n_sample_frames)")
+    g.add_argument("--frames", type=int, help=f"number of frames to use (n_sample_frames; default {I.n_sample_frames})")
     g.add_argument("--start", type=int, help="index of the first frame (sample_start_idx)")
     g.add_argument("--stride", type=int, help="take every n-th frame (sample_frame_rate)")
-    g.add_argument("--size", type=_size, help="frame size after resize + center crop: N or WIDTHxHEIGHT")
+    g.add_argument("--size", type=_size, help=f"frame size after resize + center crop: N or WIDTHxHEIGHT "
+                                             f"(default {I.width}x{I.height})")
 
 
 def _add_motion_args(p: argparse.ArgumentParser) -> None:
@@ -260,21 +262,16 @@ def cmd_edit(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = run_edit_job(cfg, overwrite=args.overwrite, progress=not args.quiet, command="edit")
     if not args.quiet:
-        print(f"wrote {result.output_dir} in {time.perf_counter() - start:.1f} s"
-              f"{_reconstruction_note(result.reconstruction_psnr_db)}", file=sys.stderr)
+        print(f"wrote {result.output_dir} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+        for line in result.notes():
+            print(line, file=sys.stderr)
     return 0
-
-
-def _reconstruction_note(db: float | None) -> str:
-    """' (reconstruction PSNR 26.8 dB: ...)' for the job's reconstruction PSNR (None: an exact reconstruction)."""
-    shown = "exact" if db is None else f"{db:.1f} dB"
-    return f" (reconstruction PSNR {shown}: how closely the inversion reproduces the input)"
 
 
 def cmd_motion(args: argparse.Namespace) -> int:
     import json
 
-    from .config import MIN_FRAME_SIZE
+    from .config import MIN_FRAME_SIZE, InputDataConfig
     from .flow.export import export_motion
     from .flow.motion import MotionOptions, motion_maps
     from .io.video import MANIFEST_NAME, atomic_output_dir, check_fps, check_output_dir, probe_output_location, \
@@ -285,16 +282,17 @@ def cmd_motion(args: argparse.Namespace) -> int:
     _apply_motion_args(args, opts)
     opts.validate()
     check_fps(args.fps)
-    width, height = args.size if args.size else (None, None)
-    if args.size is not None and min(args.size) < MIN_FRAME_SIZE:
+    # the same default sampling as `edit` (the config's input_data defaults)
+    width, height = args.size if args.size else (InputDataConfig.width, InputDataConfig.height)
+    n_frames = args.frames if args.frames is not None else InputDataConfig.n_sample_frames
+    if min(width, height) < MIN_FRAME_SIZE:
         raise ConfigError(f"--size must be at least {MIN_FRAME_SIZE} (the smallest size optical flow accepts), "
-                          f"got {args.size[0]}x{args.size[1]}")
-    if args.frames is not None and args.size is not None:
-        check_memory(edit_memory_bytes(args.frames, width, height, 0, vae_on_host=False),
-                     f"motion maps of {args.frames} frames of {width}x{height}")
+                          f"got {width}x{height}")
+    check_memory(edit_memory_bytes(n_frames, width, height, 0, vae_on_host=False),
+                 f"motion maps of {n_frames} frames of {width}x{height}")
     check_output_dir(args.out, args.overwrite, protect=[args.video])
     probe_output_location(args.out)
-    frames = read_frames(args.video, n_frames=args.frames, start=args.start or 0, stride=args.stride or 1,
+    frames = read_frames(args.video, n_frames=n_frames, start=args.start or 0, stride=args.stride or 1,
                          width=width, height=height)
     with atomic_output_dir(args.out, overwrite=args.overwrite, protect=[args.video]) as tmp:
         result = motion_maps(frames, opts)
@@ -316,8 +314,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(args.out, args.steps, overwrite=args.overwrite, progress=not args.quiet)
     if not args.quiet:
         print(f"wrote {result.output_dir} in {time.perf_counter() - start:.1f} s (grid: "
-              f"{result.output_dir / 'grid.gif'}){_reconstruction_note(result.reconstruction_psnr_db)}",
-              file=sys.stderr)
+              f"{result.output_dir / 'grid.gif'})", file=sys.stderr)
+        for line in result.notes():
+            print(line, file=sys.stderr)
     return 0
 
 

@@ -33,7 +33,7 @@ from .config import EditConfig, config_to_dict, dump_config
 from .errors import ConfigError, InputError
 from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, make_grid, probe_output_location, \
     read_frames, write_frames, write_gif, write_mp4
-from .models.paths import EMBEDDED, model_limits, resolve_model_path
+from .models.paths import EMBEDDED, embedded_model_path, model_limits, resolve_model_path
 from .resources import check_memory, edit_memory_bytes
 
 if TYPE_CHECKING:  # the pipeline imports torch: only after every cheap check has passed
@@ -138,6 +138,50 @@ class JobResult:
     def reconstruction_psnr_db(self) -> float | None:
         """How closely the inversion reproduced the input (None: exactly)."""
         return self.manifest["inversion"]["reconstruction_psnr_db"]
+
+    def notes(self) -> list[str]:
+        """One-line readings of the run for a person (the CLI prints them): the reconstruction PSNR with what it
+        means, which motion words MMI used, and, for the embedded toy model, what it knows."""
+        m = self.manifest
+        method = m["inversion"].get("method", "")
+        db = self.reconstruction_psnr_db
+        if db is None:
+            reading = "exact"
+        elif db >= RECONSTRUCTION_GOOD_DB:
+            reading = f"{db:.1f} dB, good"
+        elif db >= RECONSTRUCTION_POOR_DB:
+            reading = f"{db:.1f} dB, fair"
+        elif method == "direct":
+            reading = (f"{db:.1f} dB, poor: direct inversion is exact up to the VAE, so the model's VAE cannot "
+                       f"reproduce this video")
+        else:
+            reading = f"{db:.1f} dB, poor: the source branch does not reproduce the video; see --inversion direct"
+        notes = [f"reconstruction PSNR {reading} ({method or 'the'} inversion)"]
+        mmi = m["mmi"]
+        if mmi["enabled"]:
+            words = mmi["motion_words"]
+            if not mmi["auto_ranking"] and m.get("config", {}).get("mmi", {}).get("motion_words") == "auto":
+                notes.append("MMI: auto mode chose no word (it decides after mmi.auto_steps steps and none scored), "
+                             "fusion only")
+            elif mmi["auto_ranking"]:
+                chosen = f"auto chose '{words[0]}'" if words else "auto chose none"
+                notes.append(f"MMI: {chosen} (ranking: " + ", ".join(
+                    f"{r['word']} {r['score']:.3f}" for r in mmi["auto_ranking"][:4]) + ")")
+            elif words:
+                notes.append("MMI: motion word(s) " + ", ".join(f"'{w}'" for w in words) + " (fusion + swap)")
+            else:
+                notes.append("MMI: no motion word, fusion only (name one with --motion-word WORD, or --motion-word "
+                             "auto)")
+        if m["model"].get("embedded") and m.get("command") != "demo":
+            size = model_limits(embedded_model_path()).trained_size
+            notes.append(f"note: the embedded toy model knows only the toy world (coloured shapes on plain "
+                         f"backgrounds) and was trained at {size}x{size}; real videos need Stable Diffusion "
+                         f"weights (--model FOLDER)")
+        return notes
+
+
+#: Reconstruction PSNR readings (dB): at least GOOD is "good", below POOR "poor", between "fair".
+RECONSTRUCTION_GOOD_DB, RECONSTRUCTION_POOR_DB = 30.0, 20.0
 
 
 class PipelineCache:

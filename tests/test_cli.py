@@ -141,6 +141,20 @@ def test_console_script_has_no_traceback(tmp_path):
     assert "missing.mp4" in proc.stderr
 
 
+def test_motion_command_samples_like_edit_by_default(tmp_path):
+    """Without --frames/--size, `motion` takes what `edit` takes: 8 frames at 512x512 (not every frame at native
+    size)."""
+    from attentionflow.config import InputDataConfig
+    from attentionflow.toyworld.world import make_video
+
+    video = tmp_path / "long"
+    write_frames(make_video("a red circle is moving on the road", frames=12, size=64, seed=0).frames, video)
+    out = tmp_path / "motion"
+    assert main(["motion", str(video), "--out", str(out), "--quiet"]) == 0
+    maps = np.load(out / "motion_maps.npy")
+    assert maps.shape == (InputDataConfig.n_sample_frames, InputDataConfig.height, InputDataConfig.width) == (8, 512, 512)
+
+
 def test_motion_command(clip, tmp_path):
     out = tmp_path / "motion"
     assert main(["motion", str(clip), "--frames", "6", "--size", "32", "--out", str(out), "--quiet"]) == 0

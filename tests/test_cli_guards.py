@@ -273,3 +273,38 @@ def test_demo_never_deletes_files_in_its_input_folder(work, capsys):
     assert main(["demo", "--out", str(work / "demo"), "--steps", "2", "--quiet"]) == 2
     assert "demo_input" in capsys.readouterr().err
     assert (mine / "holiday_0001.png").read_bytes() == b"my photo" and not (work / "demo").exists()
+
+
+@pytest.mark.parametrize("extra, mmi_line", [
+    (("--motion-word", "moving"), "MMI: motion word(s) 'moving' (fusion + swap)"),
+    ((), "MMI: no motion word, fusion only (name one with --motion-word WORD, or --motion-word auto)"),
+    (("--motion-word", "auto", "--steps", "4"), "MMI: auto chose '"),
+    (("--motion-word", "auto"), "MMI: auto mode chose no word (it decides after mmi.auto_steps steps"),  # 2 < 3
+])
+def test_edit_says_what_it_did(work, capsys, extra, mmi_line):
+    """Without --quiet an edit reports the reconstruction PSNR with a reading, the motion words MMI used, and that
+    the embedded toy model knows only the toy world at the size it was trained at (64x64)."""
+    argv = ["edit", str(work / "frames"), "--source", SRC, "--target", TGT, "--model", "embedded", "--size", "64",
+            "--steps", "2", "--frames", "4", "--device", "cpu", "--out", str(work / "out"), *extra]
+    assert main(argv) == 0  # (a repeated flag: the last one counts)
+    lines = capsys.readouterr().err.splitlines()
+    recon = [x for x in lines if x.startswith("reconstruction PSNR ")]
+    assert len(recon) == 1 and "(direct inversion)" in recon[0]
+    assert any(x.startswith(mmi_line) for x in lines), lines
+    assert sum("embedded toy model knows only the toy world" in x and "trained at 64x64" in x for x in lines) == 1
+
+
+@pytest.mark.parametrize("db, method, reading", [
+    (None, "direct", "reconstruction PSNR exact"),
+    (36.2, "direct", "36.2 dB, good"),
+    (26.6, "null-text", "26.6 dB, fair"),
+    (14.7, "direct", "the model's VAE cannot reproduce this video"),
+    (11.0, "null-text", "see --inversion direct"),
+])
+def test_reconstruction_reading(db, method, reading):
+    from attentionflow.jobs import JobResult
+
+    manifest = {"inversion": {"method": method, "reconstruction_psnr_db": db}, "mmi": {"enabled": False},
+                "model": {"embedded": False}, "command": "edit"}
+    notes = JobResult(output_dir=Path("x"), output=None, manifest=manifest).notes()  # type: ignore[arg-type]
+    assert notes[0].startswith("reconstruction PSNR") and reading in notes[0] and len(notes) == 1

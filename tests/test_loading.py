@@ -46,8 +46,40 @@ def test_missing_folder_and_uncached_hub_id(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(ModelError, match="not found"):
         resolve_model_path(tmp_path / "nothing")
-    with pytest.raises(ModelError, match="huggingface-cli download someone/some-model"):
+    with pytest.raises(ModelError) as err:
         resolve_model_path("someone/some-model")
+    assert "hf download someone/some-model --local-dir models/some-model" in str(err.value)
+    assert "--model models/some-model" in str(err.value)
+
+
+def test_the_installed_huggingface_hub_provides_the_advised_command():
+    import importlib.metadata as md
+
+    from attentionflow.models.paths import hub_cli
+
+    scripts = {e.name for e in md.distribution("huggingface_hub").entry_points if e.group == "console_scripts"}
+    assert hub_cli() in scripts
+
+
+@pytest.mark.parametrize("name, command", [
+    # vid2vid-zero's configs: a local folder, not a hub id; the advice fills that very folder
+    ("checkpoints/stable-diffusion-v1-4",
+     "hf download CompVis/stable-diffusion-v1-4 --local-dir checkpoints/stable-diffusion-v1-4"),
+    ("models/stable-diffusion-2-1-base",
+     "hf download stabilityai/stable-diffusion-2-1-base --local-dir models/stable-diffusion-2-1-base"),
+    ("./weights/sd/stable-diffusion-v1-5",
+     "hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --local-dir ./weights/sd/stable-diffusion-v1-5"),
+    ("CompVis/stable-diffusion-v1-4",  # a hub id
+     "hf download CompVis/stable-diffusion-v1-4 --local-dir models/stable-diffusion-v1-4"),
+])
+def test_missing_model_advice_names_hub_id_and_folder(tmp_path, monkeypatch, name, command):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError) as err:
+        resolve_model_path(name)
+    msg = str(err.value)
+    assert command in msg and "huggingface-cli" not in msg and "\n" not in msg
 
 
 def test_embedded_model_resolves_and_loads():

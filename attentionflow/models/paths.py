@@ -29,6 +29,45 @@ def embedded_model_path() -> Path:
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
+#: Folder names of well-known Stable Diffusion checkpoints -> their hub ids (for download advice only).
+KNOWN_HUB_IDS = {
+    "stable-diffusion-v1-4": "CompVis/stable-diffusion-v1-4",
+    "stable-diffusion-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "stable-diffusion-2-1": "stabilityai/stable-diffusion-2-1",
+    "stable-diffusion-2-1-base": "stabilityai/stable-diffusion-2-1-base",
+}
+#: First path parts that name a local folder, not a hub user (vid2vid-zero's configs use checkpoints/).
+_LOCAL_PARENTS = frozenset({"checkpoints", "models", "weights", "data", "ckpt", "pretrained"})
+
+
+def hub_cli() -> str:
+    """The download command the installed huggingface_hub provides: ``hf`` (1.x and later) or ``huggingface-cli``."""
+    from importlib import metadata
+
+    try:
+        names = {e.name for e in metadata.distribution("huggingface_hub").entry_points
+                 if e.group == "console_scripts"}
+    except metadata.PackageNotFoundError:  # pragma: no cover - a declared dependency
+        names = set()
+    return "hf" if "hf" in names or "huggingface-cli" not in names else "huggingface-cli"
+
+
+def download_advice(name: str) -> str:
+    """How to get the model ``name`` names: a missing local folder (``checkpoints/stable-diffusion-v1-4``) gets the
+    hub id that fills it and that folder; a hub id gets a folder under ``models/``."""
+    parts = Path(name).parts
+    local = (len(parts) != 2 or parts[0] in _LOCAL_PARENTS or Path(parts[0]).is_dir()
+             or name.startswith((".", "/", "~")))
+    files = '--include "*.json" "*.txt" "*.safetensors"'
+    if local:
+        repo = KNOWN_HUB_IDS.get(parts[-1] if parts else "", "REPO_ID")
+        return (f"model folder not found: {name}; on a machine with internet run `{hub_cli()} download {repo} "
+                f"--local-dir {name} {files}`" + ("" if repo != "REPO_ID" else " with the hub id of the model") +
+                ", or set --model / pretrained_model_path to a diffusers folder you have")
+    folder = f"models/{parts[-1]}"
+    return (f"model '{name}' is not a local folder and not in the Hugging Face cache; on a machine with internet run "
+            f"`{hub_cli()} download {name} --local-dir {folder} {files}` and pass --model {folder}")
+
 
 def _hub_snapshot(repo_id: str) -> Path:
     """Find ``repo_id`` in the local Hugging Face cache, or download it when the network is allowed."""
@@ -41,10 +80,8 @@ def _hub_snapshot(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=patterns))
     except Exception:
         pass
-    hint = (f"model '{repo_id}' is not a local folder and not in the Hugging Face cache; on a machine with "
-            f"internet run `huggingface-cli download {repo_id} --local-dir models/{repo_id.split('/')[-1]}` "
-            f"and pass --model models/{repo_id.split('/')[-1]}")
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    hint = download_advice(repo_id)
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or hint.startswith("model folder"):
         raise ModelError(hint)
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
@@ -67,6 +104,8 @@ def resolve_model_path(name: str | os.PathLike[str]) -> Path:
         folder = Path(text).expanduser()
         if not folder.exists():
             if not _HUB_ID.fullmatch(text):
+                if Path(text).name in KNOWN_HUB_IDS:
+                    raise ModelError(download_advice(text))
                 raise ModelError(f"model folder not found: {text} (expected a diffusers folder with "
                                  f"{', '.join(COMPONENTS)}, a hub id like CompVis/stable-diffusion-v1-4, or 'embedded')")
             folder = _hub_snapshot(text)
@@ -96,6 +135,8 @@ class ModelLimits:
     """How often the UNet halves the latent grid, as a factor (2 ** (down blocks - 1))."""
     vae_channels: int
     """Widest VAE feature map at full resolution (its first block's channels), for memory estimates."""
+    trained_size: int | None = None
+    """Frame side the UNet was trained at (its ``sample_size`` x ``vae_scale``: 512 for SD 1.x, 64 for the toy model)."""
 
     @property
     def min_size(self) -> int:
@@ -129,4 +170,6 @@ def model_limits(folder: Path) -> ModelLimits:
     down = unet.get("down_block_types") or [None] * 4
     return ModelLimits(num_train_timesteps=int(sched.get("num_train_timesteps", 1000)),
                        vae_scale=2 ** (len(vae_blocks) - 1), unet_factor=2 ** (len(down) - 1),
-                       vae_channels=int(vae_blocks[0]))
+                       vae_channels=int(vae_blocks[0]),
+                       trained_size=int(unet["sample_size"]) * 2 ** (len(vae_blocks) - 1)
+                       if isinstance(unet.get("sample_size"), int) else None)
