@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .app import register_cli as _reg_app; _reg_app(sub)
     from .batch import register_cli as _reg_batch; _reg_batch(sub)
     from .evaluate import register_cli as _reg_eval; _reg_eval(sub)
+    for name in ("edit", "demo", "app", "batch"):
+        sub.choices[name].add_argument(
+            "--threads", type=_threads, help="torch CPU threads (default: torch's choice, one per core: the fastest "
+            "on an idle machine; on a busy one, 1 can be several times faster)")
     from .bench import register_cli as _reg_bench; _reg_bench(sub)
     return parser
 
@@ -320,6 +324,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads for torch: through the environment, which torch reads when it starts its thread
+    pools (it is imported only after the input is checked), and directly if it is already imported."""
+    if threads is None:
+        return
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``attentionflow`` command; returns the exit code."""
     parser = build_parser()
@@ -328,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    set_threads(getattr(args, "threads", None))
     if getattr(args, "quiet", False):
         _quiet_libraries()
     previous = None

@@ -360,6 +360,8 @@ def _round_db(value: float) -> float | None:
 def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: EditOutput, frames: np.ndarray,
                    timings: dict[str, float], names: list[str], model_dir: Path, command: str) -> dict[str, Any]:
     """Run manifest: what ran, on what, how long each stage took, and what MMI did."""
+    import torch
+
     from .metrics import psnr
 
     embedded = config.pretrained_model_path == EMBEDDED
@@ -377,6 +379,7 @@ def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: Edi
         "seed": config.seed,
         "seed_note": SEED_NOTE,
         "device": str(pipeline.device),
+        "threads": torch.get_num_threads(),
         "dtype": str(pipeline.dtype).replace("torch.", ""),
         "frames": int(frames.shape[0]),
         "size": {"width": int(frames.shape[2]), "height": int(frames.shape[1])},

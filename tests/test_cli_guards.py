@@ -308,3 +308,28 @@ def test_reconstruction_reading(db, method, reading):
                 "model": {"embedded": False}, "command": "edit"}
     notes = JobResult(output_dir=Path("x"), output=None, manifest=manifest).notes()  # type: ignore[arg-type]
     assert notes[0].startswith("reconstruction PSNR") and reading in notes[0] and len(notes) == 1
+
+
+@pytest.mark.parametrize("command", ["edit", "demo", "app", "batch"])
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_threads_must_be_a_positive_whole_number(command, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--threads", value])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "--threads" in err and "\n" not in err
+
+
+def test_threads_reach_torch_and_the_manifest(work, monkeypatch):
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        assert main(edit_args(work / "frames", work / "out", "--threads", "2", "--no-mmi")) == 0
+        import json
+
+        assert json.loads((work / "out" / "manifest.json").read_text())["threads"] == 2
+        assert os.environ["OMP_NUM_THREADS"] == "2"
+    finally:
+        torch.set_num_threads(before)
