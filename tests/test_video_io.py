@@ -355,6 +355,33 @@ def test_make_grid_labels_add_a_strip_above_each_column() -> None:
     np.testing.assert_array_equal(labelled[0, :strip], labelled[1, :strip])  # same strip every frame
 
 
+@pytest.mark.parametrize("text", [
+    "a blue circle is moving on the road",
+    "a red circle is moving on the snow under a very cloudy evening sky",
+    "supercalifragilisticexpialidocious circle",  # a word wider than the column is broken, not cut
+])
+def test_grid_labels_wrap_instead_of_being_cut(text) -> None:
+    from PIL import Image, ImageDraw, ImageFont
+
+    from attentionflow.io.video import wrap_label
+
+    font = ImageFont.load_default(size=10)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = wrap_label(text, 62, draw, font)
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")  # nothing dropped
+    assert all(draw.textlength(line, font=font) <= 62 for line in lines) and len(lines) > 1
+
+
+def test_grid_labels_of_similar_prompts_can_be_told_apart() -> None:
+    a = np.zeros((2, 64, 64, 3), np.uint8)
+    one = make_grid([a, a], labels=["a blue circle is moving on the road", "a blue circle is moving on the snow"])
+    two = make_grid([a, a], labels=["a blue circle is moving on the road", "a blue circle is moving on the sand"])
+    strip = one.shape[1] - 64
+    assert strip > 20  # several lines
+    assert not np.array_equal(one[0, :strip, 68:], two[0, :strip, 68:])  # the endings differ on screen
+    assert np.array_equal(one[0, :strip, :64], two[0, :strip, :64])
+
+
 def test_make_grid_rejects_mismatched_frame_counts() -> None:
     with pytest.raises(ValueError, match="frames"):
         make_grid([np.zeros((3, 8, 8, 3), np.uint8), np.zeros((2, 8, 8, 3), np.uint8)])

@@ -627,30 +627,56 @@ def _fits(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | Imag
     return right - left <= width
 
 
+def wrap_label(text: str, width: int, draw: ImageDraw.ImageDraw,
+               font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> list[str]:
+    """``text`` broken into lines that each fit ``width`` pixels: at spaces, and inside a word only when the word
+    alone is too wide. Nothing is cut: joining the lines gives the text back (white space folded)."""
+    lines: list[str] = []
+    line = ""
+    for word in " ".join(str(text or "").split()).split(" "):
+        if not word:
+            continue
+        candidate = f"{line} {word}" if line else word
+        if _fits(draw, candidate, font, width):
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        while not _fits(draw, word, font, width) and len(word) > 1:  # a word wider than the column
+            cut = len(word) - 1
+            while cut > 1 and not _fits(draw, word[:cut], font, width):
+                cut -= 1
+            lines.append(word[:cut])
+            word = word[cut:]
+        line = word
+    if line:
+        lines.append(line)
+    return lines
+
+
 def _label_strip(labels: Sequence[str], widths: Sequence[int], gap: int, frame_height: int) -> np.ndarray:
-    """White strip ``(S, sum(widths) + gap * (k - 1), 3)`` with each label centered over its column."""
+    """White strip ``(S, sum(widths) + gap * (k - 1), 3)`` with each label centered over its column, wrapped onto
+    as many lines as the longest label needs (never cut off)."""
     size = int(np.clip(round(frame_height / 16), 10, 28))  # font pixel size scales with the video
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    words = [(w, col_w) for text, col_w in zip(labels, widths) for w in str(text or "").split()]
+    while size > 8 and not all(_fits(scratch, w, ImageFont.load_default(size=size), col_w - 2) for w, col_w in words):
+        size -= 1  # a smaller font before any word is broken
     pad = max(2, size // 3)
     font = ImageFont.load_default(size=size)
-    strip_h = size + 2 * pad
+    wrapped = [wrap_label(text, col_w - 2, scratch, font) for text, col_w in zip(labels, widths)]
+    line_h = size + max(1, size // 5)
+    strip_h = max(1, max(len(w) for w in wrapped)) * line_h + 2 * pad
     strip_h += strip_h % 2  # even, so a grid of even-sized videos stays even (yuv420p)
     total_w = sum(widths) + gap * (len(widths) - 1)
     strip = Image.new("RGB", (total_w, strip_h), (255, 255, 255))
     draw = ImageDraw.Draw(strip)
     x = 0
-    for text, col_w in zip(labels, widths):
-        text = " ".join(str(text or "").split())
-        shown = text
-        if shown and not _fits(draw, shown, font, col_w - 2):
-            cut = len(text) - 1
-            while cut > 0 and not _fits(draw, text[:cut].rstrip() + "...", font, col_w - 2):
-                cut -= 1
-            shown = text[:cut].rstrip() + "..." if cut > 0 else ""
-        if shown:
-            left, top, right, bottom = draw.textbbox((0, 0), shown, font=font)
+    for lines, col_w in zip(wrapped, widths):
+        for row, shown in enumerate(lines):
+            left, top, right, _ = draw.textbbox((0, 0), shown, font=font)
             tx = x + (col_w - (right - left)) // 2 - left
-            ty = (strip_h - (bottom - top)) // 2 - top
-            draw.text((tx, ty), shown, fill=(0, 0, 0), font=font)
+            draw.text((tx, pad + row * line_h - top), shown, fill=(0, 0, 0), font=font)
         x += col_w + gap
     return np.asarray(strip)
 
