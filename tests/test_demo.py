@@ -96,3 +96,5 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     out = scope["out"]
     assert out.edits[0].shape == (8, 64, 64, 3) and out.motion_words == ["moving"]
     assert caption == out.source_prompt  # the snippet edits the clip it says it edits
+    written = {p.name for p in (tmp_path / "outputs" / "snow").iterdir()}
+    assert {"grid.gif", "input.mp4", "reconstruction.mp4", "attention", "motion", "frames"} <= written, written
