@@ -158,12 +158,29 @@ def test_map_to_image_and_overlay() -> None:
     np.testing.assert_array_equal(motion_overlay(frames, maps, alpha=0.0), frames)
     over = motion_overlay(frames, maps, alpha=1.0)
     assert over.shape == frames.shape
-    # Jet: map 1 is dark red, map 0 is dark blue.
-    assert over[0, 0, 0, 0] > over[0, 0, 0, 2] and over[0, 7, 0, 2] > over[0, 7, 0, 0]
+    # Jet: map 1 is dark red; where the map is 0 the frame shows unchanged (the tint follows the motion).
+    assert over[0, 0, 0, 0] > over[0, 0, 0, 2]
+    np.testing.assert_array_equal(over[:, 4:], frames[:, 4:])
+    half = motion_overlay(frames, maps * 0.5, alpha=1.0).astype(int)  # weight alpha * map = 0.5
+    heat = map_to_image(np.full((8, 8), 0.5, np.float32), colormap=2).astype(int)  # cv2.COLORMAP_JET
+    assert np.abs(half[0, 0, 0] - np.round(0.5 * 100 + 0.5 * heat[0, 0])).max() <= 1
     # Attention-resolution maps are resized to the frame size.
     assert motion_overlay(frames, np.ones((2, 2, 2), np.float32)).shape == frames.shape
     with pytest.raises(InputError):
         motion_overlay(frames, maps[:1])
+
+
+def test_flow_scale_ignores_outliers_and_still_pixels() -> None:
+    from attentionflow.flow.visualize import flow_scale
+
+    flows = np.zeros((3, 20, 20, 2), np.float32)
+    flows[:, 5:15, 5:15, 0] = 2.0  # the object moves 2 px per frame
+    flows[0, 0, 0] = (60.0, 0.0)  # one bad vector
+    top = flow_scale(flows)
+    assert top == pytest.approx(2.0)  # the 99th percentile of the moving pixels, not the outlier
+    assert flow_to_color(flows[1], max_magnitude=top)[10, 10].max() == 255  # the object at full brightness
+    assert flow_to_color(flows[1], max_magnitude=60.0)[10, 10].max() < 10  # what the plain maximum gave: dark
+    assert flow_scale(np.zeros((2, 4, 4, 2), np.float32)) is None  # a still video
 
 
 def test_export_motion_writes_pngs_video_and_arrays(tmp_path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from attentionflow.errors import InputError
 from attentionflow.flow.motion import MotionResult, check_frames
-from attentionflow.flow.visualize import flow_to_color, map_to_image, motion_overlay
+from attentionflow.flow.visualize import flow_scale, flow_to_color, map_to_image, motion_overlay
 
 __all__ = ["export_motion"]
 
@@ -64,10 +64,10 @@ def export_motion(frames: np.ndarray, result: MotionResult, out_dir: Path, fps: 
     flow_dir.mkdir(parents=True, exist_ok=True)
     map_dir.mkdir(parents=True, exist_ok=True)
 
-    top = float(np.nan_to_num(np.hypot(result.flows[..., 0], result.flows[..., 1])).max())
+    top = flow_scale(result.flows)  # one robust scale per video: frames compare, outliers do not darken them
     digits = max(4, len(str(n - 1)))
     for i in range(n):
-        _write_png(flow_dir / f"{i:0{digits}d}.png", flow_to_color(result.flows[i], max_magnitude=top or None))
+        _write_png(flow_dir / f"{i:0{digits}d}.png", flow_to_color(result.flows[i], max_magnitude=top))
         _write_png(map_dir / f"{i:0{digits}d}.png", map_to_image(result.maps[i]))
 
     overlay = write_mp4(motion_overlay(frames, result.maps), out_dir / "overlay.mp4", fps=fps)

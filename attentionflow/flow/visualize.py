@@ -8,7 +8,21 @@ import numpy as np
 from attentionflow.errors import InputError
 from attentionflow.io.video import check_video
 
-__all__ = ["flow_to_color", "map_to_image", "motion_overlay"]
+__all__ = ["flow_scale", "flow_to_color", "map_to_image", "motion_overlay"]
+
+
+def flow_scale(flows: np.ndarray, percentile: float = 99.0, floor: float = 0.1) -> float | None:
+    """A robust full-brightness magnitude for every flow picture of one video.
+
+    ``flows``: ``(N, H, W, 2)`` (or ``(H, W, 2)``) in pixels. Returns the ``percentile`` of the magnitudes above
+    ``floor`` pixels (so a few outlier vectors do not leave the rest of the pictures black), or None when nothing
+    moves.
+    """
+    mag = np.nan_to_num(np.hypot(flows[..., 0], flows[..., 1]).astype(np.float32))
+    moving = mag[mag > floor]
+    if moving.size == 0:
+        return None
+    return float(np.percentile(moving, percentile))
 
 
 def flow_to_color(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
@@ -63,19 +77,20 @@ def map_to_image(motion_map: np.ndarray, colormap: int | None = None) -> np.ndar
 
 
 def motion_overlay(
-    frames: np.ndarray, maps: np.ndarray, alpha: float = 0.5, colormap: int = cv2.COLORMAP_JET
+    frames: np.ndarray, maps: np.ndarray, alpha: float = 0.6, colormap: int = cv2.COLORMAP_JET
 ) -> np.ndarray:
-    """Blend a heat map of each motion map over its frame.
+    """Blend a heat map of each motion map over its frame, in proportion to the motion.
 
     Args:
         frames: ``(N, H, W, 3)`` uint8 RGB.
         maps: ``(N, h, w)`` float maps in ``[0, 1]``; resized (bilinear) to ``(H, W)`` if needed, so
             attention-resolution maps can be shown too.
-        alpha: heat-map weight in ``[0, 1]``.
+        alpha: heat-map weight where the map is 1, in ``[0, 1]``.
         colormap: OpenCV colormap id.
 
     Returns:
-        ``(N, H, W, 3)`` uint8 RGB: ``(1 - alpha) * frame + alpha * heat``.
+        ``(N, H, W, 3)`` uint8 RGB: ``(1 - a) * frame + a * heat`` with ``a = alpha * map`` per pixel, so still
+        parts show the frame unchanged and only moving parts are tinted.
     """
     check_video(frames, "overlay frames")
     if not isinstance(maps, np.ndarray) or maps.ndim != 3 or maps.shape[0] != frames.shape[0]:
@@ -89,6 +104,7 @@ def motion_overlay(
         m = motion_map.astype(np.float32)
         if m.shape != (height, width):
             m = cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
-        heat = map_to_image(m, colormap)  # (H, W, 3) RGB
-        out[i] = cv2.addWeighted(frame, 1.0 - alpha, heat, alpha, 0.0)
+        heat = map_to_image(m, colormap).astype(np.float32)  # (H, W, 3) RGB
+        a = alpha * np.clip(np.nan_to_num(m), 0.0, 1.0)[..., None]  # (H, W, 1) per-pixel weight
+        out[i] = np.round((1.0 - a) * frame.astype(np.float32) + a * heat).astype(np.uint8)
     return out
