@@ -313,42 +313,63 @@ def _heat(m: np.ndarray, cell: int) -> np.ndarray:
     return cv2.applyColorMap(img, cv2.COLORMAP_JET)[..., ::-1]
 
 
-def attention_grid(maps: AttentionMaps, branch: int, cell: int = 48) -> np.ndarray:
-    """Image (rows = motion map + each prompt token; columns = frames without MMI | frames with MMI).
+def attention_rows(maps: AttentionMaps, branch: int) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """The rows of the attention figure: ``(label, without (F, h, w), with (F, h, w) or None)``.
 
-    Each cell is one frame's head/step/layer-averaged cross-attention map for one token, min-max
-    normalised on its own. Returns (H, W, 3) uint8 RGB.
+    First the motion map (when MMI ran), then one row per word of the branch's prompt: the mean of the maps of the
+    word's tokens (a word the tokenizer splits, such as "jeep" into j, e, e, p, is one row).
     """
     without = maps.without_mmi[branch].float().cpu().numpy()  # (F, h, w, K)
     with_ = maps.with_mmi[branch].float().cpu().numpy() if maps.with_mmi is not None else None
-    num_frames = without.shape[0]
-    label_w, gap = 110, 6
-    rows: list[tuple[str, list[np.ndarray]]] = []
+    rows: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     if maps.motion is not None:
-        motion = maps.motion.float().cpu().numpy()
-        cells = [_heat(motion[f], cell) for f in range(num_frames)]
-        rows.append(("motion map", cells + (cells if with_ is not None else [])))
-    for tok, k in zip(maps.tokens[branch], maps.token_indices[branch]):
-        cells = [_heat(without[f, :, :, k], cell) for f in range(num_frames)]
-        if with_ is not None:
-            cells += [_heat(with_[f, :, :, k], cell) for f in range(num_frames)]
-        rows.append((tok, cells))
-    cw = rows[0][1][0].shape[1]
-    ncols = len(rows[0][1])
-    width = label_w + ncols * cw + (gap if with_ is not None else 0)
-    header = 20
-    image = np.full((header + len(rows) * (cell + 2), width, 3), 255, np.uint8)
-    cv2.putText(image, "without MMI", (label_w, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    if with_ is not None:
-        cv2.putText(image, "with MMI", (label_w + num_frames * cw + gap, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    (0, 0, 0), 1, cv2.LINE_AA)
-    for r, (label, cells) in enumerate(rows):
-        y = header + r * (cell + 2)
-        cv2.putText(image, label[:14], (4, y + cell // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-        for c, img in enumerate(cells):
-            x = label_w + c * cw + (gap if c >= num_frames else 0)
-            image[y:y + cell, x:x + cw] = img
+        motion = maps.motion.float().cpu().numpy()  # (F, h, w)
+        rows.append(("motion map", motion, motion if with_ is not None else None))
+    for word, positions in maps.words[branch]:
+        rows.append((word, without[..., positions].mean(axis=-1),
+                     with_[..., positions].mean(axis=-1) if with_ is not None else None))
+    return rows
+
+
+def attention_grid(maps: AttentionMaps, branch: int, cell: int = 48) -> np.ndarray:
+    """Image: rows = motion map + each word of the prompt; columns = frames without MMI | frames with MMI.
+
+    Each cell is one frame's head/step/layer-averaged cross-attention map (a word's tokens averaged), min-max
+    normalised on its own; frame indices head the columns and a colour bar at the bottom reads low -> high.
+    Returns (H, W, 3) uint8 RGB.
+    """
+    rows = attention_rows(maps, branch)
+    with_mmi = rows[0][2] is not None
+    num_frames = rows[0][1].shape[0]
+    font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
+    cw = _heat(rows[0][1][0], cell).shape[1]
+    label_w, gap, title_h, index_h, bar_h = 110, 6, 18, 16, 34
+    blocks = 2 if with_mmi else 1
+    width = max(label_w + blocks * num_frames * cw + (gap if with_mmi else 0), label_w + 260)
+    top = title_h + index_h
+    height = top + len(rows) * (cell + 2) + bar_h
+    image = np.full((height, width, 3), 255, np.uint8)
+    for block, title in enumerate(["without MMI", "with MMI"][:blocks]):
+        x0 = label_w + block * (num_frames * cw + gap)
+        cv2.putText(image, title, (x0, 13), font, 0.45, black, 1, cv2.LINE_AA)
+        for f in range(num_frames):
+            cv2.putText(image, str(f), (x0 + f * cw + 2, title_h + 11), font, 0.35, black, 1, cv2.LINE_AA)
+    for r, (label, without, with_) in enumerate(rows):
+        y = top + r * (cell + 2)
+        cv2.putText(image, label[:14], (4, y + cell // 2 + 5), font, 0.45, black, 1, cv2.LINE_AA)
+        for block, video in enumerate([without, with_][:blocks]):
+            for f in range(num_frames):
+                x = label_w + block * (num_frames * cw + gap) + f * cw
+                image[y:y + cell, x:x + cw] = _heat(video[f], cell)
+    # colour bar: the JET scale every cell uses (each cell normalised to its own min and max)
+    y = height - bar_h + 6
+    ramp = cv2.applyColorMap(np.tile(np.arange(256, dtype=np.uint8), (10, 1)), cv2.COLORMAP_JET)[..., ::-1]
+    bar = cv2.resize(ramp, (200, 10), interpolation=cv2.INTER_LINEAR)
+    image[y:y + 10, label_w:label_w + 200] = bar
+    cv2.putText(image, "low", (label_w - 30, y + 9), font, 0.35, black, 1, cv2.LINE_AA)
+    cv2.putText(image, "high", (label_w + 204, y + 9), font, 0.35, black, 1, cv2.LINE_AA)
+    cv2.putText(image, "frame index above each column; every map min-max normalised", (4, y + 24), font, 0.35,
+                black, 1, cv2.LINE_AA)
     return image
 
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .attention.base import AttentionController, AttentionState, ControllerChain
 from .attention.p2p import AttentionStore, LocalBlend, P2PEdit
 from .attention.processors import AttentionRuntime, attention_resolutions, attention_sites, install_attention
-from .attention.tokens import check_prompt_length, max_length
+from .attention.tokens import check_prompt_length, max_length, word_spans
 from .plan import EditPlan
 from .config import AttentionSettings, EditConfig, InversionSettings
 from .errors import InputError
@@ -52,6 +52,8 @@ class AttentionMaps:
     """Per branch: the decoded content tokens, in order."""
     token_indices: list[list[int]]
     """Per branch: positions of those tokens in the 77-token sequence."""
+    words: list[list[tuple[str, list[int]]]]
+    """Per branch: the prompt's words in order, each with its token positions (a word may span several tokens)."""
     without_mmi: torch.Tensor
     """(B, F, h, w, K) maps before injection (K = 77 token positions)."""
     with_mmi: torch.Tensor | None
@@ -455,5 +457,7 @@ class AttentionFlowPipeline:
             tokens.append([self.tokenizer.convert_ids_to_tokens(ids[i]).replace("</w>", "") for i in idx])
             indices.append(idx)
         after = stores["with_mmi"].maps(size) if plan.mmi.enabled else None
-        return AttentionMaps(size=size, tokens=tokens, token_indices=indices, without_mmi=before, with_mmi=after,
+        words = [word_spans(p, self.tokenizer) for p in plan.prompts]
+        return AttentionMaps(size=size, tokens=tokens, token_indices=indices, words=words, without_mmi=before,
+                             with_mmi=after,
                              motion=maps_by_size.get(size))

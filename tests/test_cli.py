@@ -161,3 +161,37 @@ def test_motion_command(clip, tmp_path):
     maps = np.load(out / "motion_maps.npy")
     assert maps.shape == (6, 32, 32) and 0 <= maps.min() and maps.max() <= 1
     assert main(["motion", str(clip), "--out", str(out), "--quiet"]) == 2  # not empty, no --overwrite
+
+
+def test_attention_figure_has_one_row_per_word_frame_indices_and_a_colour_bar():
+    """A word the tokenizer splits (the toy tokenizer spells 'jeep' as j, e, e, p) is one row: the mean of its
+    tokens' maps; the figure grows by one row per word, not per token."""
+    import torch
+
+    from attentionflow.attention.tokens import word_spans
+    from attentionflow.jobs import attention_grid, attention_rows
+    from attentionflow.models.paths import embedded_model_path
+    from attentionflow.models.tokenizer import load_tokenizer
+    from attentionflow.pipeline import AttentionMaps
+
+    tok = load_tokenizer(embedded_model_path() / "tokenizer")
+    prompt = "a jeep is moving on the road"
+    spans = word_spans(prompt, tok)
+    assert [w for w, _ in spans] == ["a", "jeep", "is", "moving", "on", "the", "road"]
+    jeep = dict(spans)["jeep"]
+    assert len(jeep) > 1  # several tokens
+    g = torch.Generator().manual_seed(0)
+    f, h, w, k = 3, 4, 4, 77
+    without, with_ = torch.rand(1, f, h, w, k, generator=g), torch.rand(1, f, h, w, k, generator=g)
+    maps = AttentionMaps(size=(h, w), tokens=[[]], token_indices=[[]], words=[spans], without_mmi=without,
+                         with_mmi=with_, motion=torch.rand(f, h, w, generator=g))
+    rows = attention_rows(maps, 0)
+    assert [label for label, *_ in rows] == ["motion map", *[w for w, _ in spans]]
+    np.testing.assert_allclose(rows[2][1], without[0][..., jeep].mean(dim=-1).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(rows[2][2], with_[0][..., jeep].mean(dim=-1).numpy(), rtol=1e-6)
+    image = attention_grid(maps, 0, cell=48)
+    plain = attention_grid(AttentionMaps(size=(h, w), tokens=[[]], token_indices=[[]], words=[spans[:3]],
+                                         without_mmi=without, with_mmi=with_, motion=maps.motion), 0, cell=48)
+    assert image.shape[0] - plain.shape[0] == 4 * (48 + 2)  # one row per word
+    bar = image[-28:-18, 110:310]  # the colour bar: blue on the left, red on the right
+    assert bar[5, 2, 2] > bar[5, 2, 0] and bar[5, -3, 0] > bar[5, -3, 2]

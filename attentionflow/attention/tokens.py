@@ -85,11 +85,16 @@ def _word_spans(tokens: list[str]) -> list[list[int]]:
     return spans
 
 
-def prompt_words(prompt: str, tokenizer: Any) -> list[str]:
-    """The prompt's words as the tokenizer sees them (lower-cased, punctuation as separate words)."""
+def word_spans(prompt: str, tokenizer: Any) -> list[tuple[str, list[int]]]:
+    """The prompt's words in order, each with its token positions in the padded sequence (start token = 0)."""
     ids = prompt_token_ids(prompt, tokenizer)[1:-1]
     spans = _word_spans(list(tokenizer.convert_ids_to_tokens(ids)))
-    return [tokenizer.decode([ids[p - 1] for p in span]).strip() for span in spans]
+    return [(tokenizer.decode([ids[p - 1] for p in span]).strip(), span) for span in spans]
+
+
+def prompt_words(prompt: str, tokenizer: Any) -> list[str]:
+    """The prompt's words as the tokenizer sees them (lower-cased, punctuation as separate words)."""
+    return [word for word, _ in word_spans(prompt, tokenizer)]
 
 
 def content_positions(prompt: str, tokenizer: Any) -> list[int]:
