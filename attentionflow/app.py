@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import INVERSION_METHODS, EditConfig, InputDataConfig, MMIConfig, ValidationDataConfig
+from .config import INVERSION_METHODS, EditConfig, InputDataConfig, MMIConfig, P2PConfig, ValidationDataConfig
 from .errors import AttentionFlowError, ConfigError, InputError, first_line
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,14 @@ class EditForm:
     seed: int = EditConfig.seed
     inversion: str = ValidationDataConfig.inversion
     """direct, negative-prompt, null-text or ddim."""
+    cross_replace: float = P2PConfig.cross_replace_steps  # type: ignore[assignment]
+    """Prompt-to-prompt: fraction of steps with cross-attention replacement (p2p.cross_replace_steps)."""
+    self_replace: float = P2PConfig.self_replace_steps
+    """Prompt-to-prompt: fraction of steps with self-attention replacement (p2p.self_replace_steps)."""
+    blend_words: str = ""
+    """Local blend: one word, or one per prompt (source first), separated by commas; empty = off."""
+    reweight: str = ""
+    """Reweighting: WORD=FACTOR pairs separated by commas; empty = off."""
 
 
 @dataclass
@@ -128,7 +137,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 _FORM_INTS = ("frames", "start", "stride", "width", "height", "steps", "seed")
-_FORM_FLOATS = ("strength", "guidance")
+_FORM_FLOATS = ("strength", "guidance", "cross_replace", "self_replace")
 
 
 def _checked_numbers(form: EditForm) -> EditForm:
@@ -162,7 +171,31 @@ def form_from_config(config: Any) -> EditForm:
                     strength=mmi.strength, direction="any" if mmi.direction is None else str(mmi.direction),
                     frames=inp.n_sample_frames, start=inp.sample_start_idx, stride=inp.sample_frame_rate,
                     width=inp.width, height=inp.height, steps=val.num_inference_steps,
-                    guidance=val.guidance_scale, seed=config.seed, inversion=val.inversion)
+                    guidance=val.guidance_scale, seed=config.seed, inversion=val.inversion,
+                    cross_replace=config.p2p.cross_replace_steps
+                    if isinstance(config.p2p.cross_replace_steps, float) else P2PConfig.cross_replace_steps,
+                    self_replace=config.p2p.self_replace_steps, blend_words=", ".join(config.p2p.blend_words or []),
+                    reweight=", ".join(f"{w}={f:g}" for w, f in (config.p2p.reweight or {}).items()))
+
+
+def _reweight_pairs(text: str) -> dict[str, float] | None:
+    """'desert=2, car=0.5' -> {'desert': 2.0, 'car': 0.5}; empty -> None; a malformed pair is a ConfigError."""
+    import math
+
+    pairs: dict[str, float] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        word, sep, factor = item.partition("=")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = math.nan
+        if not sep or not word.strip() or not math.isfinite(value):
+            raise ConfigError(f"reweight {item.strip()!r} is invalid; use WORD=FACTOR pairs separated by commas, "
+                              f"e.g. desert=2")
+        pairs[word.strip()] = value
+    return pairs or None
 
 
 class EditSession:
@@ -357,7 +390,21 @@ class EditSession:
         cfg.mmi = dataclasses.replace(cfg.mmi if isinstance(cfg.mmi, MMIConfig) else MMIConfig(),
                                       enabled=bool(form.mmi), motion_words=words, strength=float(form.strength),
                                       direction=direction)
+        blend = [w.strip() for w in (form.blend_words or "").split(",") if w.strip()]
+        cfg.p2p = dataclasses.replace(cfg.p2p, cross_replace_steps=float(form.cross_replace),
+                                      self_replace_steps=float(form.self_replace), blend_words=blend or None,
+                                      reweight=_reweight_pairs(form.reweight))
         return cfg.validate()
+
+    def frame_size(self, path: Path | str) -> tuple[int, int]:
+        """(width, height) for the form from an uploaded video: its own size, scaled down (aspect kept) to this
+        server's limit, in multiples of 8 (the model's latent grid), at least the smallest size flow accepts."""
+        from .config import MIN_FRAME_SIZE
+        from .io.video import probe_video
+
+        info = probe_video(path)
+        scale = min(1.0, self.settings.max_size / max(info.width, info.height))
+        return tuple(max(MIN_FRAME_SIZE, int(v * scale) // 8 * 8) for v in (info.width, info.height))  # type: ignore
 
     def _prune_results(self) -> None:
         folders = sorted((p for p in (self.workdir / "results").iterdir() if p.is_dir()),
@@ -506,15 +553,29 @@ def build_app(session: EditSession) -> Any:
                     frames = gr.Slider(1, s.max_frames, value=d.frames, step=1, label="frames")
                     start = gr.Number(value=d.start, precision=0, minimum=0, label="start frame")
                     stride = gr.Number(value=d.stride, precision=0, minimum=1, label="stride")
-                    width = gr.Slider(8, s.max_size, value=d.width, step=8, label="width")
-                    height = gr.Slider(8, s.max_size, value=d.height, step=8, label="height")
+                    width = gr.Slider(8, s.max_size, value=d.width, step=8, label="width", elem_id="af-width")
+                    height = gr.Slider(8, s.max_size, value=d.height, step=8, label="height", elem_id="af-height")
                 with gr.Row():
                     steps = gr.Slider(1, 100, value=d.steps, step=1, label="steps")
                     guidance = gr.Slider(1.0, 20.0, value=d.guidance, step=0.5, label="guidance")
                     seed = gr.Number(value=d.seed, precision=0, label="seed")
-                    inversion = gr.Dropdown(choices=list(INVERSION_METHODS), value=d.inversion, label="inversion",
-                                            info="direct: exact reconstruction, no optimisation",
-                                            elem_id="af-inversion")
+                with gr.Accordion("advanced: inversion and prompt-to-prompt", open=False, elem_id="af-advanced"):
+                    with gr.Row():
+                        inversion = gr.Dropdown(choices=list(INVERSION_METHODS), value=d.inversion, label="inversion",
+                                                info="direct: exact reconstruction, no optimisation",
+                                                elem_id="af-inversion")
+                        cross_replace = gr.Slider(0.0, 1.0, value=d.cross_replace, step=0.05,
+                                                  label="cross-attention replacement (fraction of steps)",
+                                                  elem_id="af-cross-replace")
+                        self_replace = gr.Slider(0.0, 1.0, value=d.self_replace, step=0.05,
+                                                 label="self-attention replacement (fraction of steps)",
+                                                 elem_id="af-self-replace")
+                    with gr.Row():
+                        blend_words = gr.Textbox(value=d.blend_words, label="local blend word(s)",
+                                                 info="one word, or one per prompt (source first), comma-separated",
+                                                 elem_id="af-blend")
+                        reweight = gr.Textbox(value=d.reweight, label="reweight", info="WORD=FACTOR, comma-separated",
+                                              elem_id="af-reweight")
                 run = gr.Button("Edit", variant="primary", elem_id="af-edit")
         status = gr.HTML(_status("upload a video or click 'Toy example'"), elem_id="af-status")
         summary = gr.Markdown(elem_id="af-summary")
@@ -525,23 +586,26 @@ def build_app(session: EditSession) -> Any:
             rec_video = gr.Video(label="reconstruction", interactive=False, elem_id="af-reconstruction", loop=True)
             overlay = gr.Video(label="motion maps (overlay)", interactive=False, elem_id="af-motion", loop=True)
         edit_videos = gr.Gallery(label="edits", columns=3, elem_id="af-edits", interactive=False)
-        attention = gr.Gallery(label="per-token attention maps (without | with MMI)", columns=1,
-                               elem_id="af-attention", interactive=False)
+        attention = gr.Gallery(label="per-word attention maps (without | with MMI)", columns=1,
+                               elem_id="af-attention", interactive=False, object_fit="contain", height="auto")
         archive = gr.File(label="download all outputs (zip)", elem_id="af-download", interactive=False)
 
         form_fields = [source, targets, motion_word, mmi, strength, direction, frames, start, stride, width, height,
-                       steps, guidance, seed, inversion]
+                       steps, guidance, seed, inversion, cross_replace, self_replace, blend_words, reweight]
         names = [f.name for f in dataclasses.fields(EditForm)]
 
-        def on_upload(files: Any, request: Any = None) -> tuple[Any, Any, str]:
+        def on_upload(files: Any, request: Any = None) -> tuple[Any, ...]:
+            keep = gr.update()
             if not files:
-                return None, None, _status("upload a video or click 'Toy example'")
+                return None, None, _status("upload a video or click 'Toy example'"), keep, keep, keep
             try:
                 path, msg = session.accept_upload(files, demo.GRADIO_CACHE, session=_session_id(request))
+                size = session.frame_size(path)
             except AttentionFlowError as exc:
-                return None, None, _status(str(exc), error=True)
+                # the failed file leaves the upload box, so the next upload replaces it instead of joining it
+                return None, None, _status(str(exc), error=True), None, keep, keep
             playable = path if path.suffix.lower() in (".mp4", ".webm") else None
-            return str(path), playable, _status(msg)
+            return str(path), playable, _status(msg), keep, size[0], size[1]
 
         def on_toy() -> list[Any]:
             path, form, msg = session.toy_example()
@@ -553,12 +617,15 @@ def build_app(session: EditSession) -> Any:
 
         def on_edit(path: str | None, source: str, targets: str, motion_word: str, mmi: bool, strength: float,
                     direction: str, frames: int, start: int, stride: int, width: int, height: int, steps: int,
-                    guidance: float, seed: int, inversion: str, progress: Any = gr.Progress(),
+                    guidance: float, seed: int, inversion: str, cross_replace: float, self_replace: float,
+                    blend_words: str, reweight: str, progress: Any = gr.Progress(),
                     request: Any = None) -> list[Any]:
             # explicit parameters: Gradio injects gr.Progress only into a positional parameter
             form = EditForm(source=source, targets=targets, motion_word=motion_word, mmi=mmi, strength=strength,
                             direction=direction, frames=frames, start=start, stride=stride, width=width,
-                            height=height, steps=steps, guidance=guidance, seed=seed, inversion=inversion)
+                            height=height, steps=steps, guidance=guidance, seed=seed, inversion=inversion,
+                            cross_replace=cross_replace, self_replace=self_replace, blend_words=blend_words,
+                            reweight=reweight)
 
             def cb(stage: str, step: int, total: int) -> None:
                 if total <= 1:  # a stage without steps (loading the model, packing the zip)
@@ -581,7 +648,7 @@ def build_app(session: EditSession) -> Any:
 
         # Gradio passes the browser session to a parameter annotated gr.Request (set here: gr is a local name)
         on_upload.__annotations__["request"] = on_edit.__annotations__["request"] = gr.Request
-        upload.upload(on_upload, inputs=upload, outputs=[input_path, preview, status])
+        upload.upload(on_upload, inputs=upload, outputs=[input_path, preview, status, upload, width, height])
         upload.clear(lambda: (None, None, _status("upload a video or click 'Toy example'")),
                      outputs=[input_path, preview, status])
         toy.click(on_toy, outputs=[input_path, preview, status, upload, *form_fields])
@@ -603,11 +670,18 @@ def launch_app(settings: AppSettings, *, host: str = "127.0.0.1", port: int = 78
 
     session = EditSession(settings)
     demo = build_app(session)
+    # gradio's own start-up lines include "To create a public link, set share=True", which does not apply here
+    # (public serving is --host with --auth): it is kept quiet and the address is printed instead
     demo.launch(server_name=host, server_port=port, share=False, max_file_size=int(settings.max_upload_mb * 2**20),
-                allowed_paths=[str(session.workdir)], ssr_mode=False, quiet=quiet, prevent_thread_lock=not block,
+                allowed_paths=[str(session.workdir)], ssr_mode=False, quiet=True, prevent_thread_lock=True,
                 show_error=False, css=_CSS, mcp_server=False, auth=auth)
+    if not quiet:
+        print(f"AttentionFlow app running on {demo.local_url} (Ctrl-C to stop)", file=sys.stderr)
     if block:
-        session.close()
+        try:
+            demo.block_thread()
+        finally:
+            session.close()
     return demo, session
 
 

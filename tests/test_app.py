@@ -6,6 +6,7 @@ embedded toy model; it is skipped only when /usr/bin/chromium or the playwright 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 import socket
@@ -108,6 +109,52 @@ def test_upload_of_a_video_and_of_frames_in_natural_order(session, upload_root):
 
 # -------------------------------------------------------------------------------------------------
 # form -> config, busy
+
+
+def test_build_config_applies_the_prompt_to_prompt_fields(session, tmp_path):
+    form = EditForm(source="a red circle is moving on the road", targets="a red circle is moving on the snow",
+                    width=64, height=64, frames=2, cross_replace=0.6, self_replace=0.2, blend_words="circle",
+                    reweight="snow=2, road=0.5", inversion="null-text")
+    cfg = session.build_config(form, "v.mp4", tmp_path / "o")
+    assert cfg.p2p.cross_replace_steps == 0.6 and cfg.p2p.self_replace_steps == 0.2
+    assert cfg.p2p.blend_words == ["circle"] and cfg.p2p.reweight == {"snow": 2.0, "road": 0.5}
+    assert cfg.validation_data.inversion == "null-text"
+    plain = session.build_config(dataclasses.replace(form, blend_words=" ", reweight=""), "v.mp4", tmp_path / "o")
+    assert plain.p2p.blend_words is None and plain.p2p.reweight is None
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("reweight", "snow", "WORD=FACTOR"),
+    ("reweight", "snow=lots", "WORD=FACTOR"),
+    ("reweight", "=2", "WORD=FACTOR"),
+    ("cross_replace", "nan", "cross_replace"),
+    ("self_replace", 1.5, "self_replace_steps"),
+    ("inversion", "pnp", "inversion"),
+])
+def test_bad_advanced_fields_are_one_line_errors(session, tmp_path, field, value, needle):
+    form = dataclasses.replace(EditForm(source="a b", targets="c", width=64, height=64, frames=2), **{field: value})
+    with pytest.raises(AttentionFlowError) as err:
+        session.build_config(form, "v.mp4", tmp_path / "o")
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("size, limit, expected", [
+    ((480, 480), 1024, (480, 480)),
+    ((256, 144), 1024, (256, 144)),
+    ((1920, 1080), 512, (512, 288)),  # scaled to the limit, aspect kept
+    ((100, 60), 1024, (96, 56)),  # multiples of 8
+])
+def test_form_size_follows_the_uploaded_video(tmp_path, size, limit, expected):
+    from attentionflow.io.video import write_mp4
+
+    s = EditSession(AppSettings(device="cpu", max_size=limit, defaults=fast_defaults(), workdir=tmp_path / "w"))
+    try:
+        clip = tmp_path / "clip.mp4"
+        width, height = size
+        write_mp4(np.zeros((2, height, width, 3), np.uint8), clip)
+        assert s.frame_size(clip) == expected
+    finally:
+        s.close()
 
 
 def test_build_config_applies_the_form_and_the_server_limits(session, tmp_path):
@@ -286,6 +333,8 @@ def test_browser_toy_edit_bad_upload_and_recovery(tmp_path):
     assert demo.local_url.startswith("http://127.0.0.1:")  # bound to localhost only
     bad = tmp_path / "not_a_video.mp4"
     bad.write_text("plain text renamed to .mp4\n")
+    good = tmp_path / "car-turn.mp4"
+    good.write_bytes((Path(__file__).resolve().parents[1] / "configs" / "videos" / "car-turn.mp4").read_bytes())
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch_persistent_context(
@@ -303,11 +352,27 @@ def test_browser_toy_edit_bad_upload_and_recovery(tmp_path):
                 expect(page.locator("#af-edits img")).to_have_count(2)  # one per target prompt
                 page.screenshot(path=str(tmp_path / "after_edit.png"), full_page=True)
 
+                # the attention figure is shown whole: not cropped to a thumbnail
+                figure = page.locator("#af-attention img").first
+                expect(figure).to_be_visible(timeout=30_000)
+                fit = figure.evaluate("i => [getComputedStyle(i).objectFit, i.naturalWidth, i.naturalHeight, "
+                                      "i.clientWidth, i.clientHeight]")
+                object_fit, nat_w, nat_h, shown_w, shown_h = fit
+                assert nat_w > 0 and shown_w > 0
+                assert object_fit in ("contain", "scale-down") or abs(shown_w / shown_h - nat_w / nat_h) < 0.02, fit
+
                 page.locator("#af-upload input[type=file]").set_input_files(str(bad))
                 error = page.locator("#af-status .af-error")
                 expect(error).to_be_visible(timeout=60_000)
                 expect(error).to_contain_text("not_a_video.mp4")
                 page.screenshot(path=str(tmp_path / "bad_upload.png"), full_page=True)
+
+                # a good upload after the failed one replaces it (not "unsupported upload (bad, good)") and sets
+                # width and height from the video (256x256 here)
+                page.locator("#af-upload input[type=file]").set_input_files(str(good))
+                expect(page.locator("#af-status")).to_contain_text("loaded car-turn.mp4", timeout=60_000)
+                expect(page.locator("#af-width input[type=number]")).to_have_value("256", timeout=30_000)
+                expect(page.locator("#af-height input[type=number]")).to_have_value("256")
 
                 # the server keeps working: load the toy example again and run a second edit
                 page.locator("#af-toy").click()
@@ -323,3 +388,19 @@ def test_browser_toy_edit_bad_upload_and_recovery(tmp_path):
         session.close()
     results = list((tmp_path / "work" / "results").iterdir())
     assert len(results) == 2  # two edits ran on the server
+
+
+def test_launch_prints_the_address_not_gradios_share_hint(tmp_path, capfd):
+    pytest.importorskip("gradio")
+    from attentionflow.app import launch_app
+
+    settings = AppSettings(device="cpu", defaults=fast_defaults(), workdir=tmp_path / "work")
+    demo, session = launch_app(settings, port=_free_port(), block=False, quiet=False)
+    try:
+        out = capfd.readouterr()
+        text = out.out + out.err
+        assert "share=True" not in text and "public link" not in text
+        assert f"running on {demo.local_url}" in text
+    finally:
+        demo.close()
+        session.close()
