@@ -297,7 +297,7 @@ def cmd_motion(args: argparse.Namespace) -> int:
     check_output_dir(args.out, args.overwrite, protect=[args.video])
     probe_output_location(args.out)
     frames = read_frames(args.video, n_frames=n_frames, start=args.start or 0, stride=args.stride or 1,
-                         width=width, height=height)
+                         width=width, height=height, names=("--frames", "--stride", "--start"))
     with atomic_output_dir(args.out, overwrite=args.overwrite, protect=[args.video]) as tmp:
         result = motion_maps(frames, opts)
         export_motion(frames, result, tmp, fps=args.fps)

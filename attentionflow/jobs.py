@@ -63,11 +63,16 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+#: How the sampling settings are named in messages: the CLI flag and the config key (input_data.*), so that both
+#: a command-line user and a YAML user recognise theirs.
+SAMPLING_NAMES = ("--frames/n_sample_frames", "--stride/sample_frame_rate", "--start/sample_start_idx")
+
+
 def load_input_frames(config: EditConfig) -> np.ndarray:
     """Read, sample, resize and crop the input video as the config says: (F, H, W, 3) uint8."""
     inp = config.input_data
     return read_frames(inp.video_path, n_frames=inp.n_sample_frames, start=inp.sample_start_idx,
-                       stride=inp.sample_frame_rate, width=inp.width, height=inp.height)
+                       stride=inp.sample_frame_rate, width=inp.width, height=inp.height, names=SAMPLING_NAMES)
 
 
 SEED_NOTE = ("the method is deterministic (DDIM with eta 0, the VAE posterior mean, and every inversion method, "

@@ -333,3 +333,19 @@ def test_threads_reach_torch_and_the_manifest(work, monkeypatch):
         assert os.environ["OMP_NUM_THREADS"] == "2"
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("command, extra, needles", [
+    ("edit", ("--frames", "20"), ("--frames/n_sample_frames", "--stride/sample_frame_rate", "--start/sample_start_idx")),
+    ("edit", ("--start", "30", "--frames", "1", "--no-mmi"), ("--start/sample_start_idx=30",)),
+    ("motion", ("--frames", "20", "--size", "64"), ("lower --frames, --stride or --start",)),
+])
+def test_too_few_frames_names_the_flags(work, capsys, command, extra, needles):
+    if command == "edit":
+        argv = edit_args(work / "frames", work / "out", *extra)
+    else:
+        argv = ["motion", str(work / "frames"), "--out", str(work / "out"), "-q", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert all(n in err for n in needles), err
+    assert "lower n_frames" not in err

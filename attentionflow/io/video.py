@@ -353,6 +353,7 @@ def read_frames(
     stride: int = 1,
     width: int | None = None,
     height: int | None = None,
+    names: tuple[str, str, str] = ("n_frames", "stride", "start"),
 ) -> np.ndarray:
     """Read and sample frames from a video file, gif or frame folder.
 
@@ -363,6 +364,8 @@ def read_frames(
         stride: step between sampled frames (vid2vid-zero ``sample_frame_rate``).
         width, height: optional output size (both, positive multiples of 8); frames are resized
             preserving aspect ratio to cover it, then center-cropped (:func:`resize_center_crop`).
+        names: what the user calls ``n_frames``, ``stride`` and ``start`` (a command's flags, a config's keys),
+            for the too-few-frames messages.
 
     Returns:
         ``(N, H, W, 3)`` uint8 RGB, frames ``start, start + stride, ...``.
@@ -398,16 +401,17 @@ def read_frames(
             if last_needed is not None and index >= last_needed:
                 break
 
-    sampling = f"start={start}, stride={stride}"
+    n_name, stride_name, start_name = names
+    sampling = f"{start_name}={start}, {stride_name}={stride}"
     if n_frames is not None and len(picked) < n_frames:
         raise InputError(
             f"{p} has {total} frames but {n_frames} were requested ({sampling}, needs "
-            f"{last_needed + 1} frames); lower n_frames/stride/start"
+            f"{last_needed + 1} frames); lower {n_name}, {stride_name} or {start_name}"
         )
     if not picked:
         if total == 0:
             raise InputError(f"video {p} has zero frames; expected {_ACCEPTED}")
-        raise InputError(f"{p} has {total} frames, none at or after start={start}; use start < {total}")
+        raise InputError(f"{p} has {total} frames, none at or after {start_name}={start}; use {start_name} < {total}")
 
     shapes = {f.shape for f in picked}
     if len(shapes) > 1:
