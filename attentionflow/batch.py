@@ -198,7 +198,7 @@ def collect_jobs(paths: Sequence[str | os.PathLike[str]], *, out_root: str | os.
     Raises:
         InputError: a path does not exist, has an unsupported extension, or a folder has no job files.
     """
-    from .config import config_from_dict
+    from .config import config_from_dict, resolve_relative_paths
 
     if not paths:
         raise InputError("no jobs given: pass config files, manifests (.jsonl/.yaml) or folders of them")
@@ -224,7 +224,7 @@ def collect_jobs(paths: Sequence[str | os.PathLike[str]], *, out_root: str | os.
                 continue
             data = {k: v for k, v in raw.items() if k != "name"}
             try:
-                cfg = config_from_dict(data)
+                cfg = resolve_relative_paths(config_from_dict(data), path.parent, output_dir="output_dir" in data)
                 if "output_dir" not in data:
                     cfg.output_dir = str(Path(out_root) / name)
                 if model is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -522,7 +523,8 @@ def parse_yaml(data: bytes | str, source: str | Path) -> Any:
 
 
 def load_config(path: str | Path) -> EditConfig:
-    """Load a YAML config file (not yet validated: CLI overrides come first)."""
+    """Load a YAML config file (not yet validated: CLI overrides come first); relative paths in it are relative
+    to the file (:func:`resolve_relative_paths`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -530,7 +532,33 @@ def load_config(path: str | Path) -> EditConfig:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    return config_from_dict(parse_yaml(raw, f"config file {path}") or {})
+    return resolve_relative_paths(config_from_dict(parse_yaml(raw, f"config file {path}") or {}), path.parent)
+
+
+def resolve_relative_paths(config: EditConfig, base: Path, output_dir: bool = True) -> EditConfig:
+    """Make the relative paths of a config file relative to the file's folder ``base``, whatever the current folder.
+
+    ``output_dir`` (unless ``output_dir=False``) is always taken next to the file. ``input_data.video_path`` and a
+    local ``pretrained_model_path`` are taken next to the file when they exist there; a path that exists only from
+    the current folder is kept (vid2vid-zero's own configs are written for its repository root), and a video found
+    nowhere is named next to the file in the error. ``embedded``, hub ids and absolute paths are left alone.
+    """
+    def near(value: str, fallback_to_cwd: bool) -> str:
+        if not value or Path(value).expanduser().is_absolute() or value == "embedded":
+            return value
+        here = os.path.normpath(base / value)
+        if Path(here).exists() or not fallback_to_cwd:
+            return here
+        return value if Path(value).exists() else here
+
+    if output_dir:
+        config.output_dir = near(config.output_dir, fallback_to_cwd=False)
+    config.input_data.video_path = near(config.input_data.video_path, fallback_to_cwd=True)
+    model = config.pretrained_model_path
+    if model != "embedded" and not Path(model).expanduser().is_absolute() and (
+            model.startswith((".", os.sep)) or (base / model).exists()):  # './', '../': a path, never a hub id
+        config.pretrained_model_path = os.path.normpath(base / model)
+    return config
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -539,8 +567,15 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def dump_config(config: EditConfig) -> str:
-    """YAML text of the resolved configuration (loadable again by :func:`load_config`)."""
-    return yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True)
+    """YAML text of the resolved configuration, its paths absolute, so that :func:`load_config` reads the same job
+    back from wherever the file is (relative paths in a config file are relative to the file)."""
+    data = config_to_dict(config)
+    data["output_dir"] = os.path.abspath(config.output_dir)
+    if config.input_data.video_path:
+        data["input_data"]["video_path"] = os.path.abspath(config.input_data.video_path)
+    if config.pretrained_model_path != "embedded" and Path(config.pretrained_model_path).exists():
+        data["pretrained_model_path"] = os.path.abspath(config.pretrained_model_path)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def reference_table() -> str:

@@ -77,15 +77,15 @@ def test_collect_jobs_from_configs_manifests_and_folders(tmp_path):
                      "merged", "manifest-001", "manifest-002"]
     assert [j.index for j in jobs] == list(range(9))
     by = {j.name: j for j in jobs}
-    assert by["first"].config.input_data.video_path == "x.mp4"
+    assert by["first"].config.input_data.video_path == str(folder / "x.mp4")  # relative to its job file
     assert by["first"].output_dir == str(tmp_path / "outs" / "first")
     assert by["a_lines-001"].error is not None and "a_lines.jsonl:3" in by["a_lines-001"].error
     assert by["a_lines-002"].config.seed == 5 and by["a_lines-002"].source.endswith("a_lines.jsonl:4")
-    assert by["b_single"].config.input_data.video_path == "v.mp4"
+    assert by["b_single"].config.input_data.video_path == str(folder / "v.mp4")
     # defaults are deep-merged: the job's prompt replaces the default one, the rest of input_data stays
     merged = by["merged"].config
     assert merged.input_data.prompt == "a red square is moving on the road"
-    assert merged.input_data.video_path == "d.mp4" and merged.input_data.width == 64
+    assert merged.input_data.video_path == str(tmp_path / "d.mp4") and merged.input_data.width == 64
     assert "num_inv_steps" in by["manifest-001"].error
     assert "bogus_key" in by["manifest-002"].error
     # two jobs writing one folder: the later one is refused, the first one kept

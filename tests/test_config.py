@@ -178,9 +178,13 @@ def test_single_frame_with_mmi_is_refused_but_allowed_without():
 def test_dump_roundtrip(tmp_path):
     cfg = _valid()
     cfg.mmi.motion_words = ["moving"]
+    cfg.input_data.video_path = "clip.mp4"  # relative to the current folder: the dump makes it absolute
     path = tmp_path / "resolved.yaml"
     path.write_text(dump_config(cfg))
     again = load_config(path)
+    assert again.input_data.video_path == str(Path("clip.mp4").resolve())
+    assert again.output_dir == str(Path(cfg.output_dir).resolve())
+    cfg.input_data.video_path, cfg.output_dir = again.input_data.video_path, again.output_dir
     assert again == cfg
 
 
@@ -205,3 +209,36 @@ def test_readme_configuration_reference_is_the_generated_table():
     table = reference_table()
     assert table in readme
     assert "| `validation_data.num_inference_steps` | int | `50` |" in table  # a default read from the class
+
+
+def test_relative_paths_in_a_config_are_relative_to_the_file(tmp_path, monkeypatch):
+    from attentionflow.config import resolve_relative_paths
+
+    folder, elsewhere = tmp_path / "project" / "configs", tmp_path / "elsewhere"
+    (folder / "clips" / "frames").mkdir(parents=True)
+    (folder / "models" / "sd").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "legacy.mp4").write_bytes(b"")
+    path = folder / "c.yaml"
+    path.write_text("output_dir: ../outputs/run\ninput_data:\n  video_path: clips/frames\n  prompt: a\n"
+                    "pretrained_model_path: models/sd\n")
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(path)
+    assert Path(cfg.input_data.video_path) == folder / "clips" / "frames"
+    assert Path(cfg.output_dir) == tmp_path / "project" / "outputs" / "run"
+    assert Path(cfg.pretrained_model_path) == folder / "models" / "sd"
+    # vid2vid-zero's configs are written for its repository root: a video found only from the current folder is
+    # kept; hub ids and 'embedded' are never paths
+    cfg = EditConfig()
+    cfg.input_data.video_path, cfg.pretrained_model_path = "legacy.mp4", "CompVis/stable-diffusion-v1-4"
+    resolve_relative_paths(cfg, folder)
+    assert cfg.input_data.video_path == "legacy.mp4" and cfg.pretrained_model_path == "CompVis/stable-diffusion-v1-4"
+    cfg.pretrained_model_path = "../checkpoints/stable-diffusion-v1-4"  # './' and '../' always name a path
+    resolve_relative_paths(cfg, folder)
+    assert Path(cfg.pretrained_model_path) == tmp_path / "project" / "checkpoints" / "stable-diffusion-v1-4"
+    cfg.input_data.video_path = "missing.mp4"  # found nowhere: named next to the config in the error
+    resolve_relative_paths(cfg, folder)
+    assert Path(cfg.input_data.video_path) == folder / "missing.mp4"
+    assert load_config(path).pretrained_model_path != "embedded"
+    path.write_text("input_data:\n  prompt: a\n")
+    assert load_config(path).pretrained_model_path == "embedded"

@@ -34,7 +34,7 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
 
 
 def test_demo_config_file_is_the_demo_and_runs(tmp_path, monkeypatch):
-    """configs/demo.yaml runs from the repository root and describes the same job as `demo`."""
+    """configs/demo.yaml runs from any folder (its paths are relative to it) and describes the same job as `demo`."""
     from pathlib import Path
 
     from attentionflow.demo import demo_config
@@ -45,9 +45,10 @@ def test_demo_config_file_is_the_demo_and_runs(tmp_path, monkeypatch):
     ref = demo_config("unused", None)
     assert cfg.input_data.prompt == ref.input_data.prompt and cfg.validation_data == ref.validation_data
     assert cfg.mmi == ref.mmi and cfg.pretrained_model_path == "embedded" and cfg.seed == ref.seed
-    monkeypatch.chdir(root)
+    monkeypatch.chdir(tmp_path)  # not the repository root: the config's paths are relative to the config file
     out = tmp_path / "from-config"
-    assert main(["edit", "--config", "configs/demo.yaml", "--steps", "2", "--out", str(out), "--quiet"]) == 0
+    assert main(["edit", "--config", str(root / "configs" / "demo.yaml"), "--steps", "2", "--out", str(out),
+                 "--quiet"]) == 0
     assert json.loads((out / "manifest.json").read_text())["frames"] == 8
 
 
