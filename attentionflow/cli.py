@@ -324,6 +324,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Config keys that `edit` flags set: (key, argparse dest, flag). An error naming such a key names the flag too
+#: when the user gave it, e.g. "--size (input_data.width) must be a positive multiple of 8".
+FLAG_KEYS = (
+    ("input_data.n_sample_frames", "frames", "--frames"), ("input_data.sample_frame_rate", "stride", "--stride"),
+    ("input_data.sample_start_idx", "start", "--start"), ("input_data.width", "size", "--size"),
+    ("input_data.height", "size", "--size"), ("validation_data.num_inference_steps", "steps", "--steps"),
+    ("validation_data.guidance_scale", "guidance", "--guidance"), ("mmi.strength", "mmi_strength", "--mmi-strength"),
+    ("mmi.direction_tolerance", "direction_tolerance", "--direction-tolerance"),
+    ("mmi.temporal_smoothing", "smoothing", "--smoothing"), ("p2p.cross_replace_steps", "cross_replace",
+                                                              "--cross-replace"),
+    ("p2p.self_replace_steps", "self_replace", "--self-replace"), ("validation_data.null_inner_steps",
+                                                                   "null_inner_steps", "--null-inner-steps"),
+)  # (fps and seed: the key is already the flag's name)
+
+
+def name_flags(message: str, args: argparse.Namespace) -> str:
+    """``message`` with each config key that a flag the user gave sets shown as ``--flag (key)``."""
+    import re
+
+    for key, dest, flag in FLAG_KEYS:
+        if getattr(args, dest, None) is None or flag in message:
+            continue
+        message = re.sub(rf"(?<![\w.-]){re.escape(key)}(?![\w])", f"{flag} ({key})", message, count=1)
+    return message
+
+
 def _threads(text: str) -> int:
     try:
         value = int(text)
@@ -364,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AttentionFlowError as exc:
-        print(f"attentionflow: error: {exc}", file=sys.stderr)
+        print(f"attentionflow: error: {name_flags(str(exc), args)}", file=sys.stderr)
         return 2
     except Terminated:
         print("attentionflow: terminated (SIGTERM); unfinished outputs were removed", file=sys.stderr)
