@@ -661,22 +661,21 @@ def build_app(session: EditSession) -> Any:
 
 
 def launch_app(settings: AppSettings, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
-               quiet: bool = False, auth: tuple[str, str] | None = None) -> tuple[Any, EditSession]:
+               auth: tuple[str, str] | None = None) -> tuple[Any, EditSession]:
     """Build and launch the app; returns (the Blocks, the session). ``block=False`` returns at once.
 
-    ``auth``: (user, password) that the page asks for (gradio's login form)."""
+    ``auth``: (user, password) that the page asks for (gradio's login form). Prints nothing: the command says
+    where the app runs (:func:`startup_line`)."""
     _import_gradio()
     from . import jobs  # noqa: F401  (import torch/diffusers now, not during the first request)
 
     session = EditSession(settings)
     demo = build_app(session)
     # gradio's own start-up lines include "To create a public link, set share=True", which does not apply here
-    # (public serving is --host with --auth): it is kept quiet and the address is printed instead
+    # (public serving is --host with --auth): they are kept quiet
     demo.launch(server_name=host, server_port=port, share=False, max_file_size=int(settings.max_upload_mb * 2**20),
                 allowed_paths=[str(session.workdir)], ssr_mode=False, quiet=True, prevent_thread_lock=True,
                 show_error=False, css=_CSS, mcp_server=False, auth=auth)
-    if not quiet:
-        print(f"AttentionFlow app running on {demo.local_url} (Ctrl-C to stop)", file=sys.stderr)
     if block:
         try:
             demo.block_thread()
@@ -722,8 +721,18 @@ def cmd_app(args: argparse.Namespace) -> int:
     settings = AppSettings(model=model, device=args.device, mixed_precision=args.mixed_precision,
                            max_frames=args.max_frames, max_upload_mb=args.max_upload_mb, max_size=args.max_size,
                            defaults=defaults)
-    launch_app(settings, host=args.host, port=args.port, block=True, auth=auth)
+    demo, session = launch_app(settings, host=args.host, port=args.port, block=False, auth=auth)
+    print(startup_line(demo), file=sys.stderr)
+    try:
+        demo.block_thread()
+    finally:
+        session.close()
     return 0
+
+
+def startup_line(demo: Any) -> str:
+    """What ``attentionflow app`` says once the server is up."""
+    return f"AttentionFlow app running on {demo.local_url} (Ctrl-C to stop)"
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -299,7 +299,15 @@ def test_public_host_needs_auth_unless_insecure(monkeypatch):
     import attentionflow.app as app
 
     started = []
-    monkeypatch.setattr(app, "launch_app", lambda settings, **kw: started.append(kw))
+
+    class Fake:  # stands for the launched Blocks and the session: the command blocks, then closes
+        local_url = "http://127.0.0.1:7861/"
+
+        def block_thread(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    monkeypatch.setattr(app, "launch_app", lambda settings, **kw: (started.append(kw), (Fake(), Fake()))[1])
     assert app.parse_auth("ann:s3cret:x") == ("ann", "s3cret:x")
     from attentionflow.cli import main
 
@@ -329,7 +337,7 @@ def test_browser_toy_edit_bad_upload_and_recovery(tmp_path):
     from attentionflow.app import launch_app
 
     settings = AppSettings(device="cpu", defaults=fast_defaults(), workdir=tmp_path / "work")
-    demo, session = launch_app(settings, port=_free_port(), block=False, quiet=True)
+    demo, session = launch_app(settings, port=_free_port(), block=False)
     assert demo.local_url.startswith("http://127.0.0.1:")  # bound to localhost only
     bad = tmp_path / "not_a_video.mp4"
     bad.write_text("plain text renamed to .mp4\n")
@@ -392,15 +400,15 @@ def test_browser_toy_edit_bad_upload_and_recovery(tmp_path):
 
 def test_launch_prints_the_address_not_gradios_share_hint(tmp_path, capfd):
     pytest.importorskip("gradio")
-    from attentionflow.app import launch_app
+    from attentionflow.app import launch_app, startup_line
 
     settings = AppSettings(device="cpu", defaults=fast_defaults(), workdir=tmp_path / "work")
-    demo, session = launch_app(settings, port=_free_port(), block=False, quiet=False)
+    demo, session = launch_app(settings, port=_free_port(), block=False)
     try:
         out = capfd.readouterr()
         text = out.out + out.err
         assert "share=True" not in text and "public link" not in text
-        assert f"running on {demo.local_url}" in text
+        assert f"running on {demo.local_url}" in startup_line(demo)
     finally:
         demo.close()
         session.close()
