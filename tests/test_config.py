@@ -95,6 +95,13 @@ def test_shipped_configs_load_and_validate(path):
     cfg.validate()
     words = cfg.motion_words
     assert words and all(w in cfg.input_data.prompt for w in words)
+    # every example expects its video under the repository's data/ and the weights under checkpoints/ (relative to
+    # the config file), by the file names vid2vid-zero ships (black-swan.mp4, not blackswan.mp4)
+    root = Path(__file__).resolve().parents[1]
+    video = Path(cfg.input_data.video_path)
+    if path.stem != "demo":
+        assert video.parent == root / "data" and Path(cfg.pretrained_model_path).parent == root / "checkpoints"
+        assert video.name != "blackswan.mp4"
 
 
 def test_there_are_14_examples_and_a_demo():
