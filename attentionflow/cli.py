@@ -275,7 +275,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def cmd_motion(args: argparse.Namespace) -> int:
     import json
 
-    from .config import MIN_FRAME_SIZE, InputDataConfig
+    from .config import MIN_FRAME_SIZE
     from .flow.export import export_motion
     from .flow.motion import MotionOptions, motion_maps
     from .io.video import MANIFEST_NAME, atomic_output_dir, check_fps, check_output_dir, probe_output_location, \
@@ -287,8 +287,8 @@ def cmd_motion(args: argparse.Namespace) -> int:
     opts.validate()
     check_fps(args.fps)
     # the same default sampling as `edit` (the config's input_data defaults)
-    width, height = args.size if args.size else (InputDataConfig.width, InputDataConfig.height)
-    n_frames = args.frames if args.frames is not None else InputDataConfig.n_sample_frames
+    width, height = args.size if args.size else (I.width, I.height)
+    n_frames = args.frames if args.frames is not None else I.n_sample_frames
     if min(width, height) < MIN_FRAME_SIZE:
         raise ConfigError(f"--size must be at least {MIN_FRAME_SIZE} (the smallest size optical flow accepts), "
                           f"got {width}x{height}")

@@ -2,7 +2,8 @@
 
 Components in, :class:`EditOutput` out; no files are written here (see :mod:`attentionflow.jobs`).
 Data flow (docs/ARCHITECTURE.md): frames -> motion maps -> VAE latents -> inversion (direct, negative-prompt,
-null-text or plain DDIM; see :mod:`attentionflow.inversion`) -> joint denoising of ``[source, edit_1..edit_k]`` under cross-frame attention + P2P + MMI -> decode.
+null-text or plain DDIM; see :mod:`attentionflow.inversion`) -> joint denoising of ``[source, edit_1..edit_k]``
+under cross-frame attention + P2P + MMI -> decode.
 """
 
 from __future__ import annotations
@@ -48,10 +49,6 @@ class AttentionMaps:
 
     size: tuple[int, int]
     """(h, w) of the maps."""
-    tokens: list[list[str]]
-    """Per branch: the decoded content tokens, in order."""
-    token_indices: list[list[int]]
-    """Per branch: positions of those tokens in the 77-token sequence."""
     words: list[list[tuple[str, list[int]]]]
     """Per branch: the prompt's words in order, each with its token positions (a word may span several tokens)."""
     without_mmi: torch.Tensor
@@ -358,7 +355,6 @@ class AttentionFlowPipeline:
         torch.manual_seed(seed)
         skip = skips_source_uncond(settings.inversion, settings.direct_targets, guidance_scale)
         state = AttentionState(num_frames=num_frames, num_branches=num_branches, cfg=guidance_scale > 1.0,
-                               uncond_has_source=not skip,
                                num_steps=num_inference_steps, frame_mode="cross_frame", latent_size=latent_size,
                                resolutions={h * w: (h, w) for h, w in sizes})
         runtime = AttentionRuntime(state=state, controller=None)
@@ -450,14 +446,7 @@ class AttentionFlowPipeline:
             before = store.maps(size)
         except (KeyError, ValueError):
             return None
-        tokens, indices = [], []
-        for p, positions in zip(plan.prompts, plan.content_positions):
-            idx = list(positions)
-            ids = self.tokenizer(p, padding="max_length", max_length=self.tokenizer.model_max_length).input_ids
-            tokens.append([self.tokenizer.convert_ids_to_tokens(ids[i]).replace("</w>", "") for i in idx])
-            indices.append(idx)
         after = stores["with_mmi"].maps(size) if plan.mmi.enabled else None
         words = [word_spans(p, self.tokenizer) for p in plan.prompts]
-        return AttentionMaps(size=size, tokens=tokens, token_indices=indices, words=words, without_mmi=before,
-                             with_mmi=after,
+        return AttentionMaps(size=size, words=words, without_mmi=before, with_mmi=after,
                              motion=maps_by_size.get(size))

@@ -183,14 +183,14 @@ def test_attention_figure_has_one_row_per_word_frame_indices_and_a_colour_bar():
     g = torch.Generator().manual_seed(0)
     f, h, w, k = 3, 4, 4, 77
     without, with_ = torch.rand(1, f, h, w, k, generator=g), torch.rand(1, f, h, w, k, generator=g)
-    maps = AttentionMaps(size=(h, w), tokens=[[]], token_indices=[[]], words=[spans], without_mmi=without,
+    maps = AttentionMaps(size=(h, w), words=[spans], without_mmi=without,
                          with_mmi=with_, motion=torch.rand(f, h, w, generator=g))
     rows = attention_rows(maps, 0)
     assert [label for label, *_ in rows] == ["motion map", *[w for w, _ in spans]]
     np.testing.assert_allclose(rows[2][1], without[0][..., jeep].mean(dim=-1).numpy(), rtol=1e-6)
     np.testing.assert_allclose(rows[2][2], with_[0][..., jeep].mean(dim=-1).numpy(), rtol=1e-6)
     image = attention_grid(maps, 0, cell=48)
-    plain = attention_grid(AttentionMaps(size=(h, w), tokens=[[]], token_indices=[[]], words=[spans[:3]],
+    plain = attention_grid(AttentionMaps(size=(h, w), words=[spans[:3]],
                                          without_mmi=without, with_mmi=with_, motion=maps.motion), 0, cell=48)
     assert image.shape[0] - plain.shape[0] == 4 * (48 + 2)  # one row per word
     bar = image[-28:-18, 110:310]  # the colour bar: blue on the left, red on the right

@@ -79,7 +79,7 @@ def test_mmi_changes_result_and_motion_word_attention_follows_motion(pipe, squar
     assert att is not None and att.with_mmi is not None and att.motion is not None
     h, w = att.size
     for b, prompt in enumerate([SRC, *TGT]):
-        k = att.token_indices[b][att.tokens[b].index("moving")]
+        (k,) = dict(att.words[b])["moving"]  # one token
         stored = att.with_mmi[b, :, :, :, k].reshape(len(frames), 1, h * w)  # (F, 1, Q)
         ncc = similarity(stored, att.motion.reshape(len(frames), h * w), "ncc")  # (F, 1) in [0, 1]
         rho = 2 * ncc - 1

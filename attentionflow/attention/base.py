@@ -55,11 +55,9 @@ class AttentionState:
     num_branches: int = 1
     """B: branches (source + edits), 1 during inversion."""
     cfg: bool = False
-    """True when the batch holds ``[uncond, cond]`` halves."""
-    uncond_has_source: bool = True
-    """False when the unconditional half leaves out the source branch (``(B-1)*F`` rows: direct inversion discards
-    the source branch's guided step, so its unconditional pass is not computed). The conditional half is always
-    the last ``B*F`` rows."""
+    """True when the batch holds ``[uncond, cond]`` halves: the conditional half is the last ``B*F`` rows; the
+    unconditional half holds ``B*F`` rows, or ``(B-1)*F`` when it leaves out the source branch (direct inversion
+    discards the source's guided step: :func:`attentionflow.inversion.skips_source_uncond`)."""
     step: int = 0
     """Denoising step index, 0 at the noisiest step."""
     num_steps: int = 1
