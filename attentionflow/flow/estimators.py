@@ -85,6 +85,8 @@ class DISFlow:
     Args:
         preset: ``cv2.DISOPTICAL_FLOW_PRESET_{ULTRAFAST,FAST,MEDIUM}``; MEDIUM (default) runs the
             variational refinement, which gives smooth, accurate flow at a few ms per 512x512 pair.
+            With MEDIUM, frames whose short side is under :attr:`SMALL_SIDE` are matched at full resolution
+            with smaller patches (see there).
     """
 
     name: str = "dis"
@@ -95,11 +97,27 @@ class DISFlow:
     def __init__(self, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> None:
         self.preset = preset
         self._dis = cv2.DISOpticalFlow_create(preset)
+        self._small: cv2.DISOpticalFlow | None = None
+
+    #: Frames whose short side is below this are "small": the preset's finest level (half resolution) and
+    #: 12-px patches would leave a 64-px frame a 32-px image seen through patches a third of an object wide,
+    #: so small frames use full resolution, 8-px patches and a 2-px stride (toy videos, tests).
+    SMALL_SIDE: int = 256
+
+    def _for(self, height: int, width: int) -> cv2.DISOpticalFlow:
+        if min(height, width) >= self.SMALL_SIDE or self.preset != cv2.DISOPTICAL_FLOW_PRESET_MEDIUM:
+            return self._dis
+        if self._small is None:
+            self._small = cv2.DISOpticalFlow_create(self.preset)
+            self._small.setFinestScale(0)
+            self._small.setPatchSize(8)
+            self._small.setPatchStride(2)
+        return self._small
 
     def __call__(self, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
         """``(H, W, 3)`` uint8 x2 -> ``(H, W, 2)`` float32 flow from ``frame_a`` to ``frame_b``."""
         check_frame_pair(frame_a, frame_b)
-        flow = self._dis.calc(_gray(frame_a), _gray(frame_b), None)
+        flow = self._for(*frame_a.shape[:2]).calc(_gray(frame_a), _gray(frame_b), None)
         return np.asarray(flow, dtype=np.float32)
 
 
