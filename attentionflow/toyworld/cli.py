@@ -33,20 +33,36 @@ def _video(args: argparse.Namespace) -> int:
         # frames (3 bytes/pixel) + masks (1) + flows (8) + one encoding copy (3)
         check_memory(args.frames * args.size * args.size * 15, f"a toy clip of {args.frames} frames of "
                      f"{args.size}x{args.size}")
-    video = make_video(args.caption, frames=args.frames, size=args.size, seed=args.seed, path=args.path,
-                       speed=args.speed)
-    if suffix == ".mp4":
-        write_mp4(video.frames, out, fps=args.fps)
-    elif suffix == ".gif":
-        write_gif(video.frames, out, fps=args.fps)
+    if args.still:
+        from attentionflow.flow.motion import parse_direction
+        from attentionflow.toyworld.world import ObjectSpec, make_scene, parse_caption
+
+        colour, shape, background = parse_caption(args.caption)
+        specs = [ObjectSpec(colour, shape, True, parse_direction(args.direction), args.speed)]
+        for text in args.still:
+            words = text.split()
+            if len(words) != 2:
+                raise InputError(f"--still {text!r} is invalid; give a colour and a shape, e.g. --still 'red circle'")
+            specs.append(ObjectSpec(words[0], words[1]))
+        scene = make_scene(specs, background, frames=args.frames, size=args.size, seed=args.seed)
+        frames, masks, flows = scene.frames, scene.moving_masks, scene.flows
     else:
-        write_frames(video.frames, out)
+        if args.direction is not None:
+            raise InputError("--direction needs --still (a multi-object scene); a one-object clip takes --path")
+        video = make_video(args.caption, frames=args.frames, size=args.size, seed=args.seed, path=args.path,
+                           speed=args.speed)
+        frames, masks, flows = video.frames, video.masks, video.flows
+    if suffix == ".mp4":
+        write_mp4(frames, out, fps=args.fps)
+    elif suffix == ".gif":
+        write_gif(frames, out, fps=args.fps)
+    else:
+        write_frames(frames, out)
     if args.masks:
         mask_dir = Path(args.masks)
-        masks = np.repeat(video.masks[..., None].astype(np.uint8) * 255, 3, axis=-1)  # (N, H, W, 3)
-        write_frames(masks, mask_dir)
-        np.save(mask_dir / "flows.npy", video.flows)  # (N-1, H, W, 2) float32
-    logger.info("wrote %s (%d frames, %s)", out, len(video.frames), video.caption)
+        write_frames(np.repeat(masks[..., None].astype(np.uint8) * 255, 3, axis=-1), mask_dir)  # (N, H, W, 3)
+        np.save(mask_dir / "flows.npy", flows)  # (N-1, H, W, 2) float32
+    logger.info("wrote %s (%d frames, %s)", out, len(frames), args.caption)
     return 0
 
 
@@ -70,5 +86,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--speed", type=float, default=None, help="pixels per frame (default: random, path fits)")
     v.add_argument("--fps", type=float, default=8.0, help="frame rate of .mp4/.gif output (default 8)")
     v.add_argument("--out", required=True, help="output: FILE.mp4, FILE.gif, or a folder of PNG frames")
-    v.add_argument("--masks", default=None, help="also write ground-truth masks (PNG) and flows.npy here")
+    v.add_argument("--masks", default=None, help="also write ground-truth masks of the mover(s) (PNG) and flows.npy here")
+    v.add_argument("--still", action="append", default=None, metavar="'COLOUR SHAPE'",
+                   help="add a static object beside the caption's mover (repeatable), e.g. --still 'red circle' for a "
+                        "look-alike: the scenes of 'bench quality --suite motion' and of --edit-region")
+    v.add_argument("--direction", default=None, help="with --still: the mover's heading, a compass word or degrees")
     v.set_defaults(func=_video)

@@ -42,7 +42,7 @@ from attentionflow.toyworld.model import (
     build_vae,
     save_model_folder,
 )
-from attentionflow.toyworld.world import sample_training_batch
+from attentionflow.toyworld.world import sample_training_batch, sample_training_masks
 
 logger = logging.getLogger("attentionflow.toyworld.train")
 
@@ -72,6 +72,13 @@ class TrainConfig:
     checkpoint_seconds: float = 180.0
     max_minutes_vae: float = 25.0
     max_minutes_unet: float = 55.0
+    object_weight: float = 0.0
+    """VAE: extra weight of the squared error on object pixels (small objects are few pixels of the loss)."""
+    multi_object: float = 0.0
+    """Share of training scenes with 1-2 extra static objects beside the captioned one (half of them look-alikes)."""
+    init_from: str = ""
+    """Fine-tune: a toy model folder whose VAE, UNet and text encoder are the starting point (``vae_steps 0`` keeps
+    its VAE and latent scale as they are). Empty: train from scratch."""
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -116,10 +123,20 @@ class _Clock:
         return False
 
 
+def _folder_vae(folder: str) -> torch.nn.Module:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(Path(folder) / "vae", use_safetensors=True)
+
+
 def train_vae(work: Path, cfg: ToyModelConfig, tc: TrainConfig, progress: bool = True) -> torch.nn.Module:
     """Stage 1: train (or resume, or load the finished) VAE; returns it in eval mode."""
     done = work / "vae_final.pt"
     vae = build_vae(cfg)
+    if tc.init_from and tc.vae_steps == 0 and not done.exists():
+        vae.load_state_dict(_folder_vae(tc.init_from).state_dict())
+        torch.save(vae.state_dict(), done)
+        logger.info("vae: kept from %s", tc.init_from)
     if done.exists():
         vae.load_state_dict(torch.load(done, weights_only=True))
         return vae.eval()
@@ -134,6 +151,9 @@ def train_vae(work: Path, cfg: ToyModelConfig, tc: TrainConfig, progress: bool =
     else:
         torch.manual_seed(tc.seed)
         vae = build_vae(cfg)
+        if tc.init_from:
+            vae.load_state_dict(_folder_vae(tc.init_from).state_dict())
+            logger.info("vae: fine-tuning from %s", tc.init_from)
         opt = torch.optim.AdamW(vae.parameters(), lr=tc.vae_lr, weight_decay=0.0)
     vae.train()
     clock, t0 = _Clock(tc.checkpoint_seconds), time.monotonic()
@@ -141,14 +161,17 @@ def train_vae(work: Path, cfg: ToyModelConfig, tc: TrainConfig, progress: bool =
     step = start
     for step in bar:
         rng = np.random.default_rng([tc.seed, 1, step])
-        images, _ = sample_training_batch(rng, tc.vae_batch, cfg.image_size)
+        images, _, objects = sample_training_masks(rng, tc.vae_batch, cfg.image_size, tc.multi_object)
         x = _to_tensor(images)  # (B, 3, H, W)
+        weight = torch.from_numpy(objects).float().unsqueeze(1)  # (B, 1, H, W) object pixels
         gen = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)  # (B, 4, h, w)
         rec = vae.decode(z).sample  # (B, 3, H, W)
         mse = F.mse_loss(rec, x)
         loss = mse + 0.1 * F.l1_loss(rec, x) + tc.kl_weight * post.kl().mean()
+        if tc.object_weight > 0:
+            loss = loss + tc.object_weight * ((rec - x) ** 2 * weight).sum() / (3 * weight.sum()).clamp_min(1.0)
         f = _lr_factor(_progress_step(step, tc.vae_steps, elapsed0 + time.monotonic() - t0, tc.max_minutes_vae),
                        tc.vae_steps, tc.warmup)
         for g in opt.param_groups:
@@ -186,11 +209,13 @@ def encode_bank(work: Path, vae: torch.nn.Module, cfg: ToyModelConfig, tc: Train
     for i in tqdm(range(n_chunks), desc="encode", disable=not progress):
         rng = np.random.default_rng([tc.seed, 2, i])
         n = min(64, tc.bank_size - 64 * i)
-        images, caps = sample_training_batch(rng, n, cfg.image_size)
+        images, caps = sample_training_batch(rng, n, cfg.image_size, tc.multi_object)
         chunks.append(vae.encode(_to_tensor(images)).latent_dist.mean)  # (n, 4, h, w)
         captions += caps
     latents = torch.cat(chunks)  # (bank_size, 4, h, w)
     scale = float(1.0 / latents.std())
+    if tc.init_from and tc.vae_steps == 0:  # a kept VAE keeps its latent scale (the UNet learned it)
+        scale = float(json.loads((Path(tc.init_from) / "vae" / "config.json").read_text())["scaling_factor"])
     torch.save({"latents": latents, "captions": captions, "scale": scale}, path)
     logger.info("latents: %d encoded, std %.4f -> scaling_factor %.4f", len(captions), 1 / scale, scale)
     return latents, captions, scale
@@ -208,6 +233,13 @@ def train_unet(work: Path, cfg: ToyModelConfig, tc: TrainConfig, latents: torch.
     torch.manual_seed(tc.seed + 1)
     unet = build_unet(cfg)
     text_encoder = build_text_encoder(cfg, len(tokenizer))
+    if tc.init_from:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        unet = UNet2DConditionModel.from_pretrained(Path(tc.init_from) / "unet", use_safetensors=True)
+        text_encoder = CLIPTextModel.from_pretrained(Path(tc.init_from) / "text_encoder")
+        logger.info("unet, text encoder: fine-tuning from %s", tc.init_from)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW([
         {"params": list(unet.parameters()), "lr": tc.unet_lr, "base": tc.unet_lr},

@@ -284,7 +284,9 @@ def make_video(caption: str, frames: int = 8, size: int = 64, seed: int = 0,
 
 @dataclass
 class TrainingSample:
-    """One training image: ``image (H, W, 3) uint8``, its mask, caption and labels."""
+    """One training image: ``image (H, W, 3) uint8``, its mask, caption and labels.
+
+    ``mask``: the captioned object's pixels; ``objects_mask``: every object's (the same in a one-object scene)."""
 
     image: np.ndarray
     mask: np.ndarray
@@ -292,23 +294,258 @@ class TrainingSample:
     colour: str
     shape: str
     background: str
+    objects_mask: np.ndarray | None = None
 
 
-def sample_scene(rng: np.random.Generator, size: int = 64) -> TrainingSample:
-    """A random still scene (uniform colour/shape/background, random size, position and texture)."""
+def sample_scene(rng: np.random.Generator, size: int = 64, multi_object: float = 0.0) -> TrainingSample:
+    """A random still scene (uniform colour/shape/background, random size, position and texture).
+
+    With probability ``multi_object`` the scene also holds 1-2 static objects beside the captioned one (half of
+    them look-alikes: its own colour and shape), none overlapping; the caption still names only the first object,
+    as the multi-object videos' captions do (:func:`make_scene`). ``mask`` is the captioned object's.
+    """
     colour = str(rng.choice(list(COLOURS)))
     shape = str(rng.choice(list(SHAPES)))
     background = str(rng.choice(list(BACKGROUNDS)))
     verb = str(rng.choice(list(VERBS), p=list(VERB_WEIGHTS)))
+    caption = make_caption(colour, shape, background, verb)
+    if multi_object > 0 and rng.uniform() < multi_object:
+        specs = [ObjectSpec(colour, shape, radius=float(rng.uniform(0.11, 0.17) * size))]
+        for _ in range(int(rng.integers(1, 3))):
+            if rng.uniform() < 0.5:
+                specs.append(ObjectSpec(colour, shape))
+            else:
+                specs.append(ObjectSpec(str(rng.choice(list(COLOURS))), str(rng.choice(list(SHAPES)))))
+        scene = make_scene(specs, background, frames=1, size=size, seed=int(rng.integers(1 << 31)))
+        return TrainingSample(scene.frames[0], scene.objects[0].masks[0], caption, colour, shape, background,
+                              scene.object_masks[0])
     radius = float(rng.uniform(0.11, 0.2) * size)
     margin = radius + 1.0
     centre = (float(rng.uniform(margin, size - 1 - margin)), float(rng.uniform(margin, size - 1 - margin)))
     bg = render_background(background, size, rng)
     image, mask = render_frame(colour, shape, bg, centre, radius, size)
-    return TrainingSample(image, mask, make_caption(colour, shape, background, verb), colour, shape, background)
+    return TrainingSample(image, mask, caption, colour, shape, background, mask)
 
 
-def sample_training_batch(rng: np.random.Generator, n: int, size: int = 64) -> tuple[np.ndarray, list[str]]:
-    """``n`` random scenes: images ``(n, size, size, 3) uint8`` and their captions."""
-    samples = [sample_scene(rng, size) for _ in range(n)]
-    return np.stack([s.image for s in samples]), [s.caption for s in samples]
+def sample_training_batch(rng: np.random.Generator, n: int, size: int = 64,
+                          multi_object: float = 0.0) -> tuple[np.ndarray, list[str]]:
+    """``n`` random scenes (:func:`sample_scene`): images ``(n, size, size, 3) uint8`` and their captions."""
+    images, captions, _ = sample_training_masks(rng, n, size, multi_object)
+    return images, captions
+
+
+def sample_training_masks(rng: np.random.Generator, n: int, size: int = 64,
+                          multi_object: float = 0.0) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """As :func:`sample_training_batch`, plus every object's pixels ``(n, size, size) bool`` (the same draws)."""
+    samples = [sample_scene(rng, size, multi_object) for _ in range(n)]
+    return (np.stack([s.image for s in samples]), [s.caption for s in samples],
+            np.stack([s.objects_mask for s in samples]))
+
+
+# -------------------------------------------------------------------------------------------------
+# multi-object scenes
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """One object of a multi-object scene.
+
+    Attributes:
+        colour, shape: keys of :data:`COLOURS` / :data:`SHAPES`.
+        moving: True for a mover (a straight path), False for a static object.
+        direction: a mover's heading in degrees counter-clockwise from east (north = up on screen = 90);
+            None draws one at random.
+        speed: a mover's speed in pixels per frame; None draws one (1.5-3 px) that keeps the path in frame.
+        radius: see below.
+    """
+
+    colour: str
+    shape: str
+    moving: bool = False
+    direction: float | None = None
+    speed: float | None = None
+    radius: float | None = None
+    """Size in pixels (circle radius / half side); None draws one from the scene's ``radius_range``."""
+
+
+@dataclass
+class SceneObject:
+    """Ground truth of one rendered object: its spec, size, path and per-frame visible mask.
+
+    Attributes:
+        colour, shape, moving: as the :class:`ObjectSpec`.
+        radius: size in pixels (circle radius / half side).
+        positions: ``(N, 2) float32`` centre ``(x, y)`` per frame (constant for a static object).
+        masks: ``(N, H, W) bool`` the object's visible pixels (coverage >= 0.5, not hidden by a later object).
+    """
+
+    colour: str
+    shape: str
+    moving: bool
+    radius: float
+    positions: np.ndarray
+    masks: np.ndarray
+
+    def boxes(self, margin: float = 2.0) -> np.ndarray:
+        """``(N, H, W) bool``: pixels within ``radius + margin`` (max-norm) of the centre, per frame.
+
+        Every shape of the world with this radius fits inside, so the box also bounds a reshaped object."""
+        n, h, w = self.masks.shape
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)  # (H, W) each
+        r = self.radius + margin
+        px = self.positions[:, 0][:, None, None]  # (N, 1, 1)
+        py = self.positions[:, 1][:, None, None]
+        return (np.abs(xs[None] - px) <= r) & (np.abs(ys[None] - py) <= r)
+
+
+@dataclass
+class ToyScene:
+    """A rendered multi-object video: frames and per-object ground truth.
+
+    Attributes:
+        frames: ``(N, H, W, 3) uint8``.
+        objects: one :class:`SceneObject` per object, in the order given (movers first in the caption).
+        flows: ``(N-1, H, W, 2) float32`` forward flow ``frame i -> i+1`` on every object's visible pixels of frame
+            ``i`` (0 on static objects and the background).
+        caption: describes the first mover (``"a red circle is moving on the road"``), as :func:`make_caption`.
+        background: the background name.
+    """
+
+    frames: np.ndarray
+    objects: list[SceneObject]
+    flows: np.ndarray
+    caption: str
+    background: str
+
+    @property
+    def moving_masks(self) -> np.ndarray:
+        """``(N, H, W) bool``: union of the movers' visible pixels per frame."""
+        out = np.zeros(self.frames.shape[:3], bool)
+        for obj in self.objects:
+            if obj.moving:
+                out |= obj.masks
+        return out
+
+    @property
+    def object_masks(self) -> np.ndarray:
+        """``(N, H, W) bool``: union of every object's visible pixels per frame."""
+        out = np.zeros(self.frames.shape[:3], bool)
+        for obj in self.objects:
+            out |= obj.masks
+        return out
+
+
+def _directed_path(frames: int, lo: float, hi: float, angle: float, speed: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Centres ``(frames, 2) float64`` of a straight path with heading ``angle`` (degrees, screen compass: y up)
+    that stays inside ``[lo, hi]^2``; the start is drawn among those that fit."""
+    rad = math.radians(angle)
+    d = np.array([math.cos(rad), -math.sin(rad)])  # image coordinates: y points down
+    travel = d * speed * max(frames - 1, 0)
+    start_lo = np.maximum(lo, lo - travel)
+    start_hi = np.minimum(hi, hi - travel)
+    if np.any(start_hi < start_lo):
+        raise InputError(f"a path of {speed:.2f} px/frame over {frames} frames does not fit in the frame; "
+                         "use a lower speed or fewer frames")
+    start = rng.uniform(start_lo, start_hi)
+    return start[None, :] + np.arange(frames)[:, None] * (travel / max(frames - 1, 1))[None, :]
+
+
+def _far_enough(path: np.ndarray, radius: float, placed: list[tuple[np.ndarray, float]], gap: float) -> bool:
+    """True when every centre of ``path (N, 2)`` keeps ``radius + r + gap`` (max-norm: the boxes do not touch)
+    from every centre of every placed path."""
+    for other, r in placed:
+        dist = np.abs(path[:, None, :] - other[None, :, :]).max(axis=-1)  # (N, M) Chebyshev distances
+        if dist.min() < radius + r + gap:
+            return False
+    return True
+
+
+def make_scene(specs: list[ObjectSpec] | tuple[ObjectSpec, ...], background: str, frames: int = 8,
+               size: int = 64, seed: int = 0, radius_range: tuple[float, float] = (0.11, 0.15),
+               gap: float = 4.0, verb: str = "moving") -> ToyScene:
+    """Render several objects (movers on straight paths, static ones still) over a static background.
+
+    Objects never overlap: their boxes (radius + 2 px, see :meth:`SceneObject.boxes`) keep ``gap`` pixels apart on
+    every frame, so each one's mask and box belong to it alone. Movers are drawn last.
+
+    Args:
+        specs: the objects; the caption describes the first mover (or the first object when none moves).
+        background: a key of :data:`BACKGROUNDS`; frames: N >= 1; size: frame side (>= 32).
+        seed: seeds sizes, directions, speeds, placements and texture.
+        radius_range: object radius as a fraction of ``size``.
+        gap: pixels kept free between object boxes.
+
+    Raises:
+        InputError / PromptError: bad arguments, or a layout that does not fit after many tries.
+    """
+    if frames < 1:
+        raise InputError(f"frames={frames} is invalid; use an integer >= 1")
+    if size < 32:
+        raise InputError(f"size={size} is invalid; a scene needs an integer >= 32")
+    if not specs:
+        raise InputError("a scene needs at least one object")
+    for spec in specs:
+        if spec.colour not in COLOURS:
+            raise PromptError(f"unknown colour {spec.colour!r}; valid: {', '.join(COLOURS)}")
+        if spec.shape not in SHAPES:
+            raise PromptError(f"unknown shape {spec.shape!r}; valid: {', '.join(SHAPES)}")
+        if spec.speed is not None and not (math.isfinite(spec.speed) and spec.speed >= 0):
+            raise InputError(f"speed={spec.speed} is invalid; use a finite number of pixels per frame >= 0")
+        if spec.radius is not None and not (math.isfinite(spec.radius) and 1.0 <= spec.radius <= size / 4):
+            raise InputError(f"radius={spec.radius} is invalid; use pixels in [1, {size / 4:g}]")
+    if background not in BACKGROUNDS:
+        raise PromptError(f"unknown background {background!r}; valid: {', '.join(BACKGROUNDS)}")
+    rng = np.random.default_rng(seed)
+    bg = render_background(background, size, rng)
+    order = sorted(range(len(specs)), key=lambda i: not specs[i].moving)  # movers are placed first
+    for _attempt in range(200):
+        placed: list[tuple[np.ndarray, float]] = []
+        paths: dict[int, tuple[np.ndarray, float]] = {}
+        ok = True
+        for i in order:
+            spec = specs[i]
+            radius = float(spec.radius) if spec.radius is not None else float(rng.uniform(*radius_range) * size)
+            lo, hi = radius + 2.0, size - 3.0 - radius
+            for _ in range(100):
+                if spec.moving:
+                    angle = float(spec.direction) if spec.direction is not None else float(rng.uniform(0, 360))
+                    speed = spec.speed if spec.speed is not None else float(rng.uniform(1.5, 3.0))
+                    path = _directed_path(frames, lo, hi, angle, speed, rng)
+                else:
+                    path = np.repeat(rng.uniform(lo, hi, (1, 2)), frames, axis=0)
+                if _far_enough(path, radius + 2.0, placed, gap):
+                    break
+            else:
+                ok = False
+                break
+            placed.append((path, radius + 2.0))
+            paths[i] = (path, radius)
+        if ok:
+            break
+    else:
+        raise InputError(f"{len(specs)} objects do not fit apart in a {size}x{size} frame over {frames} frames; "
+                         "use fewer objects, slower movers or a larger size")
+    out = np.repeat(bg[None], frames, axis=0)  # (N, H, W, 3) float
+    masks = [np.zeros((frames, size, size), bool) for _ in specs]
+    draw_order = sorted(range(len(specs)), key=lambda i: specs[i].moving)  # static first, movers on top
+    for t in range(frames):
+        for i in draw_order:
+            path, radius = paths[i]
+            alpha = render_shape_alpha(specs[i].shape, (float(path[t, 0]), float(path[t, 1])), radius, size)
+            out[t] = out[t] * (1.0 - alpha[..., None]) + np.asarray(COLOURS[specs[i].colour], np.float32) * alpha[..., None]
+            hit = alpha >= 0.5
+            for m in masks:
+                m[t] &= ~hit  # a later object hides the earlier ones
+            masks[i][t] = hit
+    objects = [SceneObject(colour=s.colour, shape=s.shape, moving=s.moving, radius=paths[i][1],
+                           positions=paths[i][0].astype(np.float32), masks=masks[i]) for i, s in enumerate(specs)]
+    flows = np.zeros((max(frames - 1, 0), size, size, 2), np.float32)
+    for obj in objects:
+        if obj.moving:
+            for t in range(frames - 1):
+                flows[t][obj.masks[t]] = obj.positions[t + 1] - obj.positions[t]  # (dx, dy)
+    first = next((s for s in specs if s.moving), specs[0])
+    caption = make_caption(first.colour, first.shape, background, verb)
+    return ToyScene(frames=np.clip(np.rint(out), 0, 255).astype(np.uint8), objects=objects, flows=flows,
+                    caption=caption, background=background)
