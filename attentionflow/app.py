@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import INVERSION_METHODS, EditConfig, InputDataConfig, MMIConfig, P2PConfig, ValidationDataConfig
+from .config import EDIT_REGIONS, INVERSION_METHODS, EditConfig, InputDataConfig, MMIConfig, P2PConfig, ValidationDataConfig
 from .errors import AttentionFlowError, ConfigError, InputError, first_line
 
 logger = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ class EditForm:
     """Local blend: one word, or one per prompt (source first), separated by commas; empty = off."""
     reweight: str = ""
     """Reweighting: WORD=FACTOR pairs separated by commas; empty = off."""
+    edit_region: str = P2PConfig.edit_region
+    """all, moving (only the moving object(s)) or static (all but them): p2p.edit_region."""
 
 
 @dataclass
@@ -175,7 +177,8 @@ def form_from_config(config: Any) -> EditForm:
                     cross_replace=config.p2p.cross_replace_steps
                     if isinstance(config.p2p.cross_replace_steps, float) else P2PConfig.cross_replace_steps,
                     self_replace=config.p2p.self_replace_steps, blend_words=", ".join(config.p2p.blend_words or []),
-                    reweight=", ".join(f"{w}={f:g}" for w, f in (config.p2p.reweight or {}).items()))
+                    reweight=", ".join(f"{w}={f:g}" for w, f in (config.p2p.reweight or {}).items()),
+                    edit_region=config.p2p.edit_region)
 
 
 def _reweight_pairs(text: str) -> dict[str, float] | None:
@@ -393,7 +396,7 @@ class EditSession:
         blend = [w.strip() for w in (form.blend_words or "").split(",") if w.strip()]
         cfg.p2p = dataclasses.replace(cfg.p2p, cross_replace_steps=float(form.cross_replace),
                                       self_replace_steps=float(form.self_replace), blend_words=blend or None,
-                                      reweight=_reweight_pairs(form.reweight))
+                                      reweight=_reweight_pairs(form.reweight), edit_region=str(form.edit_region))
         return cfg.validate()
 
     def frame_size(self, path: Path | str) -> tuple[int, int]:
@@ -463,6 +466,9 @@ class EditSession:
         attention = [(p, p.stem.replace("_", " ")) for p in sorted((out / "attention").glob("*.png"))] \
             if (out / "attention").is_dir() else []
         overlay = out / "motion" / "overlay.mp4"
+        region = out / "motion" / "edit_mask_overlay.mp4"
+        if region.is_file():  # an edit region: show what it changed rather than the raw motion
+            overlay = region
         mmi = manifest["mmi"]
         words = ", ".join(mmi["motion_words"]) or "none"
         modes = ", ".join(f"{e['prompt']!r}: {e['mode']}" for e in manifest["edits"])
@@ -576,6 +582,10 @@ def build_app(session: EditSession) -> Any:
                                                  elem_id="af-blend")
                         reweight = gr.Textbox(value=d.reweight, label="reweight", info="WORD=FACTOR, comma-separated",
                                               elem_id="af-reweight")
+                        edit_region = gr.Dropdown(choices=list(EDIT_REGIONS), value=d.edit_region, label="edit region",
+                                                  info="moving: change only what moves (the direction above picks "
+                                                       "movers); static: keep the movers, change the rest",
+                                                  elem_id="af-edit-region")
                 run = gr.Button("Edit", variant="primary", elem_id="af-edit")
         status = gr.HTML(_status("upload a video or click 'Toy example'"), elem_id="af-status")
         summary = gr.Markdown(elem_id="af-summary")
@@ -584,14 +594,16 @@ def build_app(session: EditSession) -> Any:
         with gr.Row():
             in_video = gr.Video(label="input", interactive=False, elem_id="af-input", loop=True)
             rec_video = gr.Video(label="reconstruction", interactive=False, elem_id="af-reconstruction", loop=True)
-            overlay = gr.Video(label="motion maps (overlay)", interactive=False, elem_id="af-motion", loop=True)
+            overlay = gr.Video(label="motion maps (overlay; the edit region when one is set)", interactive=False,
+                               elem_id="af-motion", loop=True)
         edit_videos = gr.Gallery(label="edits", columns=3, elem_id="af-edits", interactive=False)
         attention = gr.Gallery(label="per-word attention maps (without | with MMI)", columns=1,
                                elem_id="af-attention", interactive=False, object_fit="contain", height="auto")
         archive = gr.File(label="download all outputs (zip)", elem_id="af-download", interactive=False)
 
         form_fields = [source, targets, motion_word, mmi, strength, direction, frames, start, stride, width, height,
-                       steps, guidance, seed, inversion, cross_replace, self_replace, blend_words, reweight]
+                       steps, guidance, seed, inversion, cross_replace, self_replace, blend_words, reweight,
+                       edit_region]
         names = [f.name for f in dataclasses.fields(EditForm)]
 
         def on_upload(files: Any, request: Any = None) -> tuple[Any, ...]:
@@ -618,14 +630,14 @@ def build_app(session: EditSession) -> Any:
         def on_edit(path: str | None, source: str, targets: str, motion_word: str, mmi: bool, strength: float,
                     direction: str, frames: int, start: int, stride: int, width: int, height: int, steps: int,
                     guidance: float, seed: int, inversion: str, cross_replace: float, self_replace: float,
-                    blend_words: str, reweight: str, progress: Any = gr.Progress(),
+                    blend_words: str, reweight: str, edit_region: str, progress: Any = gr.Progress(),
                     request: Any = None) -> list[Any]:
             # explicit parameters: Gradio injects gr.Progress only into a positional parameter
             form = EditForm(source=source, targets=targets, motion_word=motion_word, mmi=mmi, strength=strength,
                             direction=direction, frames=frames, start=start, stride=stride, width=width,
                             height=height, steps=steps, guidance=guidance, seed=seed, inversion=inversion,
                             cross_replace=cross_replace, self_replace=self_replace, blend_words=blend_words,
-                            reweight=reweight)
+                            reweight=reweight, edit_region=edit_region)
 
             def cb(stage: str, step: int, total: int) -> None:
                 if total <= 1:  # a stage without steps (loading the model, packing the zip)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from . import __version__
-from .config import INVERSION_METHODS, MAX_SEED, EditConfig as C, InputDataConfig as I, MMIConfig as M
+from .config import EDIT_REGIONS, INVERSION_METHODS, MAX_SEED, EditConfig as C, InputDataConfig as I, MMIConfig as M
 from .config import P2PConfig as P, ValidationDataConfig as V
 from .errors import AttentionFlowError, ConfigError
 from .mmi.methods import SIMILARITY_METHODS
@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--self-replace", type=float, help=f"fraction of steps with self-attention replacement (default {P.self_replace_steps:g})")
     g.add_argument("--blend-word", action="append", help="local blend word (once, or once per prompt: source first)")
     g.add_argument("--reweight", type=_reweight, action="append", help="WORD=FACTOR attention reweighting")
+    g.add_argument("--edit-region", choices=EDIT_REGIONS,
+                   help=f"where the edit may change the video (default {P.edit_region}): moving = only the moving "
+                        "object(s) of the motion maps (--direction picks movers going that way), static = all but them")
+    g.add_argument("--region-dilation", type=int,
+                   help=f"latent pixels by which the moving-object mask grows (default {P.region_dilation})")
     g = e.add_argument_group("motion map injection")
     g.add_argument("--motion-word", action="append", help="motion word of the prompts (repeatable) or 'auto'")
     g.add_argument("--mmi-strength", type=float, help=f"injection strength lambda (default {M.strength:g})")
@@ -222,7 +227,8 @@ def config_from_args(args: argparse.Namespace):
     if args.no_st_attn:
         cfg.use_st_attn = False
     for flag, attr in (("mode", "mode"), ("cross_replace", "cross_replace_steps"),
-                       ("self_replace", "self_replace_steps"), ("blend_word", "blend_words")):
+                       ("self_replace", "self_replace_steps"), ("blend_word", "blend_words"),
+                       ("edit_region", "edit_region"), ("region_dilation", "region_dilation")):
         if getattr(args, flag) is not None:
             setattr(p2p, attr, getattr(args, flag))
     if args.reweight:
@@ -334,7 +340,8 @@ FLAG_KEYS = (
     ("mmi.direction_tolerance", "direction_tolerance", "--direction-tolerance"),
     ("mmi.temporal_smoothing", "smoothing", "--smoothing"), ("p2p.cross_replace_steps", "cross_replace",
                                                               "--cross-replace"),
-    ("p2p.self_replace_steps", "self_replace", "--self-replace"), ("validation_data.null_inner_steps",
+    ("p2p.self_replace_steps", "self_replace", "--self-replace"), ("p2p.edit_region", "edit_region", "--edit-region"),
+    ("p2p.region_dilation", "region_dilation", "--region-dilation"), ("validation_data.null_inner_steps",
                                                                    "null_inner_steps", "--null-inner-steps"),
 )  # (fps and seed: the key is already the flag's name)
 

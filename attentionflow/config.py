@@ -96,6 +96,11 @@ class P2PConfig:
     """Local blend mask threshold on the normalised attention."""
     reweight: Union[dict[str, float], None] = None
     """Equalizer: scale the attention of these target-prompt words by a factor."""
+    edit_region: Literal["all", "moving", "static"] = "all"
+    """Where the edit may change the video: all; moving = only the moving object(s) found in the motion maps (built
+    with the mmi section's flow, direction and camera settings, also when MMI is off); static = all but them."""
+    region_dilation: int = 1
+    """Latent pixels by which the moving-object mask of edit_region grows (1 = 8 pixels with Stable Diffusion)."""
 
 
 @dataclass
@@ -230,6 +235,14 @@ class EditConfig:
                               f"{1 + len(val.prompts)}), got {len(self.p2p.blend_words)}")
         if not 0.0 <= self.p2p.blend_threshold < 1.0:
             raise ConfigError(f"p2p.blend_threshold must be in [0, 1), got {self.p2p.blend_threshold}")
+        if not 0 <= self.p2p.region_dilation <= 16:
+            raise ConfigError(f"p2p.region_dilation must be an integer from 0 to 16 latent pixels, "
+                              f"got {self.p2p.region_dilation}")
+        if self.p2p.edit_region != "all":
+            if inp.n_sample_frames < 2:
+                raise ConfigError(f"p2p.edit_region {self.p2p.edit_region} needs at least 2 frames (motion comes from "
+                                  f"optical flow between neighbours); use more frames or edit_region all")
+            mmi.motion_options().validate(prefix="mmi.")
         if mmi.strength < 0:
             raise ConfigError(f"mmi.strength must be >= 0, got {mmi.strength}")
         if not 0.0 <= mmi.step_start < mmi.step_end <= 1.0:
@@ -269,6 +282,8 @@ class EditConfig:
 
 #: The inversion methods (``validation_data.inversion``; ``--inversion``), in the order the docs list them.
 INVERSION_METHODS: tuple[str, ...] = typing.get_args(typing.get_type_hints(ValidationDataConfig)["inversion"])
+#: ``p2p.edit_region`` values, read from the field's type (the one place they are listed).
+EDIT_REGIONS: tuple[str, ...] = typing.get_args(typing.get_type_hints(P2PConfig)["edit_region"])
 #: What vid2vid-zero's ``use_null_inv`` means as an inversion method.
 LEGACY_NULL_INV = {True: "null-text", False: "ddim"}
 

@@ -89,6 +89,9 @@ class CheckedJob:
     """The resolved diffusers folder."""
     plan: EditPlan
     """The checked edit (prompts, settings, token positions) the pipeline runs."""
+    motion: tuple[Any, Any] = (None, None)
+    """Motion maps and edit-region masks (:func:`attentionflow.flow.regions.motion_for_edit`), made before any model
+    is loaded: an ``edit_region`` on a video without motion fails at once."""
 
 
 def _vae_on_host(device: str) -> bool:
@@ -125,7 +128,11 @@ def check_job(config: EditConfig, overwrite: bool) -> CheckedJob:
     from .plan import EditPlan
 
     plan = EditPlan.build(config, load_tokenizer(model_dir / "tokenizer"))
-    return CheckedJob(frames=frames, model_dir=model_dir, plan=plan)
+    from .flow.regions import motion_for_edit
+
+    motion = motion_for_edit(frames, config.mmi.motion_options(), mmi=config.mmi.enabled,
+                             region=config.p2p.edit_region)
+    return CheckedJob(frames=frames, model_dir=model_dir, plan=plan, motion=motion)
 
 
 @dataclass
@@ -263,7 +270,7 @@ def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool 
                                                              mixed_precision=config.mixed_precision)
             timings["load_model"] = time.perf_counter() - start
         pipeline.set_progress_bar_config(disable=not progress)
-        out = pipeline.edit(frames, checked.plan, callback=callback)
+        out = pipeline.edit(frames, checked.plan, callback=callback, motion=checked.motion)
         timings.update(out.timings)
         start = time.perf_counter()
         names = write_outputs(tmp, frames, out, config.fps)
@@ -305,6 +312,10 @@ def write_outputs(folder: Path, frames: np.ndarray, out: EditOutput, fps: float)
         from .flow.export import export_motion
 
         export_motion(frames, out.motion, folder / "motion", fps=fps)
+    if out.region is not None:
+        from .flow.export import export_region
+
+        export_region(frames, out.region, folder / "motion", fps=fps, kept=out.edit_region == "static")
     return edit_names
 
 
@@ -414,6 +425,9 @@ def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: Edi
         "mmi": {"enabled": config.mmi.enabled, "motion_words": out.motion_words,
                 "auto_ranking": [{"word": w, "score": round(float(s), 6)} for w, s in out.motion_ranking],
                 "strength": config.mmi.strength, "similarity": config.mmi.similarity, "flow": config.mmi.flow},
+        "edit_region": {"mode": out.edit_region, "dilation_latent_px": config.p2p.region_dilation,
+                        "moving_share": None if out.region is None else round(float(out.region.mean()), 4),
+                        "mask": None if out.region is None else "motion/edit_mask.npy"},
         "inversion": {"method": out.inversion_method, "carries": out.inversion_carries, "reused": out.inversion_reused,
                       "reconstruction_psnr_db": _round_db(psnr(frames, out.reconstruction))},
         "timings_s": {k: round(v, 4) for k, v in timings.items()},

@@ -18,16 +18,18 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .attention.base import AttentionController, AttentionState, ControllerChain
-from .attention.p2p import AttentionStore, LocalBlend, P2PEdit
+from .attention.p2p import AttentionStore, LocalBlend, P2PEdit, RegionBlend, region_blend_mask
 from .attention.processors import AttentionRuntime, attention_resolutions, attention_sites, install_attention
 from .attention.tokens import check_prompt_length, max_length, word_spans
 from .plan import EditPlan
 from .config import AttentionSettings, EditConfig, InversionSettings
 from .errors import InputError
 from .flow.motion import MotionResult, motion_maps, motion_maps_for_resolutions
+from .flow.regions import motion_for_edit
 from .io.video import check_video
 from .inversion import (ddim_inversion, guided_sampling, null_step_mask, null_text_inversion, skips_source_uncond,
                         unconditional_schedule)
@@ -70,7 +72,8 @@ class EditOutput:
     edits: list[np.ndarray]
     """One video per target prompt."""
     motion: MotionResult | None
-    """Full-resolution motion maps (F, H, W) in [0, 1] and the flows behind them (None without MMI)."""
+    """Full-resolution motion maps (F, H, W) in [0, 1] and the flows behind them (None without MMI and edit_region
+    all)."""
     attention: AttentionMaps | None
     """Stored cross-attention maps for visualisation."""
     edit_modes: list[str]
@@ -87,6 +90,10 @@ class EditOutput:
     """The inversion method of the edit (direct, negative-prompt, null-text or ddim)."""
     inversion_carries: str = ""
     """What the inversion handed to sampling (:attr:`Inversion.carries`)."""
+    region: np.ndarray | None = None
+    """(F, H, W) bool pixel masks of the moving object(s) that ``p2p.edit_region`` used (None for all)."""
+    edit_region: str = "all"
+    """``p2p.edit_region`` of the edit: all, moving or static."""
 
 
 @dataclass
@@ -128,6 +135,29 @@ def frames_digest(frames: np.ndarray) -> str:
     h.update(repr(frames.shape).encode())
     h.update(np.ascontiguousarray(frames).data)
     return h.hexdigest()
+
+
+def composite_region(videos: np.ndarray, region_mask: torch.Tensor, scale: int) -> np.ndarray:
+    """Paste the decoded edits into the source branch's frames inside the edit region only.
+
+    The latents outside the region are already the source's, but a VAE decoder normalises (GroupNorm) and attends
+    over the whole frame, so a local latent change shifts colours everywhere. The region's latent mask, upsampled
+    and feathered over ``scale`` pixels (one latent pixel), blends the frames: outside it the edit's pixels are the
+    source branch's exactly.
+
+    Args:
+        videos: ``(B, F, H, W, 3)`` uint8, the source branch first.
+        region_mask: ``(F, 1, h, w)`` in {0, 1} (:func:`attentionflow.attention.p2p.region_blend_mask`).
+        scale: pixels per latent pixel.
+    """
+    b, f, h, w, _ = videos.shape
+    alpha = F.interpolate(region_mask.float().cpu(), size=(h, w), mode="nearest")  # (F, 1, H, W)
+    k = scale + 1 if scale % 2 == 0 else scale  # odd feather window, about one latent pixel
+    alpha = F.avg_pool2d(alpha, k, stride=1, padding=k // 2, count_include_pad=False)[:, 0, :h, :w]  # (F, H, W)
+    a = alpha.numpy()[None, ..., None]  # (1, F, H, W, 1)
+    src = videos[:1].astype(np.float32)  # (1, F, H, W, 3)
+    mixed = src + a * (videos[1:].astype(np.float32) - src)  # (B-1, F, H, W, 3)
+    return np.concatenate([videos[:1], np.clip(np.rint(mixed), 0, 255).astype(np.uint8)])
 
 
 class AttentionFlowPipeline:
@@ -300,12 +330,15 @@ class AttentionFlowPipeline:
         return EditPlan.from_prompts(self.tokenizer, source_prompt, target_prompts, settings, attention, **sections)
 
     def edit(self, frames: np.ndarray, plan: EditPlan, inversion: Inversion | None = None, *,
-             callback: ProgressCallback | None = None) -> EditOutput:
+             callback: ProgressCallback | None = None,
+             motion: tuple[MotionResult | None, np.ndarray | None] | None = None) -> EditOutput:
         """Edit a video (F, H, W, 3) uint8 as ``plan`` says (made by :meth:`EditPlan.build` or :meth:`plan`).
 
         ``inversion``: a result of :meth:`invert` for these frames, source prompt and settings (checked), so
         that several edits share one inversion; without it the pipeline inverts (or reuses one it cached,
-        see ``inversion_cache_size``).
+        see ``inversion_cache_size``). ``motion``: what :func:`attentionflow.flow.regions.motion_for_edit` returned
+        for these frames and the plan's motion settings (None: computed here; jobs compute it before loading a model,
+        so that a video without motion fails at once).
         """
         settings, attention, p2p, mmi = plan.settings, plan.attention, plan.p2p, plan.mmi
         source_prompt, target_prompts, seed = plan.source_prompt, list(plan.target_prompts), plan.seed
@@ -331,17 +364,23 @@ class AttentionFlowPipeline:
                 inversion = self._inversions[key]
                 self._inversions.move_to_end(key)
 
-        # Motion maps: once per video, then once per attention resolution.
+        # Motion maps: once per video, then once per attention resolution; the edit region's masks from them.
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         sizes = self.attention_resolutions(latent_size)
-        motion: MotionResult | None = None
+        start = time.perf_counter()
+        if motion is None:
+            motion = motion_for_edit(frames, mmi.motion_options(), mmi=mmi.enabled, region=p2p.edit_region)
+        motion_result, region = motion
         maps_by_size: dict[tuple[int, int], torch.Tensor] = {}
-        if mmi.enabled:
-            start = time.perf_counter()
-            motion = motion_maps(frames, mmi.motion_options())
-            full = motion.maps_tensor(self.device)  # (F, H, W) float32
+        if mmi.enabled and motion_result is not None:
+            full = motion_result.maps_tensor(self.device)  # (F, H, W) float32
             maps_by_size = {k: v.to(self.dtype) for k, v in motion_maps_for_resolutions(full, sizes).items()}
+        if motion_result is not None:
             timings["motion_maps"] = time.perf_counter() - start
+        region_mask = None
+        if region is not None:
+            moving = torch.from_numpy(np.ascontiguousarray(region)).to(self.device)  # (F, H, W) bool
+            region_mask = region_blend_mask(moving, latent_size, p2p.edit_region, p2p.region_dilation)  # (F, 1, h, w)
 
         reused = inversion is not None
         if inversion is None:
@@ -367,7 +406,7 @@ class AttentionFlowPipeline:
             timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - start  # + the inversion's
 
             start = time.perf_counter()
-            controller, stores, injector, p2p_ctrl = self._controllers(plan, maps_by_size, sizes)
+            controller, stores, injector, p2p_ctrl = self._controllers(plan, maps_by_size, sizes, region_mask)
             runtime.controller = controller
             controller.reset()
             unconds = unconditional_schedule(settings.inversion, num_inference_steps, uncond, cond[:1],
@@ -388,6 +427,8 @@ class AttentionFlowPipeline:
 
         start = time.perf_counter()
         videos = self.decode_latents(final).reshape(num_branches, num_frames, height, width, 3)
+        if region_mask is not None:
+            videos = composite_region(videos, region_mask, self.vae_scale_factor)
         timings["decode"] = time.perf_counter() - start
 
         maps = self._attention_maps(plan, stores, maps_by_size)
@@ -397,17 +438,19 @@ class AttentionFlowPipeline:
             ranking = list(injector.ranking)
             motion_words = [injector.chosen_word] if injector.chosen_word else []
         return EditOutput(source_prompt=source_prompt, target_prompts=list(target_prompts),
-                          reconstruction=videos[0], edits=list(videos[1:]), motion=motion,
+                          reconstruction=videos[0], edits=list(videos[1:]), motion=motion_result,
                           attention=maps, edit_modes=list(p2p_ctrl.modes), motion_words=motion_words,
                           motion_ranking=ranking, timings=timings, inversion_reused=reused,
-                          inversion_method=inversion.method, inversion_carries=inversion.carries)
+                          inversion_method=inversion.method, inversion_carries=inversion.carries,
+                          region=region, edit_region=p2p.edit_region)
 
     __call__ = edit
 
     def _controllers(self, plan: EditPlan, maps_by_size: dict[tuple[int, int], torch.Tensor],
-                     sizes: list[tuple[int, int]]
+                     sizes: list[tuple[int, int]], region_mask: torch.Tensor | None = None
                      ) -> tuple[AttentionController, dict[str, AttentionStore], MotionInjector | None, P2PEdit]:
-        """The controller chain of one edit (P2P, store, MMI, store), built from the checked plan."""
+        """The controller chain of one edit (P2P with its local blend, store, MMI, store, region blend), built from the
+        checked plan. ``region_mask``: ``(F, 1, h, w)`` of :func:`region_blend_mask` (None: edit everywhere)."""
         p2p, mmi, prompts = plan.p2p, plan.mmi, plan.prompts
         blend = LocalBlend(self.tokenizer, prompts, plan.blend_words, threshold=p2p.blend_threshold) \
             if plan.blend_words else None
@@ -429,6 +472,8 @@ class AttentionFlowPipeline:
                 auto_steps=mmi.auto_steps)
             stores["with_mmi"] = AttentionStore(resolution=size)
             chain += [injector, stores["with_mmi"]]
+        if region_mask is not None:
+            chain.append(RegionBlend(region_mask))  # after the word blend: the two masks multiply (intersection)
         return ControllerChain(chain), stores, injector, p2p_ctrl
 
     def _content_mask(self, plan: EditPlan) -> torch.Tensor:

@@ -257,6 +257,57 @@ class LocalBlend(AttentionController):
             self.store.reset()
 
 
+def region_blend_mask(moving: torch.Tensor, latent_size: tuple[int, int], region: str,
+                      dilation: int = 1) -> torch.Tensor:
+    """The latent blend mask of ``edit_region`` from pixel masks of the moving object(s).
+
+    Args:
+        moving: ``(F, H, W)`` bool or {0, 1} pixel masks (``attentionflow/flow/regions.py``).
+        latent_size: ``(h, w)`` of the latents (``H / h`` pixels per latent pixel).
+        region: ``"moving"`` (1 on the movers) or ``"static"`` (1 everywhere else).
+        dilation: latent pixels by which the movers' mask grows (a square of side ``2 * dilation + 1``).
+
+    Returns:
+        ``(F, 1, h, w)`` float in {0, 1}: 1 where the edit may change the latents. A latent pixel counts as moving
+        when any of its pixels is (adaptive max pooling), then the mask grows by ``dilation``. ``"static"`` is the
+        complement of the same grown mask, so the movers and a margin around them stay the source's.
+    """
+    if region not in ("moving", "static"):
+        raise ValueError(f"region {region!r} must be 'moving' or 'static'")
+    m = moving.float().unsqueeze(1)  # (F, 1, H, W)
+    m = F.adaptive_max_pool2d(m, latent_size)  # (F, 1, h, w): any moving pixel marks its latent pixel
+    if dilation > 0:
+        m = F.max_pool2d(m, kernel_size=2 * dilation + 1, stride=1, padding=dilation)
+    return m if region == "moving" else 1.0 - m
+
+
+class RegionBlend(AttentionController):
+    """Restricts the latent change of every edit branch to a fixed region (``edit_region``).
+
+    After every step, edit branches := source + mask * (edit - source), with ``mask`` ``(F, 1, h, w)`` the same for
+    every branch (:func:`region_blend_mask`). Chained after a :class:`LocalBlend`, the two masks multiply: the edit
+    may change only where both allow it (their intersection). With direct inversion the source branch is the
+    inversion trajectory, so outside the region the edit's final latents are the input video's own.
+    """
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        if mask.ndim != 4 or mask.shape[1] != 1:
+            raise ValueError(f"region mask of shape {tuple(mask.shape)} must be (F, 1, h, w)")
+        self.region = mask
+
+    def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:
+        """``latents`` ``(B*F, C, h, w)``: edit branches := source + mask * (edit - source)."""
+        if state.num_branches < 2:
+            return latents
+        x = latents.view(state.num_branches, state.num_frames, *latents.shape[1:])  # (B, F, C, h, w)
+        mask = self.region.to(device=latents.device, dtype=latents.dtype)  # (F, 1, h, w)
+        if mask.shape[0] != state.num_frames or mask.shape[-2:] != latents.shape[-2:]:
+            raise ValueError(f"region mask {tuple(mask.shape)} does not fit {state.num_frames} frames of latents "
+                             f"{tuple(latents.shape[-2:])}")
+        edits = x[:1] + mask * (x[1:] - x[:1])
+        return torch.cat([x[:1], edits]).view_as(latents)
+
+
 class P2PEdit(AttentionController):
     """Prompt-to-prompt control of ``len(prompts) - 1`` edits of the source (branch 0).
 

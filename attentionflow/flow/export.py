@@ -7,6 +7,12 @@ Layout of ``out_dir``::
     overlay.mp4            motion heat map blended over the frames
     motion_maps.npy        (N, H, W) float32 maps in [0, 1]
     flows.npy              (N, H, W, 2) float32 raw flow per frame (pixels, x then y, y down)
+
+and, for an edit with ``edit_region`` moving or static (:func:`export_region`)::
+
+    edit_mask/0000.png ... where the edit may change the frame (white), before the latent dilation
+    edit_mask.npy          (N, H, W) bool, the same
+    edit_mask_overlay.gif  the frames, dimmed outside the edit mask, its outline in green (and .mp4)
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from attentionflow.errors import InputError
 from attentionflow.flow.motion import MotionResult, check_frames
 from attentionflow.flow.visualize import flow_scale, flow_to_color, map_to_image, motion_overlay
 
-__all__ = ["export_motion"]
+__all__ = ["export_motion", "export_region"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +89,43 @@ def export_motion(frames: np.ndarray, result: MotionResult, out_dir: Path, fps: 
         "motion_maps": maps_path,
         "flows": flows_path,
     }
+
+
+def region_overlay(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``(N, H, W, 3)`` uint8: ``frames`` dimmed to 35% outside ``mask (N, H, W) bool``, the mask's outline green."""
+    out = frames.astype(np.float32)
+    out[~mask] *= 0.35
+    out = out.astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    for i in range(len(frames)):
+        m = mask[i].astype(np.uint8)
+        edge = (cv2.dilate(m, kernel) - cv2.erode(m, kernel)).astype(bool)  # (H, W) the outline, 2 px wide
+        out[i][edge] = (40, 230, 60)
+    return out
+
+
+def export_region(frames: np.ndarray, moving: np.ndarray, out_dir: Path, fps: float = 8.0,
+                  kept: bool = False) -> dict[str, Path]:
+    """Write the edit mask of ``edit_region``: PNGs, a ``.npy`` and an overlay GIF (see the module docstring).
+
+    Args:
+        frames: ``(N, H, W, 3)`` uint8 RGB; moving: ``(N, H, W)`` bool masks of the moving object(s).
+        kept: True for ``edit_region: static`` (the movers are kept, the edit mask is everything else).
+    """
+    from attentionflow.io.video import write_gif, write_mp4  # I/O layer, only needed to export
+
+    check_frames(frames, min_frames=1)
+    if moving.shape != frames.shape[:3]:
+        raise InputError(f"region masks {moving.shape} do not match the frames {frames.shape[:3]}")
+    mask = ~moving if kept else moving.astype(bool)
+    out_dir = Path(out_dir)
+    mask_dir = out_dir / "edit_mask"
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    digits = max(4, len(str(len(frames) - 1)))
+    for i, m in enumerate(mask):
+        _write_png(mask_dir / f"{i:0{digits}d}.png", m.astype(np.uint8) * 255)
+    np.save(out_dir / "edit_mask.npy", mask)
+    images = region_overlay(frames, mask)
+    overlay = write_gif(images, out_dir / "edit_mask_overlay.gif", fps=fps)
+    video = write_mp4(images, out_dir / "edit_mask_overlay.mp4", fps=fps)
+    return {"mask_dir": mask_dir, "masks": out_dir / "edit_mask.npy", "overlay": Path(overlay), "video": Path(video)}
