@@ -25,6 +25,7 @@ Per edit (averaged over tasks per method):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import shlex
@@ -46,6 +47,8 @@ if TYPE_CHECKING:  # heavy imports are deferred so that building the CLI parser 
 logger = logging.getLogger(__name__)
 
 Kind = Literal["colour", "shape", "background"]
+#: ``--suite`` values: the one-object suite, the "motion decides" suite (:mod:`attentionflow.bench_motion`), both.
+SUITES: tuple[str, ...] = ("all", "single", "motion")
 MOTION_WORD = "moving"
 
 
@@ -133,7 +136,8 @@ COLUMNS: tuple[tuple[str, str, bool, str], ...] = (
 class BenchSettings:
     """Settings of one benchmark run (all of them go into the report)."""
 
-    tasks: int = len(TASKS)
+    tasks: int | None = None
+    """Run the first N tasks of each suite (None: all)."""
     steps: int = 25
     frames: int = 8
     size: int = 64
@@ -142,11 +146,21 @@ class BenchSettings:
     """The inversion method (the config default unless --inversion)."""
     seed: int = 33
     flow: str = "dis"
+    suite: str = "all"
+    """Which suites run: single (one object per scene), motion (the "motion decides" suite) or all."""
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for impossible settings."""
-        if not 1 <= self.tasks <= len(TASKS):
-            raise ConfigError(f"--tasks {self.tasks} is invalid; use 1..{len(TASKS)}")
+        from .bench_motion import MOTION_TASKS
+
+        most = max(len(TASKS), len(MOTION_TASKS))
+        if self.tasks is not None and not 1 <= self.tasks <= most:
+            raise ConfigError(f"--tasks {self.tasks} is invalid; use 1..{most} (the first N tasks of each suite)")
+        if self.suite not in SUITES:
+            raise ConfigError(f"--suite {self.suite!r} is invalid; choose from: {', '.join(SUITES)}")
+        if self.suite != "single" and self.size < 32:
+            raise ConfigError(f"--size {self.size} is too small for the motion suite's multi-object scenes; use "
+                              "--size 32 or more, or --suite single")
         if self.steps < 1:
             raise ConfigError(f"--steps {self.steps} is invalid; use an integer >= 1")
         if self.frames < 2:
@@ -272,7 +286,7 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
     from . import metrics
     from .flow import get_flow_estimator
 
-    settings.validate()
+    dataclasses.replace(settings, suite="single").validate()  # the motion suite's own limits do not apply here
     estimator = get_flow_estimator(settings.flow)
     pipeline.set_progress_bar_config(disable=True)  # the suite has its own bar
     inv_settings = InversionSettings.default(num_inference_steps=settings.steps,
@@ -371,7 +385,7 @@ def format_markdown(report: dict[str, Any], command: str) -> str:
         "# Toy-world editing quality: regeneration vs prompt-to-prompt vs prompt-to-prompt + MMI",
         "",
         f"Generated {report['created']} by `{command}` in {report['runtime_s'] / 60:.1f} min "
-        f"({s['tasks']} tasks x {len(METHODS)} methods).",
+        f"({len(report['tasks'])} tasks x {len(METHODS)} methods).",
         "",
         f"Settings: **{s['steps']} DDIM steps** (inversion and sampling), {s['frames']} frames of "
         f"{s['size']}x{s['size']}, guidance {s['guidance_scale']}, {s.get('inversion', 'null-text')} inversion, "
@@ -447,7 +461,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     from .pipeline import AttentionFlowPipeline
 
     settings = BenchSettings(tasks=args.tasks, steps=args.steps, frames=args.frames, size=args.size,
-                             inversion=args.inversion, seed=args.seed)
+                             inversion=args.inversion, seed=args.seed, suite=args.suite)
     settings.validate()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -458,16 +472,31 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     pipe = AttentionFlowPipeline.from_pretrained(args.model, device=args.device)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "quality.partial.json"
+    report: dict[str, Any] = {"settings": asdict(settings), "model": note}
 
-    def save_partial(records: list[dict[str, Any]]) -> None:
-        partial.write_text(to_json({"settings": asdict(settings), "model": note, "tasks": records}), encoding="utf-8")
+    def save_partial(records: list[dict[str, Any]], key: str) -> None:
+        partial.write_text(to_json({**report, key: records}), encoding="utf-8")
 
-    report = run_quality_bench(pipe, settings, progress=not args.quiet, model_note=note, on_task=save_partial)
     argv = sys.argv[1:]
     command = "attentionflow " + shlex.join(argv[argv.index("bench"):]) if "bench" in argv else \
         "attentionflow bench quality"
+    parts = []
+    if settings.suite in ("all", "single"):
+        report.update(run_quality_bench(pipe, settings, progress=not args.quiet, model_note=note,
+                                        on_task=lambda r: save_partial(r, "tasks")))
+        parts.append(format_markdown(report, command))
+    if settings.suite in ("all", "motion"):
+        from .bench_motion import format_motion_markdown, run_motion_bench
+
+        report["motion"] = run_motion_bench(pipe, settings, progress=not args.quiet,
+                                            on_task=lambda r: save_partial(r, "motion_tasks"))
+        if not parts:
+            report["created"] = time.strftime("%Y-%m-%d %H:%M")
+            parts.append(f"# Toy-world editing quality\n\nGenerated {report['created']} by `{command}`.\n"
+                         f"Model: {note}.\n")
+        parts.append(format_motion_markdown(report["motion"]))
     report["command"] = command
-    md = format_markdown(report, command)
+    md = "\n".join(parts)
     (out / "quality.md").write_text(md, encoding="utf-8")
     (out / "quality.json").write_text(to_json(report), encoding="utf-8")
     partial.unlink(missing_ok=True)
@@ -486,7 +515,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     q = bs.add_parser("quality", help="toy-world editing suite: regeneration vs P2P vs P2P + MMI",
                       description="Run a fixed suite of toy-world edits (colour, shape and background swaps of "
                                   "moving objects) with three methods and write quality.md + quality.json.")
-    q.add_argument("--tasks", type=int, default=len(TASKS), help=f"number of tasks (1..{len(TASKS)}, default all)")
+    q.add_argument("--suite", choices=SUITES, default=BenchSettings.suite,
+                   help=f"single = one object per scene ({len(TASKS)} tasks), motion = multi-object scenes where only "
+                        f"motion tells which object to edit, all = both (default {BenchSettings.suite})")
+    q.add_argument("--tasks", type=int, default=None, help="the first N tasks of each suite (default all)")
     q.add_argument("--steps", type=int, default=BenchSettings.steps,
                    help=f"DDIM steps for inversion and sampling (default {BenchSettings.steps})")
     q.add_argument("--frames", type=int, default=BenchSettings.frames, help="frames per video (default 8)")

@@ -103,8 +103,8 @@ def test_bench_runs_two_tasks_with_tiny_model(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(pipe, "invert", recording_invert)
     monkeypatch.setattr(AttentionFlowPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
     out = tmp_path / "bench"
-    argv = ["bench", "quality", "--tasks", "2", "--steps", "2", "--frames", "3", "--size", "16", "--out", str(out),
-            "-q"]
+    argv = ["bench", "quality", "--suite", "single", "--tasks", "2", "--steps", "2", "--frames", "3", "--size", "16",
+            "--out", str(out), "-q"]
     assert main(argv) == 0
     assert len(calls) == 2 * 3 and all(steps == 2 for *_, steps in calls)
     assert len(inversions) == 2  # one inversion per task, shared by its three methods
@@ -130,10 +130,49 @@ def test_bench_runs_two_tasks_with_tiny_model(tmp_path, tiny, monkeypatch):
     assert "## Closing note" in md and "Model: embedded toy model" in md
 
 
+def test_motion_suite_runs_its_four_methods_on_two_tasks(tmp_path, tiny, monkeypatch):
+    from attentionflow.bench_motion import MOTION_TASKS
+    from attentionflow.pipeline import AttentionFlowPipeline
+
+    pipe = AttentionFlowPipeline.from_components(tiny, device="cpu")
+    plans = []
+    real_edit = pipe.edit
+
+    def recording_edit(frames, plan, inversion=None, **kwargs):
+        plans.append(plan)
+        return real_edit(frames, plan, inversion, **kwargs)
+
+    monkeypatch.setattr(pipe, "edit", recording_edit)
+    monkeypatch.setattr(AttentionFlowPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    out = tmp_path / "bench"
+    argv = ["bench", "quality", "--suite", "motion", "--tasks", "2", "--steps", "2", "--frames", "3", "--size", "32",
+            "--out", str(out), "-q"]
+    assert main(argv) == 0
+    assert len(plans) == 2 * 4
+    p2p, blend, mmi, region = plans[:4]
+    assert p2p.p2p.edit_region == "all" and not p2p.mmi.enabled and p2p.p2p.blend_words is None
+    assert blend.p2p.blend_words == ["circle", "circle"] and not blend.mmi.enabled  # task 1 recolours a red circle
+    assert mmi.mmi.enabled and mmi.p2p.edit_region == "all"
+    assert region.mmi.enabled and region.p2p.edit_region == "moving"
+    report = json.loads((out / "quality.json").read_text())
+    motion = report["motion"]
+    assert [r["task"] for r in motion["tasks"]] == [t.name for t in MOTION_TASKS[:2]]
+    for name in ("p2p", "p2p+blend", "p2p+mmi", "p2p+mmi+region"):
+        per_task = [r["methods"][name]["success"] for r in motion["tasks"]]
+        assert motion["summary"][name]["success"] == pytest.approx(np.mean(per_task))
+        for r in motion["tasks"]:
+            s = r["methods"][name]
+            assert s["success"] <= min(s["mover"], s["distractors"])  # success needs both
+    md = (out / "quality.md").read_text()
+    assert "## Motion decides" in md and "| (d) P2P + MMI + edit_region |" in md
+
+
 def test_bad_settings_exit_2(capsys):
     assert main(["bench", "quality", "--tasks", "0", "-q"]) == 2
     assert "--tasks 0" in capsys.readouterr().err
     assert main(["bench", "quality", "--frames", "1", "-q"]) == 2
+    assert main(["bench", "quality", "--size", "16", "-q"]) == 2
+    assert "--suite single" in capsys.readouterr().err
 
 
 def test_partial_results_after_each_task(tiny):
