@@ -177,19 +177,12 @@ def task_video(task: BenchTask, frames: int, size: int) -> ToyVideo:
 
 
 def object_boxes(video: ToyVideo, margin: float = 2.0) -> np.ndarray:
-    """``(F, H, W)`` bool: every pixel within ``radius + margin`` (max-norm) of the object centre.
+    """``(F, H, W)`` bool: every pixel within ``radius + margin`` (max-norm) of the object centre
+    (:func:`attentionflow.toyworld.world.object_boxes`): "outside the box" is background for the source and for any
+    shape edit."""
+    from .toyworld.world import object_boxes as boxes
 
-    Every shape of the world (circle, square, triangle of the same ``radius``) fits inside this box,
-    so "outside the box" is background for the source and for any shape edit.
-    """
-    import numpy as np
-
-    f, h, w = video.masks.shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)  # (H, W) each
-    r = video.radius + margin
-    px = video.positions[:, 0][:, None, None]  # (F, 1, 1)
-    py = video.positions[:, 1][:, None, None]
-    return (np.abs(xs[None] - px) <= r) & (np.abs(ys[None] - py) <= r)
+    return boxes(video.positions, video.radius, video.masks.shape[1:], margin)
 
 
 def _judge_video(frames: np.ndarray) -> list[Any]:

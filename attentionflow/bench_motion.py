@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
+from .bench import _cell, _mean
 from .config import InversionSettings, MMIConfig, P2PConfig
 
 if TYPE_CHECKING:
@@ -240,11 +241,6 @@ def score_motion_edit(task: MotionTask, scene: ToyScene, edited: np.ndarray) -> 
     }
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return sum(vals) / len(vals) if vals else None
-
-
 def run_motion_bench(pipeline: Any, settings: Any, *, progress: bool = True,
                      on_task: Callable[[list[dict[str, Any]]], None] | None = None,
                      methods: Sequence[MotionMethod] = MOTION_METHODS,
@@ -309,12 +305,6 @@ def run_motion_bench(pipeline: Any, settings: Any, *, progress: bool = True,
                for m in methods}
     return {"tasks": records, "summary": summary, "by_kind": by_kind, "kinds": kinds,
             "methods": [m.name for m in methods], "runtime_s": time.perf_counter() - started}
-
-
-def _cell(value: float | None, fmt: str) -> str:
-    if value is None:
-        return "-"
-    return "inf" if math.isinf(value) else fmt.format(value)
 
 
 def format_motion_markdown(report: dict[str, Any]) -> str:

@@ -368,6 +368,19 @@ class ObjectSpec:
     """Size in pixels (circle radius / half side); None draws one from the scene's ``radius_range``."""
 
 
+def object_boxes(positions: np.ndarray, radius: float, size: tuple[int, int], margin: float = 2.0) -> np.ndarray:
+    """``(N, H, W) bool``: pixels within ``radius + margin`` (max-norm) of the centre ``positions (N, 2)``, per frame.
+
+    Every shape of the world with this radius (circle, square, triangle) fits inside, so the box also bounds the
+    object after a shape edit, and "outside every box" is background."""
+    h, w = size
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)  # (H, W) each
+    r = radius + margin
+    px = positions[:, 0][:, None, None]  # (N, 1, 1)
+    py = positions[:, 1][:, None, None]
+    return (np.abs(xs[None] - px) <= r) & (np.abs(ys[None] - py) <= r)
+
+
 @dataclass
 class SceneObject:
     """Ground truth of one rendered object: its spec, size, path and per-frame visible mask.
@@ -387,15 +400,8 @@ class SceneObject:
     masks: np.ndarray
 
     def boxes(self, margin: float = 2.0) -> np.ndarray:
-        """``(N, H, W) bool``: pixels within ``radius + margin`` (max-norm) of the centre, per frame.
-
-        Every shape of the world with this radius fits inside, so the box also bounds a reshaped object."""
-        n, h, w = self.masks.shape
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)  # (H, W) each
-        r = self.radius + margin
-        px = self.positions[:, 0][:, None, None]  # (N, 1, 1)
-        py = self.positions[:, 1][:, None, None]
-        return (np.abs(xs[None] - px) <= r) & (np.abs(ys[None] - py) <= r)
+        """``(N, H, W) bool``: :func:`object_boxes` of this object."""
+        return object_boxes(self.positions, self.radius, self.masks.shape[1:], margin)
 
 
 @dataclass
