@@ -100,7 +100,8 @@ class P2PConfig:
     """Where the edit may change the video: all; moving = only the moving object(s) found in the motion maps (built
     with the mmi section's flow, direction and camera settings, also when MMI is off); static = all but them."""
     region_dilation: int = 1
-    """Latent pixels by which the moving-object mask of edit_region grows (1 = 8 pixels with Stable Diffusion)."""
+    """Latent pixels by which the moving-object mask of edit_region grows (1 = 8 pixels with Stable Diffusion): room
+    for a new shape."""
 
 
 @dataclass

@@ -142,8 +142,8 @@ def composite_region(videos: np.ndarray, region_mask: torch.Tensor, scale: int) 
 
     The latents outside the region are already the source's, but a VAE decoder normalises (GroupNorm) and attends
     over the whole frame, so a local latent change shifts colours everywhere. The region's latent mask, upsampled
-    and feathered over ``scale`` pixels (one latent pixel), blends the frames: outside it the edit's pixels are the
-    source branch's exactly.
+    and feathered over about one latent pixel inside its edge, blends the frames: outside the region the edit's
+    pixels are the source branch's exactly.
 
     Args:
         videos: ``(B, F, H, W, 3)`` uint8, the source branch first.
@@ -151,9 +151,11 @@ def composite_region(videos: np.ndarray, region_mask: torch.Tensor, scale: int) 
         scale: pixels per latent pixel.
     """
     b, f, h, w, _ = videos.shape
-    alpha = F.interpolate(region_mask.float().cpu(), size=(h, w), mode="nearest")  # (F, 1, H, W)
+    hard = F.interpolate(region_mask.float().cpu(), size=(h, w), mode="nearest")  # (F, 1, H, W)
     k = scale + 1 if scale % 2 == 0 else scale  # odd feather window, about one latent pixel
-    alpha = F.avg_pool2d(alpha, k, stride=1, padding=k // 2, count_include_pad=False)[:, 0, :h, :w]  # (F, H, W)
+    # erode by k // 2, then blur over k: the feather lies inside the region, so outside it alpha is exactly 0
+    inner = 1.0 - F.max_pool2d(1.0 - hard, k, stride=1, padding=k // 2)
+    alpha = F.avg_pool2d(inner, k, stride=1, padding=k // 2, count_include_pad=False)[:, 0, :h, :w]  # (F, H, W)
     a = alpha.numpy()[None, ..., None]  # (1, F, H, W, 1)
     src = videos[:1].astype(np.float32)  # (1, F, H, W, 3)
     mixed = src + a * (videos[1:].astype(np.float32) - src)  # (B-1, F, H, W, 3)

@@ -126,7 +126,13 @@ def test_region_blend_mask_marks_any_moving_pixel_grows_and_complements() -> Non
     assert grown[0, 0, 4:7, 7:10].eq(1).all() and grown.sum() == 9
     static = region_blend_mask(moving, (16, 16), "static", dilation=1)
     assert torch.equal(static, 1 - grown)
-    assert region_blend_mask(moving, (16, 16), "moving")[1].sum() == 0  # nothing moves in frame 1
+    assert region_blend_mask(moving, (16, 16), "moving", dilation=0)[1].sum() == 0  # nothing moves in frame 1
+    # a latent pixel counts when at least half of its 4x4 pixels move (a lone pixel only when nothing else would)
+    moving[0, 20, 33] = False
+    moving[0, 8:12, 8:10] = True  # 8 of latent (2, 2)'s 16 pixels
+    moving[0, 8:12, 12:13] = True  # 4 of latent (2, 3)'s
+    m = region_blend_mask(moving, (16, 16), "moving", dilation=0)
+    assert m.sum() == 1 and m[0, 0, 2, 2] == 1
 
 
 def test_region_blend_keeps_source_latents_outside_and_intersects_with_another_blend() -> None:
@@ -190,14 +196,14 @@ def test_edit_region_keeps_the_source_outside_and_writes_its_mask(tiny_model_dir
     assert (out / "motion" / "edit_mask_overlay.gif").is_file() and (out / "motion" / "edit_mask_overlay.mp4").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["edit_region"]["mode"] == region and manifest["edit_region"]["mask"] == "motion/edit_mask.npy"
-    # moving: pixels farther than the latent dilation (1 latent pixel = 4 px) plus the feather (2 px) from the edit mask
-    # are the source branch's: the latents there are the source's, and the decoded edit is pasted in the region only.
-    # static: the movers' own pixels lie a whole latent pixel inside the kept (grown) region, so all of them are kept.
+    # moving: pixels outside the latent pixels that the edit mask touches (so farther than 4 px, one latent pixel,
+    # from it) are the source branch's: the latents there are the source's, and the decoded edit is pasted inside the
+    # region only. static: the kept region is every latent pixel the movers touch, so all their pixels are kept.
     rec = read_frames(out / "frames" / "reconstruction").astype(int)
     edit = read_frames(out / "frames" / "edit_01_a-blue-circle-is-moving-on-the-grass").astype(int)
     import cv2
 
-    near = np.stack([cv2.dilate(m.astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool) for m in mask])
+    near = np.stack([cv2.dilate(m.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool) for m in mask])
     outside = ~near if region == "moving" else ~mask
     assert outside.any()
     assert np.abs(edit - rec)[outside].max() == 0

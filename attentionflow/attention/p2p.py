@@ -269,13 +269,19 @@ def region_blend_mask(moving: torch.Tensor, latent_size: tuple[int, int], region
 
     Returns:
         ``(F, 1, h, w)`` float in {0, 1}: 1 where the edit may change the latents. A latent pixel counts as moving
-        when any of its pixels is (adaptive max pooling), then the mask grows by ``dilation``. ``"static"`` is the
-        complement of the same grown mask, so the movers and a margin around them stay the source's.
+        when at least half of its pixels are (in a frame where that leaves nothing, when any of them is), then the
+        mask grows by ``dilation``: room for a new shape, without the whole ring of latent pixels that merely touch
+        the object (measured on the "motion decides" suite, docs/quality.md). ``"static"`` is the complement of the
+        same grown mask, so the movers and a margin around them stay the source's.
     """
     if region not in ("moving", "static"):
         raise ValueError(f"region {region!r} must be 'moving' or 'static'")
     m = moving.float().unsqueeze(1)  # (F, 1, H, W)
-    m = F.adaptive_max_pool2d(m, latent_size)  # (F, 1, h, w): any moving pixel marks its latent pixel
+    share = F.adaptive_avg_pool2d(m, latent_size)  # (F, 1, h, w): moving share of each latent pixel
+    touched = F.adaptive_max_pool2d(m, latent_size)
+    half = (share >= 0.5).float()
+    empty = half.flatten(1).amax(dim=1) == 0  # (F,) frames whose object is under half a latent pixel everywhere
+    m = torch.where(empty[:, None, None, None], touched, half)
     if dilation > 0:
         m = F.max_pool2d(m, kernel_size=2 * dilation + 1, stride=1, padding=dilation)
     return m if region == "moving" else 1.0 - m
