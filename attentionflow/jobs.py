@@ -184,6 +184,11 @@ class JobResult:
             else:
                 notes.append("MMI: no motion word, fusion only (name one with --motion-word WORD, or --motion-word "
                              "auto)")
+        region = m.get("edit_region", {})
+        if region.get("mode") in ("moving", "static"):
+            kept = "changed only" if region["mode"] == "moving" else "kept"
+            notes.append(f"edit region {region['mode']}: the moving object(s), {100 * region['moving_share']:.1f}% of "
+                         f"the frame, {kept} (see motion/edit_mask_overlay.gif)")
         if m["model"].get("embedded") and m.get("command") != "demo":
             size = model_limits(embedded_model_path()).trained_size
             notes.append(f"note: the embedded toy model knows only the toy world (coloured shapes on plain "

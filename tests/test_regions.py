@@ -196,6 +196,9 @@ def test_edit_region_keeps_the_source_outside_and_writes_its_mask(tiny_model_dir
     assert (out / "motion" / "edit_mask_overlay.gif").is_file() and (out / "motion" / "edit_mask_overlay.mp4").is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["edit_region"]["mode"] == region and manifest["edit_region"]["mask"] == "motion/edit_mask.npy"
+    moving_share = np.load(out / "motion" / "edit_mask.npy").mean()
+    moving_share = moving_share if region == "moving" else 1 - moving_share
+    assert manifest["edit_region"]["moving_share"] == pytest.approx(moving_share, abs=1e-4)
     # moving: pixels outside the latent pixels that the edit mask touches (so farther than 4 px, one latent pixel,
     # from it) are the source branch's: the latents there are the source's, and the decoded edit is pasted inside the
     # region only. static: the kept region is every latent pixel the movers touch, so all their pixels are kept.
