@@ -92,6 +92,8 @@ class CheckedJob:
     motion: tuple[Any, Any] = (None, None)
     """Motion maps and edit-region masks (:func:`attentionflow.flow.regions.motion_for_edit`), made before any model
     is loaded: an ``edit_region`` on a video without motion fails at once."""
+    motion_seconds: float = 0.0
+    """How long making them took (the manifest's ``motion_maps`` timing adds the pipeline's resizing)."""
 
 
 def _vae_on_host(device: str) -> bool:
@@ -130,9 +132,11 @@ def check_job(config: EditConfig, overwrite: bool) -> CheckedJob:
     plan = EditPlan.build(config, load_tokenizer(model_dir / "tokenizer"))
     from .flow.regions import motion_for_edit
 
+    start = time.perf_counter()
     motion = motion_for_edit(frames, config.mmi.motion_options(), mmi=config.mmi.enabled,
                              region=config.p2p.edit_region)
-    return CheckedJob(frames=frames, model_dir=model_dir, plan=plan, motion=motion)
+    return CheckedJob(frames=frames, model_dir=model_dir, plan=plan, motion=motion,
+                      motion_seconds=time.perf_counter() - start)
 
 
 @dataclass
@@ -277,6 +281,8 @@ def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool 
         pipeline.set_progress_bar_config(disable=not progress)
         out = pipeline.edit(frames, checked.plan, callback=callback, motion=checked.motion)
         timings.update(out.timings)
+        if checked.motion[0] is not None:
+            timings["motion_maps"] = checked.motion_seconds + out.timings.get("motion_maps", 0.0)
         start = time.perf_counter()
         names = write_outputs(tmp, frames, out, config.fps)
         timings["write_outputs"] = time.perf_counter() - start
