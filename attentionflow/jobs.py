@@ -269,7 +269,7 @@ def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool 
     if checked is None:
         checked = check_job(config, overwrite)
     frames, model_dir = checked.frames, checked.model_dir
-    timings["read_video"] = time.perf_counter() - started
+    timings["read_video"] = max(0.0, time.perf_counter() - started - checked.motion_seconds)  # motion: its own stage
     with atomic_output_dir(config.output_dir, overwrite=overwrite, protect=[config.input_data.video_path]) as tmp:
         from .pipeline import AttentionFlowPipeline
 
