@@ -358,16 +358,31 @@ def attention_rows(maps: AttentionMaps, branch: int) -> list[tuple[str, np.ndarr
     return rows
 
 
+#: The attention figure shows at most this many frames, evenly spaced (a long video would make it unreadable).
+ATTENTION_FIGURE_FRAMES = 8
+
+
+def figure_frames(num_frames: int, most: int = ATTENTION_FIGURE_FRAMES) -> list[int]:
+    """Indices of the frames a figure shows: all of them, or ``most`` evenly spaced ones (first and last included)."""
+    if num_frames <= most:
+        return list(range(num_frames))
+    return sorted({int(round(i * (num_frames - 1) / (most - 1))) for i in range(most)})
+
+
 def attention_grid(maps: AttentionMaps, branch: int, cell: int = 48) -> np.ndarray:
     """Image: rows = motion map + each word of the prompt; columns = frames without MMI | frames with MMI.
 
     Each cell is one frame's head/step/layer-averaged cross-attention map (a word's tokens averaged), min-max
-    normalised on its own; frame indices head the columns and a colour bar at the bottom reads low -> high.
+    normalised on its own; frame indices head the columns (at most :data:`ATTENTION_FIGURE_FRAMES` evenly spaced
+    frames; the caption says so when frames are left out) and a colour bar at the bottom reads low -> high.
     Returns (H, W, 3) uint8 RGB.
     """
     rows = attention_rows(maps, branch)
     with_mmi = rows[0][2] is not None
-    num_frames = rows[0][1].shape[0]
+    total = rows[0][1].shape[0]
+    shown = figure_frames(total)
+    rows = [(label, without[shown], None if with_ is None else with_[shown]) for label, without, with_ in rows]
+    num_frames = len(shown)
     font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
     cw = _heat(rows[0][1][0], cell).shape[1]
     label_w, gap, title_h, index_h, bar_h = 110, 6, 18, 16, 34
@@ -379,8 +394,8 @@ def attention_grid(maps: AttentionMaps, branch: int, cell: int = 48) -> np.ndarr
     for block, title in enumerate(["without MMI", "with MMI"][:blocks]):
         x0 = label_w + block * (num_frames * cw + gap)
         cv2.putText(image, title, (x0, 13), font, 0.45, black, 1, cv2.LINE_AA)
-        for f in range(num_frames):
-            cv2.putText(image, str(f), (x0 + f * cw + 2, title_h + 11), font, 0.35, black, 1, cv2.LINE_AA)
+        for f, index in enumerate(shown):
+            cv2.putText(image, str(index), (x0 + f * cw + 2, title_h + 11), font, 0.35, black, 1, cv2.LINE_AA)
     for r, (label, without, with_) in enumerate(rows):
         y = top + r * (cell + 2)
         cv2.putText(image, label[:14], (4, y + cell // 2 + 5), font, 0.45, black, 1, cv2.LINE_AA)
@@ -395,8 +410,10 @@ def attention_grid(maps: AttentionMaps, branch: int, cell: int = 48) -> np.ndarr
     image[y:y + 10, label_w:label_w + 200] = bar
     cv2.putText(image, "low", (label_w - 30, y + 9), font, 0.35, black, 1, cv2.LINE_AA)
     cv2.putText(image, "high", (label_w + 204, y + 9), font, 0.35, black, 1, cv2.LINE_AA)
-    cv2.putText(image, "frame index above each column; every map min-max normalised", (4, y + 24), font, 0.35,
-                black, 1, cv2.LINE_AA)
+    caption = "frame index above each column; every map min-max normalised"
+    if num_frames < total:
+        caption = f"{num_frames} of {total} frames, evenly spaced; " + caption
+    cv2.putText(image, caption, (4, y + 24), font, 0.35, black, 1, cv2.LINE_AA)
     return image
 
 

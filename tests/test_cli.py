@@ -195,3 +195,21 @@ def test_attention_figure_has_one_row_per_word_frame_indices_and_a_colour_bar():
     assert image.shape[0] - plain.shape[0] == 4 * (48 + 2)  # one row per word
     bar = image[-28:-18, 110:310]  # the colour bar: blue on the left, red on the right
     assert bar[5, 2, 2] > bar[5, 2, 0] and bar[5, -3, 0] > bar[5, -3, 2]
+
+
+@pytest.mark.parametrize(("frames", "expected"), [(3, [0, 1, 2]), (8, list(range(8))), (9, [0, 1, 2, 3, 5, 6, 7, 8]),
+                                                  (64, [0, 9, 18, 27, 36, 45, 54, 63])])
+def test_attention_figure_shows_at_most_eight_evenly_spaced_frames(frames, expected):
+    import torch
+
+    from attentionflow.jobs import attention_grid, figure_frames
+    from attentionflow.pipeline import AttentionMaps
+
+    assert figure_frames(frames) == expected
+    words = [[("a", [1]), ("circle", [2])]]
+    g = torch.Generator().manual_seed(0)
+    maps = AttentionMaps(size=(4, 4), words=words, without_mmi=torch.rand(1, frames, 4, 4, 77, generator=g),
+                         with_mmi=None, motion=None)
+    image = attention_grid(maps, 0, cell=24)
+    columns = min(frames, 8)
+    assert image.shape[1] == max(110 + columns * 24, 110 + 260)  # label column + one cell per shown frame
