@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from . import __version__

@@ -19,7 +19,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .attention.base import AttentionController, AttentionState, ControllerChain
 from .attention.p2p import AttentionStore, LocalBlend, P2PEdit, RegionBlend, region_blend_mask
@@ -28,7 +27,7 @@ from .attention.tokens import check_prompt_length, max_length, word_spans
 from .plan import EditPlan
 from .config import AttentionSettings, EditConfig, InversionSettings
 from .errors import InputError
-from .flow.motion import MotionResult, motion_maps, motion_maps_for_resolutions
+from .flow.motion import MotionResult, motion_maps_for_resolutions
 from .flow.regions import motion_for_edit
 from .io.video import check_video
 from .inversion import (ddim_inversion, guided_sampling, null_step_mask, null_text_inversion, skips_source_uncond,

@@ -18,21 +18,19 @@ Every random draw depends only on ``--seed`` and the step index, so a resumed ru
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from attentionflow.models.tokenizer import load_tokenizer
 from attentionflow.toyworld.model import (
     ToyModelConfig,
     build_scheduler,
