@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from attentionflow.flow.estimators import get_flow_estimator  # noqa: E402
 from attentionflow.flow.motion import (MotionOptions, _sample_grid, compensate_camera_motion,  # noqa: E402
                                        compute_flows, motion_maps, normalize_per_frame)
 from attentionflow.io.video import read_frames  # noqa: E402
+from bench_flow import _best_of  # noqa: E402  (the benchmarks folder is this script's sys.path[0])
 from tests.synthetic import MovingSquare, iou, make_video  # noqa: E402
 
 
@@ -79,16 +79,6 @@ def box_mass(maps: np.ndarray, boxes: dict[str, list[float]]) -> tuple[float, fl
     return float(np.mean(mass)), float(np.mean(share))
 
 
-def _median_time(fn, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=1, help="OpenCV threads (default 1: the goal is per core)")
@@ -124,8 +114,8 @@ def main() -> None:
     for size in (256, 512):
         frames, _ = make_video(size, 2, (MovingSquare(size // 2, size // 4, size // 3, -4, 0),), pan=(2, 0), seed=2)
         flow = compute_flows(frames, get_flow_estimator("dis"))[0]  # (H, W, 2)
-        th = _median_time(lambda: compensate_camera_motion(flow)) * 1000
-        ts = _median_time(lambda: sampson_scores(flow)) * 1000
+        th = _best_of(lambda: compensate_camera_motion(flow), 5) * 1000
+        ts = _best_of(lambda: sampson_scores(flow), 5) * 1000
         print(f"| {size} | {th:.1f} | {ts:.1f} |")
 
 
