@@ -25,7 +25,6 @@ Per edit (averaged over tasks per method):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import shlex
@@ -149,16 +148,18 @@ class BenchSettings:
     suite: str = "all"
     """Which suites run: single (one object per scene), motion (the "motion decides" suite) or all."""
 
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` for impossible settings."""
+    def validate(self, suite: str | None = None) -> None:
+        """Raise :class:`ConfigError` for impossible settings of ``suite`` (default: :attr:`suite`, what the CLI
+        runs; a suite's runner passes its own name)."""
+        suite = self.suite if suite is None else suite
         from .bench_motion import MOTION_TASKS
 
         most = max(len(TASKS), len(MOTION_TASKS))
         if self.tasks is not None and not 1 <= self.tasks <= most:
             raise ConfigError(f"--tasks {self.tasks} is invalid; use 1..{most} (the first N tasks of each suite)")
-        if self.suite not in SUITES:
-            raise ConfigError(f"--suite {self.suite!r} is invalid; choose from: {', '.join(SUITES)}")
-        if self.suite != "single" and self.size < 32:
+        if suite not in SUITES:
+            raise ConfigError(f"--suite {suite!r} is invalid; choose from: {', '.join(SUITES)}")
+        if suite != "single" and self.size < 32:
             raise ConfigError(f"--size {self.size} is too small for the motion suite's multi-object scenes; use "
                               "--size 32 or more, or --suite single")
         if self.steps < 1:
@@ -260,6 +261,20 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(vals))
 
 
+def summarise(records: Sequence[dict[str, Any]], names: Sequence[str], keys: Sequence[str],
+              kinds: Sequence[str]) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, float | None]]]:
+    """Per method: the mean over tasks of each score in ``keys`` and ``seconds_per_edit``; per method and task kind:
+    the mean ``success``. ``records``: per task, ``{"kind", "methods": {name: scores}}`` (both suites' layout)."""
+
+    def mean_of(name: str, key: str, rows: Sequence[dict[str, Any]]) -> float | None:
+        return _mean([r["methods"][name].get(key) for r in rows])
+
+    summary = {n: {**{k: mean_of(n, k, records) for k in keys}, "seconds_per_edit": mean_of(n, "seconds", records)}
+               for n in names}
+    by_kind = {n: {k: mean_of(n, "success", [r for r in records if r["kind"] == k]) for k in kinds} for n in names}
+    return summary, by_kind
+
+
 def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool = True,
                       model_note: str | None = None,
                       on_task: Callable[[list[dict[str, Any]]], None] | None = None,
@@ -279,7 +294,7 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
     from . import metrics
     from .flow import get_flow_estimator
 
-    dataclasses.replace(settings, suite="single").validate()  # the motion suite's own limits do not apply here
+    settings.validate(suite="single")
     estimator = get_flow_estimator(settings.flow)
     pipeline.set_progress_bar_config(disable=True)  # the suite has its own bar
     inv_settings = InversionSettings.default(num_inference_steps=settings.steps,
@@ -325,16 +340,13 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
         if on_task is not None:
             on_task(records)
     bar.close()
-    summary = {m.name: {key: _mean([r["methods"][m.name].get(key) for r in records]) for key, *_ in COLUMNS}
-               for m in methods}
+    summary, by_kind = summarise(records, [m.name for m in methods], [key for key, *_ in COLUMNS],
+                                 ("colour", "shape", "background"))
     for m in methods:
-        summary[m.name]["seconds_per_edit"] = _mean([r["methods"][m.name]["seconds"] for r in records])
         if m.mmi().enabled:
             summary[m.name]["attn_loc_before_injection"] = _mean(
                 [r["methods"][m.name].get("attn_loc_before_injection") for r in records])
     inversion_seconds = _mean([r["inversion_seconds"] for r in records])
-    by_kind = {m.name: {k: _mean([r["methods"][m.name]["success"] for r in records if r["kind"] == k])
-                        for k in ("colour", "shape", "background")} for m in methods}
     return {
         "settings": asdict(settings),
         "model": model_note,

@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from .bench import _cell, _mean
+from .bench import _cell, summarise
 from .config import InversionSettings, MMIConfig, P2PConfig
 from .errors import AttentionFlowError
 
@@ -200,11 +200,10 @@ def score_motion_edit(task: MotionTask, scene: ToyScene, edited: np.ndarray) -> 
 
     frames = scene.frames
     n = len(frames)
-    mover, others = scene.objects[0], scene.objects[1:]
-    mover_boxes = mover.boxes()  # (F, H, W)
-    all_boxes = np.zeros_like(mover_boxes)
-    for obj in scene.objects:
-        all_boxes |= obj.boxes()
+    boxes = [obj.boxes() for obj in scene.objects]  # per object (F, H, W), once per video
+    mover, mover_boxes = scene.objects[0], boxes[0]
+    others = list(zip(scene.objects[1:], boxes[1:]))
+    all_boxes = np.logical_or.reduce(boxes)  # (F, H, W)
     mover_ok, others_ok, success, other_db = [], [], [], []
     bg_psnr = None
     if task.attribute != "background":
@@ -221,8 +220,8 @@ def score_motion_edit(task: MotionTask, scene: ToyScene, edited: np.ndarray) -> 
             colour, shape = _judge_crop(edited[i], mover_boxes[i])
             m_ok = (colour if task.attribute == "colour" else shape) == task.new
             o_ok = True
-            for obj in others:
-                box = obj.boxes()[i]
+            for obj, obj_boxes in others:
+                box = obj_boxes[i]
                 db = _psnr_frame(frames[i], edited[i], obj.masks[i])
                 other_db.append(db)
                 o_ok &= db >= KEEP_DB and _judge_crop(edited[i], box) == _judge_crop(frames[i], box)
@@ -249,9 +248,9 @@ def run_motion_bench(pipeline: Any, settings: Any, *, progress: bool = True,
     """Run the suite with an :class:`~attentionflow.pipeline.AttentionFlowPipeline`; returns the report.
 
     ``settings``: :class:`attentionflow.bench.BenchSettings` (steps, frames, size, guidance, inversion, seed; its
-    ``tasks``, when set, keeps the first N tasks). ``tasks``: run these instead. Report: ``tasks`` (per task and method: scores, seconds, judged mask
-    coverage), ``summary`` (per method: means over tasks), ``by_kind`` (per method and kind: mean success),
-    ``runtime_s``.
+    ``tasks``, when set, keeps the first N tasks). ``tasks``: run these instead. Report: ``tasks`` (per task and
+    method: scores, seconds, region IoU), ``summary`` (per method: means over tasks), ``by_kind`` (per method and
+    kind: mean success), ``runtime_s``.
     """
     from tqdm.auto import tqdm
 
@@ -292,14 +291,9 @@ def run_motion_bench(pipeline: Any, settings: Any, *, progress: bool = True,
         if on_task is not None:
             on_task(records)
     bar.close()
-    summary = {m.name: {key: _mean([r["methods"][m.name].get(key) for r in records]) for key, *_ in MOTION_COLUMNS}
-               for m in methods}
-    for m in methods:
-        summary[m.name]["seconds_per_edit"] = _mean([r["methods"][m.name]["seconds"] for r in records])
-        summary[m.name]["region_iou"] = _mean([r["methods"][m.name].get("region_iou") for r in records])
     kinds = list(dict.fromkeys(r["kind"] for r in records))
-    by_kind = {m.name: {k: _mean([r["methods"][m.name]["success"] for r in records if r["kind"] == k]) for k in kinds}
-               for m in methods}
+    summary, by_kind = summarise(records, [m.name for m in methods],
+                                 [key for key, *_ in MOTION_COLUMNS] + ["region_iou"], kinds)
     return {"tasks": records, "summary": summary, "by_kind": by_kind, "kinds": kinds,
             "methods": [m.name for m in methods], "runtime_s": time.perf_counter() - started}
 
@@ -321,7 +315,8 @@ def format_motion_markdown(report: dict[str, Any]) -> str:
     ]
     for name in names:
         row = report["summary"][name]
-        lines.append(f"| {labels.get(name, name)} | " + " | ".join(_cell(row.get(k), f) for k, _, _, f in MOTION_COLUMNS)
+        cells = [_cell(row.get(k), f) for k, _, _, f in MOTION_COLUMNS]
+        lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells)
                      + f" | {_cell(row.get('seconds_per_edit'), '{:.1f}')} |")
     kinds = report["kinds"]
     lines += ["", "Success by task kind:", "", "| method | " + " | ".join(kinds) + " |",
@@ -332,7 +327,8 @@ def format_motion_markdown(report: dict[str, Any]) -> str:
     lines += ["", "Per task (success share of frames):", "", "| task | " + " | ".join(names) + " |",
               "|---|" + "---:|" * len(names)]
     for r in report["tasks"]:
-        lines.append(f"| {r['task']} | " + " | ".join(_cell(r["methods"][n]["success"], "{:.0%}") for n in names) + " |")
+        lines.append(f"| {r['task']} | "
+                     + " | ".join(_cell(r["methods"][n]["success"], "{:.0%}") for n in names) + " |")
     iou = report["summary"].get("p2p+mmi+region", {}).get("region_iou")
     if iou is not None:
         lines += ["", f"Region masks of (d) against the true mover masks: mean IoU {iou:.2f}."]

@@ -381,7 +381,8 @@ class AttentionFlowPipeline:
         region_mask = None
         if region is not None:
             moving = torch.from_numpy(np.ascontiguousarray(region)).to(self.device)  # (F, H, W) bool
-            region_mask = region_blend_mask(moving, latent_size, p2p.edit_region, p2p.region_dilation)  # (F, 1, h, w)
+            region_mask = region_blend_mask(moving, latent_size, p2p.edit_region,
+                                            p2p.region_dilation).to(self.dtype)  # (F, 1, h, w), once per edit
 
         reused = inversion is not None
         if inversion is None:

@@ -34,7 +34,7 @@ from attentionflow.flow.estimators import get_flow_estimator  # noqa: E402
 from attentionflow.flow.motion import (MotionOptions, _sample_grid, compensate_camera_motion,  # noqa: E402
                                        compute_flows, motion_maps, normalize_per_frame)
 from attentionflow.io.video import read_frames  # noqa: E402
-from bench_flow import _best_of  # noqa: E402  (the benchmarks folder is this script's sys.path[0])
+from benchmarks.bench_flow import _best_of  # noqa: E402
 from tests.synthetic import MovingSquare, iou, make_video  # noqa: E402
 
 

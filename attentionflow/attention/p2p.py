@@ -306,10 +306,10 @@ class RegionBlend(AttentionController):
         if state.num_branches < 2:
             return latents
         x = latents.view(state.num_branches, state.num_frames, *latents.shape[1:])  # (B, F, C, h, w)
-        mask = self.region.to(device=latents.device, dtype=latents.dtype)  # (F, 1, h, w)
-        if mask.shape[0] != state.num_frames or mask.shape[-2:] != latents.shape[-2:]:
-            raise ValueError(f"region mask {tuple(mask.shape)} does not fit {state.num_frames} frames of latents "
-                             f"{tuple(latents.shape[-2:])}")
+        mask = self.region  # (F, 1, h, w), made on the latents' device and dtype by the pipeline
+        if mask.shape[0] != state.num_frames or mask.shape[-2:] != latents.shape[-2:] or mask.dtype != latents.dtype:
+            raise ValueError(f"region mask {tuple(mask.shape)} {mask.dtype} does not fit {state.num_frames} frames of "
+                             f"latents {tuple(latents.shape[-2:])} {latents.dtype}")
         edits = x[:1] + mask * (x[1:] - x[:1])
         return torch.cat([x[:1], edits]).view_as(latents)
 
