@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import EDIT_REGIONS, INVERSION_METHODS, EditConfig, InputDataConfig, MMIConfig, P2PConfig, ValidationDataConfig
+from .config import (EDIT_REGIONS, INVERSION_METHODS, EditConfig, InputDataConfig, MMIConfig, P2PConfig,
+                     ValidationDataConfig, parse_chunk_frames)
 from .errors import AttentionFlowError, ConfigError, InputError, first_line
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class EditForm:
     """Reweighting: WORD=FACTOR pairs separated by commas; empty = off."""
     edit_region: str = P2PConfig.edit_region
     """all, moving (only the moving object(s)) or static (all but them): p2p.edit_region."""
+    chunk_frames: str = str(EditConfig.chunk_frames)
+    """Frames per model call: auto, or a whole number (bounds memory for long videos): chunk_frames."""
 
 
 @dataclass
@@ -178,7 +181,7 @@ def form_from_config(config: Any) -> EditForm:
                     if isinstance(config.p2p.cross_replace_steps, float) else P2PConfig.cross_replace_steps,
                     self_replace=config.p2p.self_replace_steps, blend_words=", ".join(config.p2p.blend_words or []),
                     reweight=", ".join(f"{w}={f:g}" for w, f in (config.p2p.reweight or {}).items()),
-                    edit_region=config.p2p.edit_region)
+                    edit_region=config.p2p.edit_region, chunk_frames=str(config.chunk_frames))
 
 
 def _reweight_pairs(text: str) -> dict[str, float] | None:
@@ -382,6 +385,7 @@ class EditSession:
         cfg.output_dir = str(output_dir)
         cfg.device, cfg.mixed_precision = s.device, s.mixed_precision
         cfg.seed = int(form.seed)
+        cfg.chunk_frames = parse_chunk_frames(form.chunk_frames)
         cfg.input_data = dataclasses.replace(cfg.input_data, video_path=str(input_path), prompt=form.source.strip(),
                                              n_sample_frames=frames, width=int(form.width), height=int(form.height),
                                              sample_start_idx=int(form.start), sample_frame_rate=int(form.stride))
@@ -586,6 +590,9 @@ def build_app(session: EditSession) -> Any:
                                                   info="moving: change only what moves (the direction above picks "
                                                        "movers); static: keep the movers, change the rest",
                                                   elem_id="af-edit-region")
+                        chunk_frames = gr.Textbox(value=d.chunk_frames, label="frames per model call",
+                                                  info="auto, or a number: bounds memory for long videos",
+                                                  elem_id="af-chunk-frames")
                 run = gr.Button("Edit", variant="primary", elem_id="af-edit")
         status = gr.HTML(_status("upload a video or click 'Toy example'"), elem_id="af-status")
         summary = gr.Markdown(elem_id="af-summary")
@@ -603,7 +610,7 @@ def build_app(session: EditSession) -> Any:
 
         form_fields = [source, targets, motion_word, mmi, strength, direction, frames, start, stride, width, height,
                        steps, guidance, seed, inversion, cross_replace, self_replace, blend_words, reweight,
-                       edit_region]
+                       edit_region, chunk_frames]
         names = [f.name for f in dataclasses.fields(EditForm)]
 
         def on_upload(files: Any, request: Any = None) -> tuple[Any, ...]:
@@ -630,14 +637,15 @@ def build_app(session: EditSession) -> Any:
         def on_edit(path: str | None, source: str, targets: str, motion_word: str, mmi: bool, strength: float,
                     direction: str, frames: int, start: int, stride: int, width: int, height: int, steps: int,
                     guidance: float, seed: int, inversion: str, cross_replace: float, self_replace: float,
-                    blend_words: str, reweight: str, edit_region: str, progress: Any = gr.Progress(),
+                    blend_words: str, reweight: str, edit_region: str, chunk_frames: str,
+                    progress: Any = gr.Progress(),
                     request: Any = None) -> list[Any]:
             # explicit parameters: Gradio injects gr.Progress only into a positional parameter
             form = EditForm(source=source, targets=targets, motion_word=motion_word, mmi=mmi, strength=strength,
                             direction=direction, frames=frames, start=start, stride=stride, width=width,
                             height=height, steps=steps, guidance=guidance, seed=seed, inversion=inversion,
                             cross_replace=cross_replace, self_replace=self_replace, blend_words=blend_words,
-                            reweight=reweight, edit_region=edit_region)
+                            reweight=reweight, edit_region=edit_region, chunk_frames=chunk_frames)
 
             def cb(stage: str, step: int, total: int) -> None:
                 if total <= 1:  # a stage without steps (loading the model, packing the zip)

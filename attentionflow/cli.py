@@ -15,7 +15,7 @@ from typing import Any, NoReturn, Sequence
 
 from . import __version__
 from .config import EDIT_REGIONS, INVERSION_METHODS, MAX_SEED, EditConfig as C, InputDataConfig as I, MMIConfig as M
-from .config import P2PConfig as P, ValidationDataConfig as V
+from .config import P2PConfig as P, ValidationDataConfig as V, parse_chunk_frames
 from .errors import AttentionFlowError, ConfigError
 from .mmi.methods import SIMILARITY_METHODS
 
@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="compute dtype")
     g.add_argument("--no-sc-attn", action="store_true", help="disable sparse-causal cross-frame attention")
     g.add_argument("--no-st-attn", action="store_true", help="disable dense spatial-temporal attention")
+    g.add_argument("--chunk-frames", type=parse_chunk_frames, metavar="N|auto",
+                   help=f"frames per model call; a number bounds memory for long videos (default {C.chunk_frames}: "
+                        f"all frames when they fit in half the free memory)")
     g.add_argument("--fps", type=float, help=f"frame rate of the written videos (default {C.fps:g})")
     g = e.add_argument_group("prompt-to-prompt")
     g.add_argument("--mode", choices=["auto", "replace", "refine"], help="P2P edit mode (auto from the prompts)")
@@ -225,6 +228,8 @@ def config_from_args(args: argparse.Namespace):
         cfg.use_sc_attn = False
     if args.no_st_attn:
         cfg.use_st_attn = False
+    if args.chunk_frames is not None:
+        cfg.chunk_frames = args.chunk_frames
     for flag, attr in (("mode", "mode"), ("cross_replace", "cross_replace_steps"),
                        ("self_replace", "self_replace_steps"), ("blend_word", "blend_words"),
                        ("edit_region", "edit_region"), ("region_dilation", "region_dilation")):
@@ -342,6 +347,7 @@ FLAG_KEYS = (
     ("p2p.self_replace_steps", "self_replace", "--self-replace"), ("p2p.edit_region", "edit_region", "--edit-region"),
     ("p2p.region_dilation", "region_dilation", "--region-dilation"), ("validation_data.null_inner_steps",
                                                                    "null_inner_steps", "--null-inner-steps"),
+    ("chunk_frames", "chunk_frames", "--chunk-frames"),
 )  # (fps and seed: the key is already the flag's name)
 
 

@@ -183,6 +183,10 @@ class EditConfig:
     """Dense spatial-temporal self-attention at the blocks chosen by st_attn_idx."""
     st_attn_idx: int = 0
     """Down block k, up block k+1 and the mid block get dense attention."""
+    chunk_frames: Union[int, Literal["auto"]] = "auto"
+    """Frames per model call (all branches of them together): a number bounds memory for long videos (sparse-causal
+    attention stays exact; dense ST attention sees its chunk plus frame 0 and the frame before the chunk); auto:
+    every frame at once when they fit in half the free memory, else the most that do."""
     device: str = "auto"
     """auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps."""
     fps: float = 8.0
@@ -257,6 +261,9 @@ class EditConfig:
             raise ConfigError(f"fps must be a positive number, got {self.fps}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
+        if self.chunk_frames != "auto" and (isinstance(self.chunk_frames, bool) or not isinstance(self.chunk_frames, int)
+                                            or self.chunk_frames < 1):
+            raise ConfigError(f"chunk_frames must be auto or a whole number of frames >= 1, got {self.chunk_frames!r}")
         if self.attention_map_level < 0:
             raise ConfigError(f"attention_map_level must be >= 0, got {self.attention_map_level}")
         if mmi.enabled:
@@ -332,7 +339,7 @@ def _finite_value(value: Any, key: str) -> None:
 _INVERSION_FIELDS = ("num_inference_steps", "guidance_scale", "inversion", "direct_targets", "inversion_prompt",
                      "null_inner_steps", "null_base_lr", "null_uncond_ratio", "null_normal_infer")
 _NULL_TEXT_FIELDS = ("guidance_scale", "null_inner_steps", "null_base_lr", "null_uncond_ratio", "null_normal_infer")
-_ATTENTION_FIELDS = ("use_sc_attn", "use_st_attn", "st_attn_idx")
+_ATTENTION_FIELDS = ("use_sc_attn", "use_st_attn", "st_attn_idx", "chunk_frames")
 
 
 @dataclass(frozen=True)
@@ -382,7 +389,8 @@ class InversionSettings:
 
 @dataclass(frozen=True)
 class AttentionSettings:
-    """Cross-frame self-attention (the top-level config keys of the same names)."""
+    """Cross-frame self-attention and how many frames go through the model at once (the top-level config keys of the
+    same names)."""
 
     use_sc_attn: bool
     """Sparse-causal attention: frame i attends to frame 0 and frame i-1."""
@@ -390,6 +398,8 @@ class AttentionSettings:
     """Dense spatial-temporal attention at the blocks chosen by ``st_attn_idx``."""
     st_attn_idx: int
     """Down block k, up block k+1 and the mid block get dense attention."""
+    chunk_frames: int | str
+    """Frames per model call, or ``"auto"`` (:meth:`attentionflow.pipeline.AttentionFlowPipeline.chunk_size`)."""
 
     @classmethod
     def from_config(cls, config: "EditConfig") -> "AttentionSettings":
@@ -400,6 +410,18 @@ class AttentionSettings:
     def default(cls, **changes: Any) -> "AttentionSettings":
         """The config defaults, with ``changes`` (same names) applied."""
         return dataclasses.replace(cls.from_config(EditConfig()), **changes)
+
+
+def parse_chunk_frames(text: str | int) -> int | str:
+    """``chunk_frames`` from a command line or a form field: a whole number, or the text itself (``auto``, or what
+    :meth:`EditConfig.validate` then refuses, naming it)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    value = str(text).strip()
+    try:
+        return int(value)
+    except ValueError:
+        return value
 
 
 def _positive(key: str, value: int) -> None:

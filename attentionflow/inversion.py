@@ -33,6 +33,34 @@ class NoiseFn(Protocol):
 StepCallback = Callable[[int, int, torch.Tensor], None]
 """``callback(i, total, latents)`` after step ``i`` (from 0) with the latent it produced."""
 
+ChunkHook = Callable[[int, slice], None]
+"""``before_chunk(i, frames)`` before the model call of step ``i`` on the video frames ``frames`` (a slice with
+start and stop): the pipeline points its attention state at the chunk there."""
+
+
+def frame_chunks(num_frames: int, chunk_frames: int) -> list[slice]:
+    """The video's frames in consecutive chunks of ``chunk_frames`` (the last one may be shorter), in frame order.
+
+    Every loop here runs its steps over the chunks in this order, so a chunk's cross-frame attention can read the
+    keys and values the earlier chunks of the same step left (``attentionflow/attention/processors.py``).
+    """
+    if num_frames < 1 or chunk_frames < 1:
+        raise ValueError(f"frame_chunks needs num_frames >= 1 and chunk_frames >= 1, got {num_frames}, {chunk_frames}")
+    return [slice(s, min(s + chunk_frames, num_frames)) for s in range(0, num_frames, chunk_frames)]
+
+
+def _rows(latents: torch.Tensor, num_frames: int, frames: slice) -> torch.Tensor:
+    """The rows of ``frames`` from every block of a frame-major batch: ``(n * F, ...)`` -> ``(n * len(frames), ...)``
+    where the batch holds ``n`` videos (branches, guidance halves) of ``num_frames`` frames each."""
+    blocks = latents.shape[0] // num_frames
+    return latents.view(blocks, num_frames, *latents.shape[1:])[:, frames].reshape(-1, *latents.shape[1:])
+
+
+def _put_rows(out: torch.Tensor, num_frames: int, frames: slice, rows: torch.Tensor) -> None:
+    """Write ``rows`` (what :func:`_rows` took) back into ``out`` in place."""
+    blocks = out.shape[0] // num_frames
+    out.view(blocks, num_frames, *out.shape[1:])[:, frames] = rows.view(blocks, -1, *out.shape[1:])
+
 
 def sampling_scheduler(scheduler: DDIMScheduler, num_steps: int, device: torch.device | str) -> DDIMScheduler:
     """A fresh DDIM scheduler with the given config and ``num_steps`` timesteps (descending)."""
@@ -43,21 +71,30 @@ def sampling_scheduler(scheduler: DDIMScheduler, num_steps: int, device: torch.d
 
 @torch.no_grad()
 def ddim_inversion(latents: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMScheduler, num_steps: int,
-                   embeddings: torch.Tensor, *, progress: bool = True,
+                   embeddings: torch.Tensor, *, chunks: Sequence[slice] | None = None,
+                   before_chunk: ChunkHook | None = None, progress: bool = True,
                    callback: StepCallback | None = None) -> list[torch.Tensor]:
     """Invert clean latents ``x_0`` to ``x_T`` along the timesteps the sampler uses.
 
     ``latents``: (N, C, h, w). Returns the trajectory ``[x_0, x_t1, ..., x_T]`` (``num_steps + 1``
     tensors, ascending noise), computed with diffusers' :class:`DDIMInverseScheduler` built from the
-    sampler's own configuration, so that DDIM sampling from ``x_T`` retraces it.
+    sampler's own configuration, so that DDIM sampling from ``x_T`` retraces it. ``chunks``
+    (:func:`frame_chunks`; None = all frames at once): each step calls ``noise_fn`` once per chunk of frames,
+    in order, after ``before_chunk(i, frames)``.
     """
     inverse = DDIMInverseScheduler.from_config(scheduler.config)
     inverse.set_timesteps(num_steps, device=latents.device)
+    chunks = list(chunks) if chunks is not None else [slice(0, latents.shape[0])]
     trajectory = [latents]
     x = latents
     for i, t in enumerate(tqdm(inverse.timesteps, desc="DDIM inversion", disable=not progress, leave=False)):
-        eps = noise_fn(x, t, embeddings)
-        x = inverse.step(eps, t, x).prev_sample
+        x_next = torch.empty_like(x)
+        for frames in chunks:
+            if before_chunk is not None:
+                before_chunk(i, frames)
+            eps = noise_fn(x[frames], t, embeddings)
+            x_next[frames] = inverse.step(eps, t, x[frames]).prev_sample
+        x = x_next
         trajectory.append(x)
         if callback is not None:
             callback(i, num_steps, x)
@@ -72,7 +109,8 @@ def guided_noise(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scal
 def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, scheduler: DDIMScheduler,
                         cond_embeddings: torch.Tensor, uncond_embeddings: torch.Tensor, guidance_scale: float,
                         *, num_inner_steps: int = 1, base_lr: float = 1e-2, epsilon: float = 1e-5,
-                        use_steps: Sequence[bool] | None = None, progress: bool = True,
+                        use_steps: Sequence[bool] | None = None, chunks: Sequence[slice] | None = None,
+                        before_chunk: ChunkHook | None = None, progress: bool = True,
                         callback: StepCallback | None = None) -> list[torch.Tensor]:
     """Optimise one unconditional embedding per sampling step (vid2vid-zero's null-text inversion).
 
@@ -87,15 +125,47 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
     use. Other steps are not optimised: they return ``uncond_embeddings`` and the latent advances with
     it, exactly as sampling will, so the optimised steps aim from the trajectory sampling really
     takes; steps after the last used one are skipped. ``None``: every step.
+
+    ``chunks`` (:func:`frame_chunks`): frames go through the model one chunk at a time; the loss (the mean squared
+    error over all frames) is the sum of the chunks' parts, and their gradients are accumulated before each Adam
+    step, so only one chunk's graph is alive at once. With per-frame attention this is the unchunked result; with
+    cross-frame attention the gradient leaves out what flows between chunks (the forward pass stays exact).
     """
     num_steps = len(trajectory) - 1
     sched = sampling_scheduler(scheduler, num_steps, trajectory[0].device)
     use = list(use_steps) if use_steps is not None else [True] * num_steps
     last = max((i for i, u in enumerate(use) if u), default=-1)
+    chunks = list(chunks) if chunks is not None else [slice(0, trajectory[0].shape[0])]
     latent = trajectory[-1]
     plain = uncond_embeddings.detach()
     uncond = plain.clone()
     result: list[torch.Tensor] = []
+
+    def hook(i: int, frames: slice) -> None:
+        if before_chunk is not None:
+            before_chunk(i, frames)
+
+    @torch.no_grad()
+    def conditional(i: int, t: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """The conditional noise of every frame, chunk by chunk (one pass over the chunks, in order)."""
+        eps_cond = torch.empty_like(latent)
+        for frames in chunks:
+            hook(i, frames)
+            eps_cond[frames] = noise_fn(latent[frames], t, cond_embeddings)
+        return eps_cond
+
+    @torch.no_grad()
+    def advance(i: int, t: torch.Tensor, latent: torch.Tensor, embedding: torch.Tensor,
+                eps_cond: torch.Tensor | None) -> torch.Tensor:
+        """The guided DDIM step of every frame with the unconditional ``embedding``."""
+        eps_cond = conditional(i, t, latent) if eps_cond is None else eps_cond
+        out = torch.empty_like(latent)
+        for frames in chunks:
+            hook(i, frames)
+            e_u = noise_fn(latent[frames], t, embedding)
+            out[frames] = sched.step(guided_noise(e_u, eps_cond[frames], guidance_scale), t, latent[frames]).prev_sample
+        return out
+
     for i, t in enumerate(tqdm(sched.timesteps, desc="null-text inversion", disable=not progress, leave=False)):
         if i > last:
             result.append(plain)
@@ -104,35 +174,33 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
             continue
         if not use[i]:
             result.append(plain)
-            with torch.no_grad():
-                eps_cond = noise_fn(latent, t, cond_embeddings)
-                eps_uncond = noise_fn(latent, t, plain)
-                latent = sched.step(guided_noise(eps_uncond, eps_cond, guidance_scale), t, latent).prev_sample
+            latent = advance(i, t, latent, plain, None)
             if callback is not None:
                 callback(i, num_steps, latent)
             continue
         target = trajectory[num_steps - i - 1]
         uncond = uncond.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([uncond], lr=base_lr * (1.0 - i / 100.0))
-        with torch.no_grad():
-            eps_cond = noise_fn(latent, t, cond_embeddings)
+        eps_cond = conditional(i, t, latent)
+        total = float(latent.numel())
         for _ in range(num_inner_steps):
-            with torch.enable_grad():
-                eps_uncond = noise_fn(latent, t, uncond)
-                eps = guided_noise(eps_uncond, eps_cond, guidance_scale)
-                prev = sched.step(eps, t, latent).prev_sample
-                loss = F.mse_loss(prev, target)
-                optimizer.zero_grad()
-                loss.backward()
+            optimizer.zero_grad()
+            loss = 0.0
+            for frames in chunks:
+                hook(i, frames)
+                with torch.enable_grad():
+                    eps_uncond = noise_fn(latent[frames], t, uncond)
+                    eps = guided_noise(eps_uncond, eps_cond[frames], guidance_scale)
+                    prev = sched.step(eps, t, latent[frames]).prev_sample
+                    part = F.mse_loss(prev, target[frames], reduction="sum") / total  # this chunk's share
+                    part.backward()
+                loss += part.item()
             optimizer.step()
-            if loss.item() < epsilon + i * 2e-5:
+            if loss < epsilon + i * 2e-5:
                 break
         uncond = uncond.detach()
         result.append(uncond)
-        with torch.no_grad():
-            eps_uncond = noise_fn(latent, t, uncond)
-            eps = guided_noise(eps_uncond, eps_cond, guidance_scale)
-            latent = sched.step(eps, t, latent).prev_sample
+        latent = advance(i, t, latent, uncond, eps_cond)
         if callback is not None:
             callback(i, num_steps, latent)
     return result
@@ -184,8 +252,8 @@ def skips_source_uncond(method: str, direct_targets: bool, guidance_scale: float
 def guided_sampling(x_t: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMScheduler, num_steps: int,
                     cond: torch.Tensor, unconds: Sequence[torch.Tensor], guidance_scale: float, *,
                     trajectory: Sequence[torch.Tensor] | None = None, direct_targets: bool = False,
-                    skip_source_uncond: bool = False,
-                    before_step: Callable[[int], None] | None = None,
+                    skip_source_uncond: bool = False, chunks: Sequence[slice] | None = None,
+                    before_step: ChunkHook | None = None,
                     after_step: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     progress: bool = True, callback: StepCallback | None = None) -> torch.Tensor:
     """Joint DDIM sampling of ``B`` branches from the shared ``x_t`` (F, C, h, w) -> (B*F, C, h, w), branch-major.
@@ -194,38 +262,53 @@ def guided_sampling(x_t: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMSchedul
     (1, L, D) of each step (:func:`unconditional_schedule`); classifier-free guidance runs when
     ``guidance_scale > 1`` (one ``noise_fn`` call on ``[uncond half, cond half]``). ``trajectory``: direct inversion's
     ``[x_0 .. x_T]`` (:func:`ddim_inversion`); after step ``i`` the source branch becomes ``trajectory[T - i - 1]``
-    (:func:`direct_correction`). ``before_step(i)`` runs before the model call of step ``i`` and ``after_step`` maps
-    the latents after the step and the correction (the pipeline sets its attention state's step and runs its
-    controllers' ``step_end`` there). ``skip_source_uncond`` (:func:`skips_source_uncond`; direct inversion only):
+    (:func:`direct_correction`). ``skip_source_uncond`` (:func:`skips_source_uncond`; direct inversion only):
     the unconditional half leaves out the source branch, whose guided step is discarded.
+
+    ``chunks`` (:func:`frame_chunks`; None = all frames at once): every step runs chunk by chunk, in frame order; a
+    chunk carries every branch and both guidance halves of its frames (``(G * B * n)`` rows). ``before_step(i,
+    frames)`` runs before the model call of step ``i`` on a chunk, and ``after_step`` maps the chunk's latents
+    ``(B * n, C, h, w)`` after its step and correction (the pipeline points its attention state at the chunk and
+    runs its controllers' ``step_end`` there). ``callback`` gets every frame's latents after each step.
     """
     num_frames = x_t.shape[0]
     if skip_source_uncond and (trajectory is None or direct_targets):
         raise ValueError("skip_source_uncond needs the direct trajectory and direct_targets off")
     sched = sampling_scheduler(scheduler, num_steps, x_t.device)
-    latents = x_t.repeat(cond.shape[0], 1, 1, 1)  # (B*F, C, h, w), branch-major
-    cond_batch = cond.repeat_interleave(num_frames, dim=0)  # (B*F, L, D)
+    chunks = list(chunks) if chunks is not None else [slice(0, num_frames)]
+    num_branches = cond.shape[0]
+    latents = x_t.repeat(num_branches, 1, 1, 1)  # (B*F, C, h, w), branch-major
+    cond_rows: dict[int, torch.Tensor] = {}  # frames per chunk -> (B*n, L, D)
     for i, t in enumerate(tqdm(sched.timesteps, desc="editing", disable=not progress, leave=False)):
-        if before_step is not None:
-            before_step(i)
-        if guidance_scale > 1.0 and skip_source_uncond:
-            edits = latents[num_frames:]  # ((B-1)*F, C, h, w)
-            emb = torch.cat([unconds[i].expand(edits.shape[0], -1, -1), cond_batch])  # ((2B-1)*F, L, D)
-            out = noise_fn(torch.cat([edits, latents]), t, emb)
-            eps_c = out[edits.shape[0]:]  # (B*F, ...)
-            eps_u = torch.cat([eps_c[:num_frames], out[:edits.shape[0]]])  # the source's guided step is discarded
-            eps = guided_noise(eps_u, eps_c, guidance_scale)
-        elif guidance_scale > 1.0:
-            emb = torch.cat([unconds[i].expand_as(cond_batch), cond_batch])  # (2*B*F, L, D)
-            eps_u, eps_c = noise_fn(torch.cat([latents, latents]), t, emb).chunk(2)
-            eps = guided_noise(eps_u, eps_c, guidance_scale)
-        else:
-            eps = noise_fn(latents, t, cond_batch)
-        latents = sched.step(eps, t, latents).prev_sample
-        if trajectory is not None:
-            latents = direct_correction(latents, trajectory[num_steps - i - 1], direct_targets)
-        if after_step is not None:
-            latents = after_step(latents)
+        stepped = torch.empty_like(latents)
+        for frames in chunks:
+            if before_step is not None:
+                before_step(i, frames)
+            n = frames.stop - frames.start
+            if n not in cond_rows:
+                cond_rows[n] = cond.repeat_interleave(n, dim=0)  # (B*n, L, D)
+            cond_batch = cond_rows[n]
+            x = _rows(latents, num_frames, frames)  # (B*n, C, h, w)
+            if guidance_scale > 1.0 and skip_source_uncond:
+                edits = x[n:]  # ((B-1)*n, C, h, w)
+                emb = torch.cat([unconds[i].expand(edits.shape[0], -1, -1), cond_batch])  # ((2B-1)*n, L, D)
+                out = noise_fn(torch.cat([edits, x]), t, emb)
+                eps_c = out[edits.shape[0]:]  # (B*n, ...)
+                eps_u = torch.cat([eps_c[:n], out[:edits.shape[0]]])  # the source's guided step is discarded
+                eps = guided_noise(eps_u, eps_c, guidance_scale)
+            elif guidance_scale > 1.0:
+                emb = torch.cat([unconds[i].expand_as(cond_batch), cond_batch])  # (2*B*n, L, D)
+                eps_u, eps_c = noise_fn(torch.cat([x, x]), t, emb).chunk(2)
+                eps = guided_noise(eps_u, eps_c, guidance_scale)
+            else:
+                eps = noise_fn(x, t, cond_batch)
+            x = sched.step(eps, t, x).prev_sample
+            if trajectory is not None:
+                x = direct_correction(x, trajectory[num_steps - i - 1][frames], direct_targets)
+            if after_step is not None:
+                x = after_step(x)
+            _put_rows(stepped, num_frames, frames, x)
+        latents = stepped
         if callback is not None:
             callback(i, num_steps, latents)
     return latents

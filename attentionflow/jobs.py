@@ -34,6 +34,7 @@ from .errors import ConfigError, InputError
 from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, make_grid, probe_output_location, \
     read_frames, write_frames, write_gif, write_mp4
 from .models.paths import EMBEDDED, embedded_model_path, model_limits, resolve_model_path
+from .figures import ATTENTION_FIGURE_FRAMES, figure_frames  # noqa: F401 (figure_frames is re-exported)
 from .resources import check_memory, edit_memory_bytes
 
 if TYPE_CHECKING:  # the pipeline imports torch: only after every cheap check has passed
@@ -358,17 +359,6 @@ def attention_rows(maps: AttentionMaps, branch: int) -> list[tuple[str, np.ndarr
     return rows
 
 
-#: The attention figure shows at most this many frames, evenly spaced (a long video would make it unreadable).
-ATTENTION_FIGURE_FRAMES = 8
-
-
-def figure_frames(num_frames: int, most: int = ATTENTION_FIGURE_FRAMES) -> list[int]:
-    """Indices of the frames a figure shows: all of them, or ``most`` evenly spaced ones (first and last included)."""
-    if num_frames <= most:
-        return list(range(num_frames))
-    return sorted({int(round(i * (num_frames - 1) / (most - 1))) for i in range(most)})
-
-
 def attention_grid(maps: AttentionMaps, branch: int, cell: int = 48) -> np.ndarray:
     """Image: rows = motion map + each word of the prompt; columns = frames without MMI | frames with MMI.
 
@@ -379,9 +369,11 @@ def attention_grid(maps: AttentionMaps, branch: int, cell: int = 48) -> np.ndarr
     """
     rows = attention_rows(maps, branch)
     with_mmi = rows[0][2] is not None
-    total = rows[0][1].shape[0]
-    shown = figure_frames(total)
-    rows = [(label, without[shown], None if with_ is None else with_[shown]) for label, without, with_ in rows]
+    stored = maps.frame_indices  # the video frame of each stored map
+    total = maps.video_frames
+    keep = figure_frames(len(stored))  # positions in the stored maps: all of them, or evenly spaced ones
+    shown = [stored[i] for i in keep]
+    rows = [(label, without[keep], None if with_ is None else with_[keep]) for label, without, with_ in rows]
     num_frames = len(shown)
     font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
     cw = _heat(rows[0][1][0], cell).shape[1]
@@ -456,6 +448,7 @@ def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: Edi
         "edit_region": {"mode": out.edit_region, "dilation_latent_px": config.p2p.region_dilation,
                         "moving_share": None if out.region is None else round(float(out.region.mean()), 4),
                         "mask": None if out.region is None else "motion/edit_mask.npy"},
+        "chunk_frames": {"setting": config.chunk_frames, "used": out.chunk_frames},
         "inversion": {"method": out.inversion_method, "carries": out.inversion_carries, "reused": out.inversion_reused,
                       "reconstruction_psnr_db": _round_db(psnr(frames, out.reconstruction))},
         "timings_s": {k: round(v, 4) for k, v in timings.items()},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,14 +28,16 @@ from .attention.tokens import check_prompt_length, max_length, word_spans
 from .plan import EditPlan
 from .config import AttentionSettings, EditConfig, InversionSettings
 from .errors import InputError
+from .figures import figure_frames
 from .flow.motion import MotionResult, motion_maps_for_resolutions
 from .flow.regions import motion_for_edit
 from .io.video import check_video
-from .inversion import (ddim_inversion, guided_sampling, null_step_mask, null_text_inversion, skips_source_uncond,
-                        unconditional_schedule)
+from .inversion import (ddim_inversion, frame_chunks, guided_sampling, null_step_mask, null_text_inversion,
+                        skips_source_uncond, unconditional_schedule)
 from .mmi.inject import MotionInjector
 from .models.factory import Components
 from .models.loading import load_components, select_device, select_dtype
+from .resources import available_memory
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +56,26 @@ class AttentionMaps:
     words: list[list[tuple[str, list[int]]]]
     """Per branch: the prompt's words in order, each with its token positions (a word may span several tokens)."""
     without_mmi: torch.Tensor
-    """(B, F, h, w, K) maps before injection (K = 77 token positions)."""
+    """(B, F, h, w, K) maps before injection (K = 77 token positions; F: the :attr:`frames` kept)."""
     with_mmi: torch.Tensor | None
     """(B, F, h, w, K) maps after injection; None when MMI is off."""
     motion: torch.Tensor | None
-    """(F, h, w) motion maps at this resolution; None when MMI is off."""
+    """(F, h, w) motion maps at this resolution (the same frames as the maps); None when MMI is off."""
+    frames: list[int] | None = None
+    """The video frames of the maps' F axis (at most ``figures.ATTENTION_FIGURE_FRAMES``, evenly spaced: nothing stores
+    every frame's maps of a long video); None = frames 0 .. F-1."""
+    total_frames: int = 0
+    """Frames of the edited video (0: F)."""
+
+    @property
+    def frame_indices(self) -> list[int]:
+        """The video frame of each map along F."""
+        return list(self.frames) if self.frames is not None else list(range(self.without_mmi.shape[1]))
+
+    @property
+    def video_frames(self) -> int:
+        """Frames of the edited video."""
+        return self.total_frames or self.without_mmi.shape[1]
 
 
 @dataclass
@@ -93,6 +111,8 @@ class EditOutput:
     """(F, H, W) bool pixel masks of the moving object(s) that ``p2p.edit_region`` used (None for all)."""
     edit_region: str = "all"
     """``p2p.edit_region`` of the edit: all, moving or static."""
+    chunk_frames: int = 0
+    """Frames per model call (``chunk_frames``; ``auto`` resolved): the number of frames when they all went at once."""
 
 
 @dataclass
@@ -126,6 +146,27 @@ class Inversion:
         if self.null_embeddings is not None:
             return f"x_T and {len(self.null_embeddings)} null-text embeddings"
         return "x_T"
+
+
+#: ``auto`` frame chunks may use this share of the free memory for the model's activations.
+AUTO_CHUNK_MEMORY_SHARE = 0.5
+
+
+def activation_bytes_per_row(unet_config: Any, latent_size: tuple[int, int], dtype_bytes: int) -> int:
+    """A generous estimate of the activation memory one latent row (one frame of one branch and guidance half) takes
+    in a UNet call without gradients, for ``auto`` frame chunks.
+
+    Per resolution level ``l`` of the UNet (``block_out_channels[l]`` channels on ``(h / 2**l) x (w / 2**l)``
+    pixels): about 32 such feature maps alive at once (the skip connections kept for the up path, the resnets' and
+    transformers' temporaries, the 4x feed-forward). Calibrated against peak memory on the embedded model and an
+    SD-1.4-architecture UNet (docs/long_videos.md); attention itself runs on SDPA (no score matrix) except where a
+    controller reads probabilities (cross-attention: queries x 77, small beside the feature maps).
+    """
+    h, w = latent_size
+    total = 0
+    for level, channels in enumerate(unet_config.block_out_channels):
+        total += math.ceil(h / 2 ** level) * math.ceil(w / 2 ** level) * int(channels)
+    return 32 * total * dtype_bytes
 
 
 def frames_digest(frames: np.ndarray) -> str:
@@ -231,35 +272,73 @@ class AttentionFlowPipeline:
 
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray, batch_size: int = 8) -> torch.Tensor:
-        """VAE latents (F, 4, H/s, W/s) of uint8 frames (F, H, W, 3), using the posterior mean."""
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
-        x = x.permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0  # (F, 3, H, W) in [-1, 1]
-        latents = [self.vae.encode(chunk).latent_dist.mean for chunk in x.split(batch_size)]
-        return torch.cat(latents) * self.vae.config.scaling_factor
+        """VAE latents (F, 4, H/s, W/s) of uint8 frames (F, H, W, 3), using the posterior mean; ``batch_size``
+        frames per VAE call (only those are converted to floats at a time)."""
+        chunks = []
+        for start in range(0, len(frames), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(frames[start:start + batch_size])).to(self.device)
+            x = x.permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0  # (n, 3, H, W) in [-1, 1]
+            chunks.append(self.vae.encode(x).latent_dist.mean)
+        return torch.cat(chunks) * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, batch_size: int = 8) -> np.ndarray:
-        """uint8 frames (N, H, W, 3) from latents (N, 4, h, w)."""
-        latents = latents / self.vae.config.scaling_factor
-        images = torch.cat([self.vae.decode(chunk).sample for chunk in latents.split(batch_size)])
-        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3)
+        """uint8 frames (N, H, W, 3) from latents (N, 4, h, w); ``batch_size`` latents per VAE call (each call's
+        images are turned into uint8 before the next one runs)."""
+        out: np.ndarray | None = None
+        for start in range(0, latents.shape[0], batch_size):
+            chunk = latents[start:start + batch_size] / self.vae.config.scaling_factor
+            images = self.vae.decode(chunk).sample  # (n, 3, H, W)
+            images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            images = images.permute(0, 2, 3, 1).cpu().numpy()  # (n, H, W, 3)
+            if out is None:
+                out = np.empty((latents.shape[0], *images.shape[1:]), np.uint8)
+            out[start:start + len(images)] = images
+        assert out is not None, "decode_latents needs at least one latent"
+        return out
 
-    def _noise_fn(self, num_frames: int):
+    def _noise_fn(self):
         def fn(latents: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-            emb = embeddings.expand(num_frames, *embeddings.shape[1:]) if embeddings.shape[0] == 1 else embeddings
+            emb = embeddings.expand(latents.shape[0], *embeddings.shape[1:]) if embeddings.shape[0] == 1 else embeddings
             return self.unet(latents, t, encoder_hidden_states=emb).sample
 
         return fn
+
+    def free_memory(self) -> int | None:
+        """Bytes free on the pipeline's device (CUDA: ``torch.cuda.mem_get_info``; otherwise the host's available
+        RAM, :func:`attentionflow.resources.available_memory`); None if unknown."""
+        if self.device.type == "cuda":
+            return int(torch.cuda.mem_get_info(self.device)[0])
+        return available_memory()
+
+    def chunk_size(self, chunk_frames: int | str, num_frames: int, latent_size: tuple[int, int],
+                   rows_per_frame: int) -> int:
+        """Frames per model call for ``chunk_frames`` (:attr:`AttentionSettings.chunk_frames`).
+
+        A number: that many (at most ``num_frames``). ``auto``: the most frames whose activations
+        (:func:`activation_bytes_per_row` x ``rows_per_frame`` latent rows per frame: branches x guidance halves) fit
+        in :data:`AUTO_CHUNK_MEMORY_SHARE` of :meth:`free_memory`; every frame when they fit, which is the unchunked
+        computation exactly; every frame too when the free memory is unknown.
+        """
+        if chunk_frames != "auto":
+            return max(1, min(int(chunk_frames), num_frames))
+        free = self.free_memory()
+        if free is None:
+            return num_frames
+        dtype_bytes = torch.finfo(self.dtype).bits // 8
+        per_frame = rows_per_frame * activation_bytes_per_row(self.unet.config, latent_size, dtype_bytes)
+        return max(1, min(num_frames, int(free * AUTO_CHUNK_MEMORY_SHARE) // max(per_frame, 1)))
 
     # ---------------------------------------------------------------------------------------------
 
     def _inversion_key(self, frames: np.ndarray, source_prompt: str, settings: InversionSettings,
                        attention: AttentionSettings) -> dict[str, Any]:
         """Everything an inversion depends on (the key under which it is cached and checked), by name."""
+        shaping = dataclasses.asdict(attention)
+        if not (settings.runs_null_text and not settings.null_normal_infer):
+            shaping.pop("chunk_frames")  # per-frame attention: the chunks do not change the inversion
         return {"frames": frames_digest(frames), "source_prompt": source_prompt, **settings.shaping(),
-                **dataclasses.asdict(attention), "device": str(self.device),
-                "dtype": str(self.dtype).replace("torch.", "")}
+                **shaping, "device": str(self.device), "dtype": str(self.dtype).replace("torch.", "")}
 
     def _check_frames(self, frames: np.ndarray) -> None:
         check_video(frames)
@@ -288,11 +367,17 @@ class AttentionFlowPipeline:
         torch.manual_seed(seed)
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         sizes = self.attention_resolutions(latent_size)
-        state = AttentionState(num_frames=num_frames, num_branches=1, cfg=False, num_steps=num_inference_steps,
-                               frame_mode="per_frame", latent_size=latent_size,
+        chunk = self.chunk_size(attention.chunk_frames, num_frames, latent_size, rows_per_frame=2)
+        chunks = frame_chunks(num_frames, chunk)
+        state = AttentionState(num_frames=num_frames, total_frames=num_frames, num_branches=1, cfg=False,
+                               num_steps=num_inference_steps, frame_mode="per_frame", latent_size=latent_size,
                                resolutions={h * w: (h, w) for h, w in sizes})
         runtime = AttentionRuntime(state=state, controller=None)
         timings: dict[str, float] = {}
+
+        def before_chunk(i: int, frames: slice) -> None:
+            state.step = i
+            state.set_chunk(frames)
 
         def report(stage: str) -> Callable[[int, int, torch.Tensor], None] | None:
             if callback is None:
@@ -302,13 +387,14 @@ class AttentionFlowPipeline:
         with install_attention(self.unet, runtime, use_sc=attention.use_sc_attn, use_st=attention.use_st_attn,
                                st_attn_idx=attention.st_attn_idx):
             start = time.perf_counter()
-            latents = self.encode_frames(frames)  # (F, C, h, w)
+            latents = self.encode_frames(frames, batch_size=chunk)  # (F, C, h, w)
             cond, uncond = self.encode_prompts([source_prompt, ""]).split(1)  # (1, L, D) each
             timings["encode"] = time.perf_counter() - start
             start = time.perf_counter()
-            noise_fn = self._noise_fn(num_frames)
+            noise_fn = self._noise_fn()
             trajectory = ddim_inversion(latents, noise_fn, self.scheduler, num_inference_steps,
                                         cond if settings.inversion_prompt == "source" else uncond,
+                                        chunks=chunks, before_chunk=before_chunk,
                                         progress=self.progress_bar, callback=report("inversion"))
             timings["inversion"] = time.perf_counter() - start
 
@@ -320,7 +406,8 @@ class AttentionFlowPipeline:
                     trajectory, noise_fn, self.scheduler, cond, uncond, settings.guidance_scale,
                     num_inner_steps=settings.null_inner_steps, base_lr=settings.null_base_lr,
                     use_steps=null_step_mask(num_inference_steps, settings.null_uncond_ratio),
-                    progress=self.progress_bar, callback=report("null-text"))
+                    chunks=chunks, before_chunk=before_chunk, progress=self.progress_bar,
+                    callback=report("null-text"))
                 timings["null_text"] = time.perf_counter() - start
         return Inversion(x_t=trajectory[-1], null_embeddings=null_embeddings, settings=key, timings=timings,
                          method=settings.inversion, trajectory=trajectory if settings.inversion == "direct" else None)
@@ -395,9 +482,11 @@ class AttentionFlowPipeline:
 
         torch.manual_seed(seed)
         skip = skips_source_uncond(settings.inversion, settings.direct_targets, guidance_scale)
-        state = AttentionState(num_frames=num_frames, num_branches=num_branches, cfg=guidance_scale > 1.0,
-                               num_steps=num_inference_steps, frame_mode="cross_frame", latent_size=latent_size,
-                               resolutions={h * w: (h, w) for h, w in sizes})
+        rows_per_frame = (2 * num_branches - int(skip)) if guidance_scale > 1.0 else num_branches
+        chunk = self.chunk_size(attention.chunk_frames, num_frames, latent_size, rows_per_frame)
+        state = AttentionState(num_frames=num_frames, total_frames=num_frames, num_branches=num_branches,
+                               cfg=guidance_scale > 1.0, num_steps=num_inference_steps, frame_mode="cross_frame",
+                               latent_size=latent_size, resolutions={h * w: (h, w) for h, w in sizes})
         runtime = AttentionRuntime(state=state, controller=None)
 
         with install_attention(self.unet, runtime, use_sc=attention.use_sc_attn, use_st=attention.use_st_attn,
@@ -408,19 +497,21 @@ class AttentionFlowPipeline:
             timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - start  # + the inversion's
 
             start = time.perf_counter()
-            controller, stores, injector, p2p_ctrl = self._controllers(plan, maps_by_size, sizes, region_mask)
+            controller, stores, injector, p2p_ctrl = self._controllers(plan, maps_by_size, sizes, num_frames,
+                                                                       region_mask)
             runtime.controller = controller
             controller.reset()
             unconds = unconditional_schedule(settings.inversion, num_inference_steps, uncond, cond[:1],
                                              inversion.null_embeddings, settings.null_uncond_ratio)
 
-            def before_step(i: int) -> None:
+            def before_step(i: int, frames: slice) -> None:
                 state.step = i  # the controllers read it
+                state.set_chunk(frames)
 
             final = guided_sampling(
-                inversion.x_t, self._noise_fn(num_frames), self.scheduler, num_inference_steps, cond, unconds,
+                inversion.x_t, self._noise_fn(), self.scheduler, num_inference_steps, cond, unconds,
                 guidance_scale, trajectory=inversion.trajectory, direct_targets=settings.direct_targets,
-                skip_source_uncond=skip,
+                skip_source_uncond=skip, chunks=frame_chunks(num_frames, chunk),
                 before_step=before_step, after_step=lambda latents: controller.step_end(latents, state),
                 progress=self.progress_bar,
                 callback=None if callback is None else lambda i, n, latents: callback("editing", i + 1, n, latents))
@@ -428,12 +519,12 @@ class AttentionFlowPipeline:
             timings["editing"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        videos = self.decode_latents(final).reshape(num_branches, num_frames, height, width, 3)
+        videos = self.decode_latents(final, batch_size=chunk).reshape(num_branches, num_frames, height, width, 3)
         if region_mask is not None:
             videos = composite_region(videos, region_mask, self.vae_scale_factor)
         timings["decode"] = time.perf_counter() - start
 
-        maps = self._attention_maps(plan, stores, maps_by_size)
+        maps = self._attention_maps(plan, stores, maps_by_size, num_frames)
         motion_words = list(plan.motion_words)
         ranking: list[tuple[str, float]] = []
         if injector is not None and plan.candidates is not None:
@@ -444,15 +535,16 @@ class AttentionFlowPipeline:
                           attention=maps, edit_modes=list(p2p_ctrl.modes), motion_words=motion_words,
                           motion_ranking=ranking, timings=timings, inversion_reused=reused,
                           inversion_method=inversion.method, inversion_carries=inversion.carries,
-                          region=region, edit_region=p2p.edit_region)
+                          region=region, edit_region=p2p.edit_region, chunk_frames=chunk)
 
     __call__ = edit
 
     def _controllers(self, plan: EditPlan, maps_by_size: dict[tuple[int, int], torch.Tensor],
-                     sizes: list[tuple[int, int]], region_mask: torch.Tensor | None = None
+                     sizes: list[tuple[int, int]], num_frames: int, region_mask: torch.Tensor | None = None
                      ) -> tuple[AttentionController, dict[str, AttentionStore], MotionInjector | None, P2PEdit]:
         """The controller chain of one edit (P2P with its local blend, store, MMI, store, region blend), built from the
-        checked plan. ``region_mask``: ``(F, 1, h, w)`` of :func:`region_blend_mask` (None: edit everywhere)."""
+        checked plan. The stores keep the maps of :func:`figure_frames` of the ``num_frames`` only. ``region_mask``:
+        ``(F, 1, h, w)`` of :func:`region_blend_mask` (None: edit everywhere)."""
         p2p, mmi, prompts = plan.p2p, plan.mmi, plan.prompts
         blend = LocalBlend(self.tokenizer, prompts, plan.blend_words, threshold=p2p.blend_threshold) \
             if plan.blend_words else None
@@ -460,7 +552,8 @@ class AttentionFlowPipeline:
                            cross_replace_steps=p2p.cross_replace_steps, self_replace_steps=p2p.self_replace_steps,
                            mode=p2p.mode, reweight=p2p.reweight, local_blend=blend)
         size = sizes[min(plan.attention_map_level, len(sizes) - 1)]
-        stores = {"without_mmi": AttentionStore(resolution=size)}
+        shown = figure_frames(num_frames)
+        stores = {"without_mmi": AttentionStore(resolution=size, frames=shown)}
         chain: list[AttentionController] = [p2p_ctrl, stores["without_mmi"]]
         injector = None
         if mmi.enabled:
@@ -472,7 +565,7 @@ class AttentionFlowPipeline:
                 step_range=(mmi.step_start, mmi.step_end),
                 auto_candidates=list(plan.candidates) if plan.candidates is not None else None,
                 auto_steps=mmi.auto_steps)
-            stores["with_mmi"] = AttentionStore(resolution=size)
+            stores["with_mmi"] = AttentionStore(resolution=size, frames=shown)
             chain += [injector, stores["with_mmi"]]
         if region_mask is not None:
             chain.append(RegionBlend(region_mask))  # after the word blend: the two masks multiply (intersection)
@@ -486,7 +579,7 @@ class AttentionFlowPipeline:
         return mask
 
     def _attention_maps(self, plan: EditPlan, stores: dict[str, AttentionStore],
-                        maps_by_size: dict[tuple[int, int], torch.Tensor]) -> AttentionMaps | None:
+                        maps_by_size: dict[tuple[int, int], torch.Tensor], num_frames: int) -> AttentionMaps | None:
         store = stores["without_mmi"]
         size = store.resolution
         try:
@@ -495,5 +588,8 @@ class AttentionFlowPipeline:
             return None
         after = stores["with_mmi"].maps(size) if plan.mmi.enabled else None
         words = [word_spans(p, self.tokenizer) for p in plan.prompts]
+        frames = store.stored_frames
+        motion = maps_by_size.get(size)
         return AttentionMaps(size=size, words=words, without_mmi=before, with_mmi=after,
-                             motion=maps_by_size.get(size))
+                             motion=None if motion is None else motion[frames], frames=frames,
+                             total_frames=num_frames)

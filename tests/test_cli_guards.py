@@ -140,6 +140,18 @@ CASES = {
         "use_null_inv"),
     "inversion-and-no-null-text": (lambda w: edit_args(w / "frames", w / "out", "--inversion", "direct",
                                                        "--no-null-text"), "--no-null-text"),
+    "chunk-frames-zero": (lambda w: edit_args(w / "frames", w / "out", "--chunk-frames", "0"),
+                          "--chunk-frames (chunk_frames) must be auto or a whole number of frames >= 1, got 0"),
+    "chunk-frames-negative": (lambda w: edit_args(w / "frames", w / "out", "--chunk-frames", "-3"),
+                              "got -3"),
+    "chunk-frames-not-a-number": (lambda w: edit_args(w / "frames", w / "out", "--chunk-frames", "eight"),
+                                  "--chunk-frames (chunk_frames) must be auto or a whole number of frames >= 1, "
+                                  "got 'eight'"),
+    "chunk-frames-fraction": (lambda w: edit_args(w / "frames", w / "out", "--chunk-frames", "2.5"), "got '2.5'"),
+    "chunk-frames-yaml-fraction": (lambda w: ["edit", "--config", str(_yaml(w, BASE_YAML + "chunk_frames: 2.5\n"))],
+                                   "chunk_frames"),
+    "chunk-frames-yaml-bool": (lambda w: ["edit", "--config", str(_yaml(w, BASE_YAML + "chunk_frames: true\n"))],
+                               "chunk_frames"),
 }
 
 
@@ -339,6 +351,17 @@ def test_threads_reach_torch_and_the_manifest(work, monkeypatch):
         assert os.environ["OMP_NUM_THREADS"] == "2"
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("flag", "setting", "used"), [((), "auto", 8), (("--chunk-frames", "3"), 3, 3),
+                                                     (("--chunk-frames", "20"), 20, 8)])
+def test_the_manifest_records_the_chunk_setting_and_the_size_used(work, flag, setting, used):
+    import json
+
+    assert main(edit_args(work / "frames", work / "out", "--no-mmi", *flag)) == 0
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    assert manifest["chunk_frames"] == {"setting": setting, "used": used}
+    assert manifest["config"]["chunk_frames"] == setting
 
 
 @pytest.mark.parametrize("command, extra, needles", [

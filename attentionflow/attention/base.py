@@ -5,7 +5,9 @@ batch):  ``Bt = G * B * F`` where
 
 * ``G`` = 2 when classifier-free guidance is on (``[uncond, cond]`` halves, uncond first), else 1,
 * ``B`` = number of branches (source + each edit; 1 during inversion),
-* ``F`` = number of frames.
+* ``F`` = number of frames in the call: all frames of the video, or one chunk of them (``chunk_frames``:
+  frames ``state.frame_start .. frame_start + F - 1`` of ``state.total_frames``, every branch and guidance half
+  of them together; see :mod:`attentionflow.attention.processors` for how cross-frame attention stays exact).
 
 Index order is ``(g, b, f)``: ``hidden_states.view(G, B, F, N, C)``.
 
@@ -51,7 +53,11 @@ class AttentionState:
     """Mutable per-call state shared by all processors of one UNet; the pipeline updates it."""
 
     num_frames: int = 1
-    """F: frames per branch."""
+    """F: frames per branch in the current call (the chunk's frames when the video is processed in chunks)."""
+    frame_start: int = 0
+    """Index in the video of the call's first frame (0 unless the video is processed in chunks)."""
+    total_frames: int = 0
+    """Frames per branch of the whole video; 0 means ``num_frames`` (the call holds every frame)."""
     num_branches: int = 1
     """B: branches (source + edits), 1 during inversion."""
     cfg: bool = False
@@ -68,6 +74,25 @@ class AttentionState:
     """(h, w) of the latents, so a controller can turn a query count Q into a map size."""
     resolutions: dict[int, tuple[int, int]] = field(default_factory=dict)
     """Query count Q -> (h, w) map size for every attention resolution of the UNet."""
+
+    @property
+    def video_frames(self) -> int:
+        """Frames per branch of the whole video (``total_frames``, or ``num_frames`` when that is 0)."""
+        return self.total_frames or self.num_frames
+
+    @property
+    def chunked(self) -> bool:
+        """True when the call holds only some of the video's frames (a chunk)."""
+        return self.video_frames > self.num_frames
+
+    @property
+    def frames(self) -> slice:
+        """The video's frames in the current call: ``frame_start .. frame_start + num_frames``."""
+        return slice(self.frame_start, self.frame_start + self.num_frames)
+
+    def set_chunk(self, frames: slice) -> None:
+        """Point the state at the frames ``frames`` (a slice with start and stop) of the video."""
+        self.frame_start, self.num_frames = int(frames.start), int(frames.stop - frames.start)
 
     @property
     def groups(self) -> int:

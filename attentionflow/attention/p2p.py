@@ -52,30 +52,39 @@ class _DeviceTables:
 class AttentionStore(AttentionController):
     """Accumulates head-averaged attention maps of the conditional half, per resolution.
 
-    Keeps running sums (memory bounded by one map per resolution, not per step): over the whole run
-    (:meth:`maps`) and over the current step (:meth:`step_maps`, what :class:`LocalBlend` uses).
+    Keeps running sums (memory bounded by one map per resolution and stored frame, not per step): over the whole
+    run (:meth:`maps`) and over the current step (:meth:`step_maps`, what :class:`LocalBlend` uses). When the video
+    is processed in frame chunks, the step's maps are the current chunk's (a chunk's ``step_end`` reads them), and
+    the run's maps are kept per video frame.
 
     Args:
         resolution: only store maps of this ``(h, w)``; None = every cross-attention resolution.
         store_self: also store self-attention maps with at most ``max_self_queries`` queries
             (never 64x64 self-attention: 4096 x 8192 per head and frame).
         max_self_queries: the self-attention query limit.
+        frames: the video frames whose run maps are kept (e.g. the few an attention figure shows); None = all.
+        keep_total: False keeps the current step's maps only (a :class:`LocalBlend`'s own store).
     """
 
     def __init__(self, resolution: tuple[int, int] | None = None, store_self: bool = False,
-                 max_self_queries: int = 32 * 32) -> None:
+                 max_self_queries: int = 32 * 32, frames: Sequence[int] | None = None,
+                 keep_total: bool = True) -> None:
         self.resolution = resolution
         self.store_self = store_self
         self.max_self_queries = max_self_queries
+        self.frames = None if frames is None else sorted({int(f) for f in frames})
+        self.keep_total = keep_total
         self.reset()
 
     def reset(self) -> None:
-        self._total: dict[tuple[bool, int, int], torch.Tensor] = {}
-        self._total_n: dict[tuple[bool, int, int], int] = {}
-        self._step_sum: dict[tuple[bool, int, int], torch.Tensor] = {}
+        self._total: dict[tuple[bool, int, int], torch.Tensor] = {}  # (B, S, Q, K) sums over calls
+        self._total_n: dict[tuple[bool, int, int], torch.Tensor] = {}  # (S,) calls per stored frame
+        self._step_sum: dict[tuple[bool, int, int], torch.Tensor] = {}  # (B, F, Q, K) the chunk's sums
         self._step_n: dict[tuple[bool, int, int], int] = {}
-        self._step: int | None = None
+        self._step: tuple[int, int] | None = None
         self._step_closed = False
+        self._stored: list[int] = []
+        self._index_cache: dict[tuple[int, int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _accepts(self, is_cross: bool, num_queries: int) -> bool:
         if not (is_cross or self.store_self):
@@ -90,33 +99,62 @@ class AttentionStore(AttentionController):
         size = state.site_size(site)
         return size is None or self._accepts(site.is_cross, size[0] * size[1])
 
+    def _positions(self, state: AttentionState, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(local, slot)`` long tensors: the call's frames that are stored (indices in the chunk) and their slots
+        in the run sums (indices in :attr:`stored_frames`)."""
+        key = (state.frame_start, state.num_frames, state.video_frames, device)
+        if key not in self._index_cache:
+            wanted = self.frames if self.frames is not None else list(range(state.video_frames))
+            pairs = [(f - state.frame_start, slot) for slot, f in enumerate(wanted)
+                     if state.frame_start <= f < state.frame_start + state.num_frames]
+            local = torch.tensor([p[0] for p in pairs], dtype=torch.long, device=device)
+            slot = torch.tensor([p[1] for p in pairs], dtype=torch.long, device=device)
+            self._index_cache[key] = (local, slot)
+        return self._index_cache[key]
+
     def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
         """Record ``probs`` ``(G*B*F, heads, Q, K)``; returns it unchanged."""
         num_queries, num_keys = probs.shape[-2:]
         if not self._accepts(site.is_cross, num_queries):
             return probs
-        if self._step is None or self._step != state.step or self._step_closed:
+        if self._step != (state.step, state.frame_start) or self._step_closed:
             self._step_sum.clear()
             self._step_n.clear()
-            self._step, self._step_closed = state.step, False
+            self._step, self._step_closed = (state.step, state.frame_start), False
         maps = state.cond_view(probs.detach()).float().mean(dim=2)  # (B, F, Q, K): mean over heads
         key = (site.is_cross, num_queries, num_keys)
-        for sums, counts in ((self._total, self._total_n), (self._step_sum, self._step_n)):
-            if key in sums and sums[key].shape == maps.shape:
-                sums[key] += maps
-                counts[key] += 1
-            else:
-                sums[key] = maps.clone()
-                counts[key] = 1
+        if key in self._step_sum and self._step_sum[key].shape == maps.shape:
+            self._step_sum[key] += maps
+            self._step_n[key] += 1
+        else:
+            self._step_sum[key] = maps.clone()
+            self._step_n[key] = 1
+        if not self.keep_total:
+            return probs
+        self._stored = self.frames if self.frames is not None else list(range(state.video_frames))
+        local, slot = self._positions(state, maps.device)
+        shape = (maps.shape[0], len(self._stored), *maps.shape[2:])  # (B, S, Q, K)
+        if key not in self._total or self._total[key].shape != shape:
+            self._total[key] = maps.new_zeros(shape)
+            self._total_n[key] = torch.zeros(len(self._stored), dtype=torch.long, device=maps.device)
+        if local.numel():
+            self._total[key].index_add_(1, slot, maps.index_select(1, local))
+            self._total_n[key].index_add_(0, slot, torch.ones_like(slot))
         return probs
 
     def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:
-        """Marks the step finished: its maps stay readable until the next attention call."""
+        """Marks the step (or the chunk's part of it) finished: its maps stay readable until the next attention
+        call."""
         self._step_closed = True
         return latents
 
+    @property
+    def stored_frames(self) -> list[int]:
+        """The video frames of :meth:`maps`, in order (after the first call)."""
+        return list(self._stored)
+
     @staticmethod
-    def _lookup(sums: dict[tuple[bool, int, int], torch.Tensor], counts: dict[tuple[bool, int, int], int],
+    def _lookup(sums: dict[tuple[bool, int, int], torch.Tensor], counts: dict[tuple[bool, int, int], Any],
                 size: tuple[int, int], cross: bool, what: str) -> torch.Tensor:
         h, w = size
         keys = [k for k in sums if k[0] == cross and k[1] == h * w]
@@ -126,7 +164,12 @@ class AttentionStore(AttentionController):
                            f"stored (queries, keys): {stored}")
         if len(keys) > 1:
             raise ValueError(f"several key counts stored at {size}: {sorted(k[2] for k in keys)}")
-        mean = sums[keys[0]] / counts[keys[0]]  # (B, F, Q, K)
+        n = counts[keys[0]]
+        if isinstance(n, torch.Tensor):
+            if bool((n == 0).any()):
+                raise ValueError(f"attention maps of size {size} were not recorded for every stored frame")
+            n = n.to(sums[keys[0]].dtype)[None, :, None, None]  # (1, S, 1, 1)
+        mean = sums[keys[0]] / n  # (B, F, Q, K)
         return mean.view(*mean.shape[:2], h, w, mean.shape[-1])  # (B, F, h, w, K)
 
     def has_maps(self, size: tuple[int, int], *, cross: bool = True, step: bool = False) -> bool:
@@ -135,14 +178,16 @@ class AttentionStore(AttentionController):
         return any(k[0] == cross and k[1] == size[0] * size[1] for k in sums)
 
     def maps(self, size: tuple[int, int], *, cross: bool = True) -> torch.Tensor:
-        """Average over all recorded calls at resolution ``size``: ``(B, F, h, w, K)``.
+        """Average over all recorded calls at resolution ``size``: ``(B, S, h, w, K)`` for the
+        :attr:`stored_frames` (S of them: every frame, or the ``frames`` given).
 
         Raises KeyError when nothing of that size was recorded.
         """
         return self._lookup(self._total, self._total_n, size, cross, "in this run")
 
     def step_maps(self, size: tuple[int, int], *, cross: bool = True) -> torch.Tensor:
-        """Average over the current (or just finished) step's calls: ``(B, F, h, w, K)``.
+        """Average over the current (or just finished) step's calls: ``(B, F, h, w, K)`` for the frames of the
+        current call (the chunk's).
 
         Raises KeyError when nothing of that size was recorded in this step.
         """
@@ -190,7 +235,7 @@ class LocalBlend(AttentionController):
         self.threshold = float(threshold)
         self.resolution_hint = int(resolution_hint)
         self._own_store = store is None
-        self.store = store if store is not None else AttentionStore()
+        self.store = store if store is not None else AttentionStore(keep_total=False)
         self._tables = _DeviceTables(word_mask=mask)
 
     @property
@@ -306,10 +351,11 @@ class RegionBlend(AttentionController):
         if state.num_branches < 2:
             return latents
         x = latents.view(state.num_branches, state.num_frames, *latents.shape[1:])  # (B, F, C, h, w)
-        mask = self.region  # (F, 1, h, w), made on the latents' device and dtype by the pipeline
-        if mask.shape[0] != state.num_frames or mask.shape[-2:] != latents.shape[-2:] or mask.dtype != latents.dtype:
-            raise ValueError(f"region mask {tuple(mask.shape)} {mask.dtype} does not fit {state.num_frames} frames of "
+        mask = self.region  # (F_video, 1, h, w), made on the latents' device and dtype by the pipeline
+        if mask.shape[0] != state.video_frames or mask.shape[-2:] != latents.shape[-2:] or mask.dtype != latents.dtype:
+            raise ValueError(f"region mask {tuple(mask.shape)} {mask.dtype} does not fit {state.video_frames} frames of "
                              f"latents {tuple(latents.shape[-2:])} {latents.dtype}")
+        mask = mask[state.frames]  # (F, 1, h, w): the call's frames
         edits = x[:1] + mask * (x[1:] - x[:1])
         return torch.cat([x[:1], edits]).view_as(latents)
 

@@ -13,6 +13,18 @@ Self-attention modes (``state.frame_mode``):
   video; elsewhere *sparse-causal* attention: frame ``i`` attends to frame 0 and frame ``i-1``
   (frame 0 attends to frame 0 twice, as vid2vid-zero does).
 
+Frame chunks (``chunk_frames``): a call may hold only frames ``s .. s + n - 1`` of the video
+(``state.frame_start``, ``state.num_frames``, ``state.total_frames``); the chunks of one step run in frame order.
+Each self-attention layer then keeps, in :attr:`AttentionRuntime.anchors`, the keys and values of frame 0 and of
+the last frame of the chunk it has just processed (``(G*B, heads, N, d)`` each, per layer: bounded, whatever the
+number of frames).
+
+* Sparse-causal attention stays exact: frame ``s`` takes frame ``s - 1`` from the kept last frame, and every
+  frame of the chunk takes frame 0 from the kept first one.
+* Dense spatial-temporal attention cannot be split exactly; the scheme is: every frame of a chunk attends to the
+  frames of its chunk, to frame 0 and to frame ``s - 1`` (the frame before the chunk), in frame order. A chunk that
+  holds the whole video gives the unchunked dense attention exactly; docs/long_videos.md measures the difference.
+
 Probabilities are only materialised where the controller asks for them
 (:meth:`AttentionController.wants_probs`); everywhere else ``F.scaled_dot_product_attention`` runs.
 """
@@ -22,7 +34,7 @@ from __future__ import annotations
 import math
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal
 
 import torch
@@ -33,6 +45,7 @@ from .base import AttentionController, AttentionSite, AttentionState
 
 __all__ = [
     "AttentionRuntime",
+    "FrameAnchors",
     "FrameAttnProcessor",
     "attention_resolutions",
     "attention_sites",
@@ -55,30 +68,65 @@ def attention_resolutions(sites: dict[str, AttentionSite], latent_size: tuple[in
 
 
 @dataclass
+class FrameAnchors:
+    """Keys and values an earlier chunk of the same step left for the next one at one self-attention layer.
+
+    Each tensor is ``(G*B, heads, N, d)``: one row per video of the batch (guidance half x branch).
+    """
+
+    first_key: torch.Tensor
+    """Frame 0's keys."""
+    first_value: torch.Tensor
+    """Frame 0's values."""
+    last_key: torch.Tensor
+    """The keys of the last frame processed (frame ``last_index``)."""
+    last_value: torch.Tensor
+    """Its values."""
+    last_index: int
+    """Index in the video of that last frame."""
+
+
+@dataclass
 class AttentionRuntime:
-    """What all processors of one UNet share: the mutable state and the current controller."""
+    """What all processors of one UNet share: the mutable state, the current controller and, when frames are
+    processed in chunks, each self-attention layer's :class:`FrameAnchors` (keyed by the layer's name)."""
 
     state: AttentionState
     controller: AttentionController | None = None
+    anchors: dict[str, FrameAnchors] = field(default_factory=dict)
 
 
-def _frame_keys(x: torch.Tensor, num_frames: int, mode: _KeyMode) -> torch.Tensor:
+def _frame_keys(x: torch.Tensor, num_frames: int, mode: _KeyMode,
+                before: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Gather the key/value tokens each frame attends to.
 
     ``x``: ``(Bt, heads, N, d)`` per-frame tokens (``Bt = G*B*F``); returns ``(Bt, heads, K, d)`` with
-    ``K = 2N`` (sparse-causal: frame 0 then frame ``i-1``) or ``K = F*N`` (dense: all frames).
-    Also used for attention masks ``(Bt, heads, q, N)`` with the token axis last (see caller).
+    ``K = 2N`` (sparse-causal: frame 0 then frame ``i-1``) or ``K = (A + F) * N`` (dense: the ``A`` frames of
+    ``before``, then all frames of ``x``). Also used for attention masks ``(Bt, heads, q, N)`` with the token axis
+    last (see caller).
+
+    ``before``: for a chunk that does not start at frame 0, ``[frame 0, frame s-1]`` tokens ``(G*B, heads, N, d)``
+    from earlier chunks (dense: the anchor frames of the scheme, see the module docstring); None for the first
+    chunk or the whole video.
     """
     bt, heads, n, d = x.shape
     x5 = x.view(bt // num_frames, num_frames, heads, n, d)  # (GB, F, heads, N, d)
     if mode == "sparse":
-        prev = (torch.arange(num_frames, device=x.device) - 1).clamp_min(0)  # frame i -> i-1, 0 -> 0
-        first = x5[:, :1].expand_as(x5)  # (GB, F, heads, N, d): frame 0 for every frame
-        out = torch.cat([first, x5.index_select(1, prev)], dim=3)  # (GB, F, heads, 2N, d)
+        if before is None:
+            prev = (torch.arange(num_frames, device=x.device) - 1).clamp_min(0)  # frame i -> i-1, 0 -> 0
+            first = x5[:, :1].expand_as(x5)  # (GB, F, heads, N, d): frame 0 for every frame
+            previous = x5.index_select(1, prev)
+        else:
+            first = before[0][:, None].expand_as(x5)  # frame 0 of the video
+            previous = torch.cat([before[-1][:, None], x5[:, :-1]], dim=1)  # frame s-1, then the chunk's i-1
+        out = torch.cat([first, previous], dim=3)  # (GB, F, heads, 2N, d)
         return out.reshape(bt, heads, 2 * n, d)
-    # dense: every frame sees all frames' tokens in frame order
-    allf = x5.permute(0, 2, 1, 3, 4).reshape(bt // num_frames, 1, heads, num_frames * n, d)  # (GB, 1, heads, F*N, d)
-    return allf.expand(-1, num_frames, -1, -1, -1).reshape(bt, heads, num_frames * n, d)
+    # dense: every frame sees the anchor frames and all frames of the call, in frame order
+    if before:
+        x5 = torch.cat([torch.stack(before, dim=1), x5], dim=1)  # (GB, A + F, heads, N, d)
+    total = x5.shape[1]
+    allf = x5.permute(0, 2, 1, 3, 4).reshape(bt // num_frames, 1, heads, total * n, d)  # (GB, 1, heads, K, d)
+    return allf.expand(-1, num_frames, -1, -1, -1).reshape(bt, heads, total * n, d)
 
 
 def _frame_mask(mask: torch.Tensor, num_frames: int, mode: _KeyMode) -> torch.Tensor:
@@ -90,7 +138,8 @@ def _frame_mask(mask: torch.Tensor, num_frames: int, mode: _KeyMode) -> torch.Te
 class FrameAttnProcessor:
     """Attention processor for frames folded into the batch (see the module docstring).
 
-    Callable like diffusers' ``AttnProcessor2_0``. It keeps no tensors between calls.
+    Callable like diffusers' ``AttnProcessor2_0``. Between calls it keeps tensors only when frames are processed in
+    chunks: its layer's :class:`FrameAnchors` in the shared runtime.
 
     Args:
         site: static description of the layer this processor is installed on.
@@ -161,9 +210,14 @@ class FrameAttnProcessor:
         share = (is_self and not explicit and controller is not None and state.num_branches > 1
                  and controller.shares_source_self_attention(self.site, state))
 
+        if mode != "self" and state.chunked and attention_mask is not None:
+            raise ValueError(f"self-attention masks are not supported with frame chunks (at {self.site.name}); "
+                             f"use chunk_frames of at least the number of frames")
+        groups = batch_size // num_frames
+        before_k, before_v = self._anchors(state, mode, groups)
+
         if mode == "dense" and not explicit and attention_mask is None:
             # All frames of a video share their keys: fold frames into the query axis (no copies).
-            groups = batch_size // num_frames
             q = query.view(groups, num_frames * sequence_length, heads, head_dim).transpose(1, 2)  # (GB, heads, F*N, d)
             k = key.view(groups, num_frames * sequence_length, heads, head_dim).transpose(1, 2)
             v = value.view(groups, num_frames * sequence_length, heads, head_dim).transpose(1, 2)
@@ -173,6 +227,12 @@ class FrameAttnProcessor:
                 k = attn.norm_k(k)
             if share:
                 q, k = state.share_source(q, frames_folded=True), state.share_source(k, frames_folded=True)
+            if state.chunked:
+                shape = (groups, heads, num_frames, sequence_length, head_dim)
+                self._keep(state, k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2))  # (GB, F, heads, N, d)
+                if before_k is not None:
+                    k = torch.cat([*before_k, k], dim=2)  # (GB, heads, (A + F) * N, d): anchors first, frame order
+                    v = torch.cat([*before_v, v], dim=2)
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False, scale=attn.scale)
             out = out.transpose(1, 2).reshape(batch_size, -1, heads * head_dim)  # (Bt, N, heads*d)
         else:
@@ -186,8 +246,11 @@ class FrameAttnProcessor:
             if share:  # edit branches attend with the source's pattern (P2P self-attention replacement)
                 q, k = state.share_source(q), state.share_source(k)
             if mode != "self":
-                k = _frame_keys(k, num_frames, mode)  # (Bt, heads, K, d)
-                v = _frame_keys(v, num_frames, mode)
+                if state.chunked:
+                    shape = (groups, num_frames, heads, k.shape[2], head_dim)
+                    self._keep(state, k.view(shape), v.view(shape))  # (GB, F, heads, N, d)
+                k = _frame_keys(k, num_frames, mode, before_k)  # (Bt, heads, K, d)
+                v = _frame_keys(v, num_frames, mode, before_v)
                 if attention_mask is not None:
                     attention_mask = _frame_mask(attention_mask, num_frames, mode)
             if explicit:
@@ -208,6 +271,33 @@ class FrameAttnProcessor:
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
+
+    def _anchors(self, state: AttentionState, mode: _KeyMode,
+                 groups: int) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
+        """Keys and values ``(G*B, heads, N, d)`` of earlier chunks that this chunk's frames attend to (see the module
+        docstring): ``[frame 0, frame s-1]`` (dense: frame 0 alone when ``s == 1``); None, None without chunks or for
+        the first chunk."""
+        if mode == "self" or not state.chunked or state.frame_start == 0:
+            return None, None
+        kept = self.runtime.anchors.get(self.site.name)
+        if kept is None or kept.last_index != state.frame_start - 1 or kept.first_key.shape[0] != groups:
+            raise ValueError(f"frame chunk starting at frame {state.frame_start} at {self.site.name}: the chunk "
+                             f"before it did not run in this step (chunks of a step must run in frame order)")
+        if mode == "dense" and state.frame_start == 1:
+            return [kept.first_key], [kept.first_value]
+        return [kept.first_key, kept.last_key], [kept.first_value, kept.last_value]
+
+    def _keep(self, state: AttentionState, k5: torch.Tensor, v5: torch.Tensor) -> None:
+        """Keep frame 0's and the chunk's last frame's keys/values for the next chunk; ``k5``/``v5``:
+        ``(G*B, F, heads, N, d)``. Copies (a view would keep the whole chunk's tensor alive)."""
+        name = self.site.name
+        if state.frame_start == 0:
+            first_k, first_v = k5[:, 0].detach().clone(), v5[:, 0].detach().clone()
+        else:
+            first_k, first_v = self.runtime.anchors[name].first_key, self.runtime.anchors[name].first_value
+        self.runtime.anchors[name] = FrameAnchors(
+            first_key=first_k, first_value=first_v, last_key=k5[:, -1].detach().clone(),
+            last_value=v5[:, -1].detach().clone(), last_index=state.frame_start + state.num_frames - 1)
 
     @staticmethod
     def _probs(attn: Attention, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

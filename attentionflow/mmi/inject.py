@@ -194,7 +194,7 @@ class MotionInjector(AttentionController):
         self._decided = not self.auto
         self._auto_sum: torch.Tensor | None = None  # (K,) source-branch per-token sums
         self._auto_count = 0
-        self._sim_sum: torch.Tensor | None = None  # (B, K) per-token sums (mean over frames)
+        self._sim_sum: torch.Tensor | None = None  # (B, K) per-token sums over frames and calls
         self._sim_count = 0
         self._swap_cache.clear()
 
@@ -247,10 +247,10 @@ class MotionInjector(AttentionController):
             maps = self.motion_maps[size]
             cached = maps.to(device=probs.device, dtype=probs.dtype).reshape(maps.shape[0], -1)  # (F, Q)
             self._map_cache[key] = cached
-        if cached.shape[0] != state.num_frames:
-            raise ValueError(f"motion maps have {cached.shape[0]} frames, the batch has "
-                             f"{state.num_frames}")
-        return cached
+        if cached.shape[0] != state.video_frames:
+            raise ValueError(f"motion maps have {cached.shape[0]} frames, the video has "
+                             f"{state.video_frames}")
+        return cached[state.frames]  # (F, Q): the call's frames (a chunk of the video, or all of it)
 
     def _fuse_mask(self, probs: torch.Tensor, num_branches: int) -> torch.Tensor:
         """``(B, K)`` fusion weights in ``probs``' dtype/device (cached): 1 for the content tokens
@@ -336,13 +336,14 @@ class MotionInjector(AttentionController):
         sim = sim_span.new_zeros(*sim_span.shape[:2], num_tokens)  # (B, F, K), 0 outside the span
         sim[..., lo:hi] = sim_span
         self.last_similarity = sim
-        per_token = sim.detach().float().mean(dim=1)  # (B, K) mean over frames
+        # sums over frames and counts of frames: the same means whether the frames come at once or in chunks
+        per_token = sim.detach().float().sum(dim=1)  # (B, K) sum over the call's frames
         self._sim_sum = per_token if self._sim_sum is None else self._sim_sum + per_token
-        self._sim_count += 1
+        self._sim_count += state.num_frames
         if observing:
             self._auto_sum = (per_token[0] if self._auto_sum is None
                               else self._auto_sum + per_token[0])  # (K,) source branch
-            self._auto_count += 1
+            self._auto_count += state.num_frames
 
         if self.fusion and in_range and state.step >= 1:
             weight = sim_span * fuse_mask[:, None, lo:hi] * (self.strength / state.step)  # (B, F, K')
