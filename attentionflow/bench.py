@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from .config import INVERSION_METHODS, InversionSettings, MMIConfig, P2PConfig, ValidationDataConfig
+from .config import (INVERSION_METHODS, AttentionSettings, EditConfig, InversionSettings, MMIConfig, P2PConfig,
+                     ValidationDataConfig, parse_chunk_frames)
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports are deferred so that building the CLI parser stays fast
@@ -147,6 +148,14 @@ class BenchSettings:
     flow: str = "dis"
     suite: str = "all"
     """Which suites run: single (one object per scene), motion (the "motion decides" suite) or all."""
+    chunk_frames: int | str = EditConfig.chunk_frames
+    """Frames per model call (auto: every frame when they fit; a number smaller than the frames measures the chunk
+    scheme of dense ST attention, docs/long_videos.md)."""
+
+    @property
+    def attention(self) -> AttentionSettings:
+        """The attention settings of the suite's edits: the config defaults with :attr:`chunk_frames`."""
+        return AttentionSettings.default(chunk_frames=self.chunk_frames)
 
     def validate(self, suite: str | None = None) -> None:
         """Raise :class:`ConfigError` for impossible settings of ``suite`` (default: :attr:`suite`, what the CLI
@@ -168,6 +177,8 @@ class BenchSettings:
             raise ConfigError(f"--frames {self.frames} is invalid; the motion metrics need >= 2 frames")
         if self.size < 16:
             raise ConfigError(f"--size {self.size} is invalid; use an integer >= 16")
+        if self.chunk_frames != "auto" and (not isinstance(self.chunk_frames, int) or self.chunk_frames < 1):
+            raise ConfigError(f"--chunk-frames {self.chunk_frames!r} is invalid; use auto or an integer >= 1")
 
 
 def task_video(task: BenchTask, frames: int, size: int) -> ToyVideo:
@@ -313,12 +324,12 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
                                "path": task.path, "seed": task.seed, "methods": {}}
         # the three methods differ only after the inversion: invert once per task, share it
         t0 = time.perf_counter()
-        inversion = pipeline.invert(video.frames, task.source, inv_settings, seed=settings.seed)
+        inversion = pipeline.invert(video.frames, task.source, inv_settings, settings.attention, seed=settings.seed)
         rec["inversion_seconds"] = time.perf_counter() - t0
         for method in methods:
             t0 = time.perf_counter()
-            plan = pipeline.plan(task.source, [task.target], inv_settings, p2p=method.p2p(), mmi=method.mmi(),
-                                 seed=settings.seed)
+            plan = pipeline.plan(task.source, [task.target], inv_settings, settings.attention, p2p=method.p2p(),
+                                 mmi=method.mmi(), seed=settings.seed)
             out = pipeline.edit(video.frames, plan, inversion)
             seconds = time.perf_counter() - t0
             maps = motion_word_maps(out.attention, pipeline.tokenizer, task.target, 1,
@@ -394,7 +405,8 @@ def format_markdown(report: dict[str, Any], command: str) -> str:
         "",
         f"Settings: **{s['steps']} DDIM steps** (inversion and sampling), {s['frames']} frames of "
         f"{s['size']}x{s['size']}, guidance {s['guidance_scale']}, {s.get('inversion', 'null-text')} inversion, "
-        f"seed {s['seed']}, flow {s['flow']}, motion word '{MOTION_WORD}'.",
+        f"seed {s['seed']}, flow {s['flow']}, motion word '{MOTION_WORD}', {s.get('chunk_frames', 'auto')} frames "
+        f"per model call.",
         f"Model: {report.get('model') or 'unknown'}.",
         "",
         "| method | " + " | ".join(f"{t} {'↑' if h else '↓'}" for _, t, h, _ in COLUMNS) + " | s / edit |",
@@ -466,7 +478,8 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     from .pipeline import AttentionFlowPipeline
 
     settings = BenchSettings(tasks=args.tasks, steps=args.steps, frames=args.frames, size=args.size,
-                             inversion=args.inversion, seed=args.seed, suite=args.suite)
+                             inversion=args.inversion, seed=args.seed, suite=args.suite,
+                             chunk_frames=parse_chunk_frames(args.chunk_frames))
     settings.validate()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -531,6 +544,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=BenchSettings.seed, help="sampling seed (default 33)")
     q.add_argument("--inversion", choices=INVERSION_METHODS, default=BenchSettings.inversion,
                    help=f"inversion method (default {BenchSettings.inversion})")
+    q.add_argument("--chunk-frames", default=str(BenchSettings.chunk_frames), metavar="N|auto",
+                   help=f"frames per model call (default {BenchSettings.chunk_frames})")
     q.add_argument("--model", default="embedded", help="model: 'embedded' (toy model, default) or a folder")
     q.add_argument("--device", default="cpu", help="device (default cpu)")
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -267,11 +267,12 @@ def run_motion_bench(pipeline: Any, settings: Any, *, progress: bool = True,
         rec: dict[str, Any] = {"task": task.name, "kind": task.kind, "source": source, "target": target,
                                "seed": task.seed, "direction": task.direction, "methods": {}}
         t0 = time.perf_counter()
-        inversion = pipeline.invert(scene.frames, source, inv, seed=settings.seed)
+        inversion = pipeline.invert(scene.frames, source, inv, settings.attention, seed=settings.seed)
         rec["inversion_seconds"] = time.perf_counter() - t0
         for method in methods:
             t0 = time.perf_counter()
-            plan = pipeline.plan(source, [target], inv, p2p=method.p2p(task), mmi=method.mmi(task), seed=settings.seed)
+            plan = pipeline.plan(source, [target], inv, settings.attention, p2p=method.p2p(task),
+                                 mmi=method.mmi(task), seed=settings.seed)
             try:
                 out = pipeline.edit(scene.frames, plan, inversion)
             except AttentionFlowError as exc:  # an edit_region that finds no motion: the method fails this task

@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import EditConfig, config_to_dict, dump_config
 from .errors import ConfigError, InputError
-from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, make_grid, probe_output_location, \
+from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, grid_frames, probe_output_location, \
     read_frames, write_frames, write_gif, write_mp4
 from .models.paths import EMBEDDED, embedded_model_path, model_limits, resolve_model_path
 from .figures import ATTENTION_FIGURE_FRAMES, figure_frames  # noqa: F401 (figure_frames is re-exported)
@@ -312,9 +312,9 @@ def write_outputs(folder: Path, frames: np.ndarray, out: EditOutput, fps: float)
         write_gif(video, folder / f"{name}.gif", fps=fps)
         write_frames(video, folder / "frames" / name)
     labels = ["input", "reconstruction", *out.target_prompts]
-    grid = make_grid(list(videos.values()), labels=labels)
-    write_mp4(grid, folder / "grid.mp4", fps=fps)
-    write_gif(grid, folder / "grid.gif", fps=fps)
+    # the grid is made frame by frame while it is encoded (a long video's grid is never held whole)
+    write_mp4(grid_frames(list(videos.values()), labels=labels), folder / "grid.mp4", fps=fps)
+    write_gif(grid_frames(list(videos.values()), labels=labels), folder / "grid.gif", fps=fps)
     if out.attention is not None:
         (folder / "attention").mkdir()
         for b, name in enumerate(["source", *edit_names]):

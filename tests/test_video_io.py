@@ -446,3 +446,41 @@ def test_output_dir_refused_when_not_empty_without_overwrite(tmp_path: Path) -> 
     a_file.write_text("x")
     assert "not a folder" in _one_line_error(check_output_dir, a_file, True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "run"]
+
+
+@pytest.mark.parametrize("writer", ["mp4", "gif"])
+def test_writers_take_frames_one_at_a_time_and_write_the_same_file(tmp_path: Path, writer: str) -> None:
+    """A generator of frames (never a whole array) gives the same file as the array; it is consumed once."""
+    video = smooth_video(6)
+    write = write_mp4 if writer == "mp4" else write_gif
+    whole = write(video, tmp_path / f"whole.{writer}")
+    pulled: list[int] = []
+
+    def frames():
+        for i, frame in enumerate(video):
+            pulled.append(i)
+            yield frame
+
+    streamed = write(frames(), tmp_path / f"streamed.{writer}")
+    assert pulled == list(range(6))
+    assert np.array_equal(read_frames(streamed), read_frames(whole))
+
+
+def test_grid_frames_are_the_grid_one_frame_at_a_time() -> None:
+    from attentionflow.io.video import grid_frames
+
+    a = smooth_video(4)
+    b = smooth_video(4, height=24, width=20)  # another height: resized
+    frames = grid_frames([a, b], labels=["input", "edit"], gap=3)
+    assert not isinstance(frames, np.ndarray)
+    assert np.array_equal(np.stack(list(frames)), make_grid([a, b], labels=["input", "edit"], gap=3))
+    with pytest.raises(ValueError, match="frames"):
+        grid_frames([a, b[:2]])  # checked before the first frame
+
+
+def test_writers_refuse_an_empty_stream_and_frames_of_changing_size(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one frame"):
+        write_mp4(iter([]), tmp_path / "none.mp4")
+    with pytest.raises(ValueError, match="one size"):
+        write_gif(iter([np.zeros((8, 8, 3), np.uint8), np.zeros((8, 10, 3), np.uint8)]), tmp_path / "mixed.gif")
+    assert not list(tmp_path.iterdir())  # nothing half-written
