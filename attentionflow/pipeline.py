@@ -150,6 +150,8 @@ class Inversion:
 
 #: ``auto`` frame chunks may use this share of the free memory for the model's activations.
 AUTO_CHUNK_MEMORY_SHARE = 0.5
+#: ``auto``: the most frames per VAE call.
+AUTO_VAE_BATCH = 8
 
 
 def activation_bytes_per_row(unet_config: Any, latent_size: tuple[int, int], dtype_bytes: int) -> int:
@@ -329,6 +331,21 @@ class AttentionFlowPipeline:
         per_frame = rows_per_frame * activation_bytes_per_row(self.unet.config, latent_size, dtype_bytes)
         return max(1, min(num_frames, int(free * AUTO_CHUNK_MEMORY_SHARE) // max(per_frame, 1)))
 
+    def vae_batch(self, chunk_frames: int | str, chunk: int, frame_size: tuple[int, int]) -> int:
+        """Frames per VAE call: the chunk when ``chunk_frames`` is a number; with ``auto``, at most
+        :data:`AUTO_VAE_BATCH` (what every edit used before chunks existed, so short videos decode as they did), at
+        most the chunk, and at most what fits in :data:`AUTO_CHUNK_MEMORY_SHARE` of the free memory at about six
+        full-resolution feature maps of the VAE's first block per frame (its outer blocks work at the frame size)."""
+        if chunk_frames != "auto":
+            return chunk
+        batch = min(chunk, AUTO_VAE_BATCH)
+        free = self.free_memory()
+        if free is None:
+            return batch
+        height, width = frame_size
+        per_frame = 6 * height * width * self.vae.config.block_out_channels[0] * (torch.finfo(self.dtype).bits // 8)
+        return max(1, min(batch, int(free * AUTO_CHUNK_MEMORY_SHARE) // per_frame))
+
     # ---------------------------------------------------------------------------------------------
 
     def _inversion_key(self, frames: np.ndarray, source_prompt: str, settings: InversionSettings,
@@ -387,7 +404,8 @@ class AttentionFlowPipeline:
         with install_attention(self.unet, runtime, use_sc=attention.use_sc_attn, use_st=attention.use_st_attn,
                                st_attn_idx=attention.st_attn_idx):
             start = time.perf_counter()
-            latents = self.encode_frames(frames, batch_size=chunk)  # (F, C, h, w)
+            latents = self.encode_frames(frames, self.vae_batch(attention.chunk_frames, chunk,
+                                                                (height, width)))  # (F, C, h, w)
             cond, uncond = self.encode_prompts([source_prompt, ""]).split(1)  # (1, L, D) each
             timings["encode"] = time.perf_counter() - start
             start = time.perf_counter()
@@ -519,7 +537,8 @@ class AttentionFlowPipeline:
             timings["editing"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        videos = self.decode_latents(final, batch_size=chunk).reshape(num_branches, num_frames, height, width, 3)
+        vae_batch = self.vae_batch(attention.chunk_frames, chunk, (height, width))
+        videos = self.decode_latents(final, vae_batch).reshape(num_branches, num_frames, height, width, 3)
         if region_mask is not None:
             videos = composite_region(videos, region_mask, self.vae_scale_factor)
         timings["decode"] = time.perf_counter() - start

@@ -33,15 +33,17 @@ def edit_memory_bytes(n_frames: int, width: int, height: int, n_branches: int, *
                       vae_on_host: bool = True, vae_batch: int = 8) -> int:
     """Bytes an edit of ``n_frames`` frames of ``width`` x ``height`` holds at its peak, roughly.
 
-    Per frame pixel: the uint8 input (3), its float32 copy for the VAE (12), flow and motion maps (12);
-    per branch and frame pixel: the float32 decode (12), the uint8 video (3) and the grid (3). When the
-    VAE runs on the host, its widest full-resolution activations (``vae_channels`` float32, about three
-    alive at once, ``vae_batch`` frames per call) come on top.
+    Per frame pixel: the uint8 input (3), flow and motion maps (12); per branch and frame pixel: the uint8 video
+    (3). Per VAE call (``vae_batch`` frames): the float32 frames in and out (12 + 12), and when the VAE runs on the
+    host its widest full-resolution activations (``vae_channels`` float32, about three alive at once). The UNet's
+    activations are bounded by frame chunks (``chunk_frames``) and not counted; the grid is written frame by frame.
     """
     pixels = int(n_frames) * int(width) * int(height)
-    total = pixels * (3 + 12 + 12) + pixels * int(n_branches) * (12 + 3 + 3)
+    total = pixels * (3 + 12) + pixels * int(n_branches) * 3
+    batch = min(int(n_frames), vae_batch) * int(width) * int(height)
+    total += batch * (12 + 12)
     if vae_on_host:
-        total += min(int(n_frames), vae_batch) * int(width) * int(height) * int(vae_channels) * 4 * 3
+        total += batch * int(vae_channels) * 4 * 3
     return total
 
 

@@ -271,3 +271,15 @@ def test_frame_chunks_cover_the_video_in_order():
     assert frame_chunks(4, 9) == [slice(0, 4)]
     with pytest.raises(ValueError):
         frame_chunks(4, 0)
+
+
+def test_the_vae_batch_follows_the_chunk_and_auto_fits_the_frames_in_memory(pipe, monkeypatch):
+    from attentionflow.pipeline import AUTO_CHUNK_MEMORY_SHARE
+
+    assert pipe.vae_batch(4, 4, (512, 512)) == 4  # a number given: the chunk, whatever the memory
+    per_frame = 6 * 512 * 512 * pipe.vae.config.block_out_channels[0] * 8  # float64
+    monkeypatch.setattr(pipe, "free_memory", lambda: int(3.5 * per_frame / AUTO_CHUNK_MEMORY_SHARE))
+    assert pipe.vae_batch("auto", 16, (512, 512)) == 3
+    assert pipe.vae_batch("auto", 2, (512, 512)) == 2
+    monkeypatch.setattr(pipe, "free_memory", lambda: None)
+    assert pipe.vae_batch("auto", 16, (512, 512)) == 8  # never more than before chunks existed
