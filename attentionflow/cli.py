@@ -14,8 +14,8 @@ import time
 from typing import Any, NoReturn, Sequence
 
 from . import __version__
-from .config import EDIT_REGIONS, INVERSION_METHODS, MAX_SEED, EditConfig as C, InputDataConfig as I, MMIConfig as M
-from .config import P2PConfig as P, ValidationDataConfig as V, parse_chunk_frames
+from .config import CAMERA_MOTIONS, EDIT_REGIONS, INVERSION_METHODS, MAX_SEED, EditConfig as C, InputDataConfig as I
+from .config import MMIConfig as M, P2PConfig as P, ValidationDataConfig as V, parse_chunk_frames
 from .errors import AttentionFlowError, ConfigError
 from .mmi.methods import SIMILARITY_METHODS
 
@@ -63,7 +63,10 @@ def _add_motion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--direction", type=_direction, help="keep motion toward N/NE/E/SE/S/SW/W/NW or an angle in degrees")
     g.add_argument("--direction-tolerance", type=float, help=f"half-width of the direction cone in degrees (default {M.direction_tolerance:g})")
     g.add_argument("--direction-mode", choices=["cone", "project"], help="direction guidance variant")
-    g.add_argument("--camera-motion", choices=["compensate", "keep"], help=f"subtract camera motion or not (default {M.camera_motion})")
+    g.add_argument("--camera-motion", choices=CAMERA_MOTIONS,
+                   help=f"compensate: remove the camera's motion (a homography, or the epipolar geometry for a moving "
+                        f"camera with parallax, chosen per frame pair); homography: always a homography; keep: raw "
+                        f"flow (default {M.camera_motion})")
     g.add_argument("--smoothing", type=float, help="temporal smoothing of the maps (sigma in frames, 0 = off)")
 
 
@@ -149,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output folder")
     m.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     m.add_argument("--fps", type=float, default=8.0, help="frame rate of the overlay video")
+    m.add_argument("--boxes", metavar="FILE",
+                   help='subject boxes, JSON {"frame": [x0, y0, x1, y1]} as fractions of width and height: drawn on '
+                        'the overlay, and the map\'s mass inside them goes into the manifest')
     _add_sampling_args(m)
     _add_motion_args(m)
     m.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -286,7 +292,9 @@ def cmd_motion(args: argparse.Namespace) -> int:
     import json
 
     from .config import MIN_FRAME_SIZE
-    from .flow.export import export_motion
+    import numpy as np
+
+    from .flow.export import box_mass, export_motion, load_boxes
     from .flow.motion import MotionOptions, motion_maps
     from .io.video import MANIFEST_NAME, atomic_output_dir, check_fps, check_output_dir, probe_output_location, \
         read_frames
@@ -308,13 +316,24 @@ def cmd_motion(args: argparse.Namespace) -> int:
     probe_output_location(args.out)
     frames = read_frames(args.video, n_frames=n_frames, start=args.start or 0, stride=args.stride or 1,
                          width=width, height=height, names=("--frames", "--stride", "--start"))
+    boxes = load_boxes(args.boxes, len(frames)) if args.boxes else None
     with atomic_output_dir(args.out, overwrite=args.overwrite, protect=[args.video]) as tmp:
         result = motion_maps(frames, opts)
-        export_motion(frames, result, tmp, fps=args.fps)
-        (tmp / MANIFEST_NAME).write_text(json.dumps({"command": "motion", "frames": int(len(frames))}),
-                                         encoding="utf-8")
+        export_motion(frames, result, tmp, fps=args.fps, boxes=boxes)
+        manifest: dict[str, Any] = {"command": "motion", "frames": int(len(frames)),
+                                    "camera_motion": opts.camera_motion,
+                                    "camera_models": list(result.camera_model_kinds)}
+        if boxes:
+            mass = box_mass(result.maps, boxes)
+            manifest["box_mass"] = {"per_frame": {str(k): round(v, 4) for k, v in mass.items()},
+                                    "mean": round(float(np.mean(list(mass.values()))), 4)}
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     if not args.quiet:
-        print(f"wrote motion maps of {len(frames)} frames to {args.out}", file=sys.stderr)
+        kinds = result.camera_model_kinds
+        models = ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds))
+        note = f"; mass inside the boxes {manifest['box_mass']['mean']:.3f}" if boxes else ""
+        print(f"wrote motion maps of {len(frames)} frames to {args.out} (camera models: {models}{note})",
+              file=sys.stderr)
     return 0
 
 

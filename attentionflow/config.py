@@ -124,8 +124,10 @@ class MMIConfig:
     """Half-width in degrees of the accepted direction cone."""
     direction_mode: Literal["cone", "project"] = "cone"
     """cone: keep vectors within the tolerance; project: positive component along the direction."""
-    camera_motion: Literal["compensate", "keep"] = "compensate"
-    """Subtract the dominant (camera) motion before building maps."""
+    camera_motion: Literal["compensate", "homography", "keep"] = "compensate"
+    """compensate: remove the camera's motion, a homography or (a moving camera over a scene with depth, e.g. a
+    tracking shot) the epipolar geometry, GRIC picks per frame pair; homography: always a homography; keep: raw
+    flow."""
     temporal_smoothing: float = 0.0
     """Temporal smoothing of the maps: Gaussian sigma in frames (0 = off)."""
     branches: Literal["all", "source", "edits"] = "all"
@@ -290,6 +292,8 @@ class EditConfig:
 
 #: The inversion methods (``validation_data.inversion``; ``--inversion``), in the order the docs list them.
 INVERSION_METHODS: tuple[str, ...] = typing.get_args(typing.get_type_hints(ValidationDataConfig)["inversion"])
+#: ``mmi.camera_motion`` values, read from the field's type.
+CAMERA_MOTIONS: tuple[str, ...] = typing.get_args(typing.get_type_hints(MMIConfig)["camera_motion"])
 #: ``p2p.edit_region`` values, read from the field's type (the one place they are listed).
 EDIT_REGIONS: tuple[str, ...] = typing.get_args(typing.get_type_hints(P2PConfig)["edit_region"])
 #: What vid2vid-zero's ``use_null_inv`` means as an inversion method.

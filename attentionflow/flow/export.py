@@ -27,7 +27,10 @@ from attentionflow.errors import InputError
 from attentionflow.flow.motion import MotionResult, check_frames
 from attentionflow.flow.visualize import flow_scale, flow_to_color, map_to_image, motion_overlay
 
-__all__ = ["export_motion", "export_region"]
+__all__ = ["box_mass", "draw_boxes", "export_motion", "export_region", "load_boxes"]
+
+#: A subject box: (x0, y0, x1, y1) as fractions of the frame's width and height, origin top-left.
+Box = tuple[float, float, float, float]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +42,72 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def export_motion(frames: np.ndarray, result: MotionResult, out_dir: Path, fps: float = 8.0) -> dict[str, Path]:
+def load_boxes(path: str | Path, num_frames: int) -> dict[int, Box]:
+    """Subject boxes from a JSON file: ``{"0": [x0, y0, x1, y1], "5": [...], ...}``, frame index -> box as fractions
+    of the width and height (origin top-left; the format of tests/data/tracking-boxes.json's clips). Raises a
+    one-line :class:`InputError` naming what is wrong."""
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"boxes file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"boxes file {path} is not readable JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not data:
+        raise InputError(f"boxes file {path} must hold a mapping of frame index to [x0, y0, x1, y1], "
+                         f'e.g. {{"0": [0.1, 0.2, 0.6, 0.9]}}')
+    boxes: dict[int, Box] = {}
+    for key, box in data.items():
+        try:
+            frame = int(key)
+        except ValueError:
+            raise InputError(f"boxes file {path}: frame {key!r} is not a frame index") from None
+        if not 0 <= frame < num_frames:
+            raise InputError(f"boxes file {path}: frame {frame} is outside the {num_frames} frames (0..{num_frames - 1})")
+        ok = isinstance(box, list) and len(box) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and 0.0 <= v <= 1.0 for v in box)
+        if not ok or not (box[0] < box[2] and box[1] < box[3]):
+            raise InputError(f"boxes file {path}: the box of frame {frame} is {box!r}; use [x0, y0, x1, y1], fractions "
+                             f"of the width and height in [0, 1] with x0 < x1 and y0 < y1")
+        boxes[frame] = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+    return boxes
+
+
+def _box_pixels(box: Box, height: int, width: int) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    return int(x0 * width), int(y0 * height), int(x1 * width), int(y1 * height)
+
+
+def box_mass(maps: np.ndarray, boxes: dict[int, Box]) -> dict[int, float]:
+    """Per boxed frame, the share of its motion map's mass inside the box (0 for an all-zero map).
+
+    ``maps``: ``(N, H, W)`` in [0, 1]."""
+    out: dict[int, float] = {}
+    for frame, box in sorted(boxes.items()):
+        m = maps[frame]
+        x0, y0, x1, y1 = _box_pixels(box, *m.shape)
+        total = float(m.sum())
+        out[frame] = float(m[y0:y1, x0:x1].sum()) / total if total > 0 else 0.0
+    return out
+
+
+def draw_boxes(video: np.ndarray, boxes: dict[int, Box]) -> np.ndarray:
+    """A copy of ``video`` ``(N, H, W, 3)`` uint8 with each boxed frame's box drawn in white (1 px, black edge)."""
+    out = video.copy()
+    h, w = video.shape[1:3]
+    for frame, box in boxes.items():
+        x0, y0, x1, y1 = _box_pixels(box, h, w)
+        image = np.ascontiguousarray(out[frame])
+        cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), (0, 0, 0), 3)
+        cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
+        out[frame] = image
+    return out
+
+
+def export_motion(frames: np.ndarray, result: MotionResult, out_dir: Path, fps: float = 8.0,
+                  boxes: dict[int, Box] | None = None) -> dict[str, Path]:
     """Write flow PNGs, motion-map PNGs, an overlay mp4 and the raw arrays.
 
     Args:
@@ -48,6 +116,7 @@ def export_motion(frames: np.ndarray, result: MotionResult, out_dir: Path, fps: 
         out_dir: folder to write into (created if missing; existing files of the same names are
             overwritten).
         fps: frame rate of the overlay video.
+        boxes: subject boxes (:func:`load_boxes`) drawn on the overlay's boxed frames; None: none.
 
     Returns:
         ``{"flow_dir", "map_dir", "overlay", "motion_maps", "flows"}`` -> paths written.
@@ -76,7 +145,8 @@ def export_motion(frames: np.ndarray, result: MotionResult, out_dir: Path, fps: 
         _write_png(flow_dir / f"{i:0{digits}d}.png", flow_to_color(result.flows[i], max_magnitude=top))
         _write_png(map_dir / f"{i:0{digits}d}.png", map_to_image(result.maps[i]))
 
-    overlay = write_mp4(motion_overlay(frames, result.maps), out_dir / "overlay.mp4", fps=fps)
+    shown = motion_overlay(frames, result.maps)
+    overlay = write_mp4(draw_boxes(shown, boxes) if boxes else shown, out_dir / "overlay.mp4", fps=fps)
     maps_path = out_dir / "motion_maps.npy"
     flows_path = out_dir / "flows.npy"
     np.save(maps_path, result.maps.astype(np.float32, copy=False))
