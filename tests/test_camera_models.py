@@ -78,9 +78,12 @@ def test_articulation_counts_as_motion_in_a_tracking_shot_with_parallax(smoothin
 
 
 def test_static_camera_and_pan_keep_the_homography_and_its_result():
+    from attentionflow.bench import TASKS, task_video
+
     still, _ = make_video(SIZE, 4, (MovingSquare(30, 40, 40, 3, 0),), seed=1)
     pan, _ = make_video(SIZE, 4, (MovingSquare(60, 40, 44, -4, 0),), pan=(2, 0), seed=2)
-    for frames in (still, pan):
+    big = task_video(TASKS[3], 8, 64).frames  # a square covering a third of a static 64x64 frame: under 0.7 plane
+    for frames in (still, pan, big):
         robust = motion_maps(frames, MotionOptions(camera_motion="compensate"))
         plane = motion_maps(frames, MotionOptions(camera_motion="homography"))
         assert set(robust.camera_model_kinds) == {"homography"}

@@ -406,7 +406,7 @@ def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 def compensate_camera_motion_robust(
     flow: np.ndarray, *, max_points: int = 2000, border: float = 0.05, epipolar_threshold: float = 0.5,
-    floor: float = 2.0, plane_share: float = 0.7, fit_points: int = 500,
+    floor: float = 2.0, plane_share: float = 0.7, still_motion: float = 0.5, fit_points: int = 500,
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Remove the camera's motion from one flow field, a homography or the epipolar geometry, whichever fits.
 
@@ -415,7 +415,9 @@ def compensate_camera_motion_robust(
        scene. The fundamental matrix is degenerate there (it would also explain an object translating along the
        epipolar direction), so the homography of :func:`compensate_camera_motion` is used: the same result as
        ``camera_motion="homography"``. Measured (``benchmarks/bench_motion_maps.py``): static and panning shots
-       0.84-1.0 of the points, tracking shots and a swimming swan 0.34-0.55.
+       0.84-1.0 of the points, tracking shots and a swimming swan 0.34-0.55. The same when the median motion is
+       under ``still_motion`` pixels: a camera that does not move shows no parallax (a large object in a small
+       static frame can leave the homography under ``plane_share``: 0.69 on a toy clip).
     2. Otherwise a fundamental matrix is fitted too (USAC), and GRIC (:func:`gric`, noise from the median residual of
        the better-fitting model) picks one. The fundamental matrix (a moving camera over a scene with depth: every
        static point lies on its epipolar line, whatever its depth; an independently moving one does not): the
@@ -441,7 +443,8 @@ def compensate_camera_motion_robust(
         e_h = np.linalg.norm(cv2.perspectiveTransform(src[ok][None], quick)[0] - dst[ok], axis=1)  # (P,)
     else:
         quick, e_h = None, np.linalg.norm(dst[ok] - src[ok], axis=1)  # no plane: the raw motion
-    if quick is not None and float((e_h < 1.0).mean()) >= plane_share:
+    still = float(np.median(np.linalg.norm(dst[ok] - src[ok], axis=1))) < still_motion  # no measurable parallax
+    if quick is not None and (still or float((e_h < 1.0).mean()) >= plane_share):
         residual, matrix = compensate_camera_motion(flow, max_points=max_points, border=border)
         return residual, matrix, "homography" if matrix is not None else "none"
     fundamental, _ = cv2.findFundamentalMat(fit_src, fit_dst, cv2.USAC_FAST, epipolar_threshold, 0.999)
