@@ -121,6 +121,9 @@ def test_build_config_applies_the_prompt_to_prompt_fields(session, tmp_path):
     assert cfg.validation_data.inversion == "null-text"
     plain = session.build_config(dataclasses.replace(form, blend_words=" ", reweight=""), "v.mp4", tmp_path / "o")
     assert plain.p2p.blend_words is None and plain.p2p.reweight is None
+    assert cfg.chunk_frames == "auto"  # the form's default is the config's
+    chunked = session.build_config(dataclasses.replace(form, chunk_frames=" 4 "), "v.mp4", tmp_path / "o")
+    assert chunked.chunk_frames == 4
 
 
 @pytest.mark.parametrize("field, value, needle", [
@@ -130,6 +133,8 @@ def test_build_config_applies_the_prompt_to_prompt_fields(session, tmp_path):
     ("cross_replace", "nan", "cross_replace"),
     ("self_replace", 1.5, "self_replace_steps"),
     ("inversion", "pnp", "inversion"),
+    ("chunk_frames", "0", "chunk_frames must be auto or a whole number of frames >= 1, got 0"),
+    ("chunk_frames", "eight", "got 'eight'"),
 ])
 def test_bad_advanced_fields_are_one_line_errors(session, tmp_path, field, value, needle):
     form = dataclasses.replace(EditForm(source="a b", targets="c", width=64, height=64, frames=2), **{field: value})
