@@ -316,7 +316,7 @@ def cmd_motion(args: argparse.Namespace) -> int:
     probe_output_location(args.out)
     frames = read_frames(args.video, n_frames=n_frames, start=args.start or 0, stride=args.stride or 1,
                          width=width, height=height, names=("--frames", "--stride", "--start"))
-    boxes = load_boxes(args.boxes, len(frames)) if args.boxes else None
+    boxes = load_boxes(args.boxes, len(frames), args.video) if args.boxes else None
     with atomic_output_dir(args.out, overwrite=args.overwrite, protect=[args.video]) as tmp:
         result = motion_maps(frames, opts)
         export_motion(frames, result, tmp, fps=args.fps, boxes=boxes)

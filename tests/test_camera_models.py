@@ -160,6 +160,7 @@ def test_motion_command_draws_the_boxes_and_records_models_and_mass(tmp_path):
     ('{"0": [0.1, 0.2, 1.4, 0.9]}', "in [0, 1]"),
     ("[1, 2]", "mapping of frame index"),
     ("{not json", "not readable JSON"),
+    ('{"clips": {"videos/other.mp4": {"0": [0.1, 0.2, 0.4, 0.9]}}}', "no boxes for man-running.mp4; it has: other.mp4"),
 ])
 def test_bad_boxes_are_one_line_errors(tmp_path, capsys, content, needle):
     from attentionflow.cli import main
@@ -171,3 +172,15 @@ def test_bad_boxes_are_one_line_errors(tmp_path, capsys, content, needle):
     err = capsys.readouterr().err.strip()
     assert code == 2 and needle in err and "\n" not in err, err
     assert not (tmp_path / "m").exists()
+
+
+def test_the_motion_command_reads_the_projects_boxes_file_for_its_clip(tmp_path):
+    from attentionflow.cli import main
+
+    out = tmp_path / "m"
+    assert main(["motion", str(ROOT / "configs/videos/horse-running.mp4"), "--out", str(out), "--frames", "16",
+                 "--size", "256", "--boxes", str(ROOT / "tests/data/tracking-boxes.json"), "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["box_mass"]["per_frame"]) == ["0", "10", "15", "5"]
+    assert manifest["box_mass"]["mean"] == pytest.approx(_box_mass(np.load(out / "motion_maps.npy"), json.loads(
+        (ROOT / "tests/data/tracking-boxes.json").read_text())["clips"]["configs/videos/horse-running.mp4"]), abs=1e-3)

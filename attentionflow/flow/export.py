@@ -42,10 +42,11 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
-def load_boxes(path: str | Path, num_frames: int) -> dict[int, Box]:
+def load_boxes(path: str | Path, num_frames: int, video: str | Path | None = None) -> dict[int, Box]:
     """Subject boxes from a JSON file: ``{"0": [x0, y0, x1, y1], "5": [...], ...}``, frame index -> box as fractions
-    of the width and height (origin top-left; the format of tests/data/tracking-boxes.json's clips). Raises a
-    one-line :class:`InputError` naming what is wrong."""
+    of the width and height (origin top-left). A file of several clips (``{"clips": {"path/clip.mp4": {...}}}``, as
+    tests/data/tracking-boxes.json) gives the boxes of the clip whose file name is ``video``'s. Raises a one-line
+    :class:`InputError` naming what is wrong."""
     import json
 
     path = Path(path)
@@ -55,6 +56,13 @@ def load_boxes(path: str | Path, num_frames: int) -> dict[int, Box]:
         raise InputError(f"boxes file not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"boxes file {path} is not readable JSON: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, dict) and isinstance(data.get("clips"), dict):
+        name = Path(video).name if video is not None else None
+        found = [boxes for key, boxes in data["clips"].items() if Path(key).name == name]
+        if not found:
+            raise InputError(f"boxes file {path} has no boxes for {name}; it has: "
+                             f"{', '.join(Path(k).name for k in data['clips'])}")
+        data = found[0]
     if not isinstance(data, dict) or not data:
         raise InputError(f"boxes file {path} must hold a mapping of frame index to [x0, y0, x1, y1], "
                          f'e.g. {{"0": [0.1, 0.2, 0.6, 0.9]}}')
