@@ -84,7 +84,7 @@ class AttentionStore(AttentionController):
         self._step: tuple[int, int] | None = None
         self._step_closed = False
         self._stored: list[int] = []
-        self._index_cache: dict[tuple[int, int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._index_cache: dict[tuple[int, int, int, torch.device], tuple[torch.Tensor, torch.Tensor] | slice] = {}
 
     def _accepts(self, is_cross: bool, num_queries: int) -> bool:
         if not (is_cross or self.store_self):
@@ -99,17 +99,22 @@ class AttentionStore(AttentionController):
         size = state.site_size(site)
         return size is None or self._accepts(site.is_cross, size[0] * size[1])
 
-    def _positions(self, state: AttentionState, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(local, slot)`` long tensors: the call's frames that are stored (indices in the chunk) and their slots
-        in the run sums (indices in :attr:`stored_frames`)."""
+    def _positions(self, state: AttentionState, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | slice:
+        """Where the call's frames go in the run sums (slots: indices in :attr:`stored_frames`): a slice when the
+        call's frames are stored slots in order (every frame stored: a plain add), else ``(local, slot)`` long
+        tensors (indices in the chunk, their slots). Cached per chunk position."""
         key = (state.frame_start, state.num_frames, state.video_frames, device)
         if key not in self._index_cache:
             wanted = self.frames if self.frames is not None else list(range(state.video_frames))
             pairs = [(f - state.frame_start, slot) for slot, f in enumerate(wanted)
                      if state.frame_start <= f < state.frame_start + state.num_frames]
-            local = torch.tensor([p[0] for p in pairs], dtype=torch.long, device=device)
-            slot = torch.tensor([p[1] for p in pairs], dtype=torch.long, device=device)
-            self._index_cache[key] = (local, slot)
+            local = [p[0] for p in pairs]
+            slots = [p[1] for p in pairs]
+            if local == list(range(state.num_frames)) and slots == list(range(slots[0], slots[0] + len(slots))):
+                self._index_cache[key] = slice(slots[0], slots[0] + len(slots))
+            else:
+                self._index_cache[key] = (torch.tensor(local, dtype=torch.long, device=device),
+                                          torch.tensor(slots, dtype=torch.long, device=device))
         return self._index_cache[key]
 
     def __call__(self, probs: torch.Tensor, site: AttentionSite, state: AttentionState) -> torch.Tensor:
@@ -131,13 +136,19 @@ class AttentionStore(AttentionController):
             self._step_n[key] = 1
         if not self.keep_total:
             return probs
-        self._stored = self.frames if self.frames is not None else list(range(state.video_frames))
-        local, slot = self._positions(state, maps.device)
-        shape = (maps.shape[0], len(self._stored), *maps.shape[2:])  # (B, S, Q, K)
+        stored = len(self.frames) if self.frames is not None else state.video_frames
+        if len(self._stored) != stored:
+            self._stored = list(self.frames) if self.frames is not None else list(range(state.video_frames))
+        where = self._positions(state, maps.device)
+        shape = (maps.shape[0], stored, *maps.shape[2:])  # (B, S, Q, K)
         if key not in self._total or self._total[key].shape != shape:
             self._total[key] = maps.new_zeros(shape)
-            self._total_n[key] = torch.zeros(len(self._stored), dtype=torch.long, device=maps.device)
-        if local.numel():
+            self._total_n[key] = torch.zeros(stored, dtype=torch.long, device=maps.device)
+        if isinstance(where, slice):
+            self._total[key][:, where] += maps
+            self._total_n[key][where] += 1
+        elif where[0].numel():
+            local, slot = where
             self._total[key].index_add_(1, slot, maps.index_select(1, local))
             self._total_n[key].index_add_(0, slot, torch.ones_like(slot))
         return probs
