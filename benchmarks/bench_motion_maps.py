@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from attentionflow.flow.estimators import get_flow_estimator  # noqa: E402
 from attentionflow.flow.motion import (MotionOptions, compensate_camera_motion,  # noqa: E402
-                                       compensate_camera_motion_robust, compute_flows, motion_maps)
+                                       compensate_camera_motion_robust, compute_flows, forward_backward_error,
+                                       motion_maps)
 from attentionflow.io.video import read_frames  # noqa: E402
 from benchmarks.bench_flow import _best_of  # noqa: E402
 from tests.synthetic import MovingSquare, iou, make_video  # noqa: E402
@@ -84,17 +85,22 @@ def main() -> None:
     cells = [f"{float(motion_maps(still, MotionOptions(camera_motion=mode)).maps.max()):.3f}" for mode in MODES]
     print("| static video (largest map value; 0 = all-zero maps) | - | " + " | ".join(cells) + " |")
     print(f"\n## Camera-motion estimate per frame pair (ms, best of 5, {args.threads} OpenCV thread(s))\n")
-    print("| size | clip | homography | compensate (robust) |")
-    print("|---|---|---:|---:|")
+    print("| size | clip | homography | compensate (robust) | + forward-backward check (epipolar pairs: a backward "
+          "flow and the check) |")
+    print("|---|---|---:|---:|---:|")
     runner = read_frames(ROOT / "configs" / "videos" / "man-running.mp4", n_frames=2)
     for size in (256, 512):
         pan, _ = make_video(size, 2, (MovingSquare(size // 2, size // 4, size // 3, -4, 0),), pan=(2, 0), seed=2)
         track = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_CUBIC) for f in runner])
+        estimator = get_flow_estimator("dis")
         for name, clip in (("synthetic pan", pan), ("man-running", track)):
-            flow = compute_flows(clip, get_flow_estimator("dis"))[0]  # (H, W, 2)
+            flow = compute_flows(clip, estimator)[0]  # (H, W, 2)
             th = _best_of(lambda: compensate_camera_motion(flow), 5) * 1000
             tr = _best_of(lambda: compensate_camera_motion_robust(flow), 5) * 1000
-            print(f"| {size} | {name} | {th:.1f} | {tr:.1f} |")
+            epipolar = compensate_camera_motion_robust(flow)[2] == "epipolar"
+            tf = _best_of(lambda: forward_backward_error(flow, estimator(clip[1], clip[0])), 5) * 1000
+            print(f"| {size} | {name} | {th:.1f} | {tr:.1f} | " + (f"{tf:.1f}" if epipolar else "- (homography)")
+                  + " |")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ sampled, resized and center-cropped frames the model sees):
    are both fitted, and GRIC (Torr's geometric robust information criterion) picks one per frame pair: the
    homography for a static, rotating, zooming or panning camera over a far or flat scene (the fundamental matrix
    is degenerate there), the fundamental matrix for a moving camera with parallax (a tracking shot); there a
-   pixel's motion is its Sampson distance from its epipolar line. The fits need the camera-moved background to be
+   pixel's motion is its Sampson distance from its epipolar line, kept only where the flow is forward-backward
+   consistent (:data:`FB_THRESHOLD`; one more flow per such frame pair). The fits need the camera-moved background to be
    the dominant consistent motion: an object that fills most of the frame would be taken for the camera, use
    ``camera_motion="keep"`` then.
 3. Magnitude ``sqrt(u^2 + v^2)``, or direction guidance (:func:`directional_magnitude`).
@@ -66,6 +67,7 @@ __all__ = [
     "camera_flow",
     "compensate_camera_motion",
     "compensate_camera_motion_robust",
+    "forward_backward_error",
     "gric",
     "sampson_distance",
     "directional_magnitude",
@@ -467,6 +469,21 @@ def compensate_camera_motion_robust(
     return (moved * (score[..., None] / np.maximum(length, 1e-6))).astype(np.float32), quick, "epipolar"
 
 
+def forward_backward_error(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float32 forward-backward inconsistency ``|f_ab(p) + f_ba(p + f_ab(p))|`` in pixels.
+
+    A pixel that is seen in both frames and matched correctly comes back where it started (about 0); occluded pixels,
+    pixels leaving the frame and unreliable matches (specular reflections, splashes) do not. ``flow_ab``/``flow_ba``:
+    ``(H, W, 2)`` flows between the same two frames in both directions.
+    """
+    h, w = flow_ab.shape[:2]
+    gy, gx = _pixel_grid(h, w)
+    map_x = (gx + flow_ab[..., 0]).astype(np.float32)
+    map_y = (gy + flow_ab[..., 1]).astype(np.float32)
+    back = cv2.remap(flow_ba.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.hypot(flow_ab[..., 0] + back[..., 0], flow_ab[..., 1] + back[..., 1]).astype(np.float32)
+
+
 def directional_magnitude(
     flow: np.ndarray, direction: float | None = None, tolerance: float = 45.0, mode: str = "cone"
 ) -> np.ndarray:
@@ -573,6 +590,8 @@ def motion_maps(
         residual = np.empty_like(flows)
         for i, flow in enumerate(flows):
             residual[i], models[i], kinds[i] = compensate_camera_motion_robust(flow)
+            if kinds[i] == "epipolar":  # only motion that maps back to where it came from counts (FB_THRESHOLD)
+                residual[i][_fb_error(frames, flows, i, est) > FB_THRESHOLD] = 0.0
     else:
         residual = flows
     mags = directional_magnitude(
@@ -595,6 +614,21 @@ def motion_maps(
         options=options,
         min_motion=float(min_motion),
     )
+
+
+#: Pixels: in frames compensated with the epipolar geometry, motion whose forward-backward inconsistency
+#: (:func:`forward_backward_error`) exceeds this is dropped (occlusions, reflections, splashes; measured on the
+#: tracking shots: mass on the subject man-running 0.753 -> 0.855, horse-running 0.578 -> 0.736).
+FB_THRESHOLD = 1.0
+
+
+def _fb_error(frames: np.ndarray, flows: np.ndarray, i: int, estimator: FlowEstimator) -> np.ndarray:
+    """Forward-backward inconsistency ``(H, W)`` of the flow used for frame ``i`` (:func:`compute_flows`): ``i ->
+    i+1`` checked with a flow ``i+1 -> i``; the last frame's ``-(N-1 -> N-2)`` checked with ``N-2 -> N-1``."""
+    n = len(frames)
+    if i < n - 1:
+        return forward_backward_error(flows[i], estimator(frames[i + 1], frames[i]))
+    return forward_backward_error(-flows[i], flows[i - 1])
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
