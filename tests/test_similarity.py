@@ -49,6 +49,21 @@ def test_ncc_matches_opencv_tm_ccoeff_normed():
     np.testing.assert_allclose(got.numpy(), _loop(attn, motion, ref), atol=1e-5)
 
 
+@pytest.mark.parametrize("method", ["ncc", "zncc"])
+@pytest.mark.parametrize("motion_lead", [(2, 3), (3,)], ids=["full", "broadcast"])
+def test_maps_given_as_the_transposed_view_of_query_major_attention_score_the_same(method, motion_lead):
+    """The injector passes (..., Q, K) head averages as a transposed (non-contiguous) view; the scores must be the
+    OpenCV-matching ones of the (..., K, Q) layout, degenerate maps included."""
+    attn, motion = _maps(4)
+    attn[0, 1, 2] = 0.25  # a constant map: Pearson 0
+    query_major = attn.transpose(-1, -2).contiguous()  # (2, 3, Q, K), as the attention probabilities are stored
+    view = query_major.transpose(-1, -2)  # (2, 3, K, Q) view, not contiguous
+    assert not view.is_contiguous()
+    m = motion if motion_lead == (2, 3) else motion[0]
+    torch.testing.assert_close(similarity(view, m, method), similarity(attn, m, method), atol=1e-6, rtol=0)
+    assert float(similarity(view, m, "ncc")[0, 1, 2]) == 0.5
+
+
 def test_ncc_broadcasts_motion_over_missing_leading_dims():
     attn, motion = _maps(1)
     shared = motion[0]  # (3, Q): same motion for both leading entries
