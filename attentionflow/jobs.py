@@ -34,7 +34,7 @@ from .errors import ConfigError, InputError
 from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, grid_frames, probe_output_location, \
     read_frames, write_frames, write_gif, write_mp4
 from .models.paths import EMBEDDED, embedded_model_path, model_limits, resolve_model_path
-from .figures import ATTENTION_FIGURE_FRAMES, figure_frames  # noqa: F401 (figure_frames is re-exported)
+from .figures import figure_frames
 from .resources import check_memory, edit_memory_bytes
 
 if TYPE_CHECKING:  # the pipeline imports torch: only after every cheap check has passed
@@ -363,7 +363,7 @@ def attention_grid(maps: AttentionMaps, branch: int, cell: int = 48) -> np.ndarr
     """Image: rows = motion map + each word of the prompt; columns = frames without MMI | frames with MMI.
 
     Each cell is one frame's head/step/layer-averaged cross-attention map (a word's tokens averaged), min-max
-    normalised on its own; frame indices head the columns (at most :data:`ATTENTION_FIGURE_FRAMES` evenly spaced
+    normalised on its own; frame indices head the columns (at most ``figures.ATTENTION_FIGURE_FRAMES`` evenly spaced
     frames; the caption says so when frames are left out) and a colour bar at the bottom reads low -> high.
     Returns (H, W, 3) uint8 RGB.
     """

@@ -392,10 +392,6 @@ class AttentionFlowPipeline:
         runtime = AttentionRuntime(state=state, controller=None)
         timings: dict[str, float] = {}
 
-        def before_chunk(i: int, frames: slice) -> None:
-            state.step = i
-            state.set_chunk(frames)
-
         def report(stage: str) -> Callable[[int, int, torch.Tensor], None] | None:
             if callback is None:
                 return None
@@ -412,7 +408,7 @@ class AttentionFlowPipeline:
             noise_fn = self._noise_fn()
             trajectory = ddim_inversion(latents, noise_fn, self.scheduler, num_inference_steps,
                                         cond if settings.inversion_prompt == "source" else uncond,
-                                        chunks=chunks, before_chunk=before_chunk,
+                                        chunks=chunks, before_chunk=state.enter,
                                         progress=self.progress_bar, callback=report("inversion"))
             timings["inversion"] = time.perf_counter() - start
 
@@ -424,7 +420,7 @@ class AttentionFlowPipeline:
                     trajectory, noise_fn, self.scheduler, cond, uncond, settings.guidance_scale,
                     num_inner_steps=settings.null_inner_steps, base_lr=settings.null_base_lr,
                     use_steps=null_step_mask(num_inference_steps, settings.null_uncond_ratio),
-                    chunks=chunks, before_chunk=before_chunk, progress=self.progress_bar,
+                    chunks=chunks, before_chunk=state.enter, progress=self.progress_bar,
                     callback=report("null-text"))
                 timings["null_text"] = time.perf_counter() - start
         return Inversion(x_t=trajectory[-1], null_embeddings=null_embeddings, settings=key, timings=timings,
@@ -522,15 +518,11 @@ class AttentionFlowPipeline:
             unconds = unconditional_schedule(settings.inversion, num_inference_steps, uncond, cond[:1],
                                              inversion.null_embeddings, settings.null_uncond_ratio)
 
-            def before_step(i: int, frames: slice) -> None:
-                state.step = i  # the controllers read it
-                state.set_chunk(frames)
-
             final = guided_sampling(
                 inversion.x_t, self._noise_fn(), self.scheduler, num_inference_steps, cond, unconds,
                 guidance_scale, trajectory=inversion.trajectory, direct_targets=settings.direct_targets,
                 skip_source_uncond=skip, chunks=frame_chunks(num_frames, chunk),
-                before_step=before_step, after_step=lambda latents: controller.step_end(latents, state),
+                before_step=state.enter, after_step=lambda latents: controller.step_end(latents, state),
                 progress=self.progress_bar,
                 callback=None if callback is None else lambda i, n, latents: callback("editing", i + 1, n, latents))
             runtime.controller = None

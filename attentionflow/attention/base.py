@@ -94,6 +94,12 @@ class AttentionState:
         """Point the state at the frames ``frames`` (a slice with start and stop) of the video."""
         self.frame_start, self.num_frames = int(frames.start), int(frames.stop - frames.start)
 
+    def enter(self, step: int, frames: slice) -> None:
+        """Point the state at step ``step`` and the video frames ``frames``: the ``before_chunk`` / ``before_step``
+        hook of the loops of ``attentionflow/inversion.py`` (the controllers and processors read both)."""
+        self.step = step
+        self.set_chunk(frames)
+
     @property
     def groups(self) -> int:
         """G: 2 with classifier-free guidance, else 1."""

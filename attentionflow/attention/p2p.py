@@ -364,8 +364,8 @@ class RegionBlend(AttentionController):
         x = latents.view(state.num_branches, state.num_frames, *latents.shape[1:])  # (B, F, C, h, w)
         mask = self.region  # (F_video, 1, h, w), made on the latents' device and dtype by the pipeline
         if mask.shape[0] != state.video_frames or mask.shape[-2:] != latents.shape[-2:] or mask.dtype != latents.dtype:
-            raise ValueError(f"region mask {tuple(mask.shape)} {mask.dtype} does not fit {state.video_frames} frames of "
-                             f"latents {tuple(latents.shape[-2:])} {latents.dtype}")
+            raise ValueError(f"region mask {tuple(mask.shape)} {mask.dtype} does not fit {state.video_frames} "
+                             f"frames of latents {tuple(latents.shape[-2:])} {latents.dtype}")
         mask = mask[state.frames]  # (F, 1, h, w): the call's frames
         edits = x[:1] + mask * (x[1:] - x[:1])
         return torch.cat([x[:1], edits]).view_as(latents)

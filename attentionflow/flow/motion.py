@@ -10,13 +10,13 @@ sampled, resized and center-cropped frames the model sees):
    camera motion) is subtracted. With a static camera the fit is the identity and the flow is unchanged.
    ``camera_motion="compensate"`` (default, :func:`compensate_camera_motion_robust`): the homography and a
    fundamental matrix (the camera's epipolar geometry, which every static scene point satisfies at any depth)
-   are both fitted, and GRIC (Torr's geometric robust information criterion) picks one per frame pair: the
-   homography for a static, rotating, zooming or panning camera over a far or flat scene (the fundamental matrix
-   is degenerate there), the fundamental matrix for a moving camera with parallax (a tracking shot); there a
+   are both fitted, and per frame pair the homography is kept for a static, rotating, zooming or panning camera
+   over a far or flat scene (the fundamental matrix is degenerate there), else GRIC (Torr's geometric robust
+   information criterion) picks; with the fundamental matrix (a moving camera with parallax: a tracking shot) a
    pixel's motion is its Sampson distance from its epipolar line, kept only where the flow is forward-backward
-   consistent (:data:`FB_THRESHOLD`; one more flow per such frame pair). The fits need the camera-moved background to be
-   the dominant consistent motion: an object that fills most of the frame would be taken for the camera, use
-   ``camera_motion="keep"`` then.
+   consistent (:data:`FB_THRESHOLD`; one more flow per such frame pair). The fits need the camera-moved
+   background to be the dominant consistent motion: an object that fills most of the frame would be taken for the
+   camera, use ``camera_motion="keep"`` then.
 3. Magnitude ``sqrt(u^2 + v^2)``, or direction guidance (:func:`directional_magnitude`).
 4. Optional temporal smoothing: Gaussian along time, ``sigma`` in frames.
 5. Per-frame normalisation by the frame's maximum; a frame whose largest motion is below
@@ -382,7 +382,7 @@ def sampson_distance(flow: np.ndarray, fundamental: np.ndarray, points: tuple[np
     f = fundamental.astype(np.float64) / max(float(np.abs(fundamental).max()), 1e-12)  # scale-free
     f = f.astype(np.float32)
     if points is None:
-        ys, xs = np.mgrid[0:flow.shape[0], 0:flow.shape[1]].astype(np.float32)  # (H, W) each
+        ys, xs = _pixel_grid(flow.shape[0], flow.shape[1])  # (H, W) each
         u, v = flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32)
     else:
         ys, xs = points[0].astype(np.float32), points[1].astype(np.float32)
@@ -432,6 +432,11 @@ def compensate_camera_motion_robust(
         or ``"none"`` (no dominant motion found: ``flow`` unchanged).
     """
     h, w = flow.shape[:2]
+
+    def plane() -> tuple[np.ndarray, np.ndarray | None, str]:  # exactly the ``homography`` mode's result
+        residual, matrix = compensate_camera_motion(flow, max_points=max_points, border=border)
+        return residual, matrix, "homography" if matrix is not None else "none"
+
     ys, xs = _sample_grid(h, w, max_points, border)
     src = np.stack([xs, ys], axis=1).astype(np.float32)  # (P, 2)
     dst = src + flow[ys, xs].astype(np.float32)
@@ -447,18 +452,15 @@ def compensate_camera_motion_robust(
         quick, e_h = None, np.linalg.norm(dst[ok] - src[ok], axis=1)  # no plane: the raw motion
     still = float(np.median(np.linalg.norm(dst[ok] - src[ok], axis=1))) < still_motion  # no measurable parallax
     if quick is not None and (still or float((e_h < 1.0).mean()) >= plane_share):
-        residual, matrix = compensate_camera_motion(flow, max_points=max_points, border=border)
-        return residual, matrix, "homography" if matrix is not None else "none"
+        return plane()
     fundamental, _ = cv2.findFundamentalMat(fit_src, fit_dst, cv2.USAC_FAST, epipolar_threshold, 0.999)
     if fundamental is None or fundamental.shape != (3, 3) or not np.isfinite(fundamental).all():
-        residual, matrix = compensate_camera_motion(flow, max_points=max_points, border=border)
-        return residual, matrix, "homography" if matrix is not None else "none"
+        return plane()
     e_f = sampson_distance(flow, fundamental, (ys[ok], xs[ok]))  # (P,)
     sigma = max(1.4826 * float(np.median(np.minimum(e_h, e_f))), 0.05)  # robust noise scale, pixels
     if quick is not None and \
             gric(e_h.astype(np.float64) ** 2, sigma**2, 2, 8) <= gric(e_f.astype(np.float64) ** 2, sigma**2, 3, 7):
-        residual, matrix = compensate_camera_motion(flow, max_points=max_points, border=border)
-        return residual, matrix, "homography" if matrix is not None else "none"
+        return plane()
     distance = sampson_distance(flow, fundamental)  # (H, W)
     score = np.maximum(distance - floor * float(np.median(distance)), 0.0)  # (H, W) pixels above the noise
     gy, gx = _pixel_grid(h, w)
@@ -626,9 +628,11 @@ def _fb_error(frames: np.ndarray, flows: np.ndarray, i: int, estimator: FlowEsti
     """Forward-backward inconsistency ``(H, W)`` of the flow used for frame ``i`` (:func:`compute_flows`): ``i ->
     i+1`` checked with a flow ``i+1 -> i``; the last frame's ``-(N-1 -> N-2)`` checked with ``N-2 -> N-1``."""
     n = len(frames)
-    if i < n - 1:
-        return forward_backward_error(flows[i], estimator(frames[i + 1], frames[i]))
-    return forward_backward_error(-flows[i], flows[i - 1])
+    if i == n - 1:
+        return forward_backward_error(-flows[i], flows[i - 1])
+    # N-1 -> N-2 is already known: compute_flows made it for the last frame (negated)
+    backward = -flows[n - 1] if i == n - 2 else estimator(frames[i + 1], frames[i])
+    return forward_backward_error(flows[i], backward)
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
