@@ -332,23 +332,29 @@ def test_mmi_and_p2p_share_one_step_window_convention(num_steps, start, end):
     assert len(mmi_steps) == int(end * num_steps) - int(start * num_steps)
 
 
+@pytest.mark.parametrize("heads", [HEADS, 3], ids=["2-heads", "3-heads"])  # 1/3 is not exact in binary
+@pytest.mark.parametrize("method", ["ncc", "zncc", "cc", "ssd", "mi"])
 @pytest.mark.parametrize("content, motion_tokens, candidates", [
     (CONTENT, MOTION_TOKENS, None),  # the span is tokens 1..5
     (torch.tensor([[False, False, True, True, False, False, False, False]] * 2), [[3], [3]], None),  # 2..3
     (CONTENT, None, [{"car": [2], "moving": [6]}, {"car": [3], "moving": [6]}]),  # a candidate beyond the content
 ])
-def test_similarity_on_the_gathered_tokens_equals_the_full_computation(content, motion_tokens, candidates):
+def test_similarity_on_the_gathered_tokens_equals_the_full_computation(content, motion_tokens, candidates, method,
+                                                                         heads):
     """Only the span of content / motion / candidate tokens is scored; there it equals the all-token computation
-    (head average of every token, then NCC), and outside it the similarity reads 0 (never used)."""
+    (head **average** of every token, then the measure, through the public ``similarity``; the injector scores the
+    heads' sum with the motion side prepared once), and outside it the similarity reads 0 (never used)."""
     from attentionflow.mmi.similarity import similarity
 
     motion = _motion()
     state = _state(step=1)
-    probs = _probs(state)
+    g = torch.Generator().manual_seed(1)
+    probs = torch.rand(state.groups * state.num_branches * F, heads, Q, K, generator=g).softmax(dim=-1)
+    probs[-1, :, :, 2] = 1.0 / K  # a constant map (last branch, last frame, token 2): Pearson 0
     inj = _injector(motion, content_tokens=content, motion_tokens=motion_tokens, auto_candidates=candidates,
-                    fusion=False, swap=False)
+                    fusion=False, swap=False, similarity=method)
     inj(probs.clone(), CROSS, state)
-    full = similarity(state.cond_view(probs).mean(dim=2).transpose(-1, -2), motion.reshape(F, Q), "ncc")  # (B, F, K)
+    full = similarity(state.cond_view(probs).mean(dim=2).transpose(-1, -2), motion.reshape(F, Q), method)  # (B, F, K)
     needed = set(content.nonzero()[:, 1].tolist()) | {k for idx in motion_tokens or [] for k in idx} | \
         {k for c in candidates or [] for idx in c.values() for k in idx}
     lo, hi = min(needed), max(needed) + 1

@@ -39,14 +39,14 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Collection, Literal, Mapping, Sequence
 
 import torch
 
 from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState
 from attentionflow.attention.windows import step_window
-from attentionflow.mmi.similarity import SIMILARITY_METHODS
-from attentionflow.mmi.similarity import head_average
+from attentionflow.mmi.similarity import SIMILARITY_METHODS, pearson_unit, unit_centred
 from attentionflow.mmi.similarity import similarity as _similarity
 
 __all__ = ["BRANCH_CHOICES", "PLACES", "MotionInjector"]
@@ -58,6 +58,20 @@ BranchChoice = Literal["all", "source", "edits"]
 BRANCH_CHOICES: tuple[str, ...] = ("all", "source", "edits")
 #: Accepted values in ``places``.
 PLACES: tuple[str, ...] = ("down", "mid", "up")
+
+
+@dataclass(frozen=True)
+class _CallMotion:
+    """One resolution's motion maps for one call's frames, in the forms the injector's arithmetic uses."""
+
+    maps: torch.Tensor
+    """``(F, Q)`` the maps."""
+    unit: torch.Tensor
+    """``(F, 1, Q)`` their :func:`~attentionflow.mmi.similarity.unit_centred` form (ncc, zncc)."""
+    fuse: torch.Tensor
+    """``(F, 1, Q, 1)`` view of ``maps`` that broadcasts over heads and tokens (fusion)."""
+    swap: torch.Tensor
+    """``(F, 1, Q)`` ``strength * maps``, broadcast over heads (swap)."""
 
 
 class MotionInjector(AttentionController):
@@ -170,8 +184,9 @@ class MotionInjector(AttentionController):
 
         # caches: fixed per video (kept across reset())
         self._map_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._call_cache: dict[tuple, _CallMotion] = {}
         self._mask_cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-        self._swap_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor] | None] = {}
+        self._swap_pairs: list[tuple[int, int]] | None = None
         self.reset()
 
     @staticmethod
@@ -189,14 +204,26 @@ class MotionInjector(AttentionController):
         self.ranking: list[tuple[str, float]] = []
         # auto mode: the word picked after ``auto_steps`` steps (None before, or if none scored)
         self.chosen_word: str | None = None
-        # (B, F, K) similarity of the last edited layer call
-        self.last_similarity: torch.Tensor | None = None
+        # (B, F, K') similarity on the scored token span of the last edited layer call (see last_similarity)
+        self._last_span: torch.Tensor | None = None
         self._decided = not self.auto
         self._auto_sum: torch.Tensor | None = None  # (K,) source-branch per-token sums
         self._auto_count = 0
         self._sim_sum: torch.Tensor | None = None  # (B, K) per-token sums over frames and calls
         self._sim_count = 0
-        self._swap_cache.clear()
+        self._swap_pairs = None
+
+    def _full(self, span_values: torch.Tensor) -> torch.Tensor:
+        """``(..., K')`` values of the scored token span -> ``(..., K)``, 0 outside the span."""
+        lo, hi = self._span
+        out = span_values.new_zeros(*span_values.shape[:-1], self.content_tokens.shape[1])  # (..., K)
+        out[..., lo:hi] = span_values
+        return out
+
+    @property
+    def last_similarity(self) -> torch.Tensor | None:
+        """``(B, F, K)`` similarity of the last edited layer call (0 outside the scored token span), or None."""
+        return None if self._last_span is None else self._full(self._last_span)
 
     def token_similarity(self) -> torch.Tensor:
         """``(B, K)`` mean similarity per branch and token over all edited calls and frames.
@@ -205,7 +232,7 @@ class MotionInjector(AttentionController):
         """
         if self._sim_sum is None or self._sim_count == 0:
             return torch.zeros(self.content_tokens.shape, dtype=torch.float32)
-        return self._sim_sum / self._sim_count
+        return self._full(self._sim_sum / self._sim_count)
 
     # ------------------------------------------------------------------ gating
     def _in_range(self, state: AttentionState) -> bool:
@@ -235,22 +262,33 @@ class MotionInjector(AttentionController):
         return any(self._branch_mask(state.num_branches)) or self._observing(state)
 
     # ------------------------------------------------------------------ cached tensors
-    def _motion(self, num_queries: int, state: AttentionState, probs: torch.Tensor) -> torch.Tensor:
-        """``(F, Q)`` motion map of this resolution on ``probs``' device/dtype (cached)."""
-        key = (num_queries, probs.device, probs.dtype)
-        cached = self._map_cache.get(key)
-        if cached is None:
+    def _call_motion(self, num_queries: int, state: AttentionState, probs: torch.Tensor) -> "_CallMotion":
+        """This resolution's motion maps for the call's frames on ``probs``' device/dtype, in the forms the
+        arithmetic uses (cached per video, resolution and frame range)."""
+        frames = state.frames
+        key = (num_queries, probs.device, probs.dtype, frames.start, frames.stop)
+        cached = self._call_cache.get(key)
+        if cached is not None:
+            return cached
+        whole_key = (num_queries, probs.device, probs.dtype)
+        whole = self._map_cache.get(whole_key)
+        if whole is None:
             size = state.map_size(num_queries)
             if size not in self.motion_maps:
                 raise ValueError(f"no motion map for attention size {size}; "
                                  f"have {sorted(self.motion_maps)}")
             maps = self.motion_maps[size]
-            cached = maps.to(device=probs.device, dtype=probs.dtype).reshape(maps.shape[0], -1)  # (F, Q)
-            self._map_cache[key] = cached
-        if cached.shape[0] != state.video_frames:
-            raise ValueError(f"motion maps have {cached.shape[0]} frames, the video has "
+            whole = maps.to(device=probs.device, dtype=probs.dtype).reshape(maps.shape[0], -1)  # (F, Q)
+            self._map_cache[whole_key] = whole
+        if whole.shape[0] != state.video_frames:
+            raise ValueError(f"motion maps have {whole.shape[0]} frames, the video has "
                              f"{state.video_frames}")
-        return cached[state.frames]  # (F, Q): the call's frames (a chunk of the video, or all of it)
+        maps = whole[frames]  # (F, Q): the call's frames (a chunk of the video, or all of it)
+        cached = _CallMotion(maps=maps, unit=unit_centred(maps).unsqueeze(-2),  # (F, 1, Q)
+                             fuse=maps[:, None, :, None],  # (F, 1, Q, 1): over heads and tokens
+                             swap=(self.strength * maps)[:, None, :])  # (F, 1, Q): over heads
+        self._call_cache[key] = cached
+        return cached
 
     def _fuse_mask(self, probs: torch.Tensor, num_branches: int) -> torch.Tensor:
         """``(B, K)`` fusion weights in ``probs``' dtype/device (cached): 1 for the content tokens
@@ -264,23 +302,15 @@ class MotionInjector(AttentionController):
             self._mask_cache[key] = cached
         return cached
 
-    def _swap_index(self, device: torch.device,
-                    num_branches: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(branch_idx, token_idx)`` long tensors of the swapped entries on ``device`` (cached),
-        or None when nothing is swapped."""
-        if device in self._swap_cache:
-            return self._swap_cache[device]
-        pairs: list[tuple[int, int]] = []
-        if self.motion_tokens is not None:
-            sel = self._branch_mask(num_branches)
-            pairs = [(b, int(k)) for b, idx in enumerate(self.motion_tokens) if sel[b]
-                     for k in sorted(set(idx))]
-        result = None
-        if pairs:
-            t = torch.tensor(pairs, dtype=torch.long, device=device)  # (n, 2)
-            result = (t[:, 0], t[:, 1])
-        self._swap_cache[device] = result
-        return result
+    def _swaps(self, num_branches: int) -> list[tuple[int, int]]:
+        """``(branch, token)`` pairs whose maps the swap replaces (cached until the motion word changes)."""
+        if self._swap_pairs is None:
+            pairs: list[tuple[int, int]] = []
+            if self.motion_tokens is not None:
+                sel = self._branch_mask(num_branches)
+                pairs = [(b, int(k)) for b, idx in enumerate(self.motion_tokens) if sel[b] for k in sorted(set(idx))]
+            self._swap_pairs = pairs
+        return self._swap_pairs
 
     # ------------------------------------------------------------------ auto mode
     def _decide(self) -> None:
@@ -291,7 +321,7 @@ class MotionInjector(AttentionController):
             logger.warning("MMI auto mode: no cross-attention was scored in the first %d steps; "
                            "no motion word chosen", self.auto_steps)
             return
-        per_token = (self._auto_sum / self._auto_count).tolist()  # one sync per run
+        per_token = self._full(self._auto_sum / self._auto_count).tolist()  # (K,); one sync per run
         scores = [(word, sum(per_token[i] for i in idx) / len(idx))
                   for word, idx in self.auto_candidates[0].items() if idx]
         self.ranking = sorted(scores, key=lambda s: s[1], reverse=True)
@@ -300,7 +330,7 @@ class MotionInjector(AttentionController):
             return
         self.chosen_word = self.ranking[0][0]
         self.motion_tokens = [list(c.get(self.chosen_word, [])) for c in self.auto_candidates]
-        self._swap_cache.clear()
+        self._swap_pairs = None
         logger.info("MMI auto mode chose %r (ranking %s)", self.chosen_word, self.ranking)
 
     # ------------------------------------------------------------------ the edit
@@ -321,39 +351,38 @@ class MotionInjector(AttentionController):
 
         if probs.requires_grad:
             probs = probs.clone()
-        motion = self._motion(num_queries, state, probs)  # (F, Q)
-        fuse_mask = self._fuse_mask(probs, num_branches)  # (B, K)
+        motion = self._call_motion(num_queries, state, probs)
         cond = state.cond_view(probs)  # (B, F, heads, Q, K), shares memory with probs
 
         in_range = self._in_range(state)
         observing = self._observing(state)
         # similarity is always computed: fusion, auto-mode scoring and token_similarity() use it; only on the
-        # span of tokens that are read (a narrow view: no copy of the probabilities)
+        # span of tokens that are read (a narrow view: no copy of the probabilities). Every measure is blind to
+        # a map's scale, so the heads' sum is scored (it ranks and scores exactly like their mean).
         lo, hi = self._span
         span = cond[..., lo:hi]  # (B, F, heads, Q, K') view, K' = hi - lo
-        mean_maps = head_average(span, dim=2)  # (B, F, Q, K')
-        sim_span = _similarity(mean_maps.transpose(-1, -2), motion, self.similarity)  # (B, F, K')
-        sim = sim_span.new_zeros(*sim_span.shape[:2], num_tokens)  # (B, F, K), 0 outside the span
-        sim[..., lo:hi] = sim_span
-        self.last_similarity = sim
+        maps = span.sum(dim=2).transpose(-1, -2)  # (B, F, K', Q) view of the (B, F, Q, K') head sums
+        if self.similarity in ("ncc", "zncc"):  # Pearson with the motion side prepared once per video
+            rho = pearson_unit(maps if maps.dtype in (torch.float32, torch.float64) else maps.float(), motion.unit)
+            sim_span = (rho.add_(1.0).mul_(0.5) if self.similarity == "ncc" else rho.clamp_min_(0.0)).to(probs.dtype)
+        else:
+            sim_span = _similarity(maps, motion.maps, self.similarity)  # (B, F, K')
+        self._last_span = sim_span
         # sums over frames and counts of frames: the same means whether the frames come at once or in chunks
-        per_token = sim.detach().float().sum(dim=1)  # (B, K) sum over the call's frames
-        self._sim_sum = per_token if self._sim_sum is None else self._sim_sum + per_token
+        per_token = sim_span.detach().float().sum(dim=1)  # (B, K') sum over the call's frames
+        self._sim_sum = per_token if self._sim_sum is None else self._sim_sum.add_(per_token)
         self._sim_count += state.num_frames
         if observing:
-            self._auto_sum = (per_token[0] if self._auto_sum is None
-                              else self._auto_sum + per_token[0])  # (K,) source branch
+            self._auto_sum = (per_token[0].clone() if self._auto_sum is None
+                              else self._auto_sum.add_(per_token[0]))  # (K',) source branch
             self._auto_count += state.num_frames
 
         if self.fusion and in_range and state.step >= 1:
-            weight = sim_span * fuse_mask[:, None, lo:hi] * (self.strength / state.step)  # (B, F, K')
-            delta = motion[None, :, :, None] * weight[:, :, None, :]  # (B, F, Q, K')
-            span.add_(delta.unsqueeze(2))  # broadcast over heads; writes into probs
+            weight = (sim_span * self._fuse_mask(probs, num_branches)[:, None, lo:hi]).mul_(
+                self.strength / state.step)  # (B, F, K')
+            span.addcmul_(motion.fuse, weight[:, :, None, None, :])  # += M[f, q] * weight: every head
 
         if self.swap and in_range and not observing:
-            index = self._swap_index(probs.device, num_branches)
-            if index is not None:
-                b_idx, k_idx = index
-                value = (self.strength * motion)[:, None, :]  # (F, 1, Q) -> every head
-                cond.permute(0, 4, 1, 2, 3)[b_idx, k_idx] = value  # (B, K, F, heads, Q) view
+            for b, k in self._swaps(num_branches):
+                cond[b, :, :, :, k].copy_(motion.swap)  # (F, heads, Q) <- strength * M: every head
         return probs

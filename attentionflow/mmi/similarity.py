@@ -49,7 +49,7 @@ import torch
 from attentionflow.errors import ConfigError
 from attentionflow.mmi.methods import SIMILARITY_METHODS
 
-__all__ = ["SIMILARITY_METHODS", "similarity"]
+__all__ = ["SIMILARITY_METHODS", "pearson_unit", "similarity", "unit_centred"]
 
 #: Default number of histogram bins of the ``mi`` measure.
 MI_BINS = 16
@@ -69,28 +69,51 @@ def _rowdot(m: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return (m @ a.transpose(-1, -2)).squeeze(-2)  # (..., 1, Q) @ (..., Q, K) -> (..., K)
 
 
-def _pearson(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation along the last dim; ``a``: ``(..., K, Q)``, ``m``: ``(..., 1, Q)``.
+def _constant_tolerance(q: int, dtype: torch.dtype) -> float:
+    """Sum of squared deviations of ``q`` values below which a map counts as constant, relative to its mean squared:
+    a standard deviation below ``64 * eps`` times the mean magnitude (what rounding leaves of a constant map)."""
+    return (64.0 * torch.finfo(dtype).eps) ** 2 * q
 
-    Returns ``(..., K)`` in ``[-1, 1]``; 0 where either map is constant. Centred (two-pass) sums
-    for accuracy, with a single ``(..., K, Q)`` temporary. A map counts as constant when its
-    standard deviation is below ``64 * eps`` times its mean magnitude (what rounding leaves of a
-    truly constant map), or is zero.
+
+def unit_centred(motion: torch.Tensor) -> torch.Tensor:
+    """``(m - mean(m)) / |m - mean(m)|`` along the last dim of ``motion`` ``(..., Q)`` -> ``(..., Q)``.
+
+    All zeros for a constant map (same rule as the attention side of :func:`_pearson`), so that its correlation
+    with anything is 0. The Pearson correlation of a map ``a`` with ``m`` is then ``<a, u> / |a - mean(a)|``
+    (``u`` sums to 0, so ``a`` need not be centred for the numerator). The injector computes this once per video
+    and resolution (:class:`attentionflow.mmi.inject.MotionInjector`).
     """
-    q = a.shape[-1]
+    m = motion.to(_compute_dtype(motion.dtype))
+    mean = m.mean(dim=-1, keepdim=True)  # (..., 1)
+    mc = m - mean  # (..., Q)
+    ss = mc.square().sum(dim=-1, keepdim=True)  # (..., 1)
+    bad = (ss <= _constant_tolerance(m.shape[-1], m.dtype) * mean.square()) | (ss == 0)  # (..., 1)
+    return mc.mul_(torch.rsqrt(ss)).masked_fill_(bad, 0.0)
+
+
+def pearson_unit(a: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of the maps ``a`` ``(..., K, Q)`` with a motion map given by :func:`unit_centred`
+    ``(..., 1, Q)`` -> ``(..., K)`` in ``[-1, 1]``; 0 where either map is constant.
+
+    ``a`` may be the transposed (non-contiguous) view of query-major maps and may carry any positive scale (the
+    correlation does not depend on it, so a sum over heads scores like their mean). One ``(..., K, Q)``
+    temporary: the centred maps, for the sum of squared deviations (accurate for nearly constant maps).
+    """
     mean_a = a.mean(dim=-1, keepdim=True)  # (..., K, 1)
-    mean_m = m.mean(dim=-1, keepdim=True)  # (..., 1, 1)
-    mc = m - mean_m  # (..., 1, Q)
-    ac = a - mean_a  # (..., K, Q), the only large temporary
-    num = _rowdot(mc, ac)  # (..., K)
-    ss_a = ac.square_().sum(dim=-1)  # (..., K) sum of squared deviations (in place on ac)
-    ss_m = mc.square().sum(dim=-1)  # (..., 1)
-    tol = (64.0 * torch.finfo(a.dtype).eps) ** 2 * q
-    bad = ((ss_a <= tol * mean_a.squeeze(-1).square()) | (ss_m <= tol * mean_m.squeeze(-1).square())
-           | (ss_a == 0) | (ss_m == 0))  # (..., K)
-    den = torch.sqrt(ss_a * ss_m)  # (..., K)
-    rho = num / torch.where(bad, torch.ones_like(den), den)
-    return torch.where(bad, torch.zeros_like(rho), rho).clamp(-1.0, 1.0)
+    num = _rowdot(unit, a)  # (..., K): <a, u>
+    ss_a = (a - mean_a).square_().sum(dim=-1)  # (..., K) sum of squared deviations
+    bad = (ss_a <= _constant_tolerance(a.shape[-1], a.dtype) * mean_a.squeeze(-1).square()) | (ss_a == 0)
+    return num.mul_(torch.rsqrt(ss_a)).masked_fill_(bad, 0.0).clamp_(-1.0, 1.0)
+
+
+def _pearson(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation along the last dim; ``a``: ``(..., K, Q)``, ``m``: ``(..., 1, Q)`` -> ``(..., K)``.
+
+    In ``[-1, 1]``; 0 where either map is constant (its standard deviation below ``64 * eps`` times its mean
+    magnitude, what rounding leaves of a truly constant map, or zero). :func:`pearson_unit` with the motion map's
+    :func:`unit_centred` form.
+    """
+    return pearson_unit(a, unit_centred(m))
 
 
 def _ncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
@@ -215,13 +238,3 @@ def similarity(attn: torch.Tensor, motion: torch.Tensor, method: str = "ncc", *,
     a = attn.to(work)  # (..., K, Q)
     m = motion.to(device=attn.device, dtype=work).unsqueeze(-2)  # (..., 1, Q)
     return measure(a, m, bins).to(out_dtype)
-
-
-def head_average(probs: torch.Tensor, dim: int) -> torch.Tensor:
-    """Mean of ``probs`` over its heads axis ``dim``, as a sum scaled by ``1 / heads``.
-
-    On a narrow (strided) token span of the attention probabilities, e.g. ``(B, F, heads, Q, K')`` sliced from
-    ``K`` tokens, a sum reads the span about twice as fast as ``torch.mean`` on the CPU (measured by
-    ``benchmarks/bench_similarity.py``); the result is the head-averaged maps the similarity scores.
-    """
-    return probs.sum(dim=dim).mul_(1.0 / probs.shape[dim])
