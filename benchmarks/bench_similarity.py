@@ -6,9 +6,9 @@ every frame it averages the cross-attention probabilities over heads once, then 
 ``cv2.matchTemplate(map, motion, cv2.TM_CCOEFF_NORMED)`` on equal-size inputs, rescaled as ``(rho + 1) / 2``.
 This project's injector (:class:`attentionflow.mmi.inject.MotionInjector`) sums the heads (the measures are blind
 to scale, so the sum scores like the mean) over only the span of prompt tokens that it reads, and correlates the
-sums with the motion map's centred unit form, which it makes once per video and resolution
-(:func:`attentionflow.mmi.similarity.pearson_unit`, :func:`attentionflow.mmi.similarity.unit_centred`), in one
-vectorised call on the tensor's device.
+sums with the motion map through two weight rows (the centred unit map and the mean) that it makes once per video
+and resolution (:func:`attentionflow.mmi.similarity.motion_basis`, :func:`attentionflow.mmi.similarity.pearson_basis`),
+in one vectorised call on the tensor's device.
 
 Rows, all on identical inputs (attention probabilities ``(F, heads, Q, K)``, softmax over K; motion maps
 ``(F, h, w)``), each timed from the per-head probabilities (the heads' mean or sum included):
@@ -17,7 +17,7 @@ Rows, all on identical inputs (attention probabilities ``(F, heads, Q, K)``, sof
 * ``reference over all K tokens``: the same loop over every token position (what an earlier version of this
   benchmark called "the reference"; labelled, kept for comparison);
 * ``this project, W words``: the injector's computation (heads' sum and correlation on the words' span; the
-  motion map's unit form is made once per video, outside the timing, as the injector caches it);
+  motion map's basis is made once per video, outside the timing, as the injector caches it);
 * ``this project, all K tokens``: the same over every token position (what the injector did before).
 
 With ``--device cuda`` the reference also pays a device-to-host copy per word, exactly as it did on a GPU.
@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 import torch
 
-from attentionflow.mmi.similarity import SIMILARITY_METHODS, pearson_unit, similarity, unit_centred
+from attentionflow.mmi.similarity import SIMILARITY_METHODS, motion_basis, pearson_basis, similarity
 
 
 def _sync(device: torch.device) -> None:
@@ -78,14 +78,13 @@ def reference(probs: torch.Tensor, motion: torch.Tensor, tokens: range) -> np.nd
     return out
 
 
-def ours(probs: torch.Tensor, motion_unit: torch.Tensor, tokens: range) -> torch.Tensor:
+def ours(probs: torch.Tensor, basis: torch.Tensor, tokens: range) -> torch.Tensor:
     """The injector's computation of ``ncc`` -> ``(F, len(tokens))``: the heads' sum over the token span (the
-    correlation is blind to scale, so the sum scores like the mean) and the Pearson correlation with the motion
-    map's centred unit form, which the injector makes once per video and resolution (``motion_unit``, from
-    :func:`attentionflow.mmi.similarity.unit_centred`, ``(F, 1, Q)``)."""
+    correlation is blind to scale, so the sum scores like the mean) and its Pearson correlation with the motion map
+    through the map's basis, which the injector makes once per video and resolution (``basis``, from
+    :func:`attentionflow.mmi.similarity.motion_basis`, ``(F, 2, Q)``)."""
     span = probs[..., tokens.start:tokens.stop]  # (F, heads, Q, K') narrow view
-    maps = span.sum(dim=1).transpose(-1, -2)  # (F, K', Q) view of the (F, Q, K') head sums
-    return pearson_unit(maps, motion_unit).add_(1.0).mul_(0.5)
+    return pearson_basis(span.sum(dim=1), basis, shift=0.5, scale=0.5)  # (F, Q, K') head sums -> (F, K')
 
 
 def ours_api(probs: torch.Tensor, motion_flat: torch.Tensor, tokens: range, method: str = "ncc") -> torch.Tensor:
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     words = range(1, 1 + args.words)  # the prompt's words follow the start token
     every = range(0, args.tokens)
 
-    unit = unit_centred(motion_flat).unsqueeze(-2)  # (F, 1, Q): once per video in the injector
+    unit = motion_basis(motion_flat)  # (F, 2, Q): once per video in the injector
     diff_words = np.abs(ours(probs, unit, words).float().cpu().numpy() - reference(probs, motion, words)).max()
     full = ours(probs, unit, every)
     diff_every = np.abs(full.float().cpu().numpy() - reference(probs, motion, every)).max()

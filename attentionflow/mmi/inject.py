@@ -46,7 +46,7 @@ import torch
 
 from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState
 from attentionflow.attention.windows import step_window
-from attentionflow.mmi.similarity import SIMILARITY_METHODS, pearson_unit, unit_centred
+from attentionflow.mmi.similarity import SIMILARITY_METHODS, motion_basis, pearson_basis
 from attentionflow.mmi.similarity import similarity as _similarity
 
 __all__ = ["BRANCH_CHOICES", "PLACES", "MotionInjector"]
@@ -66,8 +66,8 @@ class _CallMotion:
 
     maps: torch.Tensor
     """``(F, Q)`` the maps."""
-    unit: torch.Tensor
-    """``(F, 1, Q)`` their :func:`~attentionflow.mmi.similarity.unit_centred` form (ncc, zncc)."""
+    basis: torch.Tensor
+    """``(F, 2, Q)`` their :func:`~attentionflow.mmi.similarity.motion_basis` (ncc, zncc)."""
     fuse: torch.Tensor
     """``(F, 1, Q, 1)`` view of ``maps`` that broadcasts over heads and tokens (fusion)."""
     swap: torch.Tensor
@@ -186,7 +186,8 @@ class MotionInjector(AttentionController):
         self._map_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
         self._call_cache: dict[tuple, _CallMotion] = {}
         self._mask_cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-        self._swap_pairs: list[tuple[int, int]] | None = None
+        self._fuse_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._swap_index: dict[torch.device, tuple[torch.Tensor, torch.Tensor] | None] = {}
         self.reset()
 
     @staticmethod
@@ -207,11 +208,11 @@ class MotionInjector(AttentionController):
         # (B, F, K') similarity on the scored token span of the last edited layer call (see last_similarity)
         self._last_span: torch.Tensor | None = None
         self._decided = not self.auto
-        self._auto_sum: torch.Tensor | None = None  # (K,) source-branch per-token sums
-        self._auto_count = 0
-        self._sim_sum: torch.Tensor | None = None  # (B, K) per-token sums over frames and calls
-        self._sim_count = 0
-        self._swap_pairs = None
+        self._auto_calls: list[torch.Tensor] = []  # (F, K') source-branch similarity per observing call
+        self._auto_count = 0  # frames in them
+        self._sim_calls: list[torch.Tensor] = []  # (B, F, K') similarity per call
+        self._sim_count = 0  # frames in them
+        self._swap_index.clear()
 
     def _full(self, span_values: torch.Tensor) -> torch.Tensor:
         """``(..., K')`` values of the scored token span -> ``(..., K)``, 0 outside the span."""
@@ -230,9 +231,10 @@ class MotionInjector(AttentionController):
 
         On the probabilities' device; float32 zeros on the CPU before the first call.
         """
-        if self._sim_sum is None or self._sim_count == 0:
+        if not self._sim_calls:
             return torch.zeros(self.content_tokens.shape, dtype=torch.float32)
-        return self._full(self._sim_sum / self._sim_count)
+        total = torch.stack([s.sum(dim=1, dtype=torch.float32) for s in self._sim_calls]).sum(dim=0)  # (B, K')
+        return self._full(total / self._sim_count)
 
     # ------------------------------------------------------------------ gating
     def _in_range(self, state: AttentionState) -> bool:
@@ -284,44 +286,48 @@ class MotionInjector(AttentionController):
             raise ValueError(f"motion maps have {whole.shape[0]} frames, the video has "
                              f"{state.video_frames}")
         maps = whole[frames]  # (F, Q): the call's frames (a chunk of the video, or all of it)
-        cached = _CallMotion(maps=maps, unit=unit_centred(maps).unsqueeze(-2),  # (F, 1, Q)
+        cached = _CallMotion(maps=maps, basis=motion_basis(maps),  # (F, 2, Q)
                              fuse=maps[:, None, :, None],  # (F, 1, Q, 1): over heads and tokens
                              swap=(self.strength * maps)[:, None, :])  # (F, 1, Q): over heads
         self._call_cache[key] = cached
         return cached
 
-    def _fuse_mask(self, probs: torch.Tensor, num_branches: int) -> torch.Tensor:
-        """``(B, K)`` fusion weights in ``probs``' dtype/device (cached): 1 for the content tokens
-        of the selected branches, else 0."""
-        key = (probs.device, probs.dtype)
-        cached = self._mask_cache.get(key)
+    def _fuse_weights(self, probs: torch.Tensor, num_branches: int, step: int) -> torch.Tensor:
+        """``(B, 1, K')`` fusion weights of the scored span at ``step`` (cached): ``strength / step`` at the content
+        tokens of the selected branches, else 0."""
+        key = (step, probs.device, probs.dtype)
+        cached = self._fuse_cache.get(key)
         if cached is None:
-            sel = torch.tensor(self._branch_mask(num_branches), device=probs.device)  # (B,)
-            content = self.content_tokens.to(probs.device)  # (B, K)
-            cached = (content & sel[:, None]).to(probs.dtype)  # (B, K)
-            self._mask_cache[key] = cached
+            lo, hi = self._span
+            sel = torch.tensor(self._branch_mask(num_branches))  # (B,)
+            mask = (self.content_tokens.cpu() & sel[:, None])[:, None, lo:hi]  # (B, 1, K')
+            cached = (mask.to(torch.float64) * (self.strength / step)).to(device=probs.device, dtype=probs.dtype)
+            self._fuse_cache[key] = cached
         return cached
 
-    def _swaps(self, num_branches: int) -> list[tuple[int, int]]:
-        """``(branch, token)`` pairs whose maps the swap replaces (cached until the motion word changes)."""
-        if self._swap_pairs is None:
+    def _swaps(self, device: torch.device, num_branches: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(branch_idx, token_idx)`` long tensors of the maps the swap replaces, on ``device`` (cached until the
+        motion word changes), or None when nothing is swapped."""
+        if device not in self._swap_index:
             pairs: list[tuple[int, int]] = []
             if self.motion_tokens is not None:
                 sel = self._branch_mask(num_branches)
                 pairs = [(b, int(k)) for b, idx in enumerate(self.motion_tokens) if sel[b] for k in sorted(set(idx))]
-            self._swap_pairs = pairs
-        return self._swap_pairs
+            index = torch.tensor(pairs, dtype=torch.long, device=device).T if pairs else None  # (2, n)
+            self._swap_index[device] = None if index is None else (index[0], index[1])
+        return self._swap_index[device]
 
     # ------------------------------------------------------------------ auto mode
     def _decide(self) -> None:
         """Pick the best-scoring source candidate and set every branch's motion tokens."""
         self._decided = True
         assert self.auto_candidates is not None
-        if self._auto_sum is None or self._auto_count == 0:
+        if not self._auto_calls:
             logger.warning("MMI auto mode: no cross-attention was scored in the first %d steps; "
                            "no motion word chosen", self.auto_steps)
             return
-        per_token = self._full(self._auto_sum / self._auto_count).tolist()  # (K,); one sync per run
+        total = torch.cat(self._auto_calls).sum(dim=0, dtype=torch.float32)  # (K',) over calls and frames
+        per_token = self._full(total / self._auto_count).tolist()  # (K,); one sync per run
         scores = [(word, sum(per_token[i] for i in idx) / len(idx))
                   for word, idx in self.auto_candidates[0].items() if idx]
         self.ranking = sorted(scores, key=lambda s: s[1], reverse=True)
@@ -330,7 +336,7 @@ class MotionInjector(AttentionController):
             return
         self.chosen_word = self.ranking[0][0]
         self.motion_tokens = [list(c.get(self.chosen_word, [])) for c in self.auto_candidates]
-        self._swap_pairs = None
+        self._swap_index.clear()
         logger.info("MMI auto mode chose %r (ranking %s)", self.chosen_word, self.ranking)
 
     # ------------------------------------------------------------------ the edit
@@ -361,28 +367,34 @@ class MotionInjector(AttentionController):
         # a map's scale, so the heads' sum is scored (it ranks and scores exactly like their mean).
         lo, hi = self._span
         span = cond[..., lo:hi]  # (B, F, heads, Q, K') view, K' = hi - lo
-        maps = span.sum(dim=2).transpose(-1, -2)  # (B, F, K', Q) view of the (B, F, Q, K') head sums
+        sums = span.sum(dim=2)  # (B, F, Q, K') head sums
         if self.similarity in ("ncc", "zncc"):  # Pearson with the motion side prepared once per video
-            rho = pearson_unit(maps if maps.dtype in (torch.float32, torch.float64) else maps.float(), motion.unit)
-            sim_span = (rho.add_(1.0).mul_(0.5) if self.similarity == "ncc" else rho.clamp_min_(0.0)).to(probs.dtype)
+            work = sums if sums.dtype in (torch.float32, torch.float64) else sums.float()
+            if self.similarity == "ncc":
+                sim_span = pearson_basis(work, motion.basis, shift=0.5, scale=0.5)  # (B, F, K'): (rho + 1) / 2
+            else:
+                sim_span = pearson_basis(work, motion.basis).clamp_min_(0.0)  # (B, F, K')
+            if sim_span.dtype != probs.dtype:
+                sim_span = sim_span.to(probs.dtype)
         else:
-            sim_span = _similarity(maps, motion.maps, self.similarity)  # (B, F, K')
+            sim_span = _similarity(sums.transpose(-1, -2), motion.maps, self.similarity)  # (B, F, K')
+        if sim_span.requires_grad:
+            sim_span = sim_span.detach()
         self._last_span = sim_span
-        # sums over frames and counts of frames: the same means whether the frames come at once or in chunks
-        per_token = sim_span.detach().float().sum(dim=1)  # (B, K') sum over the call's frames
-        self._sim_sum = per_token if self._sim_sum is None else self._sim_sum.add_(per_token)
+        # kept per call and summed over frames when read (token_similarity): the same means whether the frames come
+        # at once or in chunks, and no arithmetic here
+        self._sim_calls.append(sim_span)
         self._sim_count += state.num_frames
         if observing:
-            self._auto_sum = (per_token[0].clone() if self._auto_sum is None
-                              else self._auto_sum.add_(per_token[0]))  # (K',) source branch
+            self._auto_calls.append(sim_span[0])  # (F, K') source branch
             self._auto_count += state.num_frames
 
         if self.fusion and in_range and state.step >= 1:
-            weight = (sim_span * self._fuse_mask(probs, num_branches)[:, None, lo:hi]).mul_(
-                self.strength / state.step)  # (B, F, K')
-            span.addcmul_(motion.fuse, weight[:, :, None, None, :])  # += M[f, q] * weight: every head
+            weight = sim_span * self._fuse_weights(probs, num_branches, state.step)  # (B, F, K')
+            span.addcmul_(motion.fuse, weight.view(num_branches, -1, 1, 1, hi - lo))  # += M[f, q] * weight, every head
 
         if self.swap and in_range and not observing:
-            for b, k in self._swaps(num_branches):
-                cond[b, :, :, :, k].copy_(motion.swap)  # (F, heads, Q) <- strength * M: every head
+            index = self._swaps(probs.device, num_branches)
+            if index is not None:
+                cond.permute(0, 4, 1, 2, 3)[index] = motion.swap  # (n, F, heads, Q) <- strength * M: every head
         return probs

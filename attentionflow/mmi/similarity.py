@@ -49,7 +49,7 @@ import torch
 from attentionflow.errors import ConfigError
 from attentionflow.mmi.methods import SIMILARITY_METHODS
 
-__all__ = ["SIMILARITY_METHODS", "pearson_unit", "similarity", "unit_centred"]
+__all__ = ["SIMILARITY_METHODS", "motion_basis", "pearson_basis", "similarity"]
 
 #: Default number of histogram bins of the ``mi`` measure.
 MI_BINS = 16
@@ -70,54 +70,62 @@ def _rowdot(m: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 
 def _constant_tolerance(q: int, dtype: torch.dtype) -> float:
-    """Sum of squared deviations of ``q`` values below which a map counts as constant, relative to its mean squared:
-    a standard deviation below ``64 * eps`` times the mean magnitude (what rounding leaves of a constant map)."""
+    """Sum of squared deviations of ``q`` values at or below which a map counts as constant, relative to its mean
+    squared: a standard deviation below ``64 * eps`` times the mean magnitude (what rounding leaves of a constant
+    map)."""
     return (64.0 * torch.finfo(dtype).eps) ** 2 * q
 
 
-def unit_centred(motion: torch.Tensor) -> torch.Tensor:
-    """``(m - mean(m)) / |m - mean(m)|`` along the last dim of ``motion`` ``(..., Q)`` -> ``(..., Q)``.
+def motion_basis(motion: torch.Tensor) -> torch.Tensor:
+    """The two weight rows that give a map's Pearson statistics with ``motion`` ``(..., Q)`` -> ``(..., 2, Q)``.
 
-    All zeros for a constant map (same rule as the attention side of :func:`_pearson`), so that its correlation
-    with anything is 0. The Pearson correlation of a map ``a`` with ``m`` is then ``<a, u> / |a - mean(a)|``
-    (``u`` sums to 0, so ``a`` need not be centred for the numerator). The injector computes this once per video
-    and resolution (:class:`attentionflow.mmi.inject.MotionInjector`).
+    Row 0 is the centred unit motion map ``u = (m - mean(m)) / |m - mean(m)|`` (all zeros for a constant map, the
+    same rule as the attention side of :func:`pearson_basis`, so that its correlation with anything is 0); row 1 is
+    the uniform ``1 / Q``. For a map ``a`` both statistics then come from one matrix product: ``<a, u>`` (``u`` sums
+    to 0, so ``a`` need not be centred) and ``mean(a)``; the Pearson correlation is ``<a, u> / |a - mean(a)|``. The
+    injector makes the basis once per video, resolution and frame range
+    (:class:`attentionflow.mmi.inject.MotionInjector`).
     """
     m = motion.to(_compute_dtype(motion.dtype))
+    q = m.shape[-1]
     mean = m.mean(dim=-1, keepdim=True)  # (..., 1)
     mc = m - mean  # (..., Q)
     ss = mc.square().sum(dim=-1, keepdim=True)  # (..., 1)
-    bad = (ss <= _constant_tolerance(m.shape[-1], m.dtype) * mean.square()) | (ss == 0)  # (..., 1)
-    return mc.mul_(torch.rsqrt(ss)).masked_fill_(bad, 0.0)
+    bad = ss <= _constant_tolerance(q, m.dtype) * mean.square()  # (..., 1); includes ss == 0
+    unit = mc.mul_(torch.rsqrt(ss)).masked_fill_(bad, 0.0)  # (..., Q)
+    return torch.stack([unit, torch.full_like(unit, 1.0 / q)], dim=-2)  # (..., 2, Q)
 
 
-def pearson_unit(a: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of the maps ``a`` ``(..., K, Q)`` with a motion map given by :func:`unit_centred`
-    ``(..., 1, Q)`` -> ``(..., K)`` in ``[-1, 1]``; 0 where either map is constant.
+def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0, scale: float = 1.0
+                  ) -> torch.Tensor:
+    """Pearson correlation of query-major maps ``maps`` ``(..., Q, K)`` with the motion map of ``basis``
+    (:func:`motion_basis`, ``(..., 2, Q)``, broadcast over leading dims) -> ``shift + scale * rho`` ``(..., K)``,
+    clamped to ``shift +- scale`` (``rho`` in ``[-1, 1]``; ``shift=0.5, scale=0.5`` gives ``ncc`` directly).
 
-    ``a`` may be the transposed (non-contiguous) view of query-major maps and may carry any positive scale (the
-    correlation does not depend on it, so a sum over heads scores like their mean). One ``(..., K, Q)``
-    temporary: the centred maps, for the sum of squared deviations (accurate for nearly constant maps).
+    ``rho`` is 0 where either map is constant: its sum of squared deviations at most ``(64 * eps)**2 * Q`` times
+    its mean squared (what rounding leaves of a truly constant map), or zero. ``maps`` may carry any positive scale
+    (the correlation does not depend on it, so a sum over heads scores like their mean). One ``(..., Q, K)``
+    temporary: the centred maps, for the sum of squared deviations (accurate for nearly constant maps). Few
+    operations on purpose: the injector calls this at every cross-attention layer and step, where each operation's
+    fixed cost outweighs its arithmetic.
     """
-    mean_a = a.mean(dim=-1, keepdim=True)  # (..., K, 1)
-    num = _rowdot(unit, a)  # (..., K): <a, u>
-    ss_a = (a - mean_a).square_().sum(dim=-1)  # (..., K) sum of squared deviations
-    bad = (ss_a <= _constant_tolerance(a.shape[-1], a.dtype) * mean_a.squeeze(-1).square()) | (ss_a == 0)
-    return num.mul_(torch.rsqrt(ss_a)).masked_fill_(bad, 0.0).clamp_(-1.0, 1.0)
+    stats = torch.matmul(basis, maps)  # (..., 2, K): <a, u> and mean(a)
+    mean = stats[..., 1:, :]  # (..., 1, K)
+    ss = (maps - mean).square_().sum(dim=-2)  # (..., K) sum of squared deviations
+    mean = mean.squeeze(-2)  # (..., K)
+    bad = torch.addcmul(ss, mean, mean, value=-_constant_tolerance(maps.shape[-2], maps.dtype)) <= 0.0  # (..., K)
+    out = torch.addcmul(stats.new_tensor(shift), stats[..., 0, :], torch.rsqrt(ss), value=scale)  # (..., K)
+    return out.masked_fill_(bad, shift).clamp_(shift - scale, shift + scale)
 
 
 def _pearson(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation along the last dim; ``a``: ``(..., K, Q)``, ``m``: ``(..., 1, Q)`` -> ``(..., K)``.
-
-    In ``[-1, 1]``; 0 where either map is constant (its standard deviation below ``64 * eps`` times its mean
-    magnitude, what rounding leaves of a truly constant map, or zero). :func:`pearson_unit` with the motion map's
-    :func:`unit_centred` form.
-    """
-    return pearson_unit(a, unit_centred(m))
+    """Pearson correlation along the last dim; ``a``: ``(..., K, Q)``, ``m``: ``(..., 1, Q)`` -> ``(..., K)``
+    (:func:`pearson_basis` on the query-major view of ``a`` with ``m``'s :func:`motion_basis`)."""
+    return pearson_basis(a.transpose(-1, -2), motion_basis(m.squeeze(-2)))
 
 
 def _ncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
-    return (_pearson(a, m) + 1.0) * 0.5
+    return pearson_basis(a.transpose(-1, -2), motion_basis(m.squeeze(-2)), shift=0.5, scale=0.5)
 
 
 def _zncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
