@@ -564,7 +564,7 @@ class AttentionFlowPipeline:
                            mode=p2p.mode, reweight=p2p.reweight, local_blend=blend)
         size = sizes[min(plan.attention_map_level, len(sizes) - 1)]
         shown = figure_frames(num_frames)
-        stores = {"without_mmi": AttentionStore(resolution=size, frames=shown)}
+        stores = {"without_mmi": AttentionStore(resolution=size, frames=shown, keep_step=False)}
         chain: list[AttentionController] = [p2p_ctrl, stores["without_mmi"]]
         injector = None
         if mmi.enabled:
@@ -576,7 +576,7 @@ class AttentionFlowPipeline:
                 step_range=(mmi.step_start, mmi.step_end),
                 auto_candidates=list(plan.candidates) if plan.candidates is not None else None,
                 auto_steps=mmi.auto_steps)
-            stores["with_mmi"] = AttentionStore(resolution=size, frames=shown)
+            stores["with_mmi"] = AttentionStore(resolution=size, frames=shown, keep_step=False)
             chain += [injector, stores["with_mmi"]]
         if region_mask is not None:
             chain.append(RegionBlend(region_mask))  # after the word blend: the two masks multiply (intersection)

@@ -168,8 +168,9 @@ def test_three_branches_without_cfg(clip_tokenizer):
         ctrl.wants_probs(CROSS, _state(branches=2))
 
 
-def test_attention_store_averages_conditional_maps():
-    store = AttentionStore(resolution=(2, 2))
+@pytest.mark.parametrize("keep_step", [True, False], ids=["run-and-step", "run-only"])
+def test_attention_store_averages_conditional_maps(keep_step):
+    store = AttentionStore(resolution=(2, 2), keep_step=keep_step)
     state = _state(branches=2, frames=2, step=0)
     p1 = _probs(state, queries=4, keys=5, seed=1)
     p2 = _probs(state, queries=4, keys=5, seed=2)
@@ -181,11 +182,21 @@ def test_attention_store_averages_conditional_maps():
     store(p2, CROSS, state)
     expected_total = (_halves(p1, state)[1].mean(dim=2) + _halves(p2, state)[1].mean(dim=2)) / 2  # (B, F, Q, K)
     torch.testing.assert_close(store.maps((2, 2)), expected_total.view(2, 2, 2, 2, 5))
-    torch.testing.assert_close(store.step_maps((2, 2)), _halves(p2, state)[1].mean(dim=2).view(2, 2, 2, 2, 5))
+    if keep_step:
+        torch.testing.assert_close(store.step_maps((2, 2)), _halves(p2, state)[1].mean(dim=2).view(2, 2, 2, 2, 5))
+    else:  # a figure's store: nothing reads its step maps, so it keeps none
+        assert not store.has_maps((2, 2), step=True)
+        with pytest.raises(KeyError):
+            store.step_maps((2, 2))
     with pytest.raises(KeyError):
         store.maps((4, 4))
     store.reset()
     assert not store.has_maps((2, 2))
+
+
+def test_attention_store_that_keeps_nothing_is_an_error():
+    with pytest.raises(ValueError, match="neither"):
+        AttentionStore(keep_total=False, keep_step=False)
 
 
 def test_attention_store_never_keeps_large_self_attention():

@@ -64,16 +64,20 @@ class AttentionStore(AttentionController):
         max_self_queries: the self-attention query limit.
         frames: the video frames whose run maps are kept (e.g. the few an attention figure shows); None = all.
         keep_total: False keeps the current step's maps only (a :class:`LocalBlend`'s own store).
+        keep_step: False keeps the run's maps only (an attention figure's store: nothing reads its step maps).
     """
 
     def __init__(self, resolution: tuple[int, int] | None = None, store_self: bool = False,
                  max_self_queries: int = 32 * 32, frames: Sequence[int] | None = None,
-                 keep_total: bool = True) -> None:
+                 keep_total: bool = True, keep_step: bool = True) -> None:
+        if not (keep_total or keep_step):
+            raise ValueError("an AttentionStore that keeps neither the run's nor the step's maps stores nothing")
         self.resolution = resolution
         self.store_self = store_self
         self.max_self_queries = max_self_queries
         self.frames = None if frames is None else sorted({int(f) for f in frames})
         self.keep_total = keep_total
+        self.keep_step = keep_step
         self.reset()
 
     def reset(self) -> None:
@@ -122,18 +126,19 @@ class AttentionStore(AttentionController):
         num_queries, num_keys = probs.shape[-2:]
         if not self._accepts(site.is_cross, num_queries):
             return probs
-        if self._step != (state.step, state.frame_start) or self._step_closed:
-            self._step_sum.clear()
-            self._step_n.clear()
-            self._step, self._step_closed = (state.step, state.frame_start), False
         maps = state.cond_view(probs.detach()).float().mean(dim=2)  # (B, F, Q, K): mean over heads
         key = (site.is_cross, num_queries, num_keys)
-        if key in self._step_sum and self._step_sum[key].shape == maps.shape:
-            self._step_sum[key] += maps
-            self._step_n[key] += 1
-        else:
-            self._step_sum[key] = maps.clone()
-            self._step_n[key] = 1
+        if self.keep_step:
+            if self._step != (state.step, state.frame_start) or self._step_closed:
+                self._step_sum.clear()
+                self._step_n.clear()
+                self._step, self._step_closed = (state.step, state.frame_start), False
+            if key in self._step_sum and self._step_sum[key].shape == maps.shape:
+                self._step_sum[key] += maps
+                self._step_n[key] += 1
+            else:
+                self._step_sum[key] = maps.clone()
+                self._step_n[key] = 1
         if not self.keep_total:
             return probs
         stored = len(self.frames) if self.frames is not None else state.video_frames
