@@ -52,48 +52,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _once(fn: Callable[[], object], device: torch.device, before: Callable[[], object] | None) -> float:
+    """Seconds of one run of ``fn``; ``before`` runs first, untimed."""
+    if before is not None:
+        before()
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
 def _time(fn: Callable[[], object], device: torch.device, repeat: int,
           before: Callable[[], object] | None = None) -> tuple[float, float]:
     """(median, min) wall time in seconds over ``repeat`` runs after one warm-up run; ``before`` runs (untimed)
     before each of them.
 
     The minimum is the better estimate on a shared machine (other load only adds time)."""
-    times = []
-    for i in range(repeat + 1):
-        if before is not None:
-            before()
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        if i:
-            times.append(time.perf_counter() - start)
+    times = [_once(fn, device, before) for _ in range(repeat + 1)][1:]
     return statistics.median(times), min(times)
 
 
 def _paired_ratios(slow: Callable[[], object], fast: Callable[[], object], device: torch.device, repeat: int,
                    before: Callable[[], object]) -> list[float]:
-    """``repeat`` ratios t(slow) / t(fast), each from one run of both back to back (``before`` before each run).
+    """``repeat`` ratios t(slow) / t(fast), each from one run of both back to back (``before`` before each run),
+    after one warm-up pair.
 
     Alternating the two keeps them under the same machine conditions: on this project's shared 2-core machine the
     memory bandwidth drifts by 1.5x within a minute, which blocks of runs of one and then the other turn into a
     spread of the ratio."""
-    ratios = []
-    for i in range(repeat + 1):
-        before()
-        _sync(device)
-        start = time.perf_counter()
-        slow()
-        _sync(device)
-        t_slow = time.perf_counter() - start
-        before()
-        _sync(device)
-        start = time.perf_counter()
-        fast()
-        _sync(device)
-        if i:
-            ratios.append(t_slow / (time.perf_counter() - start))
-    return ratios
+    pairs = [(_once(slow, device, before), _once(fast, device, before)) for _ in range(repeat + 1)][1:]
+    return [t_slow / t_fast for t_slow, t_fast in pairs]
 
 
 def reference(probs: torch.Tensor, motion: torch.Tensor, tokens: range) -> np.ndarray:

@@ -257,6 +257,23 @@ def test_token_similarity_report():
     assert inj.last_similarity.shape == (2, F, K)
 
 
+def test_token_similarity_is_the_mean_over_calls_and_frames_across_folds(monkeypatch):
+    """The injector keeps each call's similarity and sums it in batches (every _FOLD_CALLS calls, and when read):
+    the report is the plain mean over all calls and frames whatever the batch size."""
+    import attentionflow.mmi.inject as inject
+
+    monkeypatch.setattr(inject, "_FOLD_CALLS", 2)
+    motion = _motion()
+    inj = _injector(motion, swap=False, fusion=False)
+    state = _state(step=1)
+    seen = []
+    for seed in range(5):  # folds after calls 2 and 4, the fifth is summed when read
+        inj(_probs(state, seed=seed), CROSS, state)
+        seen.append(inj.last_similarity)  # (B, F, K)
+    expected = torch.stack(seen).mean(dim=(0, 2))  # (B, K): mean over calls and frames
+    torch.testing.assert_close(inj.token_similarity(), expected, atol=1e-6, rtol=0)
+
+
 def test_requires_grad_input_is_not_edited_in_place():
     motion = _motion()
     state = _state(step=1)

@@ -60,6 +60,11 @@ BRANCH_CHOICES: tuple[str, ...] = ("all", "source", "edits")
 PLACES: tuple[str, ...] = ("down", "mid", "up")
 
 
+#: Calls whose similarity is kept before it is summed (:meth:`MotionInjector._fold`): summing once per this many
+#: calls keeps the per-call work to a list append.
+_FOLD_CALLS = 256
+
+
 @dataclass(frozen=True)
 class _CallMotion:
     """One resolution's motion maps for one call's frames, in the forms the injector's arithmetic uses."""
@@ -185,7 +190,6 @@ class MotionInjector(AttentionController):
         # caches: fixed per video (kept across reset())
         self._map_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
         self._call_cache: dict[tuple, _CallMotion] = {}
-        self._mask_cache: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         self._fuse_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
         self._swap_index: dict[torch.device, tuple[torch.Tensor, torch.Tensor] | None] = {}
         self.reset()
@@ -210,8 +214,9 @@ class MotionInjector(AttentionController):
         self._decided = not self.auto
         self._auto_calls: list[torch.Tensor] = []  # (F, K') source-branch similarity per observing call
         self._auto_count = 0  # frames in them
-        self._sim_calls: list[torch.Tensor] = []  # (B, F, K') similarity per call
-        self._sim_count = 0  # frames in them
+        self._sim_calls: list[torch.Tensor] = []  # (B, F, K') similarity per call since the last fold
+        self._sim_total: torch.Tensor | None = None  # (B, K') float32 sums over frames of the folded calls
+        self._sim_count = 0  # frames in all calls
         self._swap_index.clear()
 
     def _full(self, span_values: torch.Tensor) -> torch.Tensor:
@@ -231,10 +236,17 @@ class MotionInjector(AttentionController):
 
         On the probabilities' device; float32 zeros on the CPU before the first call.
         """
-        if not self._sim_calls:
+        self._fold()
+        if self._sim_total is None:
             return torch.zeros(self.content_tokens.shape, dtype=torch.float32)
-        total = torch.stack([s.sum(dim=1, dtype=torch.float32) for s in self._sim_calls]).sum(dim=0)  # (B, K')
-        return self._full(total / self._sim_count)
+        return self._full(self._sim_total / self._sim_count)
+
+    def _fold(self) -> None:
+        """Add the kept calls' similarity (summed over frames) to the running total and forget them."""
+        if self._sim_calls:
+            total = torch.stack([s.sum(dim=1, dtype=torch.float32) for s in self._sim_calls]).sum(dim=0)  # (B, K')
+            self._sim_total = total if self._sim_total is None else self._sim_total + total
+            self._sim_calls.clear()
 
     # ------------------------------------------------------------------ gating
     def _in_range(self, state: AttentionState) -> bool:
@@ -385,6 +397,8 @@ class MotionInjector(AttentionController):
         # at once or in chunks, and no arithmetic here
         self._sim_calls.append(sim_span)
         self._sim_count += state.num_frames
+        if len(self._sim_calls) >= _FOLD_CALLS:  # bounded memory over long videos (steps x layers x chunks calls)
+            self._fold()
         if observing:
             self._auto_calls.append(sim_span[0])  # (F, K') source branch
             self._auto_count += state.num_frames
