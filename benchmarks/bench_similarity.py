@@ -7,7 +7,7 @@ every frame it averages the cross-attention probabilities over heads once, then 
 This project's injector (:class:`attentionflow.mmi.inject.MotionInjector`) sums the heads (the measures are blind
 to scale, so the sum scores like the mean) over only the span of prompt tokens that it reads, and correlates the
 sums with the motion map through two weight rows (the centred unit map and the mean) that it makes once per video
-and resolution (:func:`attentionflow.mmi.similarity.motion_basis`, :func:`attentionflow.mmi.similarity.pearson_basis`),
+and resolution (:func:`attentionflow.mmi.similarity.motion_basis`, :func:`attentionflow.mmi.similarity.correlation_score`),
 in one vectorised call on the tensor's device.
 
 Rows, all on identical inputs (attention probabilities ``(F, heads, Q, K)``, softmax over K; motion maps
@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 import torch
 
-from attentionflow.mmi.similarity import SIMILARITY_METHODS, motion_basis, pearson_basis, similarity
+from attentionflow.mmi.similarity import SIMILARITY_METHODS, correlation_score, motion_basis, similarity
 
 
 def _sync(device: torch.device) -> None:
@@ -107,7 +107,7 @@ def ours(probs: torch.Tensor, basis: torch.Tensor, tokens: range) -> torch.Tenso
     through the map's basis, which the injector makes once per video and resolution (``basis``, from
     :func:`attentionflow.mmi.similarity.motion_basis`, ``(F, 2, Q)``)."""
     span = probs[..., tokens.start:tokens.stop]  # (F, heads, Q, K') narrow view
-    return pearson_basis(span.sum(dim=1), basis, shift=0.5, scale=0.5)  # (F, Q, K') head sums -> (F, K')
+    return correlation_score(span.sum(dim=1), basis, "ncc")  # (F, Q, K') head sums -> (F, K')
 
 
 def ours_api(probs: torch.Tensor, motion_flat: torch.Tensor, tokens: range, method: str = "ncc") -> torch.Tensor:

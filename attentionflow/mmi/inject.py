@@ -46,7 +46,7 @@ import torch
 
 from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState
 from attentionflow.attention.windows import step_window
-from attentionflow.mmi.similarity import SIMILARITY_METHODS, motion_basis, pearson_basis
+from attentionflow.mmi.similarity import CORRELATION_METHODS, SIMILARITY_METHODS, correlation_score, motion_basis
 from attentionflow.mmi.similarity import similarity as _similarity
 
 __all__ = ["BRANCH_CHOICES", "PLACES", "MotionInjector"]
@@ -380,27 +380,21 @@ class MotionInjector(AttentionController):
         lo, hi = self._span
         span = cond[..., lo:hi]  # (B, F, heads, Q, K') view, K' = hi - lo
         sums = span.sum(dim=2)  # (B, F, Q, K') head sums
-        if self.similarity in ("ncc", "zncc"):  # Pearson with the motion side prepared once per video
+        if self.similarity in CORRELATION_METHODS:  # Pearson with the motion side prepared once per video
             work = sums if sums.dtype in (torch.float32, torch.float64) else sums.float()
-            if self.similarity == "ncc":
-                sim_span = pearson_basis(work, motion.basis, shift=0.5, scale=0.5)  # (B, F, K'): (rho + 1) / 2
-            else:
-                sim_span = pearson_basis(work, motion.basis).clamp_min_(0.0)  # (B, F, K')
-            if sim_span.dtype != probs.dtype:
-                sim_span = sim_span.to(probs.dtype)
+            sim_span = correlation_score(work, motion.basis, self.similarity).to(probs.dtype)  # (B, F, K')
         else:
             sim_span = _similarity(sums.transpose(-1, -2), motion.maps, self.similarity)  # (B, F, K')
-        if sim_span.requires_grad:
-            sim_span = sim_span.detach()
-        self._last_span = sim_span
+        kept = sim_span.detach() if sim_span.requires_grad else sim_span  # fusion below keeps the graph
+        self._last_span = kept
         # kept per call and summed over frames when read (token_similarity): the same means whether the frames come
         # at once or in chunks, and no arithmetic here
-        self._sim_calls.append(sim_span)
+        self._sim_calls.append(kept)
         self._sim_count += state.num_frames
         if len(self._sim_calls) >= _FOLD_CALLS:  # bounded memory over long videos (steps x layers x chunks calls)
             self._fold()
         if observing:
-            self._auto_calls.append(sim_span[0])  # (F, K') source branch
+            self._auto_calls.append(kept[0])  # (F, K') source branch
             self._auto_count += state.num_frames
 
         if self.fusion and in_range and state.step >= 1:

@@ -49,7 +49,8 @@ import torch
 from attentionflow.errors import ConfigError
 from attentionflow.mmi.methods import SIMILARITY_METHODS
 
-__all__ = ["SIMILARITY_METHODS", "motion_basis", "pearson_basis", "similarity"]
+__all__ = ["CORRELATION_METHODS", "SIMILARITY_METHODS", "correlation_score", "motion_basis", "pearson_basis",
+           "similarity"]
 
 #: Default number of histogram bins of the ``mi`` measure.
 MI_BINS = 16
@@ -118,18 +119,24 @@ def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0
     return out.masked_fill_(bad, shift).clamp_(shift - scale, shift + scale)
 
 
-def _pearson(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation along the last dim; ``a``: ``(..., K, Q)``, ``m``: ``(..., 1, Q)`` -> ``(..., K)``
-    (:func:`pearson_basis` on the query-major view of ``a`` with ``m``'s :func:`motion_basis`)."""
-    return pearson_basis(a.transpose(-1, -2), motion_basis(m.squeeze(-2)))
+#: The measures :func:`correlation_score` computes from a :func:`motion_basis` (the injector's fast path).
+CORRELATION_METHODS: tuple[str, ...] = ("ncc", "zncc")
+
+
+def correlation_score(maps: torch.Tensor, basis: torch.Tensor, method: str) -> torch.Tensor:
+    """``ncc`` ``(rho + 1) / 2`` or ``zncc`` ``max(rho, 0)`` of query-major maps ``(..., Q, K)`` against the motion
+    map of ``basis`` (:func:`motion_basis`) -> ``(..., K)``; ``method`` one of :data:`CORRELATION_METHODS`."""
+    if method == "ncc":
+        return pearson_basis(maps, basis, shift=0.5, scale=0.5)
+    return pearson_basis(maps, basis).clamp_min_(0.0)
 
 
 def _ncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
-    return pearson_basis(a.transpose(-1, -2), motion_basis(m.squeeze(-2)), shift=0.5, scale=0.5)
+    return correlation_score(a.transpose(-1, -2), motion_basis(m.squeeze(-2)), "ncc")
 
 
 def _zncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
-    return _pearson(a, m).clamp_min(0.0)
+    return correlation_score(a.transpose(-1, -2), motion_basis(m.squeeze(-2)), "zncc")
 
 
 def _cc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
