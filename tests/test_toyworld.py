@@ -282,6 +282,42 @@ def test_training_script_runs_resumes_and_saves_a_loadable_folder(tmp_path):
     assert out.shape == (1, 4, 16, 16) and torch.isfinite(out).all()
 
 
+def test_bank_masks_are_the_object_area_share_of_the_banks_own_scenes(tmp_path):
+    """Masks regenerated from the bank's seeds match the encoded scenes (captions) and give each latent pixel the
+    share of its 4x4 image pixels that an object covers."""
+    from attentionflow.toyworld.model import ToyModelConfig
+    from attentionflow.toyworld.train import TrainConfig, _bank_chunk, bank_masks
+    from attentionflow.toyworld.world import sample_training_masks
+
+    tc, cfg = TrainConfig(seed=3, bank_size=70, multi_object=0.5), ToyModelConfig()
+    masks = bank_masks(tmp_path, cfg, tc, 16, progress=False)
+    assert masks.shape == (70, 1, 16, 16) and (tmp_path / "masks.pt").exists()
+    _, caps, full = sample_training_masks(np.random.default_rng([3, 2, 1]), 6, 64, 0.5)  # chunk 1 = scenes 64..69
+    assert _bank_chunk(tc, cfg, 1)[1] == caps
+    for k in range(6):
+        want = full[k].reshape(16, 4, 16, 4).mean(axis=(1, 3))  # area share of each 4x4 block
+        np.testing.assert_allclose(masks[64 + k, 0].numpy(), want, atol=1e-6)
+    assert 0 < float(masks.mean()) < 0.5 and float(masks.max()) == 1.0
+    assert torch.equal(bank_masks(tmp_path, cfg, tc, 16, progress=False), masks)  # read back from the cache
+
+
+def test_object_weighted_unet_training_changes_the_update(tmp_path):
+    """--unet-object-weight adds the object pixels' error: the same seed gives other weights than without it."""
+    from attentionflow.toyworld.train import main
+
+    def trained(name: str, weight: str) -> torch.Tensor:
+        work = tmp_path / name
+        assert main(["--work", str(work), "--tiny", "--no-progress", "--vae-steps", "1", "--vae-batch", "2",
+                     "--bank-size", "8", "--unet-batch", "4", "--warmup", "1", "--unet-steps", "2",
+                     "--unet-object-weight", weight]) == 0
+        return torch.load(work / "ckpt_unet.pt", weights_only=False)["ema"][0]
+
+    plain, plain_again, weighted = trained("a", "0"), trained("b", "0"), trained("c", "2.0")
+    assert torch.equal(plain, plain_again)  # training is deterministic, so a difference is the weight's
+    assert not torch.allclose(plain, weighted)
+    assert (tmp_path / "c" / "masks.pt").exists() and not (tmp_path / "a" / "masks.pt").exists()
+
+
 # the judge's morphology (OpenCV, 4-connectivity): hand-drawn cases with a known answer
 _RING = np.pad(np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], bool), 1)  # a ring with a one-pixel hole
 

@@ -40,7 +40,7 @@ from attentionflow.toyworld.model import (
     build_vae,
     save_model_folder,
 )
-from attentionflow.toyworld.world import sample_training_batch, sample_training_masks
+from attentionflow.toyworld.world import sample_training_masks
 
 logger = logging.getLogger("attentionflow.toyworld.train")
 
@@ -72,6 +72,9 @@ class TrainConfig:
     max_minutes_unet: float = 55.0
     object_weight: float = 0.0
     """VAE: extra weight of the squared error on object pixels (small objects are few pixels of the loss)."""
+    unet_object_weight: float = 0.0
+    """UNet: extra weight of the noise-prediction error on the latent pixels an object covers (its area share per
+    latent pixel), so that the shapes of small objects weigh in the loss."""
     multi_object: float = 0.0
     """Share of training scenes with 1-2 extra static objects beside the captioned one (half of them look-alikes)."""
     init_from: str = ""
@@ -197,17 +200,18 @@ def train_vae(work: Path, cfg: ToyModelConfig, tc: TrainConfig, progress: bool =
 @torch.no_grad()
 def encode_bank(work: Path, vae: torch.nn.Module, cfg: ToyModelConfig, tc: TrainConfig,
                 progress: bool = True) -> tuple[torch.Tensor, list[str], float]:
-    """Stage 2: latents ``(bank_size, 4, h, w)`` (posterior means), captions, scaling factor."""
+    """Stage 2: latents ``(bank_size, 4, h, w)`` (posterior means), captions, scaling factor.
+
+    The object masks of the same scenes, as each latent pixel's object area share ``(bank_size, 1, h, w)``,
+    are kept in ``work / "masks.pt"`` (see :func:`bank_masks`).
+    """
     path = work / "latents.pt"
     if path.exists():
         state = torch.load(path, weights_only=False)
         return state["latents"], state["captions"], state["scale"]
     chunks, captions = [], []
-    n_chunks = math.ceil(tc.bank_size / 64)
-    for i in tqdm(range(n_chunks), desc="encode", disable=not progress):
-        rng = np.random.default_rng([tc.seed, 2, i])
-        n = min(64, tc.bank_size - 64 * i)
-        images, caps = sample_training_batch(rng, n, cfg.image_size, tc.multi_object)
+    for i in tqdm(range(math.ceil(tc.bank_size / 64)), desc="encode", disable=not progress):
+        images, caps, _ = _bank_chunk(tc, cfg, i)
         chunks.append(vae.encode(_to_tensor(images)).latent_dist.mean)  # (n, 4, h, w)
         captions += caps
     latents = torch.cat(chunks)  # (bank_size, 4, h, w)
@@ -219,6 +223,32 @@ def encode_bank(work: Path, vae: torch.nn.Module, cfg: ToyModelConfig, tc: Train
     return latents, captions, scale
 
 
+def _bank_chunk(tc: TrainConfig, cfg: ToyModelConfig, i: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """The bank's ``i``-th chunk of (at most) 64 scenes: images, captions, object masks (the same draws each time)."""
+    rng = np.random.default_rng([tc.seed, 2, i])
+    return sample_training_masks(rng, min(64, tc.bank_size - 64 * i), cfg.image_size, tc.multi_object)
+
+
+def bank_masks(work: Path, cfg: ToyModelConfig, tc: TrainConfig, latent_size: int,
+               progress: bool = True) -> torch.Tensor:
+    """Object area share per latent pixel of the bank's scenes, ``(bank_size, 1, latent_size, latent_size)``.
+
+    Regenerated from the bank's seeds (no VAE needed), so a bank encoded without masks gets them too; cached in
+    ``work / "masks.pt"``.
+    """
+    path = work / "masks.pt"
+    if path.exists():
+        return torch.load(path)
+    chunks = []
+    for i in tqdm(range(math.ceil(tc.bank_size / 64)), desc="masks", disable=not progress):
+        _, _, masks = _bank_chunk(tc, cfg, i)  # (n, size, size) bool
+        full = torch.from_numpy(masks).float().unsqueeze(1)  # (n, 1, size, size)
+        chunks.append(F.adaptive_avg_pool2d(full, latent_size))  # (n, 1, latent, latent): area share
+    out = torch.cat(chunks)
+    torch.save(out, path)
+    return out
+
+
 def _ema_update(ema: Sequence[torch.Tensor], params: Sequence[torch.Tensor], decay: float) -> None:
     with torch.no_grad():
         torch._foreach_mul_(list(ema), decay)
@@ -227,7 +257,9 @@ def _ema_update(ema: Sequence[torch.Tensor], params: Sequence[torch.Tensor], dec
 
 def train_unet(work: Path, cfg: ToyModelConfig, tc: TrainConfig, latents: torch.Tensor,
                captions: list[str], scale: float, tokenizer, progress: bool = True):
-    """Stage 3: text encoder + UNet (epsilon loss, SD betas, caption dropout); returns EMA models."""
+    """Stage 3: text encoder + UNet (epsilon loss, SD betas, caption dropout, optionally object-weighted);
+    returns EMA models."""
+    masks = bank_masks(work, cfg, tc, latents.shape[-1], progress) if tc.unet_object_weight > 0 else None
     torch.manual_seed(tc.seed + 1)
     unet = build_unet(cfg)
     text_encoder = build_text_encoder(cfg, len(tokenizer))
@@ -281,6 +313,10 @@ def train_unet(work: Path, cfg: ToyModelConfig, tc: TrainConfig, latents: torch.
         cond = text_encoder(ids[cidx]).last_hidden_state  # (B, 77, hidden)
         pred = unet(xt, t, encoder_hidden_states=cond).sample
         loss = F.mse_loss(pred, noise)
+        if masks is not None:
+            share = masks[pick]  # (B, 1, h, w)
+            err = ((pred - noise) ** 2 * share).sum() / (pred.shape[1] * share.sum()).clamp_min(1.0)
+            loss = loss + tc.unet_object_weight * err
         f = _lr_factor(_progress_step(step, tc.unet_steps, elapsed0 + time.monotonic() - t0, tc.max_minutes_unet),
                        tc.unet_steps, tc.warmup)
         for g in opt.param_groups:
