@@ -8,8 +8,10 @@ parameters, 768-wide cross-attention) and a 768-wide one-layer CLIP text encoder
 ``embedded``: the demo edit itself (the shipped toy model, the demo clip and prompts, 25 steps, the default
 inversion; ``--frames``/``--size``/``--steps`` ignored unless given).
 Both runs share everything (inversion included); the reported ratio is (edit with MMI) / (edit
-without MMI) over the editing stage and over the whole call. Each configuration is run ``--repeat``
-times alternately and the minimum is kept.
+without MMI) over the editing stage and over the whole call. The two configurations run in ``--repeat``
+back-to-back pairs (the order alternates between pairs, so a drift in machine speed favours neither); the
+figure is the **median of the pairs' ratios** (with its quartiles), which a slow moment of a shared machine
+moves far less than a ratio of two independent minima (also printed).
 
 On a GPU: ``--device cuda --dtype fp16 --model sd14 --size 512`` (the reference's setting).
 """
@@ -58,6 +60,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
     args = ap.parse_args()
+    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
@@ -98,24 +101,31 @@ def main() -> None:
             inside["s"] += time.perf_counter() - start
 
     MotionInjector.__call__ = timed_call  # benchmark-only instrumentation
-    best = {"off": {}, "on": {}}
-    for _ in range(args.repeat):
-        for name, mmi in (("off", MMIConfig(enabled=False)), ("on", MMIConfig(motion_words=["moving"]))):
+    configs = {"off": MMIConfig(enabled=False), "on": MMIConfig(motion_words=["moving"])}
+    best: dict[str, dict[str, float]] = {"off": {}, "on": {}}
+    pair_ratios: list[float] = []
+    for pair in range(args.repeat):
+        runs = {}
+        for name in (("off", "on") if pair % 2 == 0 else ("on", "off")):
             inside["s"] = 0.0
             start = time.perf_counter()
-            out = pipe.edit(frames, pipe.plan(src, tgt, mmi=mmi, **common))
+            out = pipe.edit(frames, pipe.plan(src, tgt, mmi=configs[name], **common))
             total = time.perf_counter() - start
-            t = dict(out.timings, total=total, injector=inside["s"])
-            best[name] = {k: min(v, best[name].get(k, float("inf"))) for k, v in t.items()}
+            runs[name] = dict(out.timings, total=total, injector=inside["s"])
+            best[name] = {k: min(v, best[name].get(k, float("inf"))) for k, v in runs[name].items()}
+        pair_ratios.append(runs["on"]["editing"] / runs["off"]["editing"])
     off, on = best["off"], best["on"]
+    q1, median, q3 = (float(x) for x in np.quantile(pair_ratios, [0.25, 0.5, 0.75]))
     print(f"model {args.model}, {len(frames)} frames {size}x{size}, {args.steps} steps, {len(tgt)} edit(s), CFG 7.5, "
           f"{common['settings'].inversion} inversion, "
-          f"device {args.device} {args.dtype}, {args.threads} threads, best of {args.repeat}")
+          f"device {args.device} {args.dtype}, {args.threads} threads, {args.repeat} pairs")
     if pipe.device.type != "cpu":
         print("(on an accelerator the stage and injector times are host-side (kernels run asynchronously); "
               "the whole-call ratio is synchronised: the edit returns frames on the host)")
-    print(f"editing stage: without MMI {off['editing']:.2f} s, with MMI {on['editing']:.2f} s, "
-          f"ratio {on['editing'] / off['editing']:.3f}")
+    print(f"editing stage, with / without MMI: median of {len(pair_ratios)} paired ratios {median:.3f} "
+          f"(quartiles {q1:.3f}-{q3:.3f}); pairs: {' '.join(f'{r:.3f}' for r in pair_ratios)}")
+    print(f"editing stage, best of {args.repeat} each: without MMI {off['editing']:.2f} s, with MMI "
+          f"{on['editing']:.2f} s, ratio {on['editing'] / off['editing']:.3f}")
     print(f"inside MotionInjector: {on['injector']:.3f} s = {100 * on['injector'] / on['editing']:.2f}% of the "
           f"editing stage with MMI")
     mm = on.get("motion_maps", 0.0)
