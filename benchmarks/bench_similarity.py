@@ -18,7 +18,10 @@ Rows, all on identical inputs (attention probabilities ``(F, heads, Q, K)``, sof
   benchmark called "the reference"; labelled, kept for comparison);
 * ``this project, W words``: the injector's computation (heads' sum and correlation on the words' span; the
   motion map's basis is made once per video, outside the timing, as the injector caches it);
-* ``this project, all K tokens``: the same over every token position (what the injector did before).
+* ``this project, all K tokens``: the same over every token position (what the injector did before);
+* ``reading floor`` rows: the heads' sums alone, over the words' span and over every token: what any method must
+  read from query-major probabilities. The span floor bounds the speed-up any such method can reach (printed as
+  the *ceiling*): the words' few floats per query sit inside the query's row, and memory moves whole cache lines.
 
 Every timed run first rewrites the probabilities (untimed), as the softmax of a real layer call has just done;
 re-reading one tensor whose span stayed in the caches made this project's side look about twice as fast as it is in
@@ -165,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
         (f"reference over all {args.tokens} tokens", lambda: reference(probs, motion, every), max(3, args.repeat // 3)),
         (f"this project, {args.words} words", lambda: ours(probs, unit, words), args.repeat),
         (f"this project, all {args.tokens} tokens", lambda: ours(probs, unit, every), args.repeat),
+        (f"reading floor: the {args.words} words' head sums alone", lambda: probs[..., words.start:words.stop].sum(dim=1),
+         args.repeat),
+        (f"reading floor: the head sums of all {args.tokens} tokens", lambda: probs.sum(dim=1), args.repeat),
     ]
     times = {}
     print("| computation | ms per layer call (median) | min | faithful reference / this (median) |")
@@ -174,6 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     base = times[rows[0][0]][0]
     for name, (med, low) in times.items():
         print(f"| {name} | {med * 1e3:.2f} | {low * 1e3:.2f} | {base / med:.1f}x |")
+    floor = times[rows[4][0]][0]
+    print(f"ceiling: a method that reads the {args.words} words from these query-major probabilities needs at least "
+          f"the span's head sums ({floor * 1e3:.2f} ms), so it is at most {base / floor:.1f}x faster than the faithful "
+          f"reference here (memory traffic: each query's {args.tokens}-float row is read in whole cache lines)")
     ratios = sorted(_paired_ratios(rows[0][1], rows[2][1], device, args.repeat, before=fresh))
     q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
     print(f"paired runs (the faithful reference and this project back to back, {args.repeat} pairs): speed-up median "
