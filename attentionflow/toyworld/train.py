@@ -260,6 +260,9 @@ def train_unet(work: Path, cfg: ToyModelConfig, tc: TrainConfig, latents: torch.
     """Stage 3: text encoder + UNet (epsilon loss, SD betas, caption dropout, optionally object-weighted);
     returns EMA models."""
     masks = bank_masks(work, cfg, tc, latents.shape[-1], progress) if tc.unet_object_weight > 0 else None
+    if masks is not None and masks.shape[0] != latents.shape[0]:
+        raise ValueError(f"{work / 'masks.pt'} holds {masks.shape[0]} scenes, the latent bank {latents.shape[0]}: "
+                         f"the work folder's bank was made with other settings; use a new --work folder")
     torch.manual_seed(tc.seed + 1)
     unet = build_unet(cfg)
     text_encoder = build_text_encoder(cfg, len(tokenizer))
