@@ -4,28 +4,41 @@ The reference (``calculate_correlation_score_many_method`` in the MMI code) scor
 every frame it averages the cross-attention probabilities over heads once, then loops over the prompt's **words**
 (about 8), moves each word's ``(h, w)`` map to the CPU as a numpy array and calls
 ``cv2.matchTemplate(map, motion, cv2.TM_CCOEFF_NORMED)`` on equal-size inputs, rescaled as ``(rho + 1) / 2``.
-This project's injector (:class:`attentionflow.mmi.inject.MotionInjector`) sums the heads (the measures are blind
-to scale, so the sum scores like the mean) over only the span of prompt tokens that it reads, and correlates the
-sums with the motion map through two weight rows (the centred unit map and the mean) that it makes once per video
-and resolution (:func:`attentionflow.mmi.similarity.motion_basis`, :func:`attentionflow.mmi.similarity.correlation_score`),
-in one vectorised call on the tensor's device.
+Its probabilities are query-major, as its attention writes them (``softmax(q k^T)``, each query's row of ``K``
+token values contiguous).
 
-Rows, all on identical inputs (attention probabilities ``(F, heads, Q, K)``, softmax over K; motion maps
+This project's attention path writes the probabilities **token-major** (the softmax of ``k q^T`` over the tokens:
+each token's map over the queries contiguous; :meth:`attentionflow.attention.processors.FrameAttnProcessor._probs`).
+Its injector (:class:`attentionflow.mmi.inject.MotionInjector`) sums the heads (the measures are blind to scale, so
+the sum scores like the mean) over only the span of prompt tokens that it reads, a contiguous block per head, and
+correlates the sums with the motion map through two weight rows (the centred unit map and the mean) that it makes
+once per video and resolution (:func:`attentionflow.mmi.similarity.motion_basis`,
+:func:`attentionflow.mmi.similarity.correlation_score`), in one vectorised call on the tensor's device.
+
+Rows, all on identical values (attention probabilities ``(F, heads, Q, K)``, softmax over K; motion maps
 ``(F, h, w)``), each timed from the per-head probabilities (the heads' mean or sum included):
 
-* ``faithful reference, W words``: the reference as it is (head average once per frame, a loop over the words);
+* ``faithful reference, W words``: the reference as it is (head average once per frame, a loop over the words), on
+  query-major probabilities;
 * ``reference over all K tokens``: the same loop over every token position (what an earlier version of this
   benchmark called "the reference"; labelled, kept for comparison);
 * ``this project, W words``: the injector's computation (heads' sum and correlation on the words' span; the
-  motion map's basis is made once per video, outside the timing, as the injector caches it);
-* ``this project, all K tokens``: the same over every token position (what the injector did before);
-* ``reading floor`` rows: the heads' sums alone, over the words' span and over every token: what any method must
-  read from query-major probabilities. The span floor bounds the speed-up any such method can reach (printed as
-  the *ceiling*): the words' few floats per query sit inside the query's row, and memory moves whole cache lines.
+  motion map's basis is made once per video, outside the timing, as the injector caches it) on token-major
+  probabilities, as this project's attention writes them;
+* ``this project, all K tokens``: the same over every token position;
+* ``this project on query-major probabilities, W words``: the same computation on the reference's layout (what the
+  injector read before the attention path wrote token-major);
+* ``reading floor`` rows: the heads' sums alone over the words' span, in each layout: what any method must read.
+  In the query-major layout the words' few floats per query sit inside each query's row and memory moves whole
+  cache lines, so that floor bounds any method reading query-major probabilities (printed as the *ceiling*).
 
-Every timed run first rewrites the probabilities (untimed), as the softmax of a real layer call has just done;
-re-reading one tensor whose span stayed in the caches made this project's side look about twice as fast as it is in
-an edit. The speed-up is also measured from back-to-back pairs (reference, then this project, each on freshly
+What the layout costs where the probabilities are made is measured side by side too (``layout`` rows): the scores
+and softmax, and the product with the values, in both layouts, from the same ``q``, ``k``, ``v`` (``--head-dim``,
+40 at Stable Diffusion v1's 64x64 level), each into freshly allocated memory as in a layer call.
+
+Every timed similarity run first rewrites the probabilities (untimed), as the softmax of a real layer call has just
+done; re-reading one tensor whose span stayed in the caches made this project's side look about twice as fast as it
+is in an edit. The speed-up is also measured from back-to-back pairs (reference, then this project, each on freshly
 written probabilities), which keeps both under the same machine conditions.
 
 With ``--device cuda`` the reference also pays a device-to-host copy per word, exactly as it did on a GPU.
@@ -33,7 +46,7 @@ With ``--device cuda`` the reference also pays a device-to-host copy per word, e
 Usage::
 
     python benchmarks/bench_similarity.py [--frames 8] [--size 64] [--tokens 77] [--words 8] [--heads 8]
-                                          [--device cpu] [--threads 1] [--repeat 15]
+                                          [--head-dim 40] [--device cpu] [--threads 1] [--repeat 15]
 """
 
 from __future__ import annotations
@@ -105,19 +118,36 @@ def reference(probs: torch.Tensor, motion: torch.Tensor, tokens: range) -> np.nd
 
 
 def ours(probs: torch.Tensor, basis: torch.Tensor, tokens: range) -> torch.Tensor:
-    """The injector's computation of ``ncc`` -> ``(F, len(tokens))``: the heads' sum over the token span (the
-    correlation is blind to scale, so the sum scores like the mean) and its Pearson correlation with the motion map
-    through the map's basis, which the injector makes once per video and resolution (``basis``, from
-    :func:`attentionflow.mmi.similarity.motion_basis`, ``(F, 2, Q)``)."""
-    span = probs[..., tokens.start:tokens.stop]  # (F, heads, Q, K') narrow view
-    return correlation_score(span.sum(dim=1), basis, "ncc")  # (F, Q, K') head sums -> (F, K')
+    """The injector's computation of ``ncc`` -> ``(F, len(tokens))``: the heads' sum over the token span, read
+    token-major (the correlation is blind to scale, so the sum scores like the mean), and its Pearson correlation with
+    the motion map through the map's basis, which the injector makes once per video and resolution (``basis``, from
+    :func:`attentionflow.mmi.similarity.motion_basis`, ``(F, 2, Q)``). ``probs`` ``(F, heads, Q, K)`` in either
+    layout (fast when token-major, as this project's attention writes them)."""
+    sums = probs[..., tokens.start:tokens.stop].transpose(-1, -2).sum(dim=1)  # (F, K', Q) head sums
+    return correlation_score(sums.transpose(-1, -2), basis, "ncc")  # (F, Q, K') view -> (F, K')
 
 
 def ours_api(probs: torch.Tensor, motion_flat: torch.Tensor, tokens: range, method: str = "ncc") -> torch.Tensor:
     """The public :func:`attentionflow.mmi.similarity.similarity` on the span's head sums (any measure; the motion
     side is prepared in the call) -> ``(F, len(tokens))``."""
-    span = probs[..., tokens.start:tokens.stop]  # (F, heads, Q, K') narrow view
-    return similarity(span.sum(dim=1).transpose(-1, -2), motion_flat, method)
+    sums = probs[..., tokens.start:tokens.stop].transpose(-1, -2).sum(dim=1)  # (F, K', Q) head sums
+    return similarity(sums, motion_flat, method)
+
+
+def span_sums(probs: torch.Tensor, tokens: range) -> torch.Tensor:
+    """The reading floor: the heads' sums of the span alone, read in ``probs``' memory order -> ``(F, K', Q)``."""
+    return probs[..., tokens.start:tokens.stop].transpose(-1, -2).sum(dim=1)
+
+
+def query_major_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """The reference's layout: ``softmax(q k^T * scale)`` over the tokens, ``(F, heads, Q, K)`` contiguous."""
+    return torch.matmul(q, k.transpose(-1, -2)).mul_(scale).softmax(dim=-1)
+
+
+def token_major_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """This project's layout: ``softmax(k q^T * scale)`` over the tokens -> the ``(F, heads, Q, K)`` view of a
+    contiguous ``(F, heads, K, Q)`` tensor (as :meth:`FrameAttnProcessor._probs` makes it)."""
+    return torch.matmul(k, q.transpose(-1, -2)).mul_(scale).softmax(dim=-2).transpose(-1, -2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=77)
     parser.add_argument("--words", type=int, default=8, help="prompt words the reference loops over")
     parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=40, help="query/key width per head (layout rows)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--repeat", type=int, default=15)
@@ -139,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     g = torch.Generator().manual_seed(0)
     q = args.size * args.size
     logits = torch.randn(args.frames, args.heads, q, args.tokens, generator=g)
-    probs = logits.softmax(dim=-1).to(device)  # (F, heads, Q, K)
+    probs = logits.softmax(dim=-1).to(device)  # (F, heads, Q, K) query-major: the reference's layout
+    probs_t = probs.transpose(-1, -2).contiguous().transpose(-1, -2)  # the same values token-major: this project's
     motion = torch.rand(args.frames, args.size, args.size, generator=g).to(device)  # (F, h, w)
     motion_flat = motion.reshape(args.frames, q)  # (F, Q)
     words = range(1, 1 + args.words)  # the prompt's words follow the start token
@@ -153,24 +185,30 @@ def main(argv: list[str] | None = None) -> None:
         probabilities its softmax has just written, not ones that a previous run of the same code left in the
         caches."""
         probs.copy_(written)
+        probs_t.copy_(written)
 
-    diff_words = np.abs(ours(probs, unit, words).float().cpu().numpy() - reference(probs, motion, words)).max()
-    full = ours(probs, unit, every)
+    diff_words = np.abs(ours(probs_t, unit, words).float().cpu().numpy() - reference(probs, motion, words)).max()
+    full = ours(probs_t, unit, every)
     diff_every = np.abs(full.float().cpu().numpy() - reference(probs, motion, every)).max()
-    same_on_words = (ours(probs, unit, words) - full[:, words.start:words.stop]).abs().max().item()
+    same_on_words = (ours(probs_t, unit, words) - full[:, words.start:words.stop]).abs().max().item()
     print(f"inputs: F={args.frames} heads={args.heads} Q={q} ({args.size}x{args.size}) K={args.tokens} "
           f"words={args.words} device={device} torch threads={torch.get_num_threads()}")
     print(f"max |ours - cv2 reference| (ncc): {args.words} words {diff_words:.2e}, all {args.tokens} tokens "
           f"{diff_every:.2e}; span vs all-token computation on the words: {same_on_words:.2e}")
 
+    floor_q = f"reading floor: the {args.words} words' head sums, query-major"
     rows = [
-        (f"faithful reference, {args.words} words", lambda: reference(probs, motion, words), max(3, args.repeat // 3)),
-        (f"reference over all {args.tokens} tokens", lambda: reference(probs, motion, every), max(3, args.repeat // 3)),
-        (f"this project, {args.words} words", lambda: ours(probs, unit, words), args.repeat),
-        (f"this project, all {args.tokens} tokens", lambda: ours(probs, unit, every), args.repeat),
-        (f"reading floor: the {args.words} words' head sums alone", lambda: probs[..., words.start:words.stop].sum(dim=1),
+        (f"faithful reference, {args.words} words (query-major)", lambda: reference(probs, motion, words),
+         max(3, args.repeat // 3)),
+        (f"reference over all {args.tokens} tokens (query-major)", lambda: reference(probs, motion, every),
+         max(3, args.repeat // 3)),
+        (f"this project, {args.words} words (token-major)", lambda: ours(probs_t, unit, words), args.repeat),
+        (f"this project, all {args.tokens} tokens (token-major)", lambda: ours(probs_t, unit, every), args.repeat),
+        (f"this project on query-major probabilities, {args.words} words", lambda: ours(probs, unit, words),
          args.repeat),
-        (f"reading floor: the head sums of all {args.tokens} tokens", lambda: probs.sum(dim=1), args.repeat),
+        (floor_q, lambda: span_sums(probs, words), args.repeat),
+        (f"reading floor: the {args.words} words' head sums, token-major", lambda: span_sums(probs_t, words),
+         args.repeat),
     ]
     times = {}
     print("| computation | ms per layer call (median) | min | faithful reference / this (median) |")
@@ -180,16 +218,58 @@ def main(argv: list[str] | None = None) -> None:
     base = times[rows[0][0]][0]
     for name, (med, low) in times.items():
         print(f"| {name} | {med * 1e3:.2f} | {low * 1e3:.2f} | {base / med:.1f}x |")
-    floor = times[f"reading floor: the {args.words} words' head sums alone"][0]
-    print(f"ceiling: a method that reads the {args.words} words from these query-major probabilities needs at least "
-          f"the span's head sums ({floor * 1e3:.2f} ms), so it is at most {base / floor:.1f}x faster than the faithful "
-          f"reference here (memory traffic: each query's {args.tokens}-float row is read in whole cache lines)")
+    floor = times[floor_q][0]
+    print(f"ceiling for query-major probabilities: a method that reads the {args.words} words from them needs at "
+          f"least the span's head sums ({floor * 1e3:.2f} ms), so it is at most {base / floor:.1f}x faster than the "
+          f"faithful reference here (each query's {args.tokens}-float row is read in whole cache lines)")
     ratios = _paired_ratios(rows[0][1], rows[2][1], device, args.repeat, before=fresh)
     q1, median, q3 = (float(x) for x in np.quantile(ratios, [0.25, 0.5, 0.75]))  # as bench_mmi_overhead.py
     print(f"paired runs (the faithful reference and this project back to back, {args.repeat} pairs): speed-up median "
           f"{median:.1f}x (quartiles {q1:.1f}x-{q3:.1f}x)")
+
+    # What each layout costs where the probabilities are made (fresh memory each run, as in a layer call).
+    gq = torch.Generator().manual_seed(1)
+    qq = torch.randn(args.frames, args.heads, q, args.head_dim, generator=gq).to(device)  # (F, heads, Q, d)
+    kk = torch.randn(args.frames, args.heads, args.tokens, args.head_dim, generator=gq).to(device)  # (F, heads, K, d)
+    vv = torch.randn(args.frames, args.heads, args.tokens, args.head_dim, generator=gq).to(device)
+    scale = args.head_dim ** -0.5
+    made = {"query-major": query_major_scores(qq, kk, scale), "token-major": token_major_scores(qq, kk, scale)}
+    diff_layout = (made["query-major"] - made["token-major"]).abs().max().item()
+    width = args.heads * args.head_dim
+
+    def values_query_major() -> torch.Tensor:
+        out = torch.matmul(made["query-major"], vv)  # (F, heads, Q, d)
+        return out.transpose(1, 2).reshape(args.frames, q, width)  # (F, Q, heads*d) as the layer passes it on
+
+    def values_token_major() -> torch.Tensor:
+        out_t = torch.matmul(vv.transpose(-1, -2), made["token-major"].transpose(-1, -2))  # (F, heads, d, Q)
+        return out_t.permute(0, 3, 1, 2).reshape(args.frames, q, width)  # (F, Q, heads*d), as the processor does
+
+    diff_out = (values_query_major() - values_token_major()).abs().max().item()
+    layout_rows = [
+        ("scores + softmax, query-major (the reference's)", lambda: query_major_scores(qq, kk, scale)),
+        ("scores + softmax, token-major (this project's)", lambda: token_major_scores(qq, kk, scale)),
+        ("probabilities x values -> (F, Q, heads*d), query-major", values_query_major),
+        ("probabilities x values -> (F, Q, heads*d), token-major", values_token_major),
+    ]
+    print(f"layout cost where the probabilities are made and used (head dim {args.head_dim}; max |query-major - "
+          f"token-major| {diff_layout:.1e} in the probabilities, {diff_out:.1e} in the output), runs back to back:")
+    print("| step | ms per layer call (median) | min |")
+    print("|---|---:|---:|")
+    layout_times: dict[str, list[float]] = {name: [] for name, _ in layout_rows}
+    for _ in range(args.repeat + 1):
+        for name, fn in layout_rows:
+            layout_times[name].append(_once(fn, device, None))
+    med = {name: statistics.median(ts[1:]) for name, ts in layout_times.items()}
+    for name, ts in layout_times.items():
+        print(f"| {name} | {med[name] * 1e3:.2f} | {min(ts[1:]) * 1e3:.2f} |")
+    qm_make, tm_make = (med[layout_rows[0][0]] + med[layout_rows[2][0]], med[layout_rows[1][0]] + med[layout_rows[3][0]])
+    print(f"the layer call's explicit attention with the similarity (medians summed): reference layout and loop "
+          f"{(qm_make + base) * 1e3:.1f} ms; this project {(tm_make + times[rows[2][0]][0]) * 1e3:.1f} ms "
+          f"(ratio {(qm_make + base) / (tm_make + times[rows[2][0]][0]):.2f}x)")
+
     for method in SIMILARITY_METHODS:
-        med, low = _time(lambda m=method: ours_api(probs, motion_flat, words, m), device, args.repeat, before=fresh)
+        med, low = _time(lambda m=method: ours_api(probs_t, motion_flat, words, m), device, args.repeat, before=fresh)
         print(f"similarity() {method:5s} on {args.words} words (head sum included): {med * 1e3:8.3f} ms "
               f"(min {low * 1e3:7.3f})")
 

@@ -97,6 +97,20 @@ def test_fusion_and_swap_match_explicit_loop():
     torch.testing.assert_close(view_out[0], view_in[0])
 
 
+@pytest.mark.parametrize("layout", ["query-major", "token-major"])
+def test_fusion_and_swap_match_explicit_loop_in_either_memory_layout(layout):
+    """The processor hands over token-major probabilities (a transposed view of a (.., K, Q) tensor); the injector
+    must give the explicit loop's result, in place, whatever the layout."""
+    motion = _motion(seed=4)
+    state = _state(step=3)
+    values = _probs(state, seed=5)  # (G*B*F, heads, Q, K) contiguous
+    probs = values.clone() if layout == "query-major" else values.transpose(-1, -2).contiguous().transpose(-1, -2)
+    assert probs.transpose(-1, -2).is_contiguous() == (layout == "token-major")
+    out = _injector(motion)(probs, CROSS, state)
+    assert out.data_ptr() == probs.data_ptr()  # edited in place, layout kept
+    np.testing.assert_allclose(out.numpy(), _expected(values, state, motion), atol=1e-6)
+
+
 def test_fusion_schedule_one_over_t():
     motion = _motion()
     inj = _injector(motion, swap=False)

@@ -260,3 +260,30 @@ def test_shared_source_pattern_equals_explicit_replacement(tiny, st):
             plain = tiny.unet(x, 10, encoder_hidden_states=emb).sample
     assert not torch.allclose(plain.view(2, branches, frames, -1)[1, 1], outs[1].view(2, branches, frames, -1)[1, 1])
     torch.testing.assert_close(plain.view(2, branches, frames, -1)[0], outs[1].view(2, branches, frames, -1)[0])
+
+
+@pytest.mark.parametrize("mask", ["none", "bool", "additive"])
+@pytest.mark.parametrize("upcast", [False, True])
+def test_explicit_probabilities_are_the_softmax_laid_out_token_major(mask, upcast):
+    """``_probs`` is softmax(q k^T * scale + mask) over the keys (computed here query-major, the textbook way), and
+    its memory is token-major: each key's map over the queries is one contiguous row."""
+    attn = Attention(query_dim=8, heads=2, dim_head=4, upcast_attention=upcast, upcast_softmax=upcast)
+    g = torch.Generator().manual_seed(3)
+    bt, heads, nq, nk, d = 3, 2, 6, 5, 4
+    q = torch.randn(bt, heads, nq, d, generator=g)
+    k = torch.randn(bt, heads, nk, d, generator=g)
+    scores = q @ k.transpose(-1, -2) * attn.scale  # (Bt, heads, Q, K)
+    m = None
+    if mask == "bool":
+        m = torch.rand(bt, 1, nq, nk, generator=g) > 0.3
+        m[..., 0] = True  # every query keeps a key
+        scores = scores.masked_fill(~m, float("-inf"))
+    elif mask == "additive":
+        m = torch.randn(bt, heads, 1, nk, generator=g)
+        scores = scores + m
+    probs = FrameAttnProcessor._probs(attn, q, k, m)
+    assert probs.shape == (bt, heads, nq, nk)
+    assert probs.transpose(-1, -2).is_contiguous() and not probs.is_contiguous()
+    torch.testing.assert_close(probs, scores.softmax(dim=-1), atol=1e-6, rtol=0)
+    if mask == "bool":
+        assert torch.all(probs[~m.expand_as(probs)] == 0)

@@ -26,12 +26,12 @@ number of frames).
   holds the whole video gives the unchunked dense attention exactly; docs/long_videos.md measures the difference.
 
 Probabilities are only materialised where the controller asks for them
-(:meth:`AttentionController.wants_probs`); everywhere else ``F.scaled_dot_product_attention`` runs.
+(:meth:`AttentionController.wants_probs`); everywhere else ``F.scaled_dot_product_attention`` runs. Materialised
+probabilities are token-major in memory (see :meth:`FrameAttnProcessor._probs`).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -257,11 +257,13 @@ class FrameAttnProcessor:
                 assert controller is not None
                 probs = self._probs(attn, q, k, attention_mask)  # (Bt, heads, Q, K)
                 probs = controller(probs, self.site, state)
-                out = torch.matmul(probs.to(v.dtype), v)  # (Bt, heads, Q, d)
+                # (v^T p^T)^T: with token-major probabilities both operands are read in memory order
+                out_t = torch.matmul(v.transpose(-1, -2), probs.to(v.dtype).transpose(-1, -2))  # (Bt, heads, d, Q)
+                out = out_t.permute(0, 3, 1, 2).reshape(batch_size, -1, heads * head_dim)  # (Bt, Q, heads*d)
             else:
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0,
                                                      is_causal=False, scale=attn.scale)
-            out = out.transpose(1, 2).reshape(batch_size, -1, heads * head_dim)  # (Bt, Q, heads*d)
+                out = out.transpose(1, 2).reshape(batch_size, -1, heads * head_dim)  # (Bt, Q, heads*d)
         out = out.to(query.dtype)
 
         out = attn.to_out[0](out)
@@ -301,19 +303,28 @@ class FrameAttnProcessor:
 
     @staticmethod
     def _probs(attn: Attention, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """softmax(q k^T * scale [+ mask]): ``(Bt, heads, Q, d)`` x ``(Bt, heads, K, d)`` -> ``(Bt, heads, Q, K)``."""
+        """softmax(q k^T * scale [+ mask]) over the keys: ``(Bt, heads, Q, d)`` x ``(Bt, heads, K, d)`` ->
+        ``(Bt, heads, Q, K)``, laid out **token-major**: the result is the transposed view of a contiguous
+        ``(Bt, heads, K, Q)`` tensor, so each key token's map over the queries is one contiguous row.
+
+        Controllers see the same logical ``(Bt, heads, Q, K)`` tensor either way; the layout makes what they read
+        per token (MMI's similarity, fusion and swap, the stores' maps) a contiguous block instead of a few floats
+        in every query's row. The caller multiplies by the values as ``(v^T p^T)^T``, which reads both in memory order.
+        ``benchmarks/bench_similarity.py`` measures both layouts where the probabilities are made, side by side.
+        """
         dtype = q.dtype
         if attn.upcast_attention:
             q, k = q.float(), k.float()
-        scores = torch.matmul(q, k.transpose(-1, -2)) * attn.scale  # (Bt, heads, Q, K)
+        scores = torch.matmul(k, q.transpose(-1, -2)).mul_(attn.scale)  # (Bt, heads, K, Q): token-major
         if mask is not None:
-            if mask.dtype == torch.bool:
-                scores = scores.masked_fill(~mask, float("-inf"))
+            mask_t = mask.transpose(-1, -2)  # (Bt, heads, K, q) like the scores
+            if mask_t.dtype == torch.bool:
+                scores = scores.masked_fill(~mask_t, float("-inf"))
             else:
-                scores = scores + mask.to(scores.dtype)
+                scores = scores + mask_t.to(scores.dtype)
         if attn.upcast_softmax:
             scores = scores.float()
-        return scores.softmax(dim=-1).to(dtype)
+        return scores.softmax(dim=-2).to(dtype).transpose(-1, -2)  # (Bt, heads, Q, K) view
 
 
 def _block_of(name: str) -> tuple[str, int] | None:

@@ -377,14 +377,17 @@ class MotionInjector(AttentionController):
         # similarity is always computed: fusion, auto-mode scoring and token_similarity() use it; only on the
         # span of tokens that are read (a narrow view: no copy of the probabilities). Every measure is blind to
         # a map's scale, so the heads' sum is scored (it ranks and scores exactly like their mean).
+        # The heads are summed token-major: the processor writes the probabilities token-major (each token's map
+        # one contiguous row), so the span is a contiguous block per head (any other layout gives the same values).
         lo, hi = self._span
         span = cond[..., lo:hi]  # (B, F, heads, Q, K') view, K' = hi - lo
-        sums = span.sum(dim=2)  # (B, F, Q, K') head sums
+        sums = span.transpose(-1, -2).sum(dim=2)  # (B, F, K', Q) head sums, token-major
         if self.similarity in CORRELATION_METHODS:  # Pearson with the motion side prepared once per video
             work = sums if sums.dtype in (torch.float32, torch.float64) else sums.float()
-            sim_span = correlation_score(work, motion.basis, self.similarity).to(probs.dtype)  # (B, F, K')
+            sim_span = correlation_score(work.transpose(-1, -2), motion.basis,
+                                         self.similarity).to(probs.dtype)  # (B, F, Q, K') view -> (B, F, K')
         else:
-            sim_span = _similarity(sums.transpose(-1, -2), motion.maps, self.similarity)  # (B, F, K')
+            sim_span = _similarity(sums, motion.maps, self.similarity)  # (B, F, K')
         kept = sim_span.detach() if sim_span.requires_grad else sim_span  # fusion below keeps the graph
         self._last_span = kept
         # kept per call and summed over frames when read (token_similarity): the same means whether the frames come
