@@ -34,7 +34,8 @@ Rows, all on identical values (attention probabilities ``(F, heads, Q, K)``, sof
 
 What the layout costs where the probabilities are made is measured side by side too (``layout`` rows): the scores
 and softmax, and the product with the values, in both layouts, from the same ``q``, ``k``, ``v`` (``--head-dim``,
-40 at Stable Diffusion v1's 64x64 level), each into freshly allocated memory as in a layer call.
+40 at Stable Diffusion v1's 64x64 level), each into freshly allocated memory as in a layer call, and
+prompt-to-prompt's cross-attention replace (:class:`attentionflow.attention.p2p.P2PEdit`) on each layout.
 
 Every timed similarity run first rewrites the probabilities (untimed), as the softmax of a real layer call has just
 done; re-reading one tensor whose span stayed in the caches made this project's side look about twice as fast as it
@@ -148,6 +149,41 @@ def token_major_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.
     """This project's layout: ``softmax(k q^T * scale)`` over the tokens -> the ``(F, heads, Q, K)`` view of a
     contiguous ``(F, heads, K, Q)`` tensor (as :meth:`FrameAttnProcessor._probs` makes it)."""
     return torch.matmul(k, q.transpose(-1, -2)).mul_(scale).softmax(dim=-2).transpose(-1, -2)
+
+
+def p2p_by_layout(frames: int, heads: int, size: int, tokens: int, device: torch.device,
+                  repeat: int) -> dict[str, tuple[float, float]]:
+    """(median, min) seconds of :class:`attentionflow.attention.p2p.P2PEdit`'s cross-attention replace on one layer
+    call's probabilities ``(2 * 2 * F, heads, Q, K)`` (CFG halves x source + one edit) in each layout, each run on a
+    fresh copy (untimed)."""
+    from pathlib import Path
+
+    from attentionflow.attention.base import AttentionSite, AttentionState
+    from attentionflow.attention.p2p import P2PEdit
+    from attentionflow.models.tokenizer import load_tokenizer, openai_clip_merges, write_tokenizer_folder
+
+    folder = Path("/tmp") / "attentionflow_bench_tokenizer"
+    if not (folder / "vocab.json").exists():
+        write_tokenizer_folder(folder, openai_clip_merges())
+    ctrl = P2PEdit(load_tokenizer(folder), ["a car is moving on the road", "a car is moving on the snow"],
+                   num_steps=10, cross_replace_steps=0.8, self_replace_steps=0.0)
+    q = size * size
+    state = AttentionState(num_frames=frames, num_branches=2, cfg=True, step=2, num_steps=10, latent_size=(size, size),
+                           resolutions={q: (size, size)})
+    site = AttentionSite(name="down_blocks.0.attentions.0.transformer_blocks.0.attn2", is_cross=True, place="down",
+                         block_index=0)
+    g = torch.Generator().manual_seed(2)
+    values = torch.randn(4 * frames, heads, q, tokens, generator=g).softmax(dim=-1).to(device)  # query-major
+    layouts = {"query-major": values, "token-major": values.transpose(-1, -2).contiguous().transpose(-1, -2)}
+    work = {name: x.clone() for name, x in layouts.items()}  # clone keeps each layout
+    results = {name: ctrl(work[name], site, state) for name in layouts}
+    if not torch.allclose(results["query-major"], results["token-major"], atol=1e-6, rtol=0):
+        raise AssertionError("prompt-to-prompt gives different results in the two layouts")
+    out: dict[str, tuple[float, float]] = {}
+    for name, x in layouts.items():
+        out[name] = _time(lambda n=name: ctrl(work[n], site, state), device, repeat,
+                          before=lambda n=name, x=x: work[n].copy_(x))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -267,6 +303,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"the layer call's explicit attention with the similarity (medians summed): reference layout and loop "
           f"{(qm_make + base) * 1e3:.1f} ms; this project {(tm_make + times[rows[2][0]][0]) * 1e3:.1f} ms "
           f"(ratio {(qm_make + base) / (tm_make + times[rows[2][0]][0]):.2f}x)")
+
+    p2p_times = p2p_by_layout(args.frames, args.heads, args.size, args.tokens, device, args.repeat)
+    print("prompt-to-prompt's cross-attention replace (source + 1 edit, CFG: the conditional edit's maps from the "
+          "source's), in place, by layout:")
+    print("| layout | ms per layer call (median) | min |")
+    print("|---|---:|---:|")
+    for name, (med_p, low_p) in p2p_times.items():
+        print(f"| {name} | {med_p * 1e3:.2f} | {low_p * 1e3:.2f} |")
 
     for method in SIMILARITY_METHODS:
         med, low = _time(lambda m=method: ours_api(probs_t, motion_flat, words, m), device, args.repeat, before=fresh)

@@ -25,10 +25,20 @@ def _state(branches: int = 2, frames: int = 2, step: int = 0, steps: int = 10, c
                           latent_size=(8, 8), resolutions={64: (8, 8), 16: (4, 4)})
 
 
-def _probs(state: AttentionState, queries: int, keys: int = 77, seed: int = 0) -> torch.Tensor:
+#: Memory layouts of the probabilities: the processor makes them token-major (a transposed view of (Bt, heads, K, Q));
+#: the controllers must give the same results in either.
+LAYOUTS = ["query-major", "token-major"]
+
+
+def _probs(state: AttentionState, queries: int, keys: int = 77, seed: int = 0,
+           layout: str = "query-major") -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     bt = state.groups * state.num_branches * state.num_frames
-    return torch.randn(bt, HEADS, queries, keys, generator=g).softmax(-1)  # (Bt, heads, Q, K)
+    probs = torch.randn(bt, HEADS, queries, keys, generator=g).softmax(-1)  # (Bt, heads, Q, K)
+    if layout == "token-major":
+        probs = probs.transpose(-1, -2).contiguous().transpose(-1, -2)
+        assert probs.transpose(-1, -2).is_contiguous() and not probs.is_contiguous()
+    return probs
 
 
 def _halves(probs: torch.Tensor, state: AttentionState) -> torch.Tensor:
@@ -36,12 +46,13 @@ def _halves(probs: torch.Tensor, state: AttentionState) -> torch.Tensor:
     return probs.view(state.groups, state.num_branches, state.num_frames, *probs.shape[1:])
 
 
-def test_replace_copies_source_maps_only_in_the_replace_steps(clip_tokenizer):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_replace_copies_source_maps_only_in_the_replace_steps(clip_tokenizer, layout):
     ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0)
     assert ctrl.modes == ["replace"]
     for step in range(10):
         state = _state(step=step)
-        original = _probs(state, queries=4, seed=step)
+        original = _probs(state, queries=4, seed=step, layout=layout)
         active = ctrl.wants_probs(CROSS, state)
         assert active == (step < 5)
         out = _halves(ctrl(original.clone(), CROSS, state), state)
@@ -54,25 +65,27 @@ def test_replace_copies_source_maps_only_in_the_replace_steps(clip_tokenizer):
             torch.testing.assert_close(out[1, 1], before[1, 1])
 
 
-def test_replace_maps_through_the_token_mapper(clip_tokenizer):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_replace_maps_through_the_token_mapper(clip_tokenizer, layout):
     source, target = "a blackswan near a duck", "a duck near a blackswan"
     ctrl = P2PEdit(clip_tokenizer, [source, target], num_steps=4, cross_replace_steps=1.0, self_replace_steps=0.0)
     state = _state()
-    before = _halves(_probs(state, queries=4), state)[1]  # (B, F, heads, Q, K)
-    out = _halves(ctrl(_probs(state, queries=4), CROSS, state), state)[1]
+    before = _halves(_probs(state, queries=4, layout=layout), state)[1]  # (B, F, heads, Q, K)
+    out = _halves(ctrl(_probs(state, queries=4, layout=layout), CROSS, state), state)[1]
     src = before[0]
     torch.testing.assert_close(out[1, ..., 2], src[..., 2] + src[..., 3])  # duck <- black + swan
     torch.testing.assert_close(out[1, ..., 5], src[..., 6] / 2)  # black <- duck / 2
     torch.testing.assert_close(out[1, ..., 3], src[..., 4])  # near <- near
 
 
-def test_refine_keeps_new_tokens_own_maps(clip_tokenizer):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_refine_keeps_new_tokens_own_maps(clip_tokenizer, layout):
     target = "a jeep car is moving on the desert"
     ctrl = P2PEdit(clip_tokenizer, [ROAD, target], num_steps=10, cross_replace_steps=0.8, self_replace_steps=0.0)
     assert ctrl.modes == ["refine"]
     state = _state(step=3)
-    before = _halves(_probs(state, queries=4, seed=3), state)[1]
-    out = _halves(ctrl(_probs(state, queries=4, seed=3), CROSS, state), state)[1]
+    before = _halves(_probs(state, queries=4, seed=3, layout=layout), state)[1]
+    out = _halves(ctrl(_probs(state, queries=4, seed=3, layout=layout), CROSS, state), state)[1]
     torch.testing.assert_close(out[1, ..., 2], before[1, ..., 2])  # "jeep": new, its own map
     torch.testing.assert_close(out[1, ..., 8], before[1, ..., 8])  # "desert": unaligned, its own map
     torch.testing.assert_close(out[1, ..., 3], before[0, ..., 2])  # "car" <- source "car"
@@ -93,24 +106,26 @@ def test_forced_replace_on_different_token_counts_fails(clip_tokenizer):
                                          "p2p": {"mode": "swap"}}), clip_tokenizer)
 
 
-def test_per_word_cross_replace_window(clip_tokenizer):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_per_word_cross_replace_window(clip_tokenizer, layout):
     ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10,
                    cross_replace_steps={"default_": 0.8, "snow": 0.2}, self_replace_steps=0.0)
     state = _state(step=3)  # inside the default window, after the "snow" window
-    before = _halves(_probs(state, queries=4), state)[1]
-    out = _halves(ctrl(_probs(state, queries=4), CROSS, state), state)[1]
+    before = _halves(_probs(state, queries=4, layout=layout), state)[1]
+    out = _halves(ctrl(_probs(state, queries=4, layout=layout), CROSS, state), state)[1]
     torch.testing.assert_close(out[1, ..., 7], before[1, ..., 7])  # snow keeps its own map
     torch.testing.assert_close(out[1, ..., 4], before[0, ..., 4])  # moving replaced
     with pytest.raises(PromptError, match="'tiger'"):
         P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps={"tiger": 0.5})
 
 
-def test_reweight_scales_the_chosen_word(clip_tokenizer):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_reweight_scales_the_chosen_word(clip_tokenizer, layout):
     ctrl = P2PEdit(clip_tokenizer, [ROAD, ROAD], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0,
                    reweight={"moving": 3.0})
     state = _state(step=1)
-    before = _halves(_probs(state, queries=4), state)[1]
-    out = _halves(ctrl(_probs(state, queries=4), CROSS, state), state)[1]
+    before = _halves(_probs(state, queries=4, layout=layout), state)[1]
+    out = _halves(ctrl(_probs(state, queries=4, layout=layout), CROSS, state), state)[1]
     torch.testing.assert_close(out[1, ..., 4], 3.0 * before[0, ..., 4])
     torch.testing.assert_close(out[1, ..., 6], before[0, ..., 6])
     assert not ctrl.wants_probs(CROSS, _state(step=7))  # reweight lives in the replace window by default
@@ -119,8 +134,8 @@ def test_reweight_scales_the_chosen_word(clip_tokenizer):
                    reweight={"moving": 3.0}, reweight_steps=1.0)
     state = _state(step=7)
     assert late.wants_probs(CROSS, state)
-    before = _halves(_probs(state, queries=4), state)[1]
-    out = _halves(late(_probs(state, queries=4), CROSS, state), state)[1]
+    before = _halves(_probs(state, queries=4, layout=layout), state)[1]
+    out = _halves(late(_probs(state, queries=4, layout=layout), CROSS, state), state)[1]
     torch.testing.assert_close(out[1, ..., 4], 3.0 * before[1, ..., 4])  # edit's own map, scaled
     torch.testing.assert_close(out[1, ..., 6], before[1, ..., 6])
     with pytest.raises(PromptError, match="'tiger'"):
@@ -154,13 +169,14 @@ def test_self_replace_only_small_maps_and_first_steps(clip_tokenizer):
     torch.testing.assert_close(ctrl(p.clone(), SELF, late), p)
 
 
-def test_three_branches_without_cfg(clip_tokenizer):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_three_branches_without_cfg(clip_tokenizer, layout):
     ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW, "a jeep car is moving on the desert"], num_steps=10,
                    cross_replace_steps=0.5, self_replace_steps=0.0)
     assert ctrl.modes == ["replace", "refine"]
     state = _state(branches=3, cfg=False)
-    before = _halves(_probs(state, queries=4), state)[0]
-    out = _halves(ctrl(_probs(state, queries=4), CROSS, state), state)[0]
+    before = _halves(_probs(state, queries=4, layout=layout), state)[0]
+    out = _halves(ctrl(_probs(state, queries=4, layout=layout), CROSS, state), state)[0]
     torch.testing.assert_close(out[1], before[0])
     torch.testing.assert_close(out[2, ..., 3], before[0, ..., 2])
     torch.testing.assert_close(out[2, ..., 2], before[2, ..., 2])

@@ -9,6 +9,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState
 from attentionflow.attention.processors import (
     AttentionRuntime,
+    TOKEN_MAJOR_MIN_QUERIES,
     FrameAttnProcessor,
     attention_resolutions,
     attention_sites,
@@ -262,16 +263,19 @@ def test_shared_source_pattern_equals_explicit_replacement(tiny, st):
     torch.testing.assert_close(plain.view(2, branches, frames, -1)[0], outs[1].view(2, branches, frames, -1)[0])
 
 
+@pytest.mark.parametrize("queries", [TOKEN_MAJOR_MIN_QUERIES - 1, TOKEN_MAJOR_MIN_QUERIES, 40])
 @pytest.mark.parametrize("mask", ["none", "bool", "additive"])
 @pytest.mark.parametrize("upcast", [False, True])
-def test_explicit_probabilities_are_the_softmax_laid_out_token_major(mask, upcast):
-    """``_probs`` is softmax(q k^T * scale + mask) over the keys (computed here query-major, the textbook way), and
-    its memory is token-major: each key's map over the queries is one contiguous row."""
+def test_explicit_probabilities_are_the_softmax_laid_out_by_query_count(queries, mask, upcast):
+    """``_probs`` is softmax(q k^T * scale + mask) over the keys (computed here query-major, the textbook way); from
+    TOKEN_MAJOR_MIN_QUERIES queries on its memory is token-major (each key's map over the queries one contiguous row),
+    below that query-major. ``_apply`` multiplies either layout by the values into the layer's (Bt, Q, heads*d)."""
     attn = Attention(query_dim=8, heads=2, dim_head=4, upcast_attention=upcast, upcast_softmax=upcast)
     g = torch.Generator().manual_seed(3)
-    bt, heads, nq, nk, d = 3, 2, 6, 5, 4
+    bt, heads, nq, nk, d = 3, 2, queries, 5, 4
     q = torch.randn(bt, heads, nq, d, generator=g)
     k = torch.randn(bt, heads, nk, d, generator=g)
+    v = torch.randn(bt, heads, nk, d, generator=g)
     scores = q @ k.transpose(-1, -2) * attn.scale  # (Bt, heads, Q, K)
     m = None
     if mask == "bool":
@@ -283,7 +287,13 @@ def test_explicit_probabilities_are_the_softmax_laid_out_token_major(mask, upcas
         scores = scores + m
     probs = FrameAttnProcessor._probs(attn, q, k, m)
     assert probs.shape == (bt, heads, nq, nk)
-    assert probs.transpose(-1, -2).is_contiguous() and not probs.is_contiguous()
-    torch.testing.assert_close(probs, scores.softmax(dim=-1), atol=1e-6, rtol=0)
+    token_major = queries >= TOKEN_MAJOR_MIN_QUERIES
+    assert probs.transpose(-1, -2).is_contiguous() == token_major
+    assert probs.is_contiguous() == (not token_major)
+    expected = scores.softmax(dim=-1)
+    torch.testing.assert_close(probs, expected, atol=1e-6, rtol=0)
     if mask == "bool":
         assert torch.all(probs[~m.expand_as(probs)] == 0)
+    out = FrameAttnProcessor._apply(probs, v)  # (Bt, Q, heads*d)
+    expected_out = torch.einsum("bhqk,bhkd->bqhd", expected, v).reshape(bt, nq, heads * d)
+    torch.testing.assert_close(out, expected_out, atol=1e-5, rtol=0)

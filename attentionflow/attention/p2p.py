@@ -548,13 +548,20 @@ class P2PEdit(AttentionController):
                              f"{tables['mapper'].shape[-1]} (tokenizer.model_max_length)")
         probs = self._writable(probs)
         cond = state.cond_view(probs)  # (B, F, heads, Q, K)
-        source, edit = cond[0], cond[1:]  # (F, heads, Q, K), (E, F, heads, Q, K)
-        alpha = tables["cross_alpha"][state.step][:, None, None, None, :]  # (E, 1, 1, 1, K)
-        mapped = torch.einsum("fhqw,ewn->efhqn", source, tables["mapper"])  # (E, F, heads, Q, K)
-        new = edit + alpha * (mapped - edit)
-        if self._reweight_on(state.step):
-            new = new * tables["equalizer"][:, None, None, None, :]
-        cond[1:] = new
+        alpha = tables["cross_alpha"][state.step]  # (E, K)
+        equalizer = tables["equalizer"] if self._reweight_on(state.step) else None  # (E, K)
+        # edit <- edit + alpha * (mapped - edit) [* equalizer], in place, in the probabilities' memory order (the
+        # processor makes them token-major: each token's map one contiguous row)
+        if probs.transpose(-1, -2).is_contiguous() and not probs.is_contiguous():
+            tokens = cond.transpose(-1, -2)  # (B, F, heads, K, Q)
+            mapped = torch.einsum("ewn,fhwq->efhnq", tables["mapper"], tokens[0])  # (E, F, heads, K, Q)
+            edit, per_token = tokens[1:], (-1, 1, 1, num_keys, 1)
+        else:
+            mapped = torch.einsum("fhqw,ewn->efhqn", cond[0], tables["mapper"])  # (E, F, heads, Q, K)
+            edit, per_token = cond[1:], (-1, 1, 1, 1, num_keys)
+        edit.add_(mapped.sub_(edit).mul_(alpha.view(per_token)))
+        if equalizer is not None:
+            edit.mul_(equalizer.view(per_token))
         return probs
 
     def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:

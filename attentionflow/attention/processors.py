@@ -27,7 +27,8 @@ number of frames).
 
 Probabilities are only materialised where the controller asks for them
 (:meth:`AttentionController.wants_probs`); everywhere else ``F.scaled_dot_product_attention`` runs. Materialised
-probabilities are token-major in memory (see :meth:`FrameAttnProcessor._probs`).
+probabilities are token-major in memory from :data:`TOKEN_MAJOR_MIN_QUERIES` queries on (see
+:meth:`FrameAttnProcessor._probs`).
 """
 
 from __future__ import annotations
@@ -47,12 +48,19 @@ __all__ = [
     "AttentionRuntime",
     "FrameAnchors",
     "FrameAttnProcessor",
+    "TOKEN_MAJOR_MIN_QUERIES",
     "attention_resolutions",
     "attention_sites",
     "install_attention",
 ]
 
 _KeyMode = Literal["self", "sparse", "dense"]
+
+#: Explicit probabilities of layers with at least this many queries are made token-major
+#: (:meth:`FrameAttnProcessor._probs`). Measured on this project's CPU (scores, softmax and the product with the values,
+#: 1 and 2 threads): token-major 0.87-0.98x the query-major time from 16 queries up to 4096, but 1.4-1.8x at 4 and 8
+#: queries, where a token's row is shorter than a vector register and the softmax across rows runs scalar.
+TOKEN_MAJOR_MIN_QUERIES = 16
 _BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^(mid_block)\.")
 
 
@@ -257,9 +265,7 @@ class FrameAttnProcessor:
                 assert controller is not None
                 probs = self._probs(attn, q, k, attention_mask)  # (Bt, heads, Q, K)
                 probs = controller(probs, self.site, state)
-                # (v^T p^T)^T: with token-major probabilities both operands are read in memory order
-                out_t = torch.matmul(v.transpose(-1, -2), probs.to(v.dtype).transpose(-1, -2))  # (Bt, heads, d, Q)
-                out = out_t.permute(0, 3, 1, 2).reshape(batch_size, -1, heads * head_dim)  # (Bt, Q, heads*d)
+                out = self._apply(probs, v)  # (Bt, Q, heads*d)
             else:
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=0.0,
                                                      is_causal=False, scale=attn.scale)
@@ -304,27 +310,45 @@ class FrameAttnProcessor:
     @staticmethod
     def _probs(attn: Attention, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """softmax(q k^T * scale [+ mask]) over the keys: ``(Bt, heads, Q, d)`` x ``(Bt, heads, K, d)`` ->
-        ``(Bt, heads, Q, K)``, laid out **token-major**: the result is the transposed view of a contiguous
-        ``(Bt, heads, K, Q)`` tensor, so each key token's map over the queries is one contiguous row.
+        ``(Bt, heads, Q, K)``.
 
-        Controllers see the same logical ``(Bt, heads, Q, K)`` tensor either way; the layout makes what they read
-        per token (MMI's similarity, fusion and swap, the stores' maps) a contiguous block instead of a few floats
-        in every query's row. The caller multiplies by the values as ``(v^T p^T)^T``, which reads both in memory order.
-        ``benchmarks/bench_similarity.py`` measures both layouts where the probabilities are made, side by side.
+        From :data:`TOKEN_MAJOR_MIN_QUERIES` queries on, the result is laid out **token-major**: the transposed view
+        of a contiguous ``(Bt, heads, K, Q)`` tensor, each key token's map over the queries one contiguous row.
+        Controllers see the same logical tensor either way; the layout makes what they read per token (MMI's
+        similarity, fusion and swap, the stores' maps) a contiguous block instead of a few floats in every query's
+        row. ``benchmarks/bench_similarity.py`` measures both layouts where the probabilities are made and used.
         """
         dtype = q.dtype
         if attn.upcast_attention:
             q, k = q.float(), k.float()
-        scores = torch.matmul(k, q.transpose(-1, -2)).mul_(attn.scale)  # (Bt, heads, K, Q): token-major
+        token_major = q.shape[-2] >= TOKEN_MAJOR_MIN_QUERIES
+        if token_major:
+            scores = torch.matmul(k, q.transpose(-1, -2)).mul_(attn.scale)  # (Bt, heads, K, Q)
+            mask = None if mask is None else mask.transpose(-1, -2)  # (Bt, heads, K, q) like the scores
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)).mul_(attn.scale)  # (Bt, heads, Q, K)
         if mask is not None:
-            mask_t = mask.transpose(-1, -2)  # (Bt, heads, K, q) like the scores
-            if mask_t.dtype == torch.bool:
-                scores = scores.masked_fill(~mask_t, float("-inf"))
+            if mask.dtype == torch.bool:
+                scores = scores.masked_fill(~mask, float("-inf"))
             else:
-                scores = scores + mask_t.to(scores.dtype)
+                scores = scores + mask.to(scores.dtype)
         if attn.upcast_softmax:
             scores = scores.float()
-        return scores.softmax(dim=-2).to(dtype).transpose(-1, -2)  # (Bt, heads, Q, K) view
+        if token_major:
+            return scores.softmax(dim=-2).to(dtype).transpose(-1, -2)  # (Bt, heads, Q, K) view
+        return scores.softmax(dim=-1).to(dtype)  # (Bt, heads, Q, K)
+
+    @staticmethod
+    def _apply(probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``probs @ v``: ``(Bt, heads, Q, K)`` x ``(Bt, heads, K, d)`` -> ``(Bt, Q, heads*d)``, the layer's
+        layout. Token-major probabilities are multiplied as ``(v^T p^T)^T``, which reads both in memory order."""
+        bt, heads, _, d = v.shape
+        probs = probs.to(v.dtype)
+        if probs.transpose(-1, -2).is_contiguous():
+            out_t = torch.matmul(v.transpose(-1, -2), probs.transpose(-1, -2))  # (Bt, heads, d, Q)
+            return out_t.permute(0, 3, 1, 2).reshape(bt, -1, heads * d)  # (Bt, Q, heads*d)
+        out = torch.matmul(probs, v)  # (Bt, heads, Q, d)
+        return out.transpose(1, 2).reshape(bt, -1, heads * d)  # (Bt, Q, heads*d)
 
 
 def _block_of(name: str) -> tuple[str, int] | None:
