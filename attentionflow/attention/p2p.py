@@ -552,16 +552,19 @@ class P2PEdit(AttentionController):
         equalizer = tables["equalizer"] if self._reweight_on(state.step) else None  # (E, K)
         # edit <- edit + alpha * (mapped - edit) [* equalizer], in place, in the probabilities' memory order (the
         # processor makes them token-major: each token's map one contiguous row)
-        if probs.transpose(-1, -2).is_contiguous() and not probs.is_contiguous():
-            tokens = cond.transpose(-1, -2)  # (B, F, heads, K, Q)
-            mapped = torch.einsum("ewn,fhwq->efhnq", tables["mapper"], tokens[0])  # (E, F, heads, K, Q)
-            edit, per_token = tokens[1:], (-1, 1, 1, num_keys, 1)
-        else:
-            mapped = torch.einsum("fhqw,ewn->efhqn", cond[0], tables["mapper"])  # (E, F, heads, Q, K)
-            edit, per_token = cond[1:], (-1, 1, 1, 1, num_keys)
-        edit.add_(mapped.sub_(edit).mul_(alpha.view(per_token)))
-        if equalizer is not None:
-            edit.mul_(equalizer.view(per_token))
+        token_major = probs.transpose(-1, -2).is_contiguous() and not probs.is_contiguous()
+        mapper = tables["mapper"]  # (E, K, K): source token w -> edit token n
+        for e in range(mapper.shape[0]):
+            if token_major:
+                tokens = cond.transpose(-1, -2)  # (B, F, heads, K, Q)
+                mapped = torch.matmul(mapper[e].T, tokens[0])  # (K, K) @ (F, heads, K, Q) -> (F, heads, K, Q)
+                edit, per_token = tokens[1 + e], (num_keys, 1)
+            else:
+                mapped = torch.matmul(cond[0], mapper[e])  # (F, heads, Q, K) @ (K, K) -> (F, heads, Q, K)
+                edit, per_token = cond[1 + e], (num_keys,)
+            edit.add_(mapped.sub_(edit).mul_(alpha[e].view(per_token)))
+            if equalizer is not None:
+                edit.mul_(equalizer[e].view(per_token))
         return probs
 
     def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:
