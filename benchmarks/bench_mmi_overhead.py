@@ -34,12 +34,9 @@ def build(model: str):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from attentionflow.models.factory import Components, sd_scheduler, tiny_components
-    from attentionflow.models.tokenizer import load_tokenizer, openai_clip_merges, write_tokenizer_folder
+    from _tokenizer import clip_tokenizer
 
-    tok_dir = Path("/tmp") / "attentionflow_bench_tokenizer"
-    if not (tok_dir / "vocab.json").exists():
-        write_tokenizer_folder(tok_dir, openai_clip_merges())
-    tok = load_tokenizer(tok_dir)
+    tok = clip_tokenizer()
     if model == "tiny":
         return tiny_components(tok)
     torch.manual_seed(0)
@@ -180,6 +177,9 @@ def main() -> None:
         print(f"denoising steps 2-{args.steps}, with / without MMI, each step's median over the pairs, summed: "
               f"{per_step['on'].sum():.2f} s / {per_step['off'].sum():.2f} s = "
               f"{per_step['on'].sum() / per_step['off'].sum():.3f}")
+        step_ratio = per_step["on"] / per_step["off"]  # (N - 1,) steps 2..N
+        print("per step (each step's median with / without MMI), steps 2-N: "
+              + " ".join(f"{r:.2f}" for r in step_ratio))
         print(f"median of the {len(pair_ratios)} pairs' ratios {median:.3f} (quartiles {q1:.3f}-{q3:.3f}); pairs: "
               f"{' '.join(f'{r:.3f}' for r in pair_ratios)}")
         print(f"inside MotionInjector (last pair, all steps): {last_injector:.3f} s = "

@@ -22,20 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def run_one(frames: int, size: int, steps: int, threads: int, attention: str) -> dict:
-    import numpy as np
     import torch
 
     torch.set_num_threads(threads)
     from attentionflow.config import AttentionSettings, InversionSettings, MMIConfig
     from attentionflow.models.factory import tiny_components
-    from attentionflow.models.tokenizer import load_tokenizer, openai_clip_merges, write_tokenizer_folder
+    from _tokenizer import clip_tokenizer
     from attentionflow.pipeline import AttentionFlowPipeline
     from tests.synthetic import MovingSquare, make_video
 
-    tok_dir = Path("/tmp") / "attentionflow_bench_tokenizer"
-    if not (tok_dir / "vocab.json").exists():
-        write_tokenizer_folder(tok_dir, openai_clip_merges())
-    pipe = AttentionFlowPipeline.from_components(tiny_components(load_tokenizer(tok_dir)), device="cpu")
+    pipe = AttentionFlowPipeline.from_components(tiny_components(clip_tokenizer()), device="cpu")
     pipe.set_progress_bar_config(disable=True)
     video, _ = make_video(size=size, n_frames=frames, squares=(MovingSquare(4, size // 3, size // 4, 2, 0),))
     settings = InversionSettings.default(num_inference_steps=steps, inversion="null-text")
