@@ -34,7 +34,7 @@ def build(model: str):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from attentionflow.models.factory import Components, sd_scheduler, tiny_components
-    from _tokenizer import clip_tokenizer
+    from benchmarks._tokenizer import clip_tokenizer
 
     tok = clip_tokenizer()
     if model == "tiny":

@@ -27,7 +27,7 @@ def run_one(frames: int, size: int, steps: int, threads: int, attention: str) ->
     torch.set_num_threads(threads)
     from attentionflow.config import AttentionSettings, InversionSettings, MMIConfig
     from attentionflow.models.factory import tiny_components
-    from _tokenizer import clip_tokenizer
+    from benchmarks._tokenizer import clip_tokenizer
     from attentionflow.pipeline import AttentionFlowPipeline
     from tests.synthetic import MovingSquare, make_video
 

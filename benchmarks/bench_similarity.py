@@ -54,12 +54,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks._tokenizer
 
 from attentionflow.mmi.similarity import SIMILARITY_METHODS, correlation_score, motion_basis, similarity
 
@@ -158,7 +162,7 @@ def p2p_by_layout(frames: int, heads: int, size: int, tokens: int, device: torch
     fresh copy (untimed)."""
     from attentionflow.attention.base import AttentionSite, AttentionState
     from attentionflow.attention.p2p import P2PEdit
-    from _tokenizer import clip_tokenizer
+    from benchmarks._tokenizer import clip_tokenizer
 
     ctrl = P2PEdit(clip_tokenizer(), ["a car is moving on the road", "a car is moving on the snow"],
                    num_steps=10, cross_replace_steps=0.8, self_replace_steps=0.0)
