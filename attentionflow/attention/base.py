@@ -12,7 +12,8 @@ batch):  ``Bt = G * B * F`` where
 Index order is ``(g, b, f)``: ``hidden_states.view(G, B, F, N, C)``.
 
 Controllers see explicit attention probabilities ``probs`` of shape ``(Bt, heads, Q, K)`` only at the
-sites whose :meth:`AttentionController.wants_probs` returns True; every other site uses SDPA.
+sites whose :meth:`AttentionController.wants_probs` returns True; every other site uses SDPA. Their memory may be
+token-major (:func:`is_token_major`); controllers must work on either layout.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ import torch
 from .windows import step_window  # noqa: F401 (re-exported: controllers gate steps with it)
 
 Place = Literal["down", "mid", "up"]
+
+
+def is_token_major(probs: torch.Tensor) -> bool:
+    """True when ``probs`` ``(..., Q, K)`` is the transposed view of a contiguous ``(..., K, Q)`` tensor: each key
+    token's map over the queries is one contiguous row (how the attention processor makes explicit probabilities,
+    :meth:`attentionflow.attention.processors.FrameAttnProcessor._probs`). False for contiguous tensors."""
+    return probs.transpose(-1, -2).is_contiguous() and not probs.is_contiguous()
 FrameMode = Literal["per_frame", "cross_frame"]
 
 

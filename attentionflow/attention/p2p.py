@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptError
-from .base import AttentionController, AttentionSite, AttentionState
+from .base import AttentionController, AttentionSite, AttentionState, is_token_major
 from .windows import StepWindow, parse_window
 from .tokens import (
     check_prompt_length,
@@ -552,11 +552,11 @@ class P2PEdit(AttentionController):
         equalizer = tables["equalizer"] if self._reweight_on(state.step) else None  # (E, K)
         # edit <- edit + alpha * (mapped - edit) [* equalizer], in place, in the probabilities' memory order (the
         # processor makes them token-major: each token's map one contiguous row)
-        token_major = probs.transpose(-1, -2).is_contiguous() and not probs.is_contiguous()
+        token_major = is_token_major(probs)
+        tokens = cond.transpose(-1, -2)  # (B, F, heads, K, Q)
         mapper = tables["mapper"]  # (E, K, K): source token w -> edit token n
         for e in range(mapper.shape[0]):
             if token_major:
-                tokens = cond.transpose(-1, -2)  # (B, F, heads, K, Q)
                 mapped = torch.matmul(mapper[e].T, tokens[0])  # (K, K) @ (F, heads, K, Q) -> (F, heads, K, Q)
                 edit, per_token = tokens[1 + e], (num_keys, 1)
             else:

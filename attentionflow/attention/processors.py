@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-from .base import AttentionController, AttentionSite, AttentionState
+from .base import AttentionController, AttentionSite, AttentionState, is_token_major
 
 __all__ = [
     "AttentionRuntime",
@@ -59,7 +59,7 @@ _KeyMode = Literal["self", "sparse", "dense"]
 #: Explicit probabilities of layers with at least this many queries are made token-major
 #: (:meth:`FrameAttnProcessor._probs`). Measured on this project's CPU (scores, softmax and the product with the values,
 #: 1 and 2 threads): token-major 0.87-0.98x the query-major time from 16 queries up to 4096, but 1.4-1.8x at 4 and 8
-#: queries, where a token's row is shorter than a vector register and the softmax across rows runs scalar.
+#: queries (each token's row then holds only 4-8 floats).
 TOKEN_MAJOR_MIN_QUERIES = 16
 _BLOCK_RE = re.compile(r"^(down_blocks|up_blocks)\.(\d+)\.|^(mid_block)\.")
 
@@ -344,7 +344,7 @@ class FrameAttnProcessor:
         layout. Token-major probabilities are multiplied as ``(v^T p^T)^T``, which reads both in memory order."""
         bt, heads, _, d = v.shape
         probs = probs.to(v.dtype)
-        if probs.transpose(-1, -2).is_contiguous():
+        if is_token_major(probs):
             out_t = torch.matmul(v.transpose(-1, -2), probs.transpose(-1, -2))  # (Bt, heads, d, Q)
             return out_t.permute(0, 3, 1, 2).reshape(bt, -1, heads * d)  # (Bt, Q, heads*d)
         out = torch.matmul(probs, v)  # (Bt, heads, Q, d)
