@@ -121,10 +121,17 @@ def main() -> None:
     from tests.synthetic import MovingSquare, make_video
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+
+    def make_pipe() -> AttentionFlowPipeline:
+        made = (AttentionFlowPipeline.from_pretrained("embedded", device=args.device) if args.model == "embedded"
+                else AttentionFlowPipeline.from_components(build(args.model), device=args.device, dtype=dtype))
+        made.set_progress_bar_config(disable=True)
+        return made
+
+    pipe = make_pipe()
     if args.model == "embedded":
         from attentionflow.demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS, demo_clip
 
-        pipe = AttentionFlowPipeline.from_pretrained("embedded", device=args.device)
         frames = demo_clip()[: args.frames]
         size = frames.shape[1]
         src, tgt = DEMO_SOURCE, list(DEMO_TARGETS)
@@ -133,12 +140,10 @@ def main() -> None:
     else:
         size = args.size or (64 if args.model == "tiny" else 256)
         args.frames, args.steps = args.frames or 8, args.steps or 10
-        pipe = AttentionFlowPipeline.from_components(build(args.model), device=args.device, dtype=dtype)
         frames, _ = make_video(size=size, n_frames=args.frames,
                                squares=(MovingSquare(4, size // 3, size // 4, 3, 0),))
         src, tgt = "a car is moving on the road", ["a car is moving on the snow"]
         common = dict(settings=InversionSettings.default(num_inference_steps=args.steps, inversion="ddim"))
-    pipe.set_progress_bar_config(disable=True)
     # Time spent inside the injector itself (robust to machine load, unlike the wall-time ratio).
     from attentionflow.mmi.inject import MotionInjector
 
@@ -154,11 +159,18 @@ def main() -> None:
 
     MotionInjector.__call__ = timed_call  # benchmark-only instrumentation
     configs = {"off": MMIConfig(enabled=False), "on": MMIConfig(motion_words=["moving"])}
+    plans = {name: pipe.plan(src, tgt, mmi=configs[name], **common) for name in configs}
+
+    def quartiles(ratios: list[float]) -> str:
+        q1, median, q3 = (float(x) for x in np.quantile(ratios, [0.25, 0.5, 0.75]))
+        return (f"median of {len(ratios)} pairs' ratios {median:.3f} (quartiles {q1:.3f}-{q3:.3f}); pairs: "
+                f"{' '.join(f'{r:.3f}' for r in ratios)}")
+
+    print(f"model {args.model}, {len(frames)} frames {size}x{size}, {args.steps} steps, {len(tgt)} edit(s), CFG 7.5, "
+          f"{common['settings'].inversion} inversion, device {args.device} {args.dtype}, {args.threads} threads, "
+          f"{args.repeat} pairs" + (" (the two edits take turns step by step)" if args.interleave == "steps" else ""))
     if args.interleave == "steps":
-        twin = (AttentionFlowPipeline.from_pretrained("embedded", device=args.device) if args.model == "embedded"
-                else AttentionFlowPipeline.from_components(build(args.model), device=args.device, dtype=dtype))
-        twin.set_progress_bar_config(disable=True)
-        plans = {name: pipe.plan(src, tgt, mmi=configs[name], **common) for name in configs}
+        twin = make_pipe()
         steps: dict[str, list[list[float]]] = {"off": [], "on": []}  # per pair, seconds of steps 2..N
         last_injector = 0.0
         for pair in range(args.repeat):
@@ -170,18 +182,13 @@ def main() -> None:
             last_injector = inside["s"]
         per_step = {name: np.median(np.array(v), axis=0) for name, v in steps.items()}  # (N - 1,) per step index
         pair_ratios = [sum(a) / sum(b) for a, b in zip(steps["on"], steps["off"])]
-        q1, median, q3 = (float(x) for x in np.quantile(pair_ratios, [0.25, 0.5, 0.75]))
-        print(f"model {args.model}, {len(frames)} frames {size}x{size}, {args.steps} steps, {len(tgt)} edit(s), CFG "
-              f"7.5, {common['settings'].inversion} inversion, device {args.device} {args.dtype}, {args.threads} "
-              f"threads, {args.repeat} interleaved pairs (the two edits take turns step by step)")
         print(f"denoising steps 2-{args.steps}, with / without MMI, each step's median over the pairs, summed: "
               f"{per_step['on'].sum():.2f} s / {per_step['off'].sum():.2f} s = "
               f"{per_step['on'].sum() / per_step['off'].sum():.3f}")
         step_ratio = per_step["on"] / per_step["off"]  # (N - 1,) steps 2..N
         print("per step (each step's median with / without MMI), steps 2-N: "
               + " ".join(f"{r:.2f}" for r in step_ratio))
-        print(f"median of the {len(pair_ratios)} pairs' ratios {median:.3f} (quartiles {q1:.3f}-{q3:.3f}); pairs: "
-              f"{' '.join(f'{r:.3f}' for r in pair_ratios)}")
+        print(quartiles(pair_ratios))
         print(f"inside MotionInjector (last pair, all steps): {last_injector:.3f} s = "
               f"{100 * last_injector / sum(steps['on'][-1]):.2f}% of that edit's steps 2-{args.steps}")
         return
@@ -192,21 +199,16 @@ def main() -> None:
         for name in (("off", "on") if pair % 2 == 0 else ("on", "off")):
             inside["s"] = 0.0
             start = time.perf_counter()
-            out = pipe.edit(frames, pipe.plan(src, tgt, mmi=configs[name], **common))
+            out = pipe.edit(frames, plans[name])
             total = time.perf_counter() - start
             runs[name] = dict(out.timings, total=total, injector=inside["s"])
             best[name] = {k: min(v, best[name].get(k, float("inf"))) for k, v in runs[name].items()}
         pair_ratios.append(runs["on"]["editing"] / runs["off"]["editing"])
     off, on = best["off"], best["on"]
-    q1, median, q3 = (float(x) for x in np.quantile(pair_ratios, [0.25, 0.5, 0.75]))
-    print(f"model {args.model}, {len(frames)} frames {size}x{size}, {args.steps} steps, {len(tgt)} edit(s), CFG 7.5, "
-          f"{common['settings'].inversion} inversion, "
-          f"device {args.device} {args.dtype}, {args.threads} threads, {args.repeat} pairs")
     if pipe.device.type != "cpu":
         print("(on an accelerator the stage and injector times are host-side (kernels run asynchronously); "
               "the whole-call ratio is synchronised: the edit returns frames on the host)")
-    print(f"editing stage, with / without MMI: median of {len(pair_ratios)} paired ratios {median:.3f} "
-          f"(quartiles {q1:.3f}-{q3:.3f}); pairs: {' '.join(f'{r:.3f}' for r in pair_ratios)}")
+    print(f"editing stage, with / without MMI: {quartiles(pair_ratios)}")
     print(f"editing stage, best of {args.repeat} each: without MMI {off['editing']:.2f} s, with MMI "
           f"{on['editing']:.2f} s, ratio {on['editing'] / off['editing']:.3f}")
     print(f"inside MotionInjector: {on['injector']:.3f} s = {100 * on['injector'] / on['editing']:.2f}% of the "

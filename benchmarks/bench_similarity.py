@@ -62,10 +62,13 @@ from typing import Callable
 import cv2
 import numpy as np
 import torch
+from diffusers.models.attention_processor import Attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks._tokenizer
 
-from attentionflow.mmi.similarity import SIMILARITY_METHODS, correlation_score, motion_basis, similarity
+from attentionflow.attention.base import as_token_major, is_token_major  # noqa: E402
+from attentionflow.attention.processors import FrameAttnProcessor  # noqa: E402
+from attentionflow.mmi.similarity import SIMILARITY_METHODS, correlation_score, motion_basis, similarity  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -128,31 +131,24 @@ def ours(probs: torch.Tensor, basis: torch.Tensor, tokens: range) -> torch.Tenso
     the motion map through the map's basis, which the injector makes once per video and resolution (``basis``, from
     :func:`attentionflow.mmi.similarity.motion_basis`, ``(F, 2, Q)``). ``probs`` ``(F, heads, Q, K)`` in either
     layout (fast when token-major, as this project's attention writes them)."""
-    sums = probs[..., tokens.start:tokens.stop].transpose(-1, -2).sum(dim=1)  # (F, K', Q) head sums
+    sums = span_sums(probs, tokens)  # (F, K', Q)
     return correlation_score(sums.transpose(-1, -2), basis, "ncc")  # (F, Q, K') view -> (F, K')
 
 
 def ours_api(probs: torch.Tensor, motion_flat: torch.Tensor, tokens: range, method: str = "ncc") -> torch.Tensor:
     """The public :func:`attentionflow.mmi.similarity.similarity` on the span's head sums (any measure; the motion
     side is prepared in the call) -> ``(F, len(tokens))``."""
-    sums = probs[..., tokens.start:tokens.stop].transpose(-1, -2).sum(dim=1)  # (F, K', Q) head sums
-    return similarity(sums, motion_flat, method)
+    return similarity(span_sums(probs, tokens), motion_flat, method)
 
 
 def span_sums(probs: torch.Tensor, tokens: range) -> torch.Tensor:
-    """The reading floor: the heads' sums of the span alone, read in ``probs``' memory order -> ``(F, K', Q)``."""
+    """The heads' sums of the span, read in ``probs``' memory order -> ``(F, K', Q)`` (alone: the reading floor)."""
     return probs[..., tokens.start:tokens.stop].transpose(-1, -2).sum(dim=1)
 
 
 def query_major_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
     """The reference's layout: ``softmax(q k^T * scale)`` over the tokens, ``(F, heads, Q, K)`` contiguous."""
     return torch.matmul(q, k.transpose(-1, -2)).mul_(scale).softmax(dim=-1)
-
-
-def token_major_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
-    """This project's layout: ``softmax(k q^T * scale)`` over the tokens -> the ``(F, heads, Q, K)`` view of a
-    contiguous ``(F, heads, K, Q)`` tensor (as :meth:`FrameAttnProcessor._probs` makes it)."""
-    return torch.matmul(k, q.transpose(-1, -2)).mul_(scale).softmax(dim=-2).transpose(-1, -2)
 
 
 def p2p_by_layout(frames: int, heads: int, size: int, tokens: int, device: torch.device,
@@ -173,7 +169,7 @@ def p2p_by_layout(frames: int, heads: int, size: int, tokens: int, device: torch
                          block_index=0)
     g = torch.Generator().manual_seed(2)
     values = torch.randn(4 * frames, heads, q, tokens, generator=g).softmax(dim=-1).to(device)  # query-major
-    layouts = {"query-major": values, "token-major": values.transpose(-1, -2).contiguous().transpose(-1, -2)}
+    layouts = {"query-major": values, "token-major": as_token_major(values)}
     work = {name: x.clone() for name, x in layouts.items()}  # clone keeps each layout
     results = {name: ctrl(work[name], site, state) for name in layouts}
     if not torch.allclose(results["query-major"], results["token-major"], atol=1e-6, rtol=0):
@@ -206,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     q = args.size * args.size
     logits = torch.randn(args.frames, args.heads, q, args.tokens, generator=g)
     probs = logits.softmax(dim=-1).to(device)  # (F, heads, Q, K) query-major: the reference's layout
-    probs_t = probs.transpose(-1, -2).contiguous().transpose(-1, -2)  # the same values token-major: this project's
+    probs_t = as_token_major(probs)  # the same values token-major: this project's
     motion = torch.rand(args.frames, args.size, args.size, generator=g).to(device)  # (F, h, w)
     motion_flat = motion.reshape(args.frames, q)  # (F, Q)
     words = range(1, 1 + args.words)  # the prompt's words follow the start token
@@ -271,9 +267,13 @@ def main(argv: list[str] | None = None) -> None:
     qq = torch.randn(args.frames, args.heads, q, args.head_dim, generator=gq).to(device)  # (F, heads, Q, d)
     kk = torch.randn(args.frames, args.heads, args.tokens, args.head_dim, generator=gq).to(device)  # (F, heads, K, d)
     vv = torch.randn(args.frames, args.heads, args.tokens, args.head_dim, generator=gq).to(device)
-    scale = args.head_dim ** -0.5
-    made = {"query-major": query_major_scores(qq, kk, scale), "token-major": token_major_scores(qq, kk, scale)}
+    # this project's side is the processor's own code (token-major from TOKEN_MAJOR_MIN_QUERIES queries on)
+    attn = Attention(query_dim=args.heads * args.head_dim, heads=args.heads, dim_head=args.head_dim)
+    scale = attn.scale
+    made = {"query-major": query_major_scores(qq, kk, scale), "token-major": FrameAttnProcessor._probs(attn, qq, kk, None)}
     diff_layout = (made["query-major"] - made["token-major"]).abs().max().item()
+    if not is_token_major(made["token-major"]):
+        raise AssertionError(f"the processor made query-major probabilities for Q={q}; the layout rows need token-major")
     width = args.heads * args.head_dim
 
     def values_query_major() -> torch.Tensor:
@@ -281,13 +281,12 @@ def main(argv: list[str] | None = None) -> None:
         return out.transpose(1, 2).reshape(args.frames, q, width)  # (F, Q, heads*d) as the layer passes it on
 
     def values_token_major() -> torch.Tensor:
-        out_t = torch.matmul(vv.transpose(-1, -2), made["token-major"].transpose(-1, -2))  # (F, heads, d, Q)
-        return out_t.permute(0, 3, 1, 2).reshape(args.frames, q, width)  # (F, Q, heads*d), as the processor does
+        return FrameAttnProcessor._apply(made["token-major"], vv)  # (F, Q, heads*d)
 
     diff_out = (values_query_major() - values_token_major()).abs().max().item()
     layout_rows = [
         ("scores + softmax, query-major (the reference's)", lambda: query_major_scores(qq, kk, scale)),
-        ("scores + softmax, token-major (this project's)", lambda: token_major_scores(qq, kk, scale)),
+        ("scores + softmax, token-major (this project's)", lambda: FrameAttnProcessor._probs(attn, qq, kk, None)),
         ("probabilities x values -> (F, Q, heads*d), query-major", values_query_major),
         ("probabilities x values -> (F, Q, heads*d), token-major", values_token_major),
     ]

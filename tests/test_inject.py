@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from attentionflow.attention.base import AttentionSite, AttentionState
+from attentionflow.attention.base import AttentionSite, AttentionState, as_token_major, is_token_major
 from attentionflow.errors import ConfigError
 from attentionflow.mmi.inject import MotionInjector
 
@@ -104,8 +104,8 @@ def test_fusion_and_swap_match_explicit_loop_in_either_memory_layout(layout):
     motion = _motion(seed=4)
     state = _state(step=3)
     values = _probs(state, seed=5)  # (G*B*F, heads, Q, K) contiguous
-    probs = values.clone() if layout == "query-major" else values.transpose(-1, -2).contiguous().transpose(-1, -2)
-    assert probs.transpose(-1, -2).is_contiguous() == (layout == "token-major")
+    probs = values.clone() if layout == "query-major" else as_token_major(values)
+    assert is_token_major(probs) == (layout == "token-major")
     out = _injector(motion)(probs, CROSS, state)
     assert out.data_ptr() == probs.data_ptr()  # edited in place, layout kept
     np.testing.assert_allclose(out.numpy(), _expected(values, state, motion), atol=1e-6)

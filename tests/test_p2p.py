@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attentionflow.attention.base import AttentionSite, AttentionState
+from attentionflow.attention.base import AttentionSite, AttentionState, as_token_major, is_token_major
 from attentionflow.attention.p2p import AttentionStore, LocalBlend, P2PEdit
 from attentionflow.config import P2PConfig, config_from_dict
 from attentionflow.errors import ConfigError, PromptError
@@ -36,8 +36,8 @@ def _probs(state: AttentionState, queries: int, keys: int = 77, seed: int = 0,
     bt = state.groups * state.num_branches * state.num_frames
     probs = torch.randn(bt, HEADS, queries, keys, generator=g).softmax(-1)  # (Bt, heads, Q, K)
     if layout == "token-major":
-        probs = probs.transpose(-1, -2).contiguous().transpose(-1, -2)
-        assert probs.transpose(-1, -2).is_contiguous() and not probs.is_contiguous()
+        probs = as_token_major(probs)
+        assert is_token_major(probs)
     return probs
 
 

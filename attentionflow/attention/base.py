@@ -34,6 +34,11 @@ def is_token_major(probs: torch.Tensor) -> bool:
     token's map over the queries is one contiguous row (how the attention processor makes explicit probabilities,
     :meth:`attentionflow.attention.processors.FrameAttnProcessor._probs`). False for contiguous tensors."""
     return probs.transpose(-1, -2).is_contiguous() and not probs.is_contiguous()
+
+
+def as_token_major(probs: torch.Tensor) -> torch.Tensor:
+    """A copy of ``probs`` ``(..., Q, K)`` laid out token-major (:func:`is_token_major` holds when ``Q, K > 1``)."""
+    return probs.transpose(-1, -2).contiguous().transpose(-1, -2)
 FrameMode = Literal["per_frame", "cross_frame"]
 
 
