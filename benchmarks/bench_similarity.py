@@ -129,10 +129,10 @@ def ours(probs: torch.Tensor, basis: torch.Tensor, tokens: range) -> torch.Tenso
     """The injector's computation of ``ncc`` -> ``(F, len(tokens))``: the heads' sum over the token span, read
     token-major (the correlation is blind to scale, so the sum scores like the mean), and its Pearson correlation with
     the motion map through the map's basis, which the injector makes once per video and resolution (``basis``, from
-    :func:`attentionflow.mmi.similarity.motion_basis`, ``(F, 2, Q)``). ``probs`` ``(F, heads, Q, K)`` in either
+    :func:`attentionflow.mmi.similarity.motion_basis`, ``(F, 3, Q)``). ``probs`` ``(F, heads, Q, K)`` in either
     layout (fast when token-major, as this project's attention writes them)."""
     sums = span_sums(probs, tokens)  # (F, K', Q)
-    return correlation_score(sums.transpose(-1, -2), basis, "ncc")  # (F, Q, K') view -> (F, K')
+    return correlation_score(sums, basis, "ncc")  # (F, K')
 
 
 def ours_api(probs: torch.Tensor, motion_flat: torch.Tensor, tokens: range, method: str = "ncc") -> torch.Tensor:
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     words = range(1, 1 + args.words)  # the prompt's words follow the start token
     every = range(0, args.tokens)
 
-    unit = motion_basis(motion_flat)  # (F, 2, Q): once per video in the injector
+    unit = motion_basis(motion_flat)  # (F, 3, Q): once per video in the injector
     written = probs.clone()
 
     def fresh() -> None:

@@ -90,6 +90,24 @@ def test_degenerate_maps_are_finite(method):
         assert got[0, 0] == 1.0
 
 
+@pytest.mark.parametrize("method", ["ncc", "zncc"])
+@pytest.mark.parametrize("spread", [0.0, 1e-7, 1e-3, 1e-1], ids=["exact", "rounding", "small", "large"])
+def test_nearly_constant_maps_score_as_constant_only_below_the_rounding_bound(method, spread):
+    """A map whose deviations are what rounding leaves of a constant (below ``64 * eps`` of its mean) has rho 0; one
+    with real, if small, deviations keeps its correlation (checked in float64 with numpy)."""
+    gen = torch.Generator().manual_seed(5)
+    attn = (0.25 * (1.0 + spread * torch.randn(3, Q, generator=gen, dtype=torch.float64))).float()  # (3, Q)
+    motion = torch.rand(Q, generator=gen)
+    got = similarity(attn, motion, method)
+    if spread < 1e-6:
+        expected = np.full(3, 0.5 if method == "ncc" else 0.0)
+    else:
+        rho = np.array([np.corrcoef(a.double().numpy(), motion.double().numpy())[0, 1] for a in attn])
+        assert np.abs(rho).min() > 0.01  # the check below is not about degenerate zeros
+        expected = (rho + 1) / 2 if method == "ncc" else np.maximum(rho, 0.0)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-4)
+
+
 def test_zncc_is_pearson_clipped():
     attn, motion = _maps(2)
     got = similarity(attn, motion, "zncc")

@@ -72,7 +72,8 @@ class _CallMotion:
     maps: torch.Tensor
     """``(F, Q)`` the maps."""
     basis: torch.Tensor
-    """``(F, 2, Q)`` their :func:`~attentionflow.mmi.similarity.motion_basis` (ncc, zncc)."""
+    """``(B, F, 3, Q)`` their :func:`~attentionflow.mmi.similarity.motion_basis` (ncc, zncc), the same for every
+    branch, contiguous: the similarity's matrix product then needs no copy of it per call."""
     fuse: torch.Tensor
     """``(F, 1, Q, 1)`` view of ``maps`` that broadcasts over heads and tokens (fusion)."""
     swap: torch.Tensor
@@ -278,9 +279,9 @@ class MotionInjector(AttentionController):
     # ------------------------------------------------------------------ cached tensors
     def _call_motion(self, num_queries: int, state: AttentionState, probs: torch.Tensor) -> "_CallMotion":
         """This resolution's motion maps for the call's frames on ``probs``' device/dtype, in the forms the
-        arithmetic uses (cached per video, resolution and frame range)."""
+        arithmetic uses (cached per video, resolution, frame range and number of branches)."""
         frames = state.frames
-        key = (num_queries, probs.device, probs.dtype, frames.start, frames.stop)
+        key = (num_queries, probs.device, probs.dtype, frames.start, frames.stop, state.num_branches)
         cached = self._call_cache.get(key)
         if cached is not None:
             return cached
@@ -298,7 +299,8 @@ class MotionInjector(AttentionController):
             raise ValueError(f"motion maps have {whole.shape[0]} frames, the video has "
                              f"{state.video_frames}")
         maps = whole[frames]  # (F, Q): the call's frames (a chunk of the video, or all of it)
-        cached = _CallMotion(maps=maps, basis=motion_basis(maps),  # (F, 2, Q)
+        basis = motion_basis(maps)  # (F, 3, Q) in the similarity's dtype
+        cached = _CallMotion(maps=maps, basis=basis.expand(state.num_branches, *basis.shape).contiguous(),
                              fuse=maps[:, None, :, None],  # (F, 1, Q, 1): over heads and tokens
                              swap=(self.strength * maps)[:, None, :])  # (F, 1, Q): over heads
         self._call_cache[key] = cached
@@ -381,11 +383,11 @@ class MotionInjector(AttentionController):
         # one contiguous row), so the span is a contiguous block per head (any other layout gives the same values).
         lo, hi = self._span
         span = cond[..., lo:hi]  # (B, F, heads, Q, K') view, K' = hi - lo
-        sums = span.transpose(-1, -2).sum(dim=2)  # (B, F, K', Q) head sums, token-major
+        rows = span.transpose(-1, -2)  # (B, F, heads, K', Q) view: each map a contiguous row when token-major
+        sums = rows[:, :, 0] if rows.shape[2] == 1 else rows.sum(dim=2)  # (B, F, K', Q) head sums (one head: a view)
         if self.similarity in CORRELATION_METHODS:  # Pearson with the motion side prepared once per video
             work = sums if sums.dtype in (torch.float32, torch.float64) else sums.float()
-            sim_span = correlation_score(work.transpose(-1, -2), motion.basis,
-                                         self.similarity).to(probs.dtype)  # (B, F, Q, K') view -> (B, F, K')
+            sim_span = correlation_score(work, motion.basis, self.similarity).to(probs.dtype)  # (B, F, K')
         else:
             sim_span = _similarity(sums, motion.maps, self.similarity)  # (B, F, K')
         kept = sim_span.detach() if sim_span.requires_grad else sim_span  # fusion below keeps the graph

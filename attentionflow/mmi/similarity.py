@@ -78,14 +78,15 @@ def _constant_tolerance(q: int, dtype: torch.dtype) -> float:
 
 
 def motion_basis(motion: torch.Tensor) -> torch.Tensor:
-    """The two weight rows that give a map's Pearson statistics with ``motion`` ``(..., Q)`` -> ``(..., 2, Q)``.
+    """The three weight rows that give a map's Pearson statistics with ``motion`` ``(..., Q)`` -> ``(..., 3, Q)``.
 
     Row 0 is the centred unit motion map ``u = (m - mean(m)) / |m - mean(m)|`` (all zeros for a constant map, the
     same rule as the attention side of :func:`pearson_basis`, so that its correlation with anything is 0); row 1 is
-    the uniform ``1 / Q``. For a map ``a`` both statistics then come from one matrix product: ``<a, u>`` (``u`` sums
-    to 0, so ``a`` need not be centred) and ``mean(a)``; the Pearson correlation is ``<a, u> / |a - mean(a)|``. The
-    injector makes the basis once per video, resolution and frame range
-    (:class:`attentionflow.mmi.inject.MotionInjector`).
+    the uniform ``1 / Q``; row 2 is ``c / Q`` with ``c = 64 * eps * sqrt(Q)``, the constant-map bound. For a map
+    ``a`` the statistics then come from one matrix product: ``<a, u>`` (``u`` sums to 0, so ``a`` need not be
+    centred), ``mean(a)`` and ``c * mean(a)``; the Pearson correlation is ``<a, u> / |a - mean(a)|``, and ``a``
+    counts as constant when ``|a - mean(a)| <= |c * mean(a)|``. The injector makes the basis once per video,
+    resolution and frame range (:class:`attentionflow.mmi.inject.MotionInjector`).
     """
     m = motion.to(_compute_dtype(motion.dtype))
     q = m.shape[-1]
@@ -94,29 +95,45 @@ def motion_basis(motion: torch.Tensor) -> torch.Tensor:
     ss = mc.square().sum(dim=-1, keepdim=True)  # (..., 1)
     bad = ss <= _constant_tolerance(q, m.dtype) * mean.square()  # (..., 1); includes ss == 0
     unit = mc.mul_(torch.rsqrt(ss)).masked_fill_(bad, 0.0)  # (..., Q)
-    return torch.stack([unit, torch.full_like(unit, 1.0 / q)], dim=-2)  # (..., 2, Q)
+    bound = math.sqrt(_constant_tolerance(q, m.dtype)) / q
+    return torch.stack([unit, torch.full_like(unit, 1.0 / q), torch.full_like(unit, bound)], dim=-2)  # (..., 3, Q)
+
+
+_SCALARS: dict[tuple[float, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
+    """A 0-dim tensor holding ``value`` in ``like``'s dtype and device (made once per value, dtype and device: the
+    injector's per-call arithmetic then makes no tensor from a Python number)."""
+    key = (value, like.dtype, like.device)
+    out = _SCALARS.get(key)
+    if out is None:
+        out = _SCALARS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
+    return out
 
 
 def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0, scale: float = 1.0
                   ) -> torch.Tensor:
-    """Pearson correlation of query-major maps ``maps`` ``(..., Q, K)`` with the motion map of ``basis``
-    (:func:`motion_basis`, ``(..., 2, Q)``, broadcast over leading dims) -> ``shift + scale * rho`` ``(..., K)``,
-    clamped to ``shift +- scale`` (``rho`` in ``[-1, 1]``; ``shift=0.5, scale=0.5`` gives ``ncc`` directly).
+    """Pearson correlation of the maps ``maps`` ``(..., K, Q)`` (one map per row, any strides) with the motion map of
+    ``basis`` (:func:`motion_basis`, ``(..., 3, Q)``, broadcast over leading dims) -> ``shift + scale * rho``
+    ``(..., K)``, clamped to ``shift +- scale`` (``rho`` in ``[-1, 1]``; ``shift=0.5, scale=0.5`` gives ``ncc``
+    directly).
 
     ``rho`` is 0 where either map is constant: its sum of squared deviations at most ``(64 * eps)**2 * Q`` times
     its mean squared (what rounding leaves of a truly constant map), or zero. ``maps`` may carry any positive scale
-    (the correlation does not depend on it, so a sum over heads scores like their mean). One ``(..., Q, K)``
-    temporary: the centred maps, for the sum of squared deviations (accurate for nearly constant maps). Few
-    operations on purpose: the injector calls this at every cross-attention layer and step, where each operation's
-    fixed cost outweighs its arithmetic.
+    (the correlation does not depend on it, so a sum over heads scores like their mean).
+
+    Three passes over the maps and few operations on purpose: the injector calls this at every cross-attention layer
+    and step, where each operation's fixed cost outweighs its arithmetic. One matrix product gives ``<a, u>``,
+    ``mean(a)`` and the constant-map bound; one ``(..., K, Q)`` temporary holds the centred maps, whose norm is
+    ``|a - mean(a)|`` (accurate for nearly constant maps). A ``basis`` with the full leading shape of ``maps`` (the
+    injector expands it over the branches once) saves the product a copy of it per call.
     """
-    stats = torch.matmul(basis, maps)  # (..., 2, K): <a, u> and mean(a)
-    mean = stats[..., 1:, :]  # (..., 1, K)
-    ss = (maps - mean).square_().sum(dim=-2)  # (..., K) sum of squared deviations
-    mean = mean.squeeze(-2)  # (..., K)
-    bad = torch.addcmul(ss, mean, mean, value=-_constant_tolerance(maps.shape[-2], maps.dtype)) <= 0.0  # (..., K)
-    out = torch.addcmul(stats.new_tensor(shift), stats[..., 0, :], torch.rsqrt(ss), value=scale)  # (..., K)
-    return out.masked_fill_(bad, shift).clamp_(shift - scale, shift + scale)
+    stats = torch.matmul(maps, basis.mT)  # (..., K, Q) @ (..., Q, 3) -> (..., K, 3)
+    dev = torch.linalg.vector_norm(maps - stats[..., 1:2], dim=-1)  # (..., K) |a - mean(a)|
+    constant = dev <= stats[..., 2].abs()  # (..., K); includes dev == 0
+    out = torch.addcdiv(_scalar(shift, stats), stats[..., 0], dev, value=scale)  # shift + scale * rho, (..., K)
+    return out.masked_fill_(constant, shift).clamp_(shift - scale, shift + scale)
 
 
 #: The measures :func:`correlation_score` computes from a :func:`motion_basis` (the injector's fast path).
@@ -124,19 +141,20 @@ CORRELATION_METHODS: tuple[str, ...] = ("ncc", "zncc")
 
 
 def correlation_score(maps: torch.Tensor, basis: torch.Tensor, method: str) -> torch.Tensor:
-    """``ncc`` ``(rho + 1) / 2`` or ``zncc`` ``max(rho, 0)`` of query-major maps ``(..., Q, K)`` against the motion
-    map of ``basis`` (:func:`motion_basis`) -> ``(..., K)``; ``method`` one of :data:`CORRELATION_METHODS`."""
+    """``ncc`` ``(rho + 1) / 2`` or ``zncc`` ``max(rho, 0)`` of the maps ``(..., K, Q)`` (one map per row) against
+    the motion map of ``basis`` (:func:`motion_basis`, ``(..., 3, Q)``) -> ``(..., K)``; ``method`` one of
+    :data:`CORRELATION_METHODS`."""
     if method == "ncc":
         return pearson_basis(maps, basis, shift=0.5, scale=0.5)
     return pearson_basis(maps, basis).clamp_min_(0.0)
 
 
 def _ncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
-    return correlation_score(a.transpose(-1, -2), motion_basis(m.squeeze(-2)), "ncc")
+    return correlation_score(a, motion_basis(m.squeeze(-2)), "ncc")
 
 
 def _zncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
-    return correlation_score(a.transpose(-1, -2), motion_basis(m.squeeze(-2)), "zncc")
+    return correlation_score(a, motion_basis(m.squeeze(-2)), "zncc")
 
 
 def _cc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
