@@ -554,8 +554,8 @@ class AttentionFlowPipeline:
                      sizes: list[tuple[int, int]], num_frames: int, region_mask: torch.Tensor | None = None
                      ) -> tuple[AttentionController, dict[str, AttentionStore], MotionInjector | None, P2PEdit]:
         """The controller chain of one edit (P2P with its local blend, store, MMI, store, region blend), built from the
-        checked plan. The stores keep the maps of :func:`figure_frames` of the ``num_frames`` only. ``region_mask``:
-        ``(F, 1, h, w)`` of :func:`region_blend_mask` (None: edit everywhere)."""
+        checked plan. The stores keep the maps of :func:`figure_frames` of the ``num_frames`` and of the prompts' words
+        only. ``region_mask``: ``(F, 1, h, w)`` of :func:`region_blend_mask` (None: edit everywhere)."""
         p2p, mmi, prompts = plan.p2p, plan.mmi, plan.prompts
         blend = LocalBlend(self.tokenizer, prompts, plan.blend_words, threshold=p2p.blend_threshold) \
             if plan.blend_words else None
@@ -564,7 +564,9 @@ class AttentionFlowPipeline:
                            mode=p2p.mode, reweight=p2p.reweight, local_blend=blend)
         size = sizes[min(plan.attention_map_level, len(sizes) - 1)]
         shown = figure_frames(num_frames)
-        stores = {"without_mmi": AttentionStore(resolution=size, frames=shown, keep_step=False)}
+        words = sorted({k for positions in plan.content_positions for k in positions})
+        tokens = (words[0], words[-1] + 1) if words else None  # the prompts' words: all the figure shows
+        stores = {"without_mmi": AttentionStore(resolution=size, frames=shown, keep_step=False, tokens=tokens)}
         chain: list[AttentionController] = [p2p_ctrl, stores["without_mmi"]]
         injector = None
         if mmi.enabled:
@@ -576,7 +578,7 @@ class AttentionFlowPipeline:
                 step_range=(mmi.step_start, mmi.step_end),
                 auto_candidates=list(plan.candidates) if plan.candidates is not None else None,
                 auto_steps=mmi.auto_steps)
-            stores["with_mmi"] = AttentionStore(resolution=size, frames=shown, keep_step=False)
+            stores["with_mmi"] = AttentionStore(resolution=size, frames=shown, keep_step=False, tokens=tokens)
             chain += [injector, stores["with_mmi"]]
         if region_mask is not None:
             chain.append(RegionBlend(region_mask))  # after the word blend: the two masks multiply (intersection)

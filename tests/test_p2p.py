@@ -184,22 +184,30 @@ def test_three_branches_without_cfg(clip_tokenizer, layout):
         ctrl.wants_probs(CROSS, _state(branches=2))
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("tokens", [None, (1, 4)], ids=["all-tokens", "tokens-1-3"])
 @pytest.mark.parametrize("keep_step", [True, False], ids=["run-and-step", "run-only"])
-def test_attention_store_averages_conditional_maps(keep_step):
-    store = AttentionStore(resolution=(2, 2), keep_step=keep_step)
+def test_attention_store_averages_conditional_maps(keep_step, tokens, layout):
+    store = AttentionStore(resolution=(2, 2), keep_step=keep_step, tokens=tokens)
     state = _state(branches=2, frames=2, step=0)
-    p1 = _probs(state, queries=4, keys=5, seed=1)
-    p2 = _probs(state, queries=4, keys=5, seed=2)
+    p1 = _probs(state, queries=4, keys=5, seed=1, layout=layout)
+    p2 = _probs(state, queries=4, keys=5, seed=2, layout=layout)
     _halves(p1, state)[0] += 100.0  # the unconditional half must not leak into the maps
     assert store.wants_probs(CROSS, state) and not store.wants_probs(SELF, state)
     store(p1, CROSS, state)
-    store(_probs(state, queries=16, keys=5), CROSS, state)  # another resolution: ignored
+    store(_probs(state, queries=16, keys=5, layout=layout), CROSS, state)  # another resolution: ignored
     state.step = 1
     store(p2, CROSS, state)
+    kept = torch.zeros(5, dtype=torch.bool)
+    kept[slice(*tokens) if tokens else slice(None)] = True  # the stored tokens; the others read 0
+
+    def expect(maps: torch.Tensor) -> torch.Tensor:  # (B, F, Q, K) -> (B, F, h, w, K), 0 at tokens not kept
+        return (maps * kept).view(2, 2, 2, 2, 5)
+
     expected_total = (_halves(p1, state)[1].mean(dim=2) + _halves(p2, state)[1].mean(dim=2)) / 2  # (B, F, Q, K)
-    torch.testing.assert_close(store.maps((2, 2)), expected_total.view(2, 2, 2, 2, 5))
+    torch.testing.assert_close(store.maps((2, 2)), expect(expected_total))
     if keep_step:
-        torch.testing.assert_close(store.step_maps((2, 2)), _halves(p2, state)[1].mean(dim=2).view(2, 2, 2, 2, 5))
+        torch.testing.assert_close(store.step_maps((2, 2)), expect(_halves(p2, state)[1].mean(dim=2)))
     else:  # a figure's store: nothing reads its step maps, so it keeps none
         assert not store.has_maps((2, 2), step=True)
         with pytest.raises(KeyError):
@@ -213,6 +221,19 @@ def test_attention_store_averages_conditional_maps(keep_step):
 def test_attention_store_that_keeps_nothing_is_an_error():
     with pytest.raises(ValueError, match="neither"):
         AttentionStore(keep_total=False, keep_step=False)
+
+
+@pytest.mark.parametrize("tokens", [(3, 3), (4, 2), (-1, 2)], ids=["empty", "reversed", "negative"])
+def test_attention_store_rejects_an_invalid_token_span(tokens):
+    with pytest.raises(ValueError, match="stored tokens"):
+        AttentionStore(tokens=tokens)
+
+
+def test_attention_store_rejects_a_token_span_beyond_the_keys():
+    store = AttentionStore(resolution=(2, 2), tokens=(2, 9))
+    state = _state()
+    with pytest.raises(ValueError, match="outside the 5 keys"):
+        store(_probs(state, queries=4, keys=5), CROSS, state)
 
 
 def test_attention_store_never_keeps_large_self_attention():

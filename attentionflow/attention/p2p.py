@@ -65,13 +65,22 @@ class AttentionStore(AttentionController):
         frames: the video frames whose run maps are kept (e.g. the few an attention figure shows); None = all.
         keep_total: False keeps the current step's maps only (a :class:`LocalBlend`'s own store).
         keep_step: False keeps the run's maps only (an attention figure's store: nothing reads its step maps).
+        tokens: ``(lo, hi)``: keep the maps of the key tokens ``lo .. hi - 1`` only (e.g. the prompts' words, all an
+            attention figure shows); the maps read 0 at the other tokens. None keeps every token.
+
+    The maps are kept token-major, ``(B, F, K', Q)``: each token's map one contiguous row, as the attention processor
+    makes explicit probabilities (:func:`attentionflow.attention.base.is_token_major`), so that a call reads the
+    kept tokens' rows and adds them in memory order.
     """
 
     def __init__(self, resolution: tuple[int, int] | None = None, store_self: bool = False,
                  max_self_queries: int = 32 * 32, frames: Sequence[int] | None = None,
-                 keep_total: bool = True, keep_step: bool = True) -> None:
+                 keep_total: bool = True, keep_step: bool = True, tokens: tuple[int, int] | None = None) -> None:
         if not (keep_total or keep_step):
             raise ValueError("an AttentionStore that keeps neither the run's nor the step's maps stores nothing")
+        if tokens is not None and not 0 <= tokens[0] < tokens[1]:
+            raise ValueError(f"stored tokens {tokens!r} must be (lo, hi) with 0 <= lo < hi")
+        self.tokens = None if tokens is None else (int(tokens[0]), int(tokens[1]))
         self.resolution = resolution
         self.store_self = store_self
         self.max_self_queries = max_self_queries
@@ -81,9 +90,9 @@ class AttentionStore(AttentionController):
         self.reset()
 
     def reset(self) -> None:
-        self._total: dict[tuple[bool, int, int], torch.Tensor] = {}  # (B, S, Q, K) sums over calls
+        self._total: dict[tuple[bool, int, int], torch.Tensor] = {}  # (B, S, K', Q) sums over calls
         self._total_n: dict[tuple[bool, int, int], torch.Tensor] = {}  # (S,) calls per stored frame
-        self._step_sum: dict[tuple[bool, int, int], torch.Tensor] = {}  # (B, F, Q, K) the chunk's sums
+        self._step_sum: dict[tuple[bool, int, int], torch.Tensor] = {}  # (B, F, K', Q) the chunk's sums
         self._step_n: dict[tuple[bool, int, int], int] = {}
         self._step: tuple[int, int] | None = None
         self._step_closed = False
@@ -126,7 +135,11 @@ class AttentionStore(AttentionController):
         num_queries, num_keys = probs.shape[-2:]
         if not self._accepts(site.is_cross, num_queries):
             return probs
-        maps = state.cond_view(probs.detach()).float().mean(dim=2)  # (B, F, Q, K): mean over heads
+        lo, hi = self.tokens if self.tokens is not None else (0, num_keys)
+        if hi > num_keys:
+            raise ValueError(f"stored tokens {self.tokens} outside the {num_keys} keys at {site.name}")
+        rows = state.cond_view(probs.detach())[..., lo:hi].transpose(-1, -2)  # (B, F, heads, K', Q) view
+        maps = (rows[:, :, 0] if rows.shape[2] == 1 else rows.mean(dim=2)).float()  # (B, F, K', Q) mean over heads
         key = (site.is_cross, num_queries, num_keys)
         if self.keep_step:
             if self._step != (state.step, state.frame_start) or self._step_closed:
@@ -145,7 +158,7 @@ class AttentionStore(AttentionController):
         if len(self._stored) != stored:
             self._stored = list(self.frames) if self.frames is not None else list(range(state.video_frames))
         where = self._positions(state, maps.device)
-        shape = (maps.shape[0], stored, *maps.shape[2:])  # (B, S, Q, K)
+        shape = (maps.shape[0], stored, *maps.shape[2:])  # (B, S, K', Q)
         if key not in self._total or self._total[key].shape != shape:
             self._total[key] = maps.new_zeros(shape)
             self._total_n[key] = torch.zeros(stored, dtype=torch.long, device=maps.device)
@@ -169,8 +182,7 @@ class AttentionStore(AttentionController):
         """The video frames of :meth:`maps`, in order (after the first call)."""
         return list(self._stored)
 
-    @staticmethod
-    def _lookup(sums: dict[tuple[bool, int, int], torch.Tensor], counts: dict[tuple[bool, int, int], Any],
+    def _lookup(self, sums: dict[tuple[bool, int, int], torch.Tensor], counts: dict[tuple[bool, int, int], Any],
                 size: tuple[int, int], cross: bool, what: str) -> torch.Tensor:
         h, w = size
         keys = [k for k in sums if k[0] == cross and k[1] == h * w]
@@ -185,8 +197,11 @@ class AttentionStore(AttentionController):
             if bool((n == 0).any()):
                 raise ValueError(f"attention maps of size {size} were not recorded for every stored frame")
             n = n.to(sums[keys[0]].dtype)[None, :, None, None]  # (1, S, 1, 1)
-        mean = sums[keys[0]] / n  # (B, F, Q, K)
-        return mean.view(*mean.shape[:2], h, w, mean.shape[-1])  # (B, F, h, w, K)
+        kept = sums[keys[0]] / n  # (B, F, K', Q)
+        lo, hi = self.tokens if self.tokens is not None else (0, keys[0][2])
+        mean = kept.new_zeros(*kept.shape[:2], h, w, keys[0][2])  # (B, F, h, w, K)
+        mean[..., lo:hi] = kept.transpose(-1, -2).view(*kept.shape[:2], h, w, hi - lo)  # (B, F, Q, K') -> (B, F, h, w, K')
+        return mean
 
     def has_maps(self, size: tuple[int, int], *, cross: bool = True, step: bool = False) -> bool:
         """Whether maps of ``size`` were recorded (in the current step if ``step``)."""
