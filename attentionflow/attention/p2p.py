@@ -200,7 +200,7 @@ class AttentionStore(AttentionController):
         kept = sums[keys[0]] / n  # (B, F, K', Q)
         lo, hi = self.tokens if self.tokens is not None else (0, keys[0][2])
         mean = kept.new_zeros(*kept.shape[:2], h, w, keys[0][2])  # (B, F, h, w, K)
-        mean[..., lo:hi] = kept.transpose(-1, -2).view(*kept.shape[:2], h, w, hi - lo)  # (B, F, Q, K') -> (B, F, h, w, K')
+        mean[..., lo:hi] = kept.transpose(-1, -2).view(*kept.shape[:2], h, w, hi - lo)  # (B, F, Q, K') as (h, w)
         return mean
 
     def has_maps(self, size: tuple[int, int], *, cross: bool = True, step: bool = False) -> bool:
