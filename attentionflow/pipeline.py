@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .attention.base import AttentionController, AttentionState, ControllerChain
+from .attention.base import AttentionController, AttentionState, ControllerChain, index_span
 from .attention.p2p import AttentionStore, LocalBlend, P2PEdit, RegionBlend, region_blend_mask
 from .attention.processors import AttentionRuntime, attention_resolutions, attention_sites, install_attention
 from .attention.tokens import check_prompt_length, max_length, word_spans
@@ -564,8 +564,7 @@ class AttentionFlowPipeline:
                            mode=p2p.mode, reweight=p2p.reweight, local_blend=blend)
         size = sizes[min(plan.attention_map_level, len(sizes) - 1)]
         shown = figure_frames(num_frames)
-        words = sorted({k for positions in plan.content_positions for k in positions})
-        tokens = (words[0], words[-1] + 1) if words else None  # the prompts' words: all the figure shows
+        tokens = index_span(k for positions in plan.content_positions for k in positions)  # all the figure shows
         stores = {"without_mmi": AttentionStore(resolution=size, frames=shown, keep_step=False, tokens=tokens)}
         chain: list[AttentionController] = [p2p_ctrl, stores["without_mmi"]]
         injector = None

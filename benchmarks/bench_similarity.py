@@ -66,7 +66,7 @@ from diffusers.models.attention_processor import Attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: benchmarks._tokenizer
 
-from attentionflow.attention.base import as_token_major, is_token_major  # noqa: E402
+from attentionflow.attention.base import as_token_major, head_sum, is_token_major, token_rows  # noqa: E402
 from attentionflow.attention.processors import FrameAttnProcessor  # noqa: E402
 from attentionflow.mmi.similarity import SIMILARITY_METHODS, correlation_score, motion_basis, similarity  # noqa: E402
 
@@ -143,7 +143,7 @@ def ours_api(probs: torch.Tensor, motion_flat: torch.Tensor, tokens: range, meth
 
 def span_sums(probs: torch.Tensor, tokens: range) -> torch.Tensor:
     """The heads' sums of the span, read in ``probs``' memory order -> ``(F, K', Q)`` (alone: the reading floor)."""
-    return probs[..., tokens.start:tokens.stop].transpose(-1, -2).sum(dim=1)
+    return head_sum(token_rows(probs, (tokens.start, tokens.stop)), 1)  # (F, heads, K', Q) view -> (F, K', Q)
 
 
 def query_major_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:

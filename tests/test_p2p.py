@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attentionflow.attention.base import AttentionSite, AttentionState, as_token_major, is_token_major
+from attentionflow.attention.base import (AttentionSite, AttentionState, as_token_major, head_sum, index_span,
+                                         is_token_major, token_rows)
 from attentionflow.attention.p2p import AttentionStore, LocalBlend, P2PEdit
 from attentionflow.config import P2PConfig, config_from_dict
 from attentionflow.errors import ConfigError, PromptError
@@ -325,3 +326,19 @@ def test_p2p_in_a_unet_leaves_source_and_uncond_alone(tiny):
     torch.testing.assert_close(edited[0], plain[0], atol=1e-5, rtol=0)  # unconditional half
     torch.testing.assert_close(edited[1, 0], plain[1, 0], atol=1e-5, rtol=0)  # source branch
     assert (edited[1, 1] - plain[1, 1]).abs().max() > 1e-4  # the edit branch follows the source's attention
+
+
+@pytest.mark.parametrize("indices, span", [([4, 1, 2], (1, 5)), ([7], (7, 8)), ([], None)],
+                         ids=["several", "one", "none"])
+def test_index_span_is_the_smallest_range_holding_every_index(indices, span):
+    assert index_span(indices) == span
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_token_rows_and_head_sum_read_the_span_of_every_head(heads, layout):
+    probs = torch.rand(2, heads, 6, 5)  # (Bt, heads, Q, K)
+    if layout == "token-major":
+        probs = as_token_major(probs)
+    sums = head_sum(token_rows(probs, (1, 4)), 1)  # (Bt, K', Q)
+    torch.testing.assert_close(sums, probs.sum(dim=1)[..., 1:4].transpose(-1, -2))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import torch
 
@@ -39,6 +39,27 @@ def is_token_major(probs: torch.Tensor) -> bool:
 def as_token_major(probs: torch.Tensor) -> torch.Tensor:
     """A copy of ``probs`` ``(..., Q, K)`` laid out token-major (:func:`is_token_major` holds when ``Q, K > 1``)."""
     return probs.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+def index_span(indices: Iterable[int]) -> tuple[int, int] | None:
+    """``(lo, hi)``: the smallest range ``lo .. hi - 1`` holding every index (e.g. a prompt's word tokens); None for
+    no index."""
+    found = sorted({int(i) for i in indices})
+    return (found[0], found[-1] + 1) if found else None
+
+
+def token_rows(probs: torch.Tensor, tokens: tuple[int, int]) -> torch.Tensor:
+    """The maps of the key tokens ``lo .. hi - 1`` of ``probs`` ``(..., Q, K)`` as rows: a ``(..., K', Q)`` view,
+    each token's map one contiguous row when ``probs`` is token-major (:func:`is_token_major`)."""
+    lo, hi = tokens
+    return probs[..., lo:hi].transpose(-1, -2)
+
+
+def head_sum(rows: torch.Tensor, dim: int) -> torch.Tensor:
+    """The sum of ``rows`` over the heads axis ``dim``; with one head, a view of it (no copy: do not write to it)."""
+    return rows.select(dim, 0) if rows.shape[dim] == 1 else rows.sum(dim=dim)
+
+
 FrameMode = Literal["per_frame", "cross_frame"]
 
 

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptError
-from .base import AttentionController, AttentionSite, AttentionState, is_token_major
+from .base import (AttentionController, AttentionSite, AttentionState, head_sum, is_token_major,
+                   token_rows)
 from .windows import StepWindow, parse_window
 from .tokens import (
     check_prompt_length,
@@ -138,8 +139,10 @@ class AttentionStore(AttentionController):
         lo, hi = self.tokens if self.tokens is not None else (0, num_keys)
         if hi > num_keys:
             raise ValueError(f"stored tokens {self.tokens} outside the {num_keys} keys at {site.name}")
-        rows = state.cond_view(probs.detach())[..., lo:hi].transpose(-1, -2)  # (B, F, heads, K', Q) view
-        maps = (rows[:, :, 0] if rows.shape[2] == 1 else rows.mean(dim=2)).float()  # (B, F, K', Q) mean over heads
+        rows = token_rows(state.cond_view(probs.detach()), (lo, hi))  # (B, F, heads, K', Q) view
+        maps = head_sum(rows, 2).float()  # (B, F, K', Q)
+        if rows.shape[2] > 1:
+            maps = maps / rows.shape[2]  # mean over heads
         key = (site.is_cross, num_queries, num_keys)
         if self.keep_step:
             if self._step != (state.step, state.frame_start) or self._step_closed:

@@ -44,7 +44,8 @@ from typing import Collection, Literal, Mapping, Sequence
 
 import torch
 
-from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState
+from attentionflow.attention.base import (AttentionController, AttentionSite, AttentionState, head_sum, index_span,
+                                         token_rows)
 from attentionflow.attention.windows import step_window
 from attentionflow.mmi.similarity import CORRELATION_METHODS, SIMILARITY_METHODS, correlation_score, motion_basis
 from attentionflow.mmi.similarity import similarity as _similarity
@@ -183,10 +184,10 @@ class MotionInjector(AttentionController):
         self.fusion = bool(fusion)
         self._given_tokens = None if motion_tokens is None else [list(i) for i in motion_tokens]
         # the token span that is scored: every content, motion and candidate token of any branch
-        needed = {int(k) for k in content_tokens.nonzero()[:, 1].tolist()}
-        needed |= {int(k) for idx in (motion_tokens or []) for k in idx}
-        needed |= {int(k) for c in (auto_candidates or []) for idx in c.values() for k in idx}
-        self._span = (min(needed), max(needed) + 1) if needed else (0, 0)
+        needed = content_tokens.nonzero()[:, 1].tolist()
+        needed += [k for idx in (motion_tokens or []) for k in idx]
+        needed += [k for c in (auto_candidates or []) for idx in c.values() for k in idx]
+        self._span = index_span(needed) or (0, 0)
 
         # caches: fixed per video (kept across reset())
         self._map_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
@@ -383,8 +384,7 @@ class MotionInjector(AttentionController):
         # one contiguous row), so the span is a contiguous block per head (any other layout gives the same values).
         lo, hi = self._span
         span = cond[..., lo:hi]  # (B, F, heads, Q, K') view, K' = hi - lo
-        rows = span.transpose(-1, -2)  # (B, F, heads, K', Q) view: each map a contiguous row when token-major
-        sums = rows[:, :, 0] if rows.shape[2] == 1 else rows.sum(dim=2)  # (B, F, K', Q) head sums (one head: a view)
+        sums = head_sum(token_rows(cond, (lo, hi)), 2)  # (B, F, K', Q) head sums (one head: a view)
         if self.similarity in CORRELATION_METHODS:  # Pearson with the motion side prepared once per video
             work = sums if sums.dtype in (torch.float32, torch.float64) else sums.float()
             sim_span = correlation_score(work, motion.basis, self.similarity).to(probs.dtype)  # (B, F, K')
