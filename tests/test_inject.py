@@ -196,6 +196,41 @@ def test_multi_token_and_several_motion_words():
     np.testing.assert_allclose(out.numpy(), _expected(probs, state, motion, motion_tokens=tokens), atol=1e-6)
 
 
+CONTENT3 = torch.tensor([[False, True, True, True, True, True, True, False]] * 3)
+
+
+@pytest.mark.parametrize("tokens, branches, rectangles", [
+    ([[4], [4], [4]], "all", 1),  # the motion word at one position in every prompt: one slice assignment
+    ([[4, 5], [4, 5], [4, 5]], "all", 1),  # a two-token word
+    ([[4], [5], [4]], "all", 3),  # equal tokens in branches 0 and 2 only: not consecutive, no merge
+    ([[4], [4], [5]], "all", 2),
+    ([[2, 4], [2, 4], [6]], "all", 3),  # two words apart: a rectangle per run of consecutive tokens
+    ([[4, 4, 3], [3, 4], []], "all", 1),  # repeats and order do not matter; a branch without the word
+    ([[4], [5], [5]], "edits", 1),  # the source is not selected
+    ([[4], [5], [6]], "source", 1),
+], ids=["same", "two-token", "apart", "last-differs", "runs", "repeats-empty", "edits", "source"])
+def test_swap_writes_exactly_the_motion_tokens(tokens, branches, rectangles):
+    """The swap replaces, in every head and frame, the maps of the selected branches' motion tokens by strength x M
+    and leaves everything else as the fusion left it, however the tokens sit in the prompts."""
+    motion = _motion(seed=2)
+    state = _state(step=2, branches=3)
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(state.groups * 3 * F, HEADS, Q, K, generator=g).softmax(dim=-1)
+    kw = dict(motion_tokens=tokens, content_tokens=CONTENT3, branches=branches)
+    inj = _injector(motion, **kw)
+    out = inj(probs.clone(), CROSS, state).view(2, 3, F, HEADS, Q, K)
+    fused = _injector(motion, swap=False, **kw)(probs.clone(), CROSS, state).view(2, 3, F, HEADS, Q, K)
+    selected = {"all": (0, 1, 2), "edits": (1, 2), "source": (0,)}[branches]
+    swapped = {(b, k) for b in selected for k in tokens[b]}
+    m = (LAM * motion.reshape(F, 1, Q)).expand(F, HEADS, Q)
+    for b in range(3):
+        for k in range(K):
+            want = m if (b, k) in swapped else fused[1, b, ..., k]
+            torch.testing.assert_close(out[1, b, ..., k], want, rtol=0, atol=0, msg=f"branch {b} token {k}")
+    torch.testing.assert_close(out[0], fused[0], rtol=0, atol=0)  # the unconditional half untouched
+    assert len(inj._swaps(3)) == rectangles
+
+
 def test_empty_motion_tokens_for_a_branch():
     motion = _motion()
     state = _state(step=1)

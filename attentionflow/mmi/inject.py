@@ -76,9 +76,9 @@ class _CallMotion:
     """``(B, F, 3, Q)`` their :func:`~attentionflow.mmi.similarity.motion_basis` (ncc, zncc), the same for every
     branch, contiguous: the similarity's matrix product then needs no copy of it per call."""
     fuse: torch.Tensor
-    """``(F, 1, Q, 1)`` view of ``maps`` that broadcasts over heads and tokens (fusion)."""
+    """``(F, 1, 1, Q)`` view of ``maps`` that broadcasts over heads and tokens of the span's rows (fusion)."""
     swap: torch.Tensor
-    """``(F, 1, Q)`` ``strength * maps``, broadcast over heads (swap)."""
+    """``(F, 1, 1, Q)`` ``strength * maps``, broadcast over branches, heads and tokens of the span's rows (swap)."""
 
 
 class MotionInjector(AttentionController):
@@ -193,7 +193,7 @@ class MotionInjector(AttentionController):
         self._map_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
         self._call_cache: dict[tuple, _CallMotion] = {}
         self._fuse_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
-        self._swap_index: dict[torch.device, tuple[torch.Tensor, torch.Tensor] | None] = {}
+        self._swap_rects: list[tuple[slice, slice]] | None = None  # set by _swaps(), cleared with the motion word
         self.reset()
 
     @staticmethod
@@ -219,7 +219,7 @@ class MotionInjector(AttentionController):
         self._sim_calls: list[torch.Tensor] = []  # (B, F, K') similarity per call since the last fold
         self._sim_total: torch.Tensor | None = None  # (B, K') float32 sums over frames of the folded calls
         self._sim_count = 0  # frames in all calls
-        self._swap_index.clear()
+        self._swap_rects = None
 
     def _full(self, span_values: torch.Tensor) -> torch.Tensor:
         """``(..., K')`` values of the scored token span -> ``(..., K)``, 0 outside the span."""
@@ -302,8 +302,8 @@ class MotionInjector(AttentionController):
         maps = whole[frames]  # (F, Q): the call's frames (a chunk of the video, or all of it)
         basis = motion_basis(maps)  # (F, 3, Q) in the similarity's dtype
         cached = _CallMotion(maps=maps, basis=basis.expand(state.num_branches, *basis.shape).contiguous(),
-                             fuse=maps[:, None, :, None],  # (F, 1, Q, 1): over heads and tokens
-                             swap=(self.strength * maps)[:, None, :])  # (F, 1, Q): over heads
+                             fuse=maps[:, None, None, :],  # (F, 1, 1, Q): over heads and tokens
+                             swap=(self.strength * maps)[:, None, None, :])  # (F, 1, 1, Q)
         self._call_cache[key] = cached
         return cached
 
@@ -320,17 +320,38 @@ class MotionInjector(AttentionController):
             self._fuse_cache[key] = cached
         return cached
 
-    def _swaps(self, device: torch.device, num_branches: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(branch_idx, token_idx)`` long tensors of the maps the swap replaces, on ``device`` (cached until the
-        motion word changes), or None when nothing is swapped."""
-        if device not in self._swap_index:
-            pairs: list[tuple[int, int]] = []
+    def _swaps(self, num_branches: int) -> list[tuple[slice, slice]]:
+        """The maps the swap replaces, as ``(branches, tokens)`` slice pairs: rectangles of branches and tokens
+        (token indices relative to the scored span) that together cover every selected branch's motion tokens
+        exactly once. Consecutive branches with the same tokens share a rectangle, so the usual case (the motion
+        word at the same position in every prompt) is one plain slice assignment. Cached until the motion word
+        changes; empty when nothing is swapped."""
+        if self._swap_rects is None:
+            lo = self._span[0]
+            per_branch: list[tuple[int, tuple[tuple[int, int], ...]]] = []
             if self.motion_tokens is not None:
                 sel = self._branch_mask(num_branches)
-                pairs = [(b, int(k)) for b, idx in enumerate(self.motion_tokens) if sel[b] for k in sorted(set(idx))]
-            index = torch.tensor(pairs, dtype=torch.long, device=device).T if pairs else None  # (2, n)
-            self._swap_index[device] = None if index is None else (index[0], index[1])
-        return self._swap_index[device]
+                for b, idx in enumerate(self.motion_tokens):
+                    tokens = sorted({int(k) - lo for k in idx})
+                    if not sel[b] or not tokens:
+                        continue
+                    runs: list[tuple[int, int]] = []
+                    for k in tokens:  # maximal runs of consecutive tokens
+                        if runs and runs[-1][1] == k:
+                            runs[-1] = (runs[-1][0], k + 1)
+                        else:
+                            runs.append((k, k + 1))
+                    per_branch.append((b, tuple(runs)))
+            rects: list[tuple[slice, slice]] = []
+            start = 0
+            for i, (b, branch_runs) in enumerate(per_branch):  # merge consecutive branches with equal runs
+                last = i + 1 == len(per_branch)
+                if last or per_branch[i + 1][0] != b + 1 or per_branch[i + 1][1] != branch_runs:
+                    first = per_branch[start][0]
+                    rects += [(slice(first, b + 1), slice(k0, k1)) for k0, k1 in branch_runs]
+                    start = i + 1
+            self._swap_rects = rects
+        return self._swap_rects
 
     # ------------------------------------------------------------------ auto mode
     def _decide(self) -> None:
@@ -351,7 +372,7 @@ class MotionInjector(AttentionController):
             return
         self.chosen_word = self.ranking[0][0]
         self.motion_tokens = [list(c.get(self.chosen_word, [])) for c in self.auto_candidates]
-        self._swap_index.clear()
+        self._swap_rects = None
         logger.info("MMI auto mode chose %r (ranking %s)", self.chosen_word, self.ranking)
 
     # ------------------------------------------------------------------ the edit
@@ -383,11 +404,13 @@ class MotionInjector(AttentionController):
         # The heads are summed token-major: the processor writes the probabilities token-major (each token's map
         # one contiguous row), so the span is a contiguous block per head (any other layout gives the same values).
         lo, hi = self._span
-        span = cond[..., lo:hi]  # (B, F, heads, Q, K') view, K' = hi - lo
-        sums = head_sum(token_rows(cond, (lo, hi)), 2)  # (B, F, K', Q) head sums (one head: a view)
+        rows = token_rows(cond, (lo, hi))  # (B, F, heads, K', Q) view of the span, K' = hi - lo
+        sums = head_sum(rows, 2)  # (B, F, K', Q) head sums (one head: a view)
         if self.similarity in CORRELATION_METHODS:  # Pearson with the motion side prepared once per video
             work = sums if sums.dtype in (torch.float32, torch.float64) else sums.float()
-            sim_span = correlation_score(work, motion.basis, self.similarity).to(probs.dtype)  # (B, F, K')
+            sim_span = correlation_score(work, motion.basis, self.similarity, nonnegative=True)  # (B, F, K')
+            if sim_span.dtype != probs.dtype:
+                sim_span = sim_span.to(probs.dtype)
         else:
             sim_span = _similarity(sums, motion.maps, self.similarity)  # (B, F, K')
         kept = sim_span.detach() if sim_span.requires_grad else sim_span  # fusion below keeps the graph
@@ -404,10 +427,9 @@ class MotionInjector(AttentionController):
 
         if self.fusion and in_range and state.step >= 1:
             weight = sim_span * self._fuse_weights(probs, num_branches, state.step)  # (B, F, K')
-            span.addcmul_(motion.fuse, weight.view(num_branches, -1, 1, 1, hi - lo))  # += M[f, q] * weight, every head
+            rows.addcmul_(motion.fuse, weight.view(num_branches, -1, 1, hi - lo, 1))  # += weight[b, f, k] * M[f, q], every head
 
         if self.swap and in_range and not observing:
-            index = self._swaps(probs.device, num_branches)
-            if index is not None:
-                cond.permute(0, 4, 1, 2, 3)[index] = motion.swap  # (n, F, heads, Q) <- strength * M: every head
+            for branches, tokens in self._swaps(num_branches):
+                rows[branches, :, :, tokens] = motion.swap  # (b', F, heads, k', Q) <- strength * M: every head
         return probs

@@ -112,8 +112,8 @@ def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0, scale: float = 1.0
-                  ) -> torch.Tensor:
+def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0, scale: float = 1.0,
+                  nonnegative: bool = False) -> torch.Tensor:
     """Pearson correlation of the maps ``maps`` ``(..., K, Q)`` (one map per row, any strides) with the motion map of
     ``basis`` (:func:`motion_basis`, ``(..., 3, Q)``, broadcast over leading dims) -> ``shift + scale * rho``
     ``(..., K)``, clamped to ``shift +- scale`` (``rho`` in ``[-1, 1]``; ``shift=0.5, scale=0.5`` gives ``ncc``
@@ -121,7 +121,9 @@ def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0
 
     ``rho`` is 0 where either map is constant: its sum of squared deviations at most ``(64 * eps)**2 * Q`` times
     its mean squared (what rounding leaves of a truly constant map), or zero. ``maps`` may carry any positive scale
-    (the correlation does not depend on it, so a sum over heads scores like their mean).
+    (the correlation does not depend on it, so a sum over heads scores like their mean). ``nonnegative=True``
+    promises maps without negative values (attention probabilities and their sums), whose mean needs no ``abs``
+    in the constant-map test (one operation less; the result is the same for such maps).
 
     Three passes over the maps and few operations on purpose: the injector calls this at every cross-attention layer
     and step, where each operation's fixed cost outweighs its arithmetic. One matrix product gives ``<a, u>``,
@@ -131,7 +133,8 @@ def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0
     """
     stats = torch.matmul(maps, basis.mT)  # (..., K, Q) @ (..., Q, 3) -> (..., K, 3)
     dev = torch.linalg.vector_norm(maps - stats[..., 1:2], dim=-1)  # (..., K) |a - mean(a)|
-    constant = dev <= stats[..., 2].abs()  # (..., K); includes dev == 0
+    bound = stats[..., 2]  # (..., K) c * mean(a), >= 0 for non-negative maps
+    constant = dev <= (bound if nonnegative else bound.abs())  # (..., K); includes dev == 0
     out = torch.addcdiv(_scalar(shift, stats), stats[..., 0], dev, value=scale)  # shift + scale * rho, (..., K)
     return out.masked_fill_(constant, shift).clamp_(shift - scale, shift + scale)
 
@@ -140,13 +143,14 @@ def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0
 CORRELATION_METHODS: tuple[str, ...] = ("ncc", "zncc")
 
 
-def correlation_score(maps: torch.Tensor, basis: torch.Tensor, method: str) -> torch.Tensor:
+def correlation_score(maps: torch.Tensor, basis: torch.Tensor, method: str, *, nonnegative: bool = False
+                      ) -> torch.Tensor:
     """``ncc`` ``(rho + 1) / 2`` or ``zncc`` ``max(rho, 0)`` of the maps ``(..., K, Q)`` (one map per row) against
     the motion map of ``basis`` (:func:`motion_basis`, ``(..., 3, Q)``) -> ``(..., K)``; ``method`` one of
-    :data:`CORRELATION_METHODS`."""
+    :data:`CORRELATION_METHODS`; ``nonnegative`` as in :func:`pearson_basis`."""
     if method == "ncc":
-        return pearson_basis(maps, basis, shift=0.5, scale=0.5)
-    return pearson_basis(maps, basis).clamp_min_(0.0)
+        return pearson_basis(maps, basis, shift=0.5, scale=0.5, nonnegative=nonnegative)
+    return pearson_basis(maps, basis, nonnegative=nonnegative).clamp_min_(0.0)
 
 
 def _ncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
