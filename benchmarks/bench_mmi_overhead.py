@@ -1,29 +1,47 @@
-"""MMI overhead: the same edit with and without Motion Map Injection, in one run.
+"""MMI overhead: the same edit with and without Motion Map Injection, in one run, with an A/A control.
 
     python benchmarks/bench_mmi_overhead.py [--model tiny|sd14|embedded] [--size 256] [--frames 4] [--steps 4]
+                                            [--repeat 12] [--threads 2]
 
 ``tiny``: the random-weight tiny components used by the tests (64x64 frames by default).
 ``sd14``: a UNet and VAE with the Stable Diffusion v1.4 architecture (random weights; UNet 860M
 parameters, 768-wide cross-attention) and a 768-wide one-layer CLIP text encoder, at ``--size``.
 ``embedded``: the demo edit itself (the shipped toy model, the demo clip and prompts, 25 steps, the default
 inversion; ``--frames``/``--size``/``--steps`` ignored unless given).
-Both runs share everything (inversion included). By default (``--interleave steps``) the two edits run on two
-copies of the pipeline in two threads that **take turns one denoising step at a time**, so that both see the same
-machine conditions (this project's shared CPU changes speed by +-10% within seconds); the figure is the ratio (with
-MMI / without) of the denoising steps 2-N, each step's time the median over ``--repeat`` pairs (the order alternates
-between pairs), with the pairs' own ratios and the time inside the injector. ``--interleave edits`` runs whole edits
-back to back in pairs instead and reports the median of the pairs' ratios over the editing stage and the whole call.
 
-On a GPU: ``--device cuda --dtype fp16 --model sd14 --size 512`` (the reference's setting).
+One pipeline, one inversion shared by every edit. Each of ``--repeat`` rounds runs three edits back to back: without
+MMI, with MMI, and **without MMI again** (the A/A control: the identical edit, whose ratio to the first must read 1),
+in an order that cycles through all six permutations over the rounds. Every edit's denoising steps 2-N are timed one
+by one (step 1 also holds the edit's set-up), and so is every cross-attention layer call of those steps. Figures:
+
+* **direct**: each step's fastest time over the rounds, summed over the steps, with MMI / without (and the A/A
+  control, without again / without). On a shared machine interference only ever slows a step down, so the fastest of
+  several rounds estimates its undisturbed time (the ``timeit`` rule); the same with each step's median follows.
+* **accounted**: MMI acts only inside the cross-attention layers (the injector and the figure's second store run in
+  the attention processor, which also makes explicit probabilities where MMI alone needs them; nothing else of a
+  denoising step changes), so its cost is the cross-attention calls' time with MMI minus without, each call (step,
+  layer) at its fastest over the rounds, summed; the ratio is ``(without + that) / without``. Both sides of each
+  difference are the same call of the same step, which leaves far less room for the machine's noise than whole steps.
+* the time inside :class:`~attentionflow.mmi.inject.MotionInjector` itself and its share of the steps.
+
+The rounds' own ratios (each round's summed steps) are printed with their quartiles too.
+
+On a GPU: ``--device cuda --dtype fp16 --model sd14 --size 512`` (the reference's setting); every timed step and
+layer call is then synchronised.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable, Iterator, Mapping, Sequence
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,54 +66,106 @@ def build(model: str):
     return Components(unet=unet, vae=vae, text_encoder=text, tokenizer=tok, scheduler=sd_scheduler())
 
 
-def interleaved_steps(runs: list[tuple[Any, Any, Any]]) -> list[list[float]]:
-    """Run two edits ``(pipeline, frames, plan)`` in two threads that take turns one denoising step at a time, and
-    return each edit's seconds in each of its denoising steps 2..N (from resuming after its previous step's callback
-    to its next callback; step 1 also holds the edit's set-up and is left out).
+@dataclass
+class EditTimes:
+    """What one timed edit spent."""
 
-    Taking turns every step (about half a second here) puts both edits under nearly the same machine conditions; this
-    project's shared CPU changes speed by +-10% within seconds, which whole edits back to back turn into noise of that
-    size. The pipelines must not share modules (each installs its own attention processors)."""
-    import threading
+    steps: list[float]
+    """Seconds of each denoising step 2..N, in order."""
+    cross: dict[tuple[int, int, str], float] = field(default_factory=dict)
+    """Seconds of each cross-attention layer call of those steps, keyed by (step index, first frame, layer)."""
+    injector: float = 0.0
+    """Seconds inside :class:`~attentionflow.mmi.inject.MotionInjector` (steps 2..N)."""
 
+
+def fastest_sum(runs: Sequence[Sequence[float]]) -> float:
+    """``runs[r][j]``: round ``r``'s time of step ``j`` -> the sum over the steps of each step's fastest round."""
+    return float(np.min(np.asarray(runs, dtype=float), axis=0).sum())
+
+
+def median_sum(runs: Sequence[Sequence[float]]) -> float:
+    """Like :func:`fastest_sum` with each step's median over the rounds."""
+    return float(np.median(np.asarray(runs, dtype=float), axis=0).sum())
+
+
+def accounted_extra(variant: Sequence[Mapping[Hashable, float]], base: Sequence[Mapping[Hashable, float]]) -> float:
+    """Seconds the ``variant`` edits spend more than the ``base`` edits in the calls they share: per call key, the
+    fastest time over the variant's rounds minus the fastest over the base's rounds, summed over the keys.
+
+    Both must time the same calls (the same keys in every round); a key missing anywhere raises ``ValueError``."""
+    keys = set(variant[0])
+    if any(set(times) != keys for times in (*variant, *base)):
+        raise ValueError("the edits timed different cross-attention calls; they cannot be compared call by call")
+    return sum(min(t[k] for t in variant) - min(t[k] for t in base) for k in keys)
+
+
+@contextmanager
+def timed_edits(device: Any) -> Iterator[dict[str, Any]]:
+    """Benchmark-only instrumentation for the ``with`` block: the returned dict's ``"edit"`` (an
+    :class:`EditTimes`, replaced per edit by the caller) collects the seconds of every cross-attention processor call
+    (keyed by step, first frame and layer) and of every :class:`MotionInjector` call from the second denoising step
+    on. The classes' ``__call__`` are restored on exit."""
     import torch
 
-    turn = [threading.Semaphore(1), threading.Semaphore(0)]
-    spent: list[list[float]] = [[], []]
-    resumed = [0.0, 0.0]
-    errors: list[BaseException] = []
+    from attentionflow.attention.processors import FrameAttnProcessor
+    from attentionflow.mmi.inject import MotionInjector
 
-    def worker(r: int) -> None:
-        pipe, frames, plan = runs[r]
+    sync = (lambda: torch.cuda.synchronize(device)) if torch.device(device).type == "cuda" else (lambda: None)
+    log: dict[str, Any] = {"edit": None}
+    processor_call, injector_call = FrameAttnProcessor.__call__, MotionInjector.__call__
 
-        def callback(stage: str, step: int, total: int, latents: Any) -> None:
-            if stage != "editing":
-                return
+    def processor(self: FrameAttnProcessor, attn: Any, hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
+        state = self.runtime.state
+        if not self.site.is_cross or state.step < 1 or log["edit"] is None:
+            return processor_call(self, attn, hidden_states, *args, **kwargs)
+        sync()
+        start = time.perf_counter()
+        out = processor_call(self, attn, hidden_states, *args, **kwargs)
+        sync()
+        key = (state.step, state.frame_start, self.site.name)
+        log["edit"].cross[key] = log["edit"].cross.get(key, 0.0) + time.perf_counter() - start
+        return out
+
+    def injector(self: MotionInjector, probs: Any, site: Any, state: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return injector_call(self, probs, site, state)
+        finally:
+            if state.step >= 1 and log["edit"] is not None:
+                log["edit"].injector += time.perf_counter() - start
+
+    FrameAttnProcessor.__call__, MotionInjector.__call__ = processor, injector
+    try:
+        yield log
+    finally:
+        FrameAttnProcessor.__call__, MotionInjector.__call__ = processor_call, injector_call
+
+
+def run_edit(pipe: Any, frames: Any, plan: Any, inversion: Any, log: dict[str, Any]) -> EditTimes:
+    """One edit, timed step by step (steps 2..N: from one step's end to the next's) and call by call."""
+    import torch
+
+    times = EditTimes(steps=[])
+    marks: list[float] = []
+
+    def callback(stage: str, step: int, total: int, latents: Any) -> None:
+        if stage == "editing":
             if getattr(latents, "is_cuda", False):  # the step's kernels have finished
                 torch.cuda.synchronize(latents.device)
-            now = time.perf_counter()
-            if step > 1:
-                spent[r].append(now - resumed[r])
-            turn[1 - r].release()  # the other edit's turn
-            if step < total:
-                turn[r].acquire()
-                resumed[r] = time.perf_counter()
+            marks.append(time.perf_counter())
 
-        turn[r].acquire()
-        try:
-            pipe.edit(frames, plan, callback=callback)
-        except BaseException as exc:  # reported by the caller
-            errors.append(exc)
-            turn[1 - r].release()
+    log["edit"] = times
+    try:
+        pipe.edit(frames, plan, inversion=inversion, callback=callback)
+    finally:
+        log["edit"] = None
+    times.steps = [b - a for a, b in zip(marks, marks[1:])]
+    return times
 
-    threads = [threading.Thread(target=worker, args=(r,)) for r in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return spent
+
+def quartiles(ratios: Sequence[float]) -> str:
+    q1, median, q3 = (float(x) for x in np.quantile(ratios, [0.25, 0.5, 0.75]))
+    return f"median {median:.3f} (quartiles {q1:.3f}-{q3:.3f})"
 
 
 def main() -> None:
@@ -104,15 +174,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="frame size (default 64 tiny, 256 sd14)")
     ap.add_argument("--frames", type=int, default=None, help="frames (default 8)")
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default 10; embedded: the demo's 25)")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=6, help="rounds of three edits (default 6: each order once)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
-    ap.add_argument("--interleave", choices=["steps", "edits"], default="steps",
-                    help="steps: the two edits take turns one denoising step at a time (two pipelines, two threads); "
-                         "edits: whole edits back to back in pairs")
     args = ap.parse_args()
-    import numpy as np
+    if args.repeat < 2:
+        ap.error(f"--repeat {args.repeat}: use at least 2 rounds")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -121,14 +189,9 @@ def main() -> None:
     from tests.synthetic import MovingSquare, make_video
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-
-    def make_pipe() -> AttentionFlowPipeline:
-        made = (AttentionFlowPipeline.from_pretrained("embedded", device=args.device) if args.model == "embedded"
-                else AttentionFlowPipeline.from_components(build(args.model), device=args.device, dtype=dtype))
-        made.set_progress_bar_config(disable=True)
-        return made
-
-    pipe = make_pipe()
+    pipe = (AttentionFlowPipeline.from_pretrained("embedded", device=args.device) if args.model == "embedded"
+            else AttentionFlowPipeline.from_components(build(args.model), device=args.device, dtype=dtype))
+    pipe.set_progress_bar_config(disable=True)
     if args.model == "embedded":
         from attentionflow.demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS, demo_clip
 
@@ -136,86 +199,52 @@ def main() -> None:
         size = frames.shape[1]
         src, tgt = DEMO_SOURCE, list(DEMO_TARGETS)
         args.steps = args.steps or DEMO_STEPS
-        common = dict(settings=InversionSettings.default(num_inference_steps=args.steps))
+        settings = InversionSettings.default(num_inference_steps=args.steps)
     else:
         size = args.size or (64 if args.model == "tiny" else 256)
         args.frames, args.steps = args.frames or 8, args.steps or 10
         frames, _ = make_video(size=size, n_frames=args.frames,
                                squares=(MovingSquare(4, size // 3, size // 4, 3, 0),))
         src, tgt = "a car is moving on the road", ["a car is moving on the snow"]
-        common = dict(settings=InversionSettings.default(num_inference_steps=args.steps, inversion="ddim"))
-    # Time spent inside the injector itself (robust to machine load, unlike the wall-time ratio).
-    from attentionflow.mmi.inject import MotionInjector
-
-    inside = {"s": 0.0}
-    original_call = MotionInjector.__call__
-
-    def timed_call(self, probs, site, state):
-        start = time.perf_counter()
-        try:
-            return original_call(self, probs, site, state)
-        finally:
-            inside["s"] += time.perf_counter() - start
-
-    MotionInjector.__call__ = timed_call  # benchmark-only instrumentation
-    configs = {"off": MMIConfig(enabled=False), "on": MMIConfig(motion_words=["moving"])}
-    plans = {name: pipe.plan(src, tgt, mmi=configs[name], **common) for name in configs}
-
-    def quartiles(ratios: list[float]) -> str:
-        q1, median, q3 = (float(x) for x in np.quantile(ratios, [0.25, 0.5, 0.75]))
-        return (f"median of {len(ratios)} pairs' ratios {median:.3f} (quartiles {q1:.3f}-{q3:.3f}); pairs: "
-                f"{' '.join(f'{r:.3f}' for r in ratios)}")
+        settings = InversionSettings.default(num_inference_steps=args.steps, inversion="ddim")
+    plans = {"off": pipe.plan(src, tgt, mmi=MMIConfig(enabled=False), settings=settings),
+             "on": pipe.plan(src, tgt, mmi=MMIConfig(motion_words=["moving"]), settings=settings)}
+    plans["again"] = plans["off"]  # the A/A control: the identical edit without MMI
+    inversion = pipe.invert(frames, src, settings, plans["on"].attention, seed=plans["on"].seed)
 
     print(f"model {args.model}, {len(frames)} frames {size}x{size}, {args.steps} steps, {len(tgt)} edit(s), CFG 7.5, "
-          f"{common['settings'].inversion} inversion, device {args.device} {args.dtype}, {args.threads} threads, "
-          f"{args.repeat} pairs" + (" (the two edits take turns step by step)" if args.interleave == "steps" else ""))
-    if args.interleave == "steps":
-        twin = make_pipe()
-        steps: dict[str, list[list[float]]] = {"off": [], "on": []}  # per pair, seconds of steps 2..N
-        last_injector = 0.0
-        for pair in range(args.repeat):
-            order = ("off", "on") if pair % 2 == 0 else ("on", "off")
-            inside["s"] = 0.0
-            got = interleaved_steps([(pipe, frames, plans[order[0]]), (twin, frames, plans[order[1]])])
-            for name, times in zip(order, got):
-                steps[name].append(times)
-            last_injector = inside["s"]
-        per_step = {name: np.median(np.array(v), axis=0) for name, v in steps.items()}  # (N - 1,) per step index
-        pair_ratios = [sum(a) / sum(b) for a, b in zip(steps["on"], steps["off"])]
-        print(f"denoising steps 2-{args.steps}, with / without MMI, each step's median over the pairs, summed: "
-              f"{per_step['on'].sum():.2f} s / {per_step['off'].sum():.2f} s = "
-              f"{per_step['on'].sum() / per_step['off'].sum():.3f}")
-        step_ratio = per_step["on"] / per_step["off"]  # (N - 1,) steps 2..N
-        print("per step (each step's median with / without MMI), steps 2-N: "
-              + " ".join(f"{r:.2f}" for r in step_ratio))
-        print(quartiles(pair_ratios))
-        print(f"inside MotionInjector (last pair, all steps): {last_injector:.3f} s = "
-              f"{100 * last_injector / sum(steps['on'][-1]):.2f}% of that edit's steps 2-{args.steps}")
-        return
-    best: dict[str, dict[str, float]] = {"off": {}, "on": {}}
-    pair_ratios: list[float] = []
-    for pair in range(args.repeat):
-        runs = {}
-        for name in (("off", "on") if pair % 2 == 0 else ("on", "off")):
-            inside["s"] = 0.0
-            start = time.perf_counter()
-            out = pipe.edit(frames, plans[name])
-            total = time.perf_counter() - start
-            runs[name] = dict(out.timings, total=total, injector=inside["s"])
-            best[name] = {k: min(v, best[name].get(k, float("inf"))) for k, v in runs[name].items()}
-        pair_ratios.append(runs["on"]["editing"] / runs["off"]["editing"])
-    off, on = best["off"], best["on"]
-    if pipe.device.type != "cpu":
-        print("(on an accelerator the stage and injector times are host-side (kernels run asynchronously); "
-              "the whole-call ratio is synchronised: the edit returns frames on the host)")
-    print(f"editing stage, with / without MMI: {quartiles(pair_ratios)}")
-    print(f"editing stage, best of {args.repeat} each: without MMI {off['editing']:.2f} s, with MMI "
-          f"{on['editing']:.2f} s, ratio {on['editing'] / off['editing']:.3f}")
-    print(f"inside MotionInjector: {on['injector']:.3f} s = {100 * on['injector'] / on['editing']:.2f}% of the "
-          f"editing stage with MMI")
-    mm = on.get("motion_maps", 0.0)
-    print(f"whole call:    without MMI {off['total']:.2f} s, with MMI {on['total']:.2f} s (motion maps {mm:.2f} s), "
-          f"ratio {on['total'] / off['total']:.3f}")
+          f"{settings.inversion} inversion, device {args.device} {args.dtype}, {args.threads} threads, "
+          f"{args.repeat} rounds of three edits (without MMI, with, without again; the order cycles)")
+    names = ("off", "on", "again")
+    orders = list(itertools.permutations(names))
+    runs: dict[str, list[EditTimes]] = {name: [] for name in names}
+    with timed_edits(args.device) as log:
+        for r in range(args.repeat):
+            for name in orders[r % len(orders)]:
+                runs[name].append(run_edit(pipe, frames, plans[name], inversion, log))
+    steps = {name: [t.steps for t in v] for name, v in runs.items()}  # (rounds, N - 1) per edit
+    base, base_median = fastest_sum(steps["off"]), median_sum(steps["off"])
+    n = args.steps
+    print(f"direct, denoising steps 2-{n}, each step's fastest of the {args.repeat} rounds, summed: "
+          f"without MMI {base:.2f} s, with {fastest_sum(steps['on']):.2f} s: ratio "
+          f"{fastest_sum(steps['on']) / base:.3f}; A/A control (without again / without): "
+          f"{fastest_sum(steps['again']) / base:.3f}")
+    print(f"direct, each step's median of the rounds, summed: ratio {median_sum(steps['on']) / base_median:.3f}; "
+          f"A/A control {median_sum(steps['again']) / base_median:.3f}")
+    extra = accounted_extra([t.cross for t in runs["on"]], [t.cross for t in runs["off"]])
+    control = accounted_extra([t.cross for t in runs["again"]], [t.cross for t in runs["off"]])
+    calls = len(runs["on"][0].cross)
+    print(f"accounted, the {calls} cross-attention layer calls of steps 2-{n} (each call's fastest of the rounds), "
+          f"with MMI minus without: {1000 * extra:.0f} ms: ratio {(base + extra) / base:.3f}; A/A control "
+          f"{1000 * control:+.0f} ms: {(base + control) / base:.3f}")
+    rounds = [sum(a.steps) / sum(b.steps) for a, b in zip(runs["on"], runs["off"])]
+    rounds_aa = [sum(a.steps) / sum(b.steps) for a, b in zip(runs["again"], runs["off"])]
+    print(f"the rounds' own ratios (summed steps): with / without {quartiles(rounds)}; A/A {quartiles(rounds_aa)}")
+    inside = float(np.median([t.injector for t in runs["on"]]))
+    print(f"inside MotionInjector, steps 2-{n}: {1000 * inside:.0f} ms per edit (median of the rounds) = "
+          f"{100 * inside / base:.2f}% of the steps without MMI")
+    if torch.device(args.device).type != "cpu":
+        print("(on an accelerator the injector's time is host-side: its kernels run asynchronously)")
 
 
 if __name__ == "__main__":
