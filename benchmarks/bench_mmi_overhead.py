@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import time
 from contextlib import contextmanager
@@ -178,6 +179,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    ap.add_argument("--save", type=Path, default=None,
+                    help="also write every edit's step times (round, position in the round, start) to this JSON file")
     args = ap.parse_args()
     if args.repeat < 2:
         ap.error(f"--repeat {args.repeat}: use at least 2 rounds")
@@ -218,10 +221,17 @@ def main() -> None:
     names = ("off", "on", "again")
     orders = list(itertools.permutations(names))
     runs: dict[str, list[EditTimes]] = {name: [] for name in names}
+    record: list[dict[str, Any]] = []
+    began = time.perf_counter()
     with timed_edits(args.device) as log:
         for r in range(args.repeat):
-            for name in orders[r % len(orders)]:
+            for position, name in enumerate(orders[r % len(orders)]):
+                start = time.perf_counter() - began
                 runs[name].append(run_edit(pipe, frames, plans[name], inversion, log))
+                record.append(dict(edit=name, round=r, position=position, start_s=round(start, 3),
+                                   steps_s=runs[name][-1].steps, injector_s=runs[name][-1].injector))
+    if args.save is not None:
+        args.save.write_text(json.dumps(dict(args={k: str(v) for k, v in vars(args).items()}, edits=record), indent=1))
     steps = {name: [t.steps for t in v] for name, v in runs.items()}  # (rounds, N - 1) per edit
     base, base_median = fastest_sum(steps["off"]), median_sum(steps["off"])
     n = args.steps
