@@ -342,3 +342,33 @@ def test_token_rows_and_head_sum_read_the_span_of_every_head(heads, layout):
         probs = as_token_major(probs)
     sums = head_sum(token_rows(probs, (1, 4)), 1)  # (Bt, K', Q)
     torch.testing.assert_close(sums, probs.sum(dim=1)[..., 1:4].transpose(-1, -2))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("groups, skip_uncond", [(1, False), (2, False), (2, True)],
+                         ids=["no-guidance", "guidance", "guidance-without-source-uncond"])
+@pytest.mark.parametrize("tokens", [(0, 5), (1, 4), (3, 4), (2, 2)], ids=["all", "span", "one", "empty"])
+def test_cond_rows_is_the_conditional_halfs_token_rows(layout, groups, skip_uncond, tokens):
+    """One as_strided view gives what cond_view + token_rows give, on either layout and any batch, and writes
+    through to the probabilities."""
+    b, f, heads = 3, 2, 2
+    rows = (groups * b - int(skip_uncond)) * f
+    probs = torch.rand(rows, heads, 6, 5)  # (Bt, heads, Q, K)
+    if layout == "token-major":
+        probs = as_token_major(probs)
+    state = AttentionState(num_frames=f, num_branches=b, cfg=groups == 2)
+    got = state.cond_rows(probs, tokens)  # (B, F, heads, K', Q)
+    want = token_rows(probs[rows - b * f:].reshape(b, f, heads, 6, 5), tokens)
+    assert got.shape == (b, f, heads, tokens[1] - tokens[0], 6)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    if tokens[1] > tokens[0]:
+        got[1, 1, 0, 0, 2] = -1.0  # branch 1, frame 1, head 0, first token of the span, query 2
+        assert probs[rows - b * f + 1 * f + 1, 0, 2, tokens[0]] == -1.0
+
+
+@pytest.mark.parametrize("rows, tokens", [(5, (0, 2)), (6, (2, 6)), (6, (3, 2)), (6, (-1, 2))],
+                         ids=["too-few-rows", "beyond-the-keys", "reversed", "negative"])
+def test_cond_rows_rejects_impossible_requests(rows, tokens):
+    state = AttentionState(num_frames=2, num_branches=3)
+    with pytest.raises(ValueError, match="conditional half"):
+        state.cond_rows(torch.rand(rows, 1, 4, 5), tokens)

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PromptError
-from .base import (AttentionController, AttentionSite, AttentionState, head_sum, is_token_major,
-                   token_rows)
+from .base import AttentionController, AttentionSite, AttentionState, head_sum, is_token_major
 from .windows import StepWindow, parse_window
 from .tokens import (
     check_prompt_length,
@@ -139,8 +138,10 @@ class AttentionStore(AttentionController):
         lo, hi = self.tokens if self.tokens is not None else (0, num_keys)
         if hi > num_keys:
             raise ValueError(f"stored tokens {self.tokens} outside the {num_keys} keys at {site.name}")
-        rows = token_rows(state.cond_view(probs.detach()), (lo, hi))  # (B, F, heads, K', Q) view
-        maps = head_sum(rows, 2).float()  # (B, F, K', Q)
+        rows = state.cond_rows(probs.detach() if probs.requires_grad else probs, (lo, hi))  # (B, F, heads, K', Q)
+        maps = head_sum(rows, 2)  # (B, F, K', Q)
+        if maps.dtype != torch.float32:
+            maps = maps.float()
         if rows.shape[2] > 1:
             maps = maps / rows.shape[2]  # mean over heads
         key = (site.is_cross, num_queries, num_keys)

@@ -44,8 +44,7 @@ from typing import Collection, Literal, Mapping, Sequence
 
 import torch
 
-from attentionflow.attention.base import (AttentionController, AttentionSite, AttentionState, head_sum, index_span,
-                                         token_rows)
+from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState, head_sum, index_span
 from attentionflow.attention.windows import step_window
 from attentionflow.mmi.similarity import CORRELATION_METHODS, SIMILARITY_METHODS, correlation_score, motion_basis
 from attentionflow.mmi.similarity import similarity as _similarity
@@ -394,8 +393,6 @@ class MotionInjector(AttentionController):
         if probs.requires_grad:
             probs = probs.clone()
         motion = self._call_motion(num_queries, state, probs)
-        cond = state.cond_view(probs)  # (B, F, heads, Q, K), shares memory with probs
-
         in_range = self._in_range(state)
         observing = self._observing(state)
         # similarity is always computed: fusion, auto-mode scoring and token_similarity() use it; only on the
@@ -404,7 +401,7 @@ class MotionInjector(AttentionController):
         # The heads are summed token-major: the processor writes the probabilities token-major (each token's map
         # one contiguous row), so the span is a contiguous block per head (any other layout gives the same values).
         lo, hi = self._span
-        rows = token_rows(cond, (lo, hi))  # (B, F, heads, K', Q) view of the span, K' = hi - lo
+        rows = state.cond_rows(probs, (lo, hi))  # (B, F, heads, K', Q) view of the span, K' = hi - lo
         sums = head_sum(rows, 2)  # (B, F, K', Q) head sums (one head: a view)
         if self.similarity in CORRELATION_METHODS:  # Pearson with the motion side prepared once per video
             work = sums if sums.dtype in (torch.float32, torch.float64) else sums.float()
@@ -427,7 +424,8 @@ class MotionInjector(AttentionController):
 
         if self.fusion and in_range and state.step >= 1:
             weight = sim_span * self._fuse_weights(probs, num_branches, state.step)  # (B, F, K')
-            rows.addcmul_(motion.fuse, weight.view(num_branches, -1, 1, hi - lo, 1))  # += weight[b, f, k] * M[f, q], every head
+            # += weight[b, f, k] * M[f, q] in every head
+            rows.addcmul_(motion.fuse, weight.view(num_branches, -1, 1, hi - lo, 1))
 
         if self.swap and in_range and not observing:
             for branches, tokens in self._swaps(num_branches):

@@ -132,10 +132,10 @@ def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0
     injector expands it over the branches once) saves the product a copy of it per call.
     """
     stats = torch.matmul(maps, basis.mT)  # (..., K, Q) @ (..., Q, 3) -> (..., K, 3)
-    dev = torch.linalg.vector_norm(maps - stats[..., 1:2], dim=-1)  # (..., K) |a - mean(a)|
-    bound = stats[..., 2]  # (..., K) c * mean(a), >= 0 for non-negative maps
+    dot, mean, bound = stats.unbind(-1)  # (..., K) each: <a, u>, mean(a), c * mean(a) (>= 0 for non-negative maps)
+    dev = torch.linalg.vector_norm(maps - mean.unsqueeze(-1), dim=-1)  # (..., K) |a - mean(a)|
     constant = dev <= (bound if nonnegative else bound.abs())  # (..., K); includes dev == 0
-    out = torch.addcdiv(_scalar(shift, stats), stats[..., 0], dev, value=scale)  # shift + scale * rho, (..., K)
+    out = torch.addcdiv(_scalar(shift, stats), dot, dev, value=scale)  # shift + scale * rho, (..., K)
     return out.masked_fill_(constant, shift).clamp_(shift - scale, shift + scale)
 
 
