@@ -37,6 +37,7 @@ word from ``auto_candidates[b]`` and swaps from then on (see :attr:`MotionInject
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -327,29 +328,24 @@ class MotionInjector(AttentionController):
         changes; empty when nothing is swapped."""
         if self._swap_rects is None:
             lo = self._span[0]
-            per_branch: list[tuple[int, tuple[tuple[int, int], ...]]] = []
+            per_branch: list[tuple[int, tuple[tuple[int, int], ...]]] = []  # (branch, its runs of tokens)
             if self.motion_tokens is not None:
                 sel = self._branch_mask(num_branches)
                 for b, idx in enumerate(self.motion_tokens):
-                    tokens = sorted({int(k) - lo for k in idx})
-                    if not sel[b] or not tokens:
-                        continue
-                    runs: list[tuple[int, int]] = []
-                    for k in tokens:  # maximal runs of consecutive tokens
+                    runs: list[tuple[int, int]] = []  # maximal runs of consecutive tokens, span-relative
+                    for k in sorted({int(k) - lo for k in idx}):
                         if runs and runs[-1][1] == k:
                             runs[-1] = (runs[-1][0], k + 1)
                         else:
                             runs.append((k, k + 1))
-                    per_branch.append((b, tuple(runs)))
-            rects: list[tuple[slice, slice]] = []
-            start = 0
-            for i, (b, branch_runs) in enumerate(per_branch):  # merge consecutive branches with equal runs
-                last = i + 1 == len(per_branch)
-                if last or per_branch[i + 1][0] != b + 1 or per_branch[i + 1][1] != branch_runs:
-                    first = per_branch[start][0]
-                    rects += [(slice(first, b + 1), slice(k0, k1)) for k0, k1 in branch_runs]
-                    start = i + 1
-            self._swap_rects = rects
+                    if sel[b] and runs:
+                        per_branch.append((b, tuple(runs)))
+            # consecutive branches (b - i constant) with equal runs share their rectangles
+            groups = itertools.groupby(enumerate(per_branch), key=lambda item: (item[1][0] - item[0], item[1][1]))
+            self._swap_rects = []
+            for (_, branch_runs), group in groups:
+                members = [b for _, (b, _) in group]
+                self._swap_rects += [(slice(members[0], members[-1] + 1), slice(k0, k1)) for k0, k1 in branch_runs]
         return self._swap_rects
 
     # ------------------------------------------------------------------ auto mode
