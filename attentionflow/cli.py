@@ -64,9 +64,8 @@ def _add_motion_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--direction-tolerance", type=float, help=f"half-width of the direction cone in degrees (default {M.direction_tolerance:g})")
     g.add_argument("--direction-mode", choices=["cone", "project"], help="direction guidance variant")
     g.add_argument("--camera-motion", choices=CAMERA_MOTIONS,
-                   help=f"compensate: remove the camera's motion (a homography, or the epipolar geometry for a moving "
-                        f"camera with parallax, chosen per frame pair); homography: always a homography; keep: raw "
-                        f"flow (default {M.camera_motion})")
+                   help=f"homography: remove the camera's motion as a homography; compensate: a homography or the "
+                        f"epipolar geometry, chosen per frame pair; keep: raw flow (default {M.camera_motion})")
     g.add_argument("--smoothing", type=float, help="temporal smoothing of the maps (sigma in frames, 0 = off)")
 
 

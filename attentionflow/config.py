@@ -124,10 +124,9 @@ class MMIConfig:
     """Half-width in degrees of the accepted direction cone."""
     direction_mode: Literal["cone", "project"] = "cone"
     """cone: keep vectors within the tolerance; project: positive component along the direction."""
-    camera_motion: Literal["compensate", "homography", "keep"] = "compensate"
-    """compensate: remove the camera's motion, a homography or (a moving camera over a scene with depth, e.g. a
-    tracking shot) the epipolar geometry, GRIC picks per frame pair; homography: always a homography; keep: raw
-    flow."""
+    camera_motion: Literal["compensate", "homography", "keep"] = "homography"
+    """homography: remove the camera's motion as a homography; compensate: a homography or (a moving camera over a
+    scene with depth) the epipolar geometry, GRIC picks per frame pair; keep: raw flow."""
     temporal_smoothing: float = 0.0
     """Temporal smoothing of the maps: Gaussian sigma in frames (0 = off)."""
     branches: Literal["all", "source", "edits"] = "all"

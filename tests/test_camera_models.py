@@ -74,7 +74,7 @@ def test_articulation_counts_as_motion_in_a_tracking_shot_with_parallax(smoothin
     """The body stays in frame (the camera follows it, background with parallax); only the legs move: the legs
     carry the map, also with temporal smoothing."""
     frames, legs = layered_scene(1.0, 7.0, (0, 0), legs=True)
-    result = motion_maps(frames, MotionOptions(temporal_smoothing=smoothing))
+    result = motion_maps(frames, MotionOptions(camera_motion="compensate", temporal_smoothing=smoothing))
     assert set(result.camera_model_kinds[:-1]) == {"epipolar"}
     for i in range(FRAMES - 1):
         on_legs, elsewhere = float(result.maps[i][legs[i]].mean()), float(result.maps[i][~legs[i]].mean())
@@ -124,13 +124,14 @@ def _box_mass(maps: np.ndarray, boxes: dict[str, list[float]]) -> float:
 
 @pytest.mark.parametrize("clip", ["configs/videos/man-running.mp4", "configs/videos/horse-running.mp4"])
 def test_real_tracking_shots_put_more_of_the_map_on_the_subject(clip):
-    """Hand-marked subject boxes (tests/data/tracking-boxes.json): the default mode puts >= 0.6 of the map's mass in
-    the boxes (issue 15's goal; measured 0.855 and 0.736) and clearly more than the homography (0.346, 0.511)."""
+    """Hand-marked subject boxes (tests/data/tracking-boxes.json): on these tracking shots the ``compensate`` mode puts
+    >= 0.6 of the map's mass in the boxes (measured 0.83 and 0.74) and clearly more than the homography (0.33, 0.50),
+    the default since DAVIS-2016 showed it better on real video in general (docs/benchmarks.md)."""
     from attentionflow.io.video import read_frames
 
     boxes = json.loads((ROOT / "tests" / "data" / "tracking-boxes.json").read_text())["clips"][clip]
     frames = read_frames(ROOT / clip)
-    robust = _box_mass(motion_maps(frames).maps, boxes)
+    robust = _box_mass(motion_maps(frames, MotionOptions(camera_motion="compensate")).maps, boxes)
     plane = _box_mass(motion_maps(frames, MotionOptions(camera_motion="homography")).maps, boxes)
     assert robust >= 0.6 and robust >= plane + 0.1, (robust, plane)
 
@@ -145,8 +146,8 @@ def test_motion_command_draws_the_boxes_and_records_models_and_mass(tmp_path):
     assert main(["motion", str(ROOT / "configs/videos/man-running.mp4"), "--out", str(out), "--frames", "4",
                  "--size", "128", "--boxes", str(boxes), "--quiet"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["camera_motion"] == "compensate" and len(manifest["camera_models"]) == 4
-    assert set(manifest["camera_models"]) <= {"homography", "epipolar", "none"}
+    assert manifest["camera_motion"] == "homography" and len(manifest["camera_models"]) == 4
+    assert set(manifest["camera_models"]) <= {"homography", "none"}
     maps = np.load(out / "motion_maps.npy")
     inside = maps[0, 32:96, 32:96].sum() / maps[0].sum()
     assert manifest["box_mass"]["per_frame"]["0"] == pytest.approx(inside, abs=1e-4)

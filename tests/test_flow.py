@@ -68,13 +68,13 @@ def test_registered_estimator_is_used_by_motion_maps_without_touching_callers() 
         assert "box_test" in available_flow_estimators()
         frames, _ = make_video(32, 3, seed=2)
         result = motion_maps(frames, MotionOptions(flow="box_test", camera_motion="keep"))
-        expected = np.zeros((32, 32), np.float32)
-        expected[10:20, 5:25] = 1.0
-        for i in range(2):  # forward flows
-            np.testing.assert_array_equal(result.maps[i], expected)
-        # The last frame uses the negated backward flow: (-2, 0) -> magnitude still 2.
-        np.testing.assert_array_equal(result.maps[2], expected)
-        np.testing.assert_array_equal(result.flows[2][10:20, 5:25, 0], -2.0)
+        expected = np.zeros((32, 32, 2), np.float32)
+        expected[10:20, 5:25, 0] = 2.0
+        for i in range(2):  # forward flows, used as they are (camera_motion keep)
+            np.testing.assert_array_equal(result.flows[i], expected)
+            np.testing.assert_array_equal(result.residual_flows[i], expected)
+        # The last frame uses the negated backward flow.
+        np.testing.assert_array_equal(result.flows[2], -expected)
     finally:
         est_mod._REGISTRY.pop("box_test", None)
 

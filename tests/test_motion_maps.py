@@ -66,11 +66,11 @@ def test_camera_pan_is_compensated(method: str) -> None:
         shift = camera_flow(comp.camera_models[i], SIZE, SIZE)
         np.testing.assert_allclose(np.median(shift.reshape(-1, 2), axis=0), [2.0, 0.0], atol=0.3)
         assert iou(comp.maps[i] >= THRESHOLD, obj[i]) >= 0.7
-        background_comp = comp.maps[i][~obj[i]].mean()
-        background_keep = keep.maps[i][~obj[i]].mean()
-        assert background_comp < 0.1
-        # Without compensation the whole background lights up (2 px vs the object's 4 px).
-        assert background_keep > 0.25 and background_keep > 5 * background_comp
+        background_comp = comp.magnitudes[i][~obj[i]].mean()
+        background_keep = keep.magnitudes[i][~obj[i]].mean()
+        assert background_comp < 0.3 and comp.maps[i][~obj[i]].mean() < 0.1
+        # Without compensation the whole background moves (2 px vs the object's 4 px).
+        assert background_keep > 1.5 and background_keep > 5 * background_comp
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -132,7 +132,7 @@ def test_temporal_smoothing_is_a_gaussian_in_frames() -> None:
     frames = np.concatenate([frames[:3], frames[2:3], frames[2:3]])  # frames 2, 3, 4 identical
     plain = motion_maps(frames)
     smooth = motion_maps(frames, MotionOptions(temporal_smoothing=1.0))
-    assert (plain.maps[3] == 0).all() and smooth.maps[3].max() == 1.0
+    assert plain.magnitudes[3].max() < plain.min_motion < smooth.magnitudes[3].max()
 
 
 def test_resize_motion_maps_shapes_normalisation_and_small_objects() -> None:

@@ -5,24 +5,22 @@ sampled, resized and center-cropped frames the model sees):
 
 1. :func:`compute_flows`: frame ``i`` uses the flow ``i -> i+1``; the last frame uses the flow
    ``N-1 -> N-2`` negated (so every frame has a "where is it going" flow at its own pixels).
-2. Camera-motion compensation. ``camera_motion="homography"``: per frame, a homography is fitted with
+2. Camera-motion compensation. ``camera_motion="homography"`` (default): per frame, a homography is fitted with
    RANSAC to a subsampled grid of ``(p, p + flow(p))`` correspondences; the flow it induces (the dominant /
    camera motion) is subtracted. With a static camera the fit is the identity and the flow is unchanged.
-   ``camera_motion="compensate"`` (default, :func:`compensate_camera_motion_robust`): the homography and a
-   fundamental matrix (the camera's epipolar geometry, which every static scene point satisfies at any depth)
-   are both fitted, and per frame pair the homography is kept for a static, rotating, zooming or panning camera
-   over a far or flat scene (the fundamental matrix is degenerate there), else GRIC (Torr's geometric robust
-   information criterion) picks; with the fundamental matrix (a moving camera with parallax: a tracking shot) a
-   pixel's motion is its Sampson distance from its epipolar line, kept only where the flow is forward-backward
-   consistent (:data:`FB_THRESHOLD`; one more flow per such frame pair). The fits need the camera-moved
-   background to be the dominant consistent motion: an object that fills most of the frame would be taken for the
-   camera, use ``camera_motion="keep"`` then.
-3. Magnitude ``sqrt(u^2 + v^2)``, or direction guidance (:func:`directional_magnitude`).
+   ``camera_motion="compensate"`` (:func:`compensate_camera_motion_robust`): per frame pair the homography, or
+   (GRIC picks) a fundamental matrix whose Sampson distance is the motion. On DAVIS-2016 it is worse than the
+   homography (it takes water and waves for parallax; ``docs/benchmarks.md``), so it is an option, not the default.
+   ``"keep"``: raw flow. The fits need the camera-moved background to be the dominant consistent motion.
+3. Magnitude ``sqrt(u^2 + v^2)``, or direction guidance (:func:`directional_magnitude`), zero where the flow is
+   not forward-backward consistent, scaled by its coherence with the next frame (:mod:`.segment`); one backward
+   flow per frame pair.
 4. Optional temporal smoothing: Gaussian along time, ``sigma`` in frames.
-5. Per-frame normalisation by the frame's maximum; a frame whose largest motion is below
-   ``MotionOptions.min_motion`` pixels (default: the estimator's ``noise_floor``, 0.1 px for DIS,
-   0.75 px for Farneback) is static and gets an all-zero map (never NaN): flow noise on a still
-   frame is never stretched to 1.
+5. :func:`attentionflow.flow.segment.segment_motion`: evidence over the clip (carried along trajectories, a clip
+   colour model, edges, time) gives the moving-object ``masks`` and the ``maps`` MMI injects (the score, mostly on
+   the masks, each frame divided by its maximum). A frame whose largest motion is below ``MotionOptions.min_motion``
+   pixels (default: the estimator's ``noise_floor``, 0.1 px for DIS, 0.75 px for Farneback) brings no evidence of
+   its own; a video where no frame moves gets all-zero maps and empty masks (never NaN).
 
 Angles follow the screen compass: degrees counter-clockwise from +x (east), north = up on screen
 = 90 degrees. Image y points down, so a flow ``(u, v)`` has the angle ``atan2(-v, u)``.
@@ -48,6 +46,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from attentionflow.errors import ConfigError, InputError
+from attentionflow.flow import segment
 from attentionflow.flow.estimators import FlowEstimator, available_flow_estimators, get_flow_estimator
 from attentionflow.io.video import check_video
 
@@ -144,9 +143,9 @@ class MotionOptions:
     #: ``"cone"``: keep the magnitude of flow within the tolerance of the direction, zero elsewhere;
     #: ``"project"`` (journal variant): keep the positive component of the flow along the direction.
     direction_mode: str = "cone"
-    #: ``"compensate"``: remove the camera's motion, a homography or the epipolar geometry per frame pair (GRIC
-    #: picks); ``"homography"``: always the homography; ``"keep"``: raw flow.
-    camera_motion: str = "compensate"
+    #: ``"homography"``: remove the camera's motion as a homography; ``"compensate"``: a homography or the epipolar
+    #: geometry per frame pair (GRIC picks); ``"keep"``: raw flow.
+    camera_motion: str = "homography"
     #: Sigma, in frames, of a Gaussian smoothing the motion magnitudes along time (0 = off).
     temporal_smoothing: float = 0.0
     #: Pixels; a frame whose largest (compensated, directional) motion is below this is static and
@@ -192,14 +191,14 @@ class MotionResult:
     """Motion maps of one video and the intermediate quantities they were built from.
 
     Attributes:
-        maps: ``(N, H, W)`` float32 in ``[0, 1]``; each frame divided by its own maximum; all-zero for
-            a static frame.
+        maps: ``(N, H, W)`` float32 in ``[0, 1]``, what MMI injects; each frame divided by its own maximum;
+            all-zero where nothing moves.
         flows: ``(N, H, W, 2)`` float32 raw flow used for each frame (``i -> i+1``; last frame:
             ``-(N-1 -> N-2)``), pixels, x then y (y down).
         residual_flows: ``(N, H, W, 2)`` float32 flow after camera-motion compensation (the same
             array as ``flows`` when ``camera_motion="keep"``).
-        magnitudes: ``(N, H, W)`` float32 directional magnitude in pixels before normalisation
-            (after temporal smoothing).
+        magnitudes: ``(N, H, W)`` float32 directional magnitude in pixels, zero where the flow is unreliable,
+            scaled by coherence (after temporal smoothing).
         peak_motion: ``(N,)`` float32 per-frame maximum of ``magnitudes`` (pixels).
         camera_models: per frame, the fitted ``3 x 3`` homography (frame pixel -> next-frame pixel) that
             was subtracted, or ``None`` (compensation off, or the fit failed).
@@ -208,6 +207,8 @@ class MotionResult:
             ``"none"`` (the fit failed: raw flow) or ``"keep"`` (compensation off).
         options: the options used.
         min_motion: the static-frame threshold applied (pixels).
+        masks: ``(N, H, W)`` bool moving-object masks (what ``edit_region moving`` edits).
+        score: ``(N, H, W)`` float32 in ``[0, 1]``, the soft moving-object score the masks threshold.
     """
 
     maps: np.ndarray
@@ -219,6 +220,8 @@ class MotionResult:
     camera_model_kinds: list[str] = field(default_factory=list)
     options: MotionOptions = field(default_factory=MotionOptions)
     min_motion: float = DEFAULT_NOISE_FLOOR
+    masks: np.ndarray | None = None
+    score: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -581,30 +584,35 @@ def motion_maps(
     check_frames(frames)
     est = estimator if estimator is not None else get_flow_estimator(options.flow)
     flows = compute_flows(frames, est, progress=progress)
-    models: list[np.ndarray | None] = [None] * len(flows)
-    kinds = ["keep"] * len(flows)
-    if options.camera_motion == "homography":
-        residual = np.empty_like(flows)
-        for i, flow in enumerate(flows):
-            residual[i], models[i] = compensate_camera_motion(flow)
-            kinds[i] = "homography" if models[i] is not None else "none"
-    elif options.camera_motion == "compensate":
-        residual = np.empty_like(flows)
-        for i, flow in enumerate(flows):
-            residual[i], models[i], kinds[i] = compensate_camera_motion_robust(flow)
-            if kinds[i] == "epipolar":  # only motion that maps back to where it came from counts (FB_THRESHOLD)
-                residual[i][_fb_error(frames, flows, i, est) > FB_THRESHOLD] = 0.0
-    else:
+    n = len(flows)
+    # backward[i]: the flow i+1 -> i (the last one compute_flows already made, negated, for the last frame)
+    backward = np.stack([est(frames[i + 1], frames[i]) for i in range(n - 2)] + [-flows[n - 1]]).astype(np.float32)
+    models: list[np.ndarray | None] = [None] * n
+    kinds = ["keep"] * n
+    if options.camera_motion == "keep":
         residual = flows
+    else:
+        residual = np.empty_like(flows)
+        for i, flow in enumerate(flows):
+            if options.camera_motion == "homography":
+                residual[i], models[i] = compensate_camera_motion(flow)
+                kinds[i] = "homography" if models[i] is not None else "none"
+            else:
+                residual[i], models[i], kinds[i] = compensate_camera_motion_robust(flow)
     mags = directional_magnitude(
         residual, options.direction_degrees, float(options.direction_tolerance), options.direction_mode
     )  # (N, H, W)
+    for i in range(n):  # only motion that maps back to where it came from counts
+        flow, back = (flows[i], backward[i]) if i < n - 1 else (-flows[i], flows[i - 1])
+        mags[i][~segment.reliable(flow, back)] = 0.0
+    mags *= segment.coherence(residual, flows[:-1])
     if options.temporal_smoothing > 0:
         mags = smooth_along_time(mags, float(options.temporal_smoothing))
     min_motion = options.min_motion
     if min_motion is None:
         min_motion = float(getattr(est, "noise_floor", DEFAULT_NOISE_FLOOR))
-    maps, peaks = normalize_per_frame(mags, float(min_motion))
+    peaks = mags.reshape(n, -1).max(axis=1).astype(np.float32)
+    score, masks, maps = segment.segment_motion(frames, mags, flows[:-1], backward, float(min_motion))
     return MotionResult(
         maps=maps,
         flows=flows,
@@ -615,24 +623,9 @@ def motion_maps(
         camera_model_kinds=kinds,
         options=options,
         min_motion=float(min_motion),
+        masks=masks,
+        score=score,
     )
-
-
-#: Pixels: in frames compensated with the epipolar geometry, motion whose forward-backward inconsistency
-#: (:func:`forward_backward_error`) exceeds this is dropped (occlusions, reflections, splashes; measured on the
-#: tracking shots: mass on the subject man-running 0.753 -> 0.855, horse-running 0.578 -> 0.736).
-FB_THRESHOLD = 1.0
-
-
-def _fb_error(frames: np.ndarray, flows: np.ndarray, i: int, estimator: FlowEstimator) -> np.ndarray:
-    """Forward-backward inconsistency ``(H, W)`` of the flow used for frame ``i`` (:func:`compute_flows`): ``i ->
-    i+1`` checked with a flow ``i+1 -> i``; the last frame's ``-(N-1 -> N-2)`` checked with ``N-2 -> N-1``."""
-    n = len(frames)
-    if i == n - 1:
-        return forward_backward_error(-flows[i], flows[i - 1])
-    # N-1 -> N-2 is already known: compute_flows made it for the last frame (negated)
-    backward = -flows[n - 1] if i == n - 2 else estimator(frames[i + 1], frames[i])
-    return forward_backward_error(flows[i], backward)
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:

@@ -1,0 +1,250 @@
+"""What moves: a soft motion score and a moving-object mask per frame, from camera-compensated flow over the clip.
+
+:func:`segment_motion` turns the residual (camera-compensated) motion of a clip into
+
+- ``score`` ``(N, H, W)`` in ``[0, 1]``: how surely each pixel belongs to an independently moving object;
+- ``masks`` ``(N, H, W)`` bool: the moving object(s) (what ``edit_region moving`` edits).
+
+Steps (every constant below is a module constant; the figures that chose them are in ``docs/benchmarks.md``):
+
+1. **Reliable motion.** A pixel's residual counts only where its flow is forward-backward consistent
+   (:data:`FB_PIXELS` + :data:`FB_SHARE` of its own length: occlusions, reflections and splashes are not), scaled by
+   its **coherence** with the next frame's residual at the place it moves to (``|r_i + r_{i+1}| / (|r_i| +
+   |r_{i+1}|)``: a rigid mover keeps its heading, ripples and waves do not).
+2. **Per-frame evidence**: the magnitude above the frame's median, divided by its spread (the 99.5th percentile
+   minus the median, at least :data:`SPREAD_FLOOR` pixels), clipped to ``[0, 1]``. A frame whose peak motion is
+   below ``min_motion`` is static: 0.
+3. **Along trajectories**: a forward and a backward pass carry each frame's evidence to the next along the flow,
+   decaying by :data:`CARRY` per frame (``max`` with the frame's own), and the two passes are averaged: a part of a
+   mover that is slow or still for a few frames keeps its evidence.
+4. **Colour over the whole clip**: colour histograms (CIE Lab, 16 bins a channel) of the confident object pixels
+   (evidence >= 0.5) and background pixels (< 0.2) of every frame give a per-pixel object posterior; the score is
+   0.3 of the evidence plus 0.7 of that posterior (the posterior counts only where there is some evidence: a static
+   look-alike of the mover stays out).
+5. **Edges and time**: a guided filter (He et al.) on the frame's grey levels snaps the score to image edges, then
+   the score is averaged with its neighbours' carried along the flow.
+6. **Masks**: ``score >= THRESHOLD``; connected parts holding less than :data:`PART_SHARE` of the largest part's
+   score are dropped; a frame left empty between frames that hold the object takes its neighbour's mask carried
+   along the flow.
+
+Pure NumPy/OpenCV: this module knows nothing about diffusers or torch.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "CARRY",
+    "FB_PIXELS",
+    "FB_SHARE",
+    "PART_SHARE",
+    "SPREAD_FLOOR",
+    "THRESHOLD",
+    "coherence",
+    "carry_along_flow",
+    "clip_colour_posterior",
+    "guided_filter",
+    "reliable",
+    "segment_motion",
+    "warp",
+]
+
+#: Forward-backward inconsistency (pixels) above which a pixel's flow is unreliable ...
+FB_PIXELS: float = 1.5
+#: ... plus this share of the flow's own length (fast motion is matched less exactly).
+FB_SHARE: float = 0.05
+#: Smallest spread (pixels) a frame's evidence is divided by: flow noise on a nearly still frame is not stretched.
+SPREAD_FLOOR: float = 0.3
+#: Share of evidence kept per frame as it is carried along a trajectory.
+CARRY: float = 0.7
+#: Carried evidence at and above which a pixel trains the clip's object colours ...
+CONFIDENT_OBJECT: float = 0.5
+#: ... and below which it trains the background colours.
+CONFIDENT_BACKGROUND: float = 0.2
+#: Weight of the clip's colour posterior in the score (the rest is motion evidence).
+COLOUR_WEIGHT: float = 0.7
+#: Colour's weight ramps from 0 to :data:`COLOUR_WEIGHT` as its separation of the confident object and background
+#: samples (:func:`clip_colour_posterior`) goes from the first to the second value: colour that cannot tell them apart
+#: (a textured object on the same texture) has no say.
+COLOUR_SEPARATION: tuple[float, float] = (0.1, 0.2)
+#: Weight of the neighbours' scores (carried along the flow) in a frame's final score.
+TEMPORAL_WEIGHT: float = 0.5
+#: Score at and above which a pixel is in the moving-object mask.
+THRESHOLD: float = 0.3
+#: A connected part of a mask is kept when it holds at least this share of the largest part's score.
+PART_SHARE: float = 0.3
+#: Outside the (dilated) masks, the soft map that MMI injects keeps this share of the score.
+OUTSIDE_SHARE: float = 0.2
+
+
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    return ys, xs
+
+
+def warp(values: np.ndarray, flow: np.ndarray, border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """``values`` sampled where each pixel goes: ``out(p) = values(p + flow(p))`` (bilinear; outside the frame 0, or
+    the nearest edge value with ``border=cv2.BORDER_REPLICATE``).
+
+    ``values``: ``(H, W)`` or ``(H, W, C)``; ``flow``: ``(H, W, 2)`` from this frame to the frame of ``values``.
+    """
+    h, w = flow.shape[:2]
+    ys, xs = _grid(h, w)
+    return cv2.remap(values.astype(np.float32), xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
+                     borderMode=border, borderValue=0)
+
+
+def reliable(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: where ``flow (H, W, 2)`` comes back to its start under ``back`` (the reverse flow)."""
+    err = np.linalg.norm(flow + warp(back, flow, cv2.BORDER_REPLICATE), axis=-1)
+    return err <= FB_PIXELS + FB_SHARE * np.linalg.norm(flow, axis=-1)
+
+
+def coherence(residual: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """``(N, H, W)`` in ``[0, 1]``: how well each pixel's residual ``(N, H, W, 2)`` agrees with the next frame's at the
+    place the pixel moves to (``forward (N, H, W, 2)``, entry ``i`` the flow ``i -> i+1``); the last frame takes the
+    one before it's (1 for a single frame)."""
+    n = len(residual)
+    out = np.ones(residual.shape[:3], np.float32)
+    for i in range(n - 1):
+        nxt = warp(residual[i + 1], forward[i])  # (H, W, 2)
+        num = np.linalg.norm(residual[i] + nxt, axis=-1)
+        den = np.linalg.norm(residual[i], axis=-1) + np.linalg.norm(nxt, axis=-1) + 1e-3
+        out[i] = np.clip(num / den, 0.0, 1.0)
+    if n > 1:
+        out[n - 1] = out[n - 2]
+    return out
+
+
+def carry_along_flow(evidence: np.ndarray, forward: np.ndarray, backward: np.ndarray, carry: float = CARRY
+                     ) -> np.ndarray:
+    """Evidence ``(N, H, W)`` accumulated along trajectories (step 3 of the module docstring).
+
+    ``forward[i]``: flow ``i -> i+1``; ``backward[i]``: flow ``i+1 -> i`` (both ``(N-1, H, W, 2)``).
+    """
+    n = len(evidence)
+    ahead = evidence.astype(np.float32).copy()
+    for i in range(1, n):
+        ahead[i] = np.maximum(evidence[i], carry * warp(ahead[i - 1], backward[i - 1]))
+    behind = evidence.astype(np.float32).copy()
+    for i in range(n - 2, -1, -1):
+        behind[i] = np.maximum(evidence[i], carry * warp(behind[i + 1], forward[i]))
+    return (ahead + behind) / 2
+
+
+def clip_colour_posterior(frames: np.ndarray, evidence: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(N, H, W)`` object posterior of each pixel's colour, from Lab histograms over the whole clip of confident
+    object (evidence >= 0.5) and background (< 0.2) pixels, and how well colour separates them (the mean posterior
+    of the object samples minus the background samples', in ``[0, 1]``); ``frames`` ``(N, H, W, 3)`` uint8 RGB."""
+    lab = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2LAB) for f in frames]) // 16  # (N, H, W, 3), 16 bins a channel
+    index = (lab[..., 0].astype(np.int32) * 16 + lab[..., 1]) * 16 + lab[..., 2]  # (N, H, W)
+    fg = (evidence >= CONFIDENT_OBJECT).ravel()
+    bg = (evidence < CONFIDENT_BACKGROUND).ravel()
+    if not fg.any() or not bg.any():
+        return np.zeros(evidence.shape, np.float32), 0.0
+    flat = index.ravel()
+    h_fg = np.bincount(flat[fg], minlength=4096) + 1e-3
+    h_bg = np.bincount(flat[bg], minlength=4096) + 1e-3
+    prior = fg.sum() / (fg.sum() + bg.sum())
+    p_fg, p_bg = h_fg / h_fg.sum() * prior, h_bg / h_bg.sum() * (1 - prior)
+    posterior = (p_fg / (p_fg + p_bg)).astype(np.float32)[index]  # (N, H, W)
+    flat_post = posterior.ravel()
+    separation = float(np.clip(flat_post[fg].mean() - flat_post[bg].mean(), 0.0, 1.0))
+    return posterior, separation
+
+
+def guided_filter(guide: np.ndarray, values: np.ndarray, radius: int, eps: float = 1e-3) -> np.ndarray:
+    """He et al.'s guided filter: ``values (H, W)`` smoothed within the edges of ``guide (H, W)`` float32 in
+    ``[0, 1]``; box windows of ``2 radius + 1``."""
+    size = (2 * radius + 1, 2 * radius + 1)
+    g, v = guide.astype(np.float32), values.astype(np.float32)
+    mean_g, mean_v = cv2.boxFilter(g, -1, size), cv2.boxFilter(v, -1, size)
+    cov = cv2.boxFilter(g * v, -1, size) - mean_g * mean_v
+    var = cv2.boxFilter(g * g, -1, size) - mean_g * mean_g
+    a = cov / (var + eps)
+    b = mean_v - a * mean_g
+    return cv2.boxFilter(a, -1, size) * g + cv2.boxFilter(b, -1, size)
+
+
+def _evidence(magnitudes: np.ndarray, min_motion: float) -> np.ndarray:
+    flat = magnitudes.reshape(len(magnitudes), -1)
+    low = np.median(flat, axis=1)
+    spread = np.maximum(np.percentile(flat, 99.5, axis=1) - low, SPREAD_FLOOR)
+    out = np.clip((magnitudes - low[:, None, None]) / spread[:, None, None], 0.0, 1.0)
+    out[flat.max(axis=1) < min_motion] = 0.0  # a static frame: flow noise is not motion
+    return out.astype(np.float32)
+
+
+def _keep_strong_parts(mask: np.ndarray, score: np.ndarray) -> np.ndarray:
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask
+    mass = np.bincount(labels.ravel(), weights=score.ravel(), minlength=count)[1:]  # (count - 1,)
+    keep = np.flatnonzero(mass >= PART_SHARE * mass.max()) + 1
+    return np.isin(labels, keep)
+
+
+def _fill_empty(masks: np.ndarray, forward: np.ndarray, backward: np.ndarray) -> np.ndarray:
+    """Frames with an empty mask take the nearest earlier (else later) frame's mask, carried along the flow."""
+    out = masks.copy()
+    empty = ~out.reshape(len(out), -1).any(axis=1)
+    if empty.all() or not empty.any():
+        return out
+    for i in range(1, len(out)):  # forward: frame i-1 seen from frame i
+        if empty[i] and not empty[i - 1]:
+            out[i] = warp(out[i - 1].astype(np.float32), backward[i - 1]) >= 0.5
+            empty[i] = not out[i].any()
+    for i in range(len(out) - 2, -1, -1):
+        if empty[i] and not empty[i + 1]:
+            out[i] = warp(out[i + 1].astype(np.float32), forward[i]) >= 0.5
+            empty[i] = not out[i].any()
+    return out
+
+
+def segment_motion(frames: np.ndarray, magnitudes: np.ndarray, forward: np.ndarray, backward: np.ndarray,
+                   min_motion: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Soft score, masks and the map MMI injects, from reliable, coherent residual motion (module docstring).
+
+    Args:
+        frames: ``(N, H, W, 3)`` uint8 RGB.
+        magnitudes: ``(N, H, W)`` residual motion in pixels, already zero where unreliable and scaled by coherence.
+        forward: ``(N-1, H, W, 2)``, entry ``i`` the flow ``i -> i+1``; backward: entry ``i`` the flow ``i+1 -> i``.
+        min_motion: pixels; a frame whose peak is below it is static.
+
+    Returns:
+        ``(score (N, H, W) float32 in [0, 1], masks (N, H, W) bool, maps (N, H, W) float32)``: ``maps`` is the score
+        outside the dilated masks kept at :data:`OUTSIDE_SHARE`, each frame divided by its maximum (all zero where
+        nothing moves).
+    """
+    n, h, w = magnitudes.shape
+    radius = max(1, round(min(h, w) / 36))  # about the flow's bleed over an object's edge: 8 px at 288
+    evidence = _evidence(magnitudes, min_motion)
+    if not evidence.any():
+        zeros = np.zeros((n, h, w), np.float32)
+        return zeros, zeros.astype(bool), zeros
+    carried = carry_along_flow(evidence, forward, backward)
+    colour, separation = clip_colour_posterior(frames, carried)
+    low, high = COLOUR_SEPARATION
+    weight = COLOUR_WEIGHT * float(np.clip((separation - low) / (high - low), 0.0, 1.0))
+    score = (1 - weight) * carried + weight * colour * (carried > 0.05)
+    grey = frames.mean(axis=-1, dtype=np.float32) / 255.0  # (N, H, W)
+    score = np.clip(np.stack([guided_filter(grey[i], score[i], radius) for i in range(n)]), 0.0, 1.0)
+    smoothed = score.copy()
+    for i in range(n):
+        near = [score[i]]
+        if i > 0:
+            near.append(warp(score[i - 1], backward[i - 1]))
+        if i < n - 1:
+            near.append(warp(score[i + 1], forward[i]))
+        smoothed[i] = (1 - TEMPORAL_WEIGHT) * score[i] + TEMPORAL_WEIGHT * np.mean(near, axis=0)
+    score = smoothed
+    masks = np.stack([_keep_strong_parts(score[i] >= THRESHOLD, score[i]) for i in range(n)])
+    masks = _fill_empty(masks, forward, backward)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    near_mask = np.stack([cv2.dilate(m.astype(np.uint8), kernel) for m in masks]).astype(bool)
+    maps = score * np.where(near_mask, 1.0, OUTSIDE_SHARE).astype(np.float32)
+    peak = maps.reshape(n, -1).max(axis=1)
+    maps = np.where(peak[:, None, None] > 0, maps / np.maximum(peak, 1e-12)[:, None, None], 0.0)
+    return score.astype(np.float32), masks, np.clip(maps, 0.0, 1.0).astype(np.float32)
