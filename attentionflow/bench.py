@@ -526,9 +526,9 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add ``bench quality`` to the CLI's subparsers (handler under ``func``)."""
-    b = subparsers.add_parser("bench", help="benchmarks (quality on the toy world)",
+    b = subparsers.add_parser("bench", help="benchmarks (editing quality on the toy world, knowing what moves)",
                               description="Benchmarks that anyone can re-run offline.")
-    bs = b.add_subparsers(dest="bench_command", metavar="{quality}")
+    bs = b.add_subparsers(dest="bench_command", metavar="{quality,motion}")
     bs.required = True
     q = bs.add_parser("quality", help="toy-world editing suite: regeneration vs P2P vs P2P + MMI",
                       description="Run a fixed suite of toy-world edits (colour, shape and background swaps of "
@@ -552,3 +552,6 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", default="outputs/bench_quality", help="output folder for quality.md / quality.json")
     q.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     q.set_defaults(func=cmd_bench_quality)
+    from .evaluation.davis import register_cli as _reg_motion
+
+    _reg_motion(bs)

@@ -25,7 +25,8 @@ Steps (every constant below is a module constant; the figures that chose them ar
    the score is averaged with its neighbours' carried along the flow.
 6. **Masks**: ``score >= THRESHOLD``; connected parts holding less than :data:`PART_SHARE` of the largest part's
    score are dropped; a frame left empty between frames that hold the object takes its neighbour's mask carried
-   along the flow.
+   along the flow. Each mask is then snapped to the frame's colour edges with GrabCut (:func:`snap_to_edges`), kept
+   only where the snapped mask still agrees with it.
 
 Pure NumPy/OpenCV: this module knows nothing about diffusers or torch.
 """
@@ -48,6 +49,7 @@ __all__ = [
     "guided_filter",
     "reliable",
     "segment_motion",
+    "snap_to_edges",
     "warp",
 ]
 
@@ -75,6 +77,9 @@ TEMPORAL_WEIGHT: float = 0.5
 THRESHOLD: float = 0.3
 #: A connected part of a mask is kept when it holds at least this share of the largest part's score.
 PART_SHARE: float = 0.3
+#: A mask snapped to colour edges (:func:`snap_to_edges`) is kept only if its IoU with the unsnapped mask is at least
+#: this.
+SNAP_AGREEMENT: float = 0.5
 #: Outside the (dilated) masks, the soft map that MMI injects keeps this share of the score.
 OUTSIDE_SHARE: float = 0.2
 
@@ -203,6 +208,37 @@ def _fill_empty(masks: np.ndarray, forward: np.ndarray, backward: np.ndarray) ->
     return out
 
 
+def snap_to_edges(frame: np.ndarray, mask: np.ndarray, grow: int, iterations: int = 3) -> np.ndarray:
+    """``mask (H, W)`` bool snapped to the colour edges of ``frame (H, W, 3)`` uint8 RGB with OpenCV's GrabCut: mask
+    pixels start as "probably object", a ring of ``grow`` pixels around them as "probably background", everything
+    farther as background. Returns the snapped mask, or ``mask`` itself when GrabCut cannot model the crop or its
+    result agrees with ``mask`` by an IoU under :data:`SNAP_AGREEMENT` (it then explains something else)."""
+    h, w = mask.shape
+    if not mask.any():
+        return mask
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    near = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)  # (H, W)
+    ys, xs = np.nonzero(near)
+    y0, y1 = max(0, ys.min() - grow), min(h, ys.max() + 1 + grow)
+    x0, x1 = max(0, xs.min() - grow), min(w, xs.max() + 1 + grow)
+    init = np.full((h, w), cv2.GC_BGD, np.uint8)
+    init[near] = cv2.GC_PR_BGD
+    init[mask] = cv2.GC_PR_FGD
+    labels = np.ascontiguousarray(init[y0:y1, x0:x1])
+    if (labels == cv2.GC_BGD).sum() < 8:  # GrabCut needs both models
+        return mask
+    crop = np.ascontiguousarray(frame[y0:y1, x0:x1, ::-1])  # BGR, as OpenCV wants
+    cv2.setRNGSeed(0)  # GrabCut's k-means draws from OpenCV's global RNG: same input, same mask
+    try:
+        cv2.grabCut(crop, labels, None, np.zeros((1, 65)), np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return mask
+    out = np.zeros((h, w), bool)
+    out[y0:y1, x0:x1] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
+    union = (out | mask).sum()
+    return out if union and (out & mask).sum() / union >= SNAP_AGREEMENT else mask
+
+
 def segment_motion(frames: np.ndarray, magnitudes: np.ndarray, forward: np.ndarray, backward: np.ndarray,
                    min_motion: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Soft score, masks and the map MMI injects, from reliable, coherent residual motion (module docstring).
@@ -242,6 +278,7 @@ def segment_motion(frames: np.ndarray, magnitudes: np.ndarray, forward: np.ndarr
     score = smoothed
     masks = np.stack([_keep_strong_parts(score[i] >= THRESHOLD, score[i]) for i in range(n)])
     masks = _fill_empty(masks, forward, backward)
+    masks = np.stack([snap_to_edges(frames[i], masks[i], radius) for i in range(n)])
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     near_mask = np.stack([cv2.dilate(m.astype(np.uint8), kernel) for m in masks]).astype(bool)
     maps = score * np.where(near_mask, 1.0, OUTSIDE_SHARE).astype(np.float32)

@@ -1,0 +1,265 @@
+"""``attentionflow bench motion``: how well the tool knows what moves, on DAVIS sequences or on toy scenes.
+
+Per sequence, the frames are read exactly as an edit reads them (``--frames``, ``--stride``, ``--size``: sampled,
+resized and centre-cropped; the true masks go through the same resize and crop). The moving-object masks that
+``--edit-region moving`` would use and the maps that MMI injects (:func:`attentionflow.flow.motion.motion_maps`) are
+scored with :func:`attentionflow.evaluation.segmentation.score_masks`: J (IoU), F (boundary F-measure), the map's
+mass on the object; with the camera model of each frame pair and the seconds per frame (flow included).
+
+Two data sources, one scorer:
+
+- a DAVIS folder: ``JPEGImages[/480p]/<seq>/*.jpg`` and ``Annotations[/480p]/<seq>/*.png`` (any frame size; a mask
+  pixel is the object where it is >= 128);
+- ``--toy``: the scenes of the "motion decides" suite (:data:`attentionflow.bench_motion.MOTION_TASKS`), whose masks
+  are exact (the named mover; direction guidance where the task has a direction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attentionflow.errors import ConfigError, InputError
+
+__all__ = ["DavisSequence", "find_sequences", "format_motion_report", "run_motion_scores", "register_cli"]
+
+#: The report's own mark (its JSON ``report`` key): a file that carries it may be replaced with ``--overwrite``.
+REPORT_KIND = "attentionflow bench motion"
+
+
+@dataclass(frozen=True)
+class DavisSequence:
+    """One sequence of a DAVIS-layout folder."""
+
+    name: str
+    images: Path
+    annotations: Path
+
+
+def _level(root: Path, kind: str) -> Path:
+    folder = root / kind
+    return folder / "480p" if (folder / "480p").is_dir() else folder
+
+
+def find_sequences(root: str | Path, names: Sequence[str] | None = None) -> list[DavisSequence]:
+    """The sequences of a DAVIS folder (with or without the ``480p`` level), sorted by name; ``names``: only these.
+
+    Raises:
+        InputError: not a DAVIS layout, or a named sequence that it does not hold.
+    """
+    root = Path(root)
+    images, annotations = _level(root, "JPEGImages"), _level(root, "Annotations")
+    if not images.is_dir() or not annotations.is_dir():
+        raise InputError(f"--davis {root} is not a DAVIS folder; expected JPEGImages[/480p]/<sequence>/*.jpg and "
+                         "Annotations[/480p]/<sequence>/*.png in it")
+    found = {p.name: DavisSequence(p.name, p, annotations / p.name) for p in sorted(images.iterdir())
+             if p.is_dir() and (annotations / p.name).is_dir()}
+    if not found:
+        raise InputError(f"--davis {root} holds no sequence with both frames and annotations")
+    if names:
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise InputError(f"--sequences: {', '.join(missing)} not in {root}; it has: {', '.join(found)}")
+        return [found[n] for n in names]
+    return list(found.values())
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How frames are read: ``frames`` from the first at ``stride`` (``frames=None``: every frame), resized and
+    centre-cropped to ``width x height``."""
+
+    frames: int | None = 16
+    stride: int = 2
+    width: int = 512
+    height: int = 288
+
+
+def load_davis(sequence: DavisSequence, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames (N, H, W, 3) uint8, masks (N, H, W) bool)`` of a sequence, read like an edit reads a video; a
+    sequence shorter than ``protocol.frames`` is read whole."""
+    from attentionflow.io.video import read_frames
+
+    kwargs = {"stride": protocol.stride, "width": protocol.width, "height": protocol.height}
+    count = protocol.frames
+    available = len([p for p in sequence.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")])
+    if count is not None and (count - 1) * protocol.stride >= available:
+        count = None
+    frames = read_frames(sequence.images, n_frames=count, **kwargs)
+    masks = read_frames(sequence.annotations, n_frames=len(frames), **kwargs)[..., 0] >= 128
+    return frames, masks
+
+
+def _toy_sources(frames: int, size: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, str | None]]:
+    from attentionflow.bench_motion import MOTION_TASKS
+
+    for task in MOTION_TASKS:
+        if task.attribute == "background":
+            continue  # the same scenes as the object tasks
+        scene = task.scene(frames, size)
+        truth = scene.objects[0].masks if task.direction else scene.moving_masks
+        yield task.name.split(":", 1)[1].split("->")[0].strip() + f" ({task.kind}, seed {task.seed})", \
+            scene.frames, truth, task.direction
+
+
+def run_motion_scores(sources: Iterator[tuple[str, np.ndarray, np.ndarray, str | None]], options: Any, *,
+                      progress: bool = True) -> dict[str, Any]:
+    """Score every ``(name, frames, truth, direction)`` of ``sources`` with ``options``
+    (:class:`~attentionflow.flow.motion.MotionOptions`; a source's direction overrides it). Returns the report:
+    ``sequences`` (name, frames, size, J, F, mass, object share, camera models, seconds per frame) and ``mean``."""
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from attentionflow.evaluation.segmentation import score_masks
+    from attentionflow.flow.motion import motion_maps
+
+    rows = []
+    for name, frames, truth, direction in tqdm(list(sources), desc="bench motion", disable=not progress):
+        opts = replace(options, direction=direction) if direction else options
+        start = time.perf_counter()
+        result = motion_maps(frames, opts)
+        seconds = (time.perf_counter() - start) / len(frames)
+        scores = score_masks(result.masks, truth, result.maps)
+        kinds = result.camera_model_kinds
+        rows.append({"sequence": name, "frames": int(len(frames)), "size": f"{frames.shape[2]}x{frames.shape[1]}",
+                     **scores, "object_share": float(truth.mean()),
+                     "camera_models": {k: kinds.count(k) for k in dict.fromkeys(kinds)},
+                     "seconds_per_frame": seconds})
+    keys = ("J", "F", "mass", "object_share", "seconds_per_frame")
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys} if rows else {}
+    if rows:
+        mean["J_min"] = float(min(r["J"] for r in rows))
+    return {"report": REPORT_KIND, "sequences": rows, "mean": mean}
+
+
+def format_motion_report(report: dict[str, Any]) -> str:
+    """The report as markdown: one row per sequence, then the means."""
+    lines = [f"# Knowing what moves: {report.get('source', '')}", "",
+             f"Generated {report.get('created', '')} by `{report.get('command', 'attentionflow bench motion')}`.", "",
+             "| sequence | frames | J ↑ | F ↑ | mass on object ↑ | object share | camera models | s / frame |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for r in report["sequences"]:
+        models = ", ".join(f"{n} {k}" for k, n in r["camera_models"].items())
+        lines.append(f"| {r['sequence']} | {r['frames']} | {r['J']:.3f} | {r['F']:.3f} | {r['mass']:.3f} | "
+                     f"{r['object_share']:.3f} | {models} | {r['seconds_per_frame']:.3f} |")
+    m = report["mean"]
+    if m:
+        lines.append(f"| **mean of {len(report['sequences'])}** | | **{m['J']:.3f}** | **{m['F']:.3f}** | "
+                     f"**{m['mass']:.3f}** | {m['object_share']:.3f} | | {m['seconds_per_frame']:.3f} |")
+        lines += ["", f"Lowest J: {m['J_min']:.3f}."]
+    return "\n".join(lines) + "\n"
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x")) if "x" in text.lower() else (int(text), int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size must be N or WIDTHxHEIGHT (e.g. 512x288), got '{text}'") from None
+    return w, h
+
+
+def _write_report_json(path: Path, report: dict[str, Any], overwrite: bool) -> None:
+    """Write the JSON atomically; an existing file is replaced only with ``overwrite`` and only when it is a report
+    of this command (its ``report`` key), so a user's file is never overwritten."""
+    from attentionflow.io.video import _atomic_file
+
+    _check_report_target(path, overwrite)
+    with _atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
+
+
+def cmd_bench_motion(args: argparse.Namespace) -> int:
+    """Handler of ``attentionflow bench motion``."""
+    from attentionflow.cli import _apply_motion_args
+    from attentionflow.flow.motion import MotionOptions
+
+    options = MotionOptions()
+    _apply_motion_args(args, options)
+    options.validate()
+    width, height = args.size
+    if args.frames < 2 or args.stride < 1 or min(width, height) < 16 or width % 8 or height % 8:
+        raise ConfigError("--frames must be >= 2, --stride >= 1, and --size at least 16x16 in multiples of 8; got "
+                          f"--frames {args.frames} --stride {args.stride} --size {width}x{height}")
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None:  # refuse before the work, not after
+        _check_report_target(json_path, args.overwrite)
+    if (args.davis is None) == (not args.toy):
+        raise ConfigError("give one data source: --davis DIR or --toy")
+    if args.toy:
+        sources = _toy_sources(args.frames, min(width, height))
+        source = f"toy scenes of the motion suite, {args.frames} frames of {min(width, height)}x{min(width, height)}"
+    else:
+        names = [n.strip() for n in args.sequences.split(",") if n.strip()] if args.sequences else None
+        sequences = find_sequences(args.davis, names)
+        protocol = Protocol(None if args.all_frames else args.frames, args.stride, width, height)
+
+        def davis() -> Iterator[tuple[str, np.ndarray, np.ndarray, str | None]]:
+            for seq in sequences:
+                frames, masks = load_davis(seq, protocol)
+                yield seq.name, frames, masks, None
+
+        sources = davis()
+        span = "all frames" if args.all_frames else f"{args.frames} frames"
+        source = f"DAVIS ({Path(args.davis).name}), {span} at stride {args.stride}, {width}x{height}"
+    report = run_motion_scores(sources, options, progress=not args.quiet)
+    argv = sys.argv[1:]
+    report.update(source=source, created=time.strftime("%Y-%m-%d %H:%M"),
+                  command="attentionflow " + " ".join(argv[argv.index("bench"):]) if "bench" in argv
+                  else "attentionflow bench motion", options=vars(options).copy())
+    print(format_motion_report(report))
+    if json_path is not None:
+        _write_report_json(json_path, report, args.overwrite)
+    return 0
+
+
+def _check_report_target(path: Path, overwrite: bool) -> None:
+    """Raise a one-line :class:`ConfigError` unless the report may be written to ``path``: a new file in an existing
+    folder, or (with ``overwrite``) an earlier report of this command, recognised by its ``report`` key."""
+    if path.is_dir():
+        raise ConfigError(f"--json {path} is a folder; give a file name")
+    if path.exists() or path.is_symlink():
+        try:
+            ours = not path.is_symlink() and json.loads(path.read_text(encoding="utf-8")).get("report") == REPORT_KIND
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise ConfigError(f"--json {path} exists and is not a report of this command; it is left alone, give "
+                              "another name")
+        if not overwrite:
+            raise ConfigError(f"--json {path} exists; add --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--json {path}: folder {path.parent} does not exist")
+
+
+def register_cli(bench_parsers: argparse._SubParsersAction) -> None:
+    """Add ``bench motion`` to the ``bench`` subcommands."""
+    from attentionflow.cli import _add_motion_args
+
+    m = bench_parsers.add_parser(
+        "motion", help="moving-object masks and maps against true masks (DAVIS or toy scenes): J, F, mass",
+        description="Score the masks that --edit-region moving would use, and the maps MMI injects, against true "
+                    "object masks: J (IoU), F (boundary F-measure), the map's mass on the object; per sequence and "
+                    "the mean. Prints markdown; --json writes the report.")
+    m.add_argument("--davis", metavar="DIR", help="a DAVIS folder: JPEGImages[/480p]/<seq>, Annotations[/480p]/<seq>")
+    m.add_argument("--toy", action="store_true", help="the toy scenes of the motion suite (exact masks)")
+    m.add_argument("--sequences", metavar="A,B,C", help="only these sequences (default all)")
+    m.add_argument("--frames", type=int, default=Protocol.frames, help="frames per sequence (default 16)")
+    m.add_argument("--stride", type=int, default=Protocol.stride, help="take every n-th frame (default 2)")
+    m.add_argument("--all-frames", action="store_true", help="every frame of each sequence (from the first)")
+    m.add_argument("--size", type=_parse_size, default=(Protocol.width, Protocol.height),
+                   help="frame size after resize + centre crop, WIDTHxHEIGHT (default 512x288; --toy: the short "
+                        "side, square)")
+    m.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    m.add_argument("--overwrite", action="store_true", help="replace an earlier --json report of this command")
+    _add_motion_args(m)
+    m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    m.set_defaults(func=cmd_bench_motion)
