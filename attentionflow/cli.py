@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_edit)
 
     m = sub.add_parser("motion", help="compute optical flow and motion maps of a video",
-                       description="Write flow images, motion maps, an overlay video and .npy arrays.")
+                       description="Write flow images, motion maps, the moving-object masks that --edit-region moving "
+                                   "would use (moving_masks/, moving_masks.npy), overlay videos and .npy arrays.")
     m.add_argument("video", help="video file or folder of frames")
     m.add_argument("--out", required=True, help="output folder")
     m.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
@@ -321,7 +322,8 @@ def cmd_motion(args: argparse.Namespace) -> int:
         export_motion(frames, result, tmp, fps=args.fps, boxes=boxes)
         manifest: dict[str, Any] = {"command": "motion", "frames": int(len(frames)),
                                     "camera_motion": opts.camera_motion,
-                                    "camera_models": list(result.camera_model_kinds)}
+                                    "camera_models": list(result.camera_model_kinds),
+                                    "moving_area": [round(float(m.mean()), 4) for m in result.masks]}
         if boxes:
             mass = box_mass(result.maps, boxes)
             manifest["box_mass"] = {"per_frame": {str(k): round(v, 4) for k, v in mass.items()},

@@ -7,6 +7,9 @@ Layout of ``out_dir``::
     overlay.mp4            motion heat map blended over the frames
     motion_maps.npy        (N, H, W) float32 maps in [0, 1]
     flows.npy              (N, H, W, 2) float32 raw flow per frame (pixels, x then y, y down)
+    moving_masks/0000.png  the moving-object mask per frame (white), what ``--edit-region moving`` edits
+    moving_masks.npy       (N, H, W) uint8 0/1, the same
+    moving_masks.mp4       the frames, dimmed outside the moving-object mask, its outline in green
 
 and, for an edit with ``edit_region`` moving or static (:func:`export_region`)::
 
@@ -127,7 +130,8 @@ def export_motion(frames: np.ndarray, result: MotionResult, out_dir: Path, fps: 
         boxes: subject boxes (:func:`load_boxes`) drawn on the overlay's boxed frames; None: none.
 
     Returns:
-        ``{"flow_dir", "map_dir", "overlay", "motion_maps", "flows"}`` -> paths written.
+        ``{"flow_dir", "map_dir", "overlay", "motion_maps", "flows", "mask_dir", "masks", "mask_overlay"}`` -> paths
+        written (the mask entries when ``result.masks`` is set).
 
     Raises:
         InputError: frames and result disagree in shape.
@@ -159,14 +163,19 @@ def export_motion(frames: np.ndarray, result: MotionResult, out_dir: Path, fps: 
     flows_path = out_dir / "flows.npy"
     np.save(maps_path, result.maps.astype(np.float32, copy=False))
     np.save(flows_path, result.flows.astype(np.float32, copy=False))
+    written = {"flow_dir": flow_dir, "map_dir": map_dir, "overlay": Path(overlay), "motion_maps": maps_path,
+               "flows": flows_path}
+    if result.masks is not None:
+        mask_dir = out_dir / "moving_masks"
+        mask_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            _write_png(mask_dir / f"{i:0{digits}d}.png", result.masks[i].astype(np.uint8) * 255)
+        np.save(out_dir / "moving_masks.npy", result.masks.astype(np.uint8))
+        shown = region_overlay(frames, result.masks)
+        mask_video = write_mp4(draw_boxes(shown, boxes) if boxes else shown, out_dir / "moving_masks.mp4", fps=fps)
+        written.update(mask_dir=mask_dir, masks=out_dir / "moving_masks.npy", mask_overlay=Path(mask_video))
     logger.info("motion export: %d frames written to %s", n, out_dir)
-    return {
-        "flow_dir": flow_dir,
-        "map_dir": map_dir,
-        "overlay": Path(overlay),
-        "motion_maps": maps_path,
-        "flows": flows_path,
-    }
+    return written
 
 
 def region_overlay(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
