@@ -80,6 +80,8 @@ PART_SHARE: float = 0.3
 #: A mask snapped to colour edges (:func:`snap_to_edges`) is kept only if its IoU with the unsnapped mask is at least
 #: this.
 SNAP_AGREEMENT: float = 0.5
+#: GrabCut runs on at most about this many pixels (a larger crop is scaled down and its result scaled back up).
+SNAP_PIXELS: int = 40_000
 #: Outside the (dilated) masks, the soft map that MMI injects keeps this share of the score.
 OUTSIDE_SHARE: float = 0.2
 
@@ -228,11 +230,19 @@ def snap_to_edges(frame: np.ndarray, mask: np.ndarray, grow: int, iterations: in
     if (labels == cv2.GC_BGD).sum() < 8:  # GrabCut needs both models
         return mask
     crop = np.ascontiguousarray(frame[y0:y1, x0:x1, ::-1])  # BGR, as OpenCV wants
+    ch, cw = labels.shape
+    scale = min(1.0, (SNAP_PIXELS / (ch * cw)) ** 0.5)  # GrabCut's time grows with the crop: bound it
+    if scale < 1.0:
+        size = (max(8, round(cw * scale)), max(8, round(ch * scale)))
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+        labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
     cv2.setRNGSeed(0)  # GrabCut's k-means draws from OpenCV's global RNG: same input, same mask
     try:
         cv2.grabCut(crop, labels, None, np.zeros((1, 65)), np.zeros((1, 65)), iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
         return mask
+    if scale < 1.0:
+        labels = cv2.resize(labels, (cw, ch), interpolation=cv2.INTER_NEAREST)
     out = np.zeros((h, w), bool)
     out[y0:y1, x0:x1] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
     union = (out | mask).sum()

@@ -1,0 +1,249 @@
+"""Knowing what moves: moving-object masks and maps on synthetic scenes with exact masks, the J/F/mass scorer on
+hand-made cases, and the ``bench motion`` / ``motion`` commands on a DAVIS-layout folder made here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from attentionflow.evaluation.segmentation import boundary_f, jaccard, map_mass, score_masks
+from attentionflow.flow.motion import MotionOptions, motion_maps
+from tests.synthetic import MovingSquare, make_video, texture
+
+SIZE = 96
+
+
+def noisy_lookalikes(frames: int = 8, speed: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A red disc moving ``speed`` px/frame east beside a static twin, on a plain grey background of fixed noise
+    (sigma 12 grey levels) plus fresh sensor noise in every frame (sigma 2): issue 27's scene. Returns frames and the
+    mover's exact masks."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    out = np.empty((frames, SIZE, SIZE, 3), np.uint8)
+    masks = np.zeros((frames, SIZE, SIZE), bool)
+    plain = 128 + rng.normal(0, 12, (SIZE, SIZE, 3))
+    for t in range(frames):
+        frame = np.clip(plain + rng.normal(0, 2, (SIZE, SIZE, 3)), 0, 255)
+        mover = (xs - (14 + speed * t)) ** 2 + (ys - 30) ** 2 <= 10 ** 2
+        twin = (xs - 70) ** 2 + (ys - 70) ** 2 <= 10 ** 2
+        frame[mover | twin] = (200, 40, 40)
+        out[t], masks[t] = frame.astype(np.uint8), mover
+    return out, masks
+
+
+def stop_and_go(frames: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """A textured square that moves 3 px/frame, stands still for frames 4-6, then moves on; textured static scene."""
+    rng = np.random.default_rng(3)
+    background, patch = texture(SIZE, SIZE, rng), texture(28, 28, rng)
+    xs = np.cumsum([0] + [0 if 4 <= t <= 6 else 3 for t in range(1, frames)]) + 10
+    out = np.repeat(background[None], frames, axis=0)
+    masks = np.zeros((frames, SIZE, SIZE), bool)
+    for t, x in enumerate(xs):
+        out[t, 30:58, x:x + 28] = patch
+        masks[t, 30:58, x:x + 28] = True
+    return out, masks
+
+
+def _parallax() -> tuple[np.ndarray, np.ndarray]:
+    from tests.test_camera_models import layered_scene
+
+    return layered_scene(1.0, 3.0, (0, 3))
+
+
+def _pan() -> tuple[np.ndarray, np.ndarray]:
+    frames, masks = make_video(SIZE, 8, (MovingSquare(60, 30, 28, -4, 0), MovingSquare(10, 60, 24, 2, 0)),
+                               pan=(2, 0), seed=2)
+    return frames, masks[:, 0]
+
+
+def _slow() -> tuple[np.ndarray, np.ndarray]:
+    frames, masks = make_video(SIZE, 8, (MovingSquare(30, 30, 28, 1, 0),), seed=5)
+    return frames, masks[:, 0]
+
+
+SCENES = {
+    "look-alike on a noisy background": (noisy_lookalikes, 0.7),
+    "mover over parallax": (_parallax, 0.6),
+    "camera pan": (_pan, 0.7),
+    "slow mover (1 px/frame)": (_slow, 0.6),
+    "mover that stops for three frames": (stop_and_go, 0.6),
+}
+
+
+@pytest.mark.parametrize("name", list(SCENES))
+def test_masks_and_maps_find_the_mover_on_every_frame(name: str) -> None:
+    make, least = SCENES[name]
+    frames, truth = make()
+    result = motion_maps(frames)
+    assert result.masks.shape == truth.shape and result.masks.dtype == bool
+    per_frame = jaccard(result.masks, truth)
+    assert per_frame.mean() >= least, per_frame
+    # never an empty mask where the object is there (it moves in the frames beside it)
+    assert all(m.any() for m, t in zip(result.masks, truth) if t.any()), per_frame
+    assert map_mass(result.maps, truth).mean() >= 0.5
+    assert result.maps.min() >= 0 and result.maps.max() == 1.0
+
+
+def test_the_static_twin_never_joins_the_mask() -> None:
+    frames, truth = noisy_lookalikes()
+    twin = np.zeros(truth.shape[1:], bool)
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    twin[(xs - 70) ** 2 + (ys - 70) ** 2 <= 10 ** 2] = True
+    masks = motion_maps(frames).masks
+    assert (masks & twin).sum() <= 0.02 * twin.sum() * len(masks)
+
+
+def test_a_static_video_has_no_mask_and_zero_maps() -> None:
+    frames = np.repeat(texture(64, 64, np.random.default_rng(1))[None], 5, axis=0)
+    result = motion_maps(frames)
+    assert not result.masks.any() and not result.maps.any() and np.isfinite(result.maps).all()
+
+
+def test_camera_motion_default_is_the_homography() -> None:
+    assert MotionOptions().camera_motion == "homography"
+
+
+# -- the scorer ------------------------------------------------------------------------------------------------
+
+
+def _disc(cx: int, cy: int, r: int, size: int = 64) -> np.ndarray:
+    ys, xs = np.mgrid[0:size, 0:size]
+    return (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
+
+
+@pytest.mark.parametrize(("pred", "truth", "want"), [
+    (np.ones((4, 4), bool), np.ones((4, 4), bool), 1.0),
+    (np.zeros((4, 4), bool), np.zeros((4, 4), bool), 1.0),  # both empty counts 1 (DAVIS)
+    (np.eye(4, dtype=bool), np.zeros((4, 4), bool), 0.0),
+    (np.pad(np.ones((2, 4), bool), ((0, 2), (0, 0))), np.ones((4, 4), bool), 0.5),  # 8 of 16
+])
+def test_jaccard_hand_cases(pred, truth, want) -> None:
+    assert float(jaccard(pred, truth)) == pytest.approx(want)
+
+
+def test_boundary_f_tolerates_a_shift_within_the_tolerance_and_not_beyond() -> None:
+    truth = _disc(32, 32, 12)
+    tol = int(np.ceil(0.008 * np.hypot(64, 64)))  # 1 pixel at 64x64
+    assert float(boundary_f(truth, truth)) == 1.0
+    assert float(boundary_f(np.roll(truth, tol, axis=1), truth)) == 1.0
+    assert float(boundary_f(np.roll(truth, 6, axis=1), truth)) < 0.3
+    assert float(boundary_f(np.zeros_like(truth), truth)) == 0.0
+    assert float(boundary_f(np.zeros_like(truth), np.zeros_like(truth))) == 1.0
+
+
+def test_map_mass_is_the_share_on_the_object() -> None:
+    truth = np.zeros((2, 4, 4), bool)
+    truth[:, :2] = True
+    maps = np.zeros((2, 4, 4))
+    maps[0, 0, 0], maps[0, 3, 3] = 3.0, 1.0  # 3 of 4 on the object
+    assert map_mass(maps, truth).tolist() == [0.75, 0.0]  # an all-zero map counts 0
+    assert score_masks(truth, truth, maps) == {"J": 1.0, "F": 1.0, "mass": 0.375}
+
+
+# -- the commands ----------------------------------------------------------------------------------------------
+
+
+def _davis_folder(root: Path, with_level: bool, width: int = 160, height: int = 96) -> Path:
+    """Two sequences in the DAVIS layout (JPEG frames, PNG masks 0/255) at a size other than the protocol's."""
+    level = "480p" if with_level else ""
+    for name, make in (("mover", _pan), ("slowpoke", _slow)):
+        frames, masks = make()
+        jdir, adir = root / "JPEGImages" / level / name, root / "Annotations" / level / name
+        jdir.mkdir(parents=True)
+        adir.mkdir(parents=True)
+        for i, (f, m) in enumerate(zip(frames, masks)):
+            cv2.imwrite(str(jdir / f"{i:05d}.jpg"), cv2.resize(f[..., ::-1], (width, height)))
+            cv2.imwrite(str(adir / f"{i:05d}.png"),
+                        cv2.resize(m.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_NEAREST))
+    return root
+
+
+@pytest.mark.parametrize("with_level", [False, True], ids=["plain", "480p"])
+def test_bench_motion_reads_the_davis_layout_and_reports_j_f_mass(tmp_path, capsys, with_level) -> None:
+    from attentionflow.cli import main
+
+    root = _davis_folder(tmp_path / "davis", with_level)
+    report = tmp_path / "r.json"
+    code = main(["bench", "motion", "--davis", str(root), "--frames", "6", "--stride", "1", "--size", "96x96",
+                 "--json", str(report), "-q"])
+    out = capsys.readouterr().out
+    assert code == 0
+    data = json.loads(report.read_text())
+    names = [r["sequence"] for r in data["sequences"]]
+    assert names == ["mover", "slowpoke"] and "| mover | 6 |" in out and "**mean of 2**" in out
+    for row in data["sequences"]:
+        assert row["J"] >= 0.5 and 0 <= row["F"] <= 1 and row["mass"] >= 0.4
+        assert sum(row["camera_models"].values()) == 6 and row["seconds_per_frame"] > 0
+    assert data["mean"]["J"] == pytest.approx(np.mean([r["J"] for r in data["sequences"]]))
+    # the same subset by name, and an earlier report of this command may be replaced only with --overwrite
+    args = ["bench", "motion", "--davis", str(root), "--frames", "6", "--stride", "1", "--size", "96x96",
+            "--sequences", "slowpoke", "--json", str(report), "-q"]
+    assert main(args) == 2
+    assert main(args + ["--overwrite"]) == 0
+    assert [r["sequence"] for r in json.loads(report.read_text())["sequences"]] == ["slowpoke"]
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--sequences", "nope"], "nope not in"),
+    (["--json", "{user}"], "is not a report of this command"),
+    (["--json", "{user}", "--overwrite"], "is not a report of this command"),
+    (["--frames", "1"], "--frames must be >= 2"),
+    (["--camera-motion", "spin"], "invalid choice"),
+], ids=["unknown-sequence", "foreign-json", "foreign-json-overwrite", "one-frame", "bad-camera-motion"])
+def test_bench_motion_bad_input_is_one_line_and_leaves_files_alone(tmp_path, capsys, extra, needle) -> None:
+    from attentionflow.cli import main
+
+    root = _davis_folder(tmp_path / "davis", False)
+    user = tmp_path / "mine.json"
+    user.write_text('{"my": "notes"}')
+    before = hashlib.sha256(user.read_bytes()).hexdigest()
+    argv = ["bench", "motion", "--davis", str(root), "--frames", "4", "--size", "96x96", "-q"]
+    argv += [a.replace("{user}", str(user)) for a in extra]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own choices check
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and needle in err, err
+    assert hashlib.sha256(user.read_bytes()).hexdigest() == before
+
+
+def test_bench_motion_not_a_davis_folder(tmp_path, capsys) -> None:
+    from attentionflow.cli import main
+
+    assert main(["bench", "motion", "--davis", str(tmp_path), "-q"]) == 2
+    assert "is not a DAVIS folder" in capsys.readouterr().err
+
+
+def test_bench_motion_scores_the_toy_scenes_with_the_same_scorer(capsys) -> None:
+    from attentionflow.cli import main
+
+    assert main(["bench", "motion", "--toy", "--frames", "6", "--size", "64", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "look-alike" in out and "two movers" in out and "**mean of 13**" in out
+
+
+def test_motion_command_writes_the_moving_masks(tmp_path) -> None:
+    from attentionflow.cli import main
+    from attentionflow.io.video import read_frames
+
+    frames, truth = _pan()
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(clip / f"{i:03d}.png"), f[..., ::-1])
+    out = tmp_path / "mo"
+    assert main(["motion", str(clip), "--out", str(out), "--frames", "8", "--size", str(SIZE), "-q"]) == 0
+    masks = np.load(out / "moving_masks.npy")
+    assert masks.shape == truth.shape and masks.dtype == np.uint8 and set(np.unique(masks)) <= {0, 1}
+    assert jaccard(masks.astype(bool), truth).mean() >= 0.7
+    pngs = read_frames(out / "moving_masks")[..., 0] > 127
+    assert np.array_equal(pngs, masks.astype(bool))
+    assert read_frames(out / "moving_masks.mp4").shape == frames.shape
+    assert json.loads((out / "manifest.json").read_text())["moving_area"] == pytest.approx(
+        masks.reshape(len(masks), -1).mean(axis=1), abs=1e-4)
