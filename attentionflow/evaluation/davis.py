@@ -29,7 +29,7 @@ import numpy as np
 
 from attentionflow.errors import ConfigError, InputError
 
-__all__ = ["DavisSequence", "find_sequences", "format_motion_report", "run_motion_scores", "register_cli"]
+__all__ = ["DavisSequence", "find_sequences", "format_motion_report", "register_cli", "run_motion_scores"]
 
 #: The report's own mark (its JSON ``report`` key): a file that carries it may be replaced with ``--overwrite``.
 REPORT_KIND = "attentionflow bench motion"
@@ -130,7 +130,7 @@ def run_motion_scores(sources: Iterator[tuple[str, np.ndarray, np.ndarray, str |
         seconds = (time.perf_counter() - start) / len(frames)
         scores = score_masks(result.masks, truth, result.maps)
         kinds = result.camera_model_kinds
-        rows.append({"sequence": name, "frames": int(len(frames)), "size": f"{frames.shape[2]}x{frames.shape[1]}",
+        rows.append({"sequence": name, "frames": len(frames), "size": f"{frames.shape[2]}x{frames.shape[1]}",
                      **scores, "object_share": float(truth.mean()),
                      "camera_models": {k: kinds.count(k) for k in dict.fromkeys(kinds)},
                      "seconds_per_frame": seconds})
