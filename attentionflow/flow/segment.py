@@ -9,8 +9,8 @@ Steps (every constant below is a module constant; the figures that chose them ar
 
 1. **Reliable motion.** A pixel's residual counts only where its flow is forward-backward consistent
    (:data:`FB_PIXELS` + :data:`FB_SHARE` of its own length: occlusions, reflections and splashes are not), scaled by
-   its **coherence** with the next frame's residual at the place it moves to (``|r_i + r_{i+1}| / (|r_i| +
-   |r_{i+1}|)``: a rigid mover keeps its heading, ripples and waves do not).
+   its **coherence** along its trajectory over the next :data:`COHERENCE_STEPS` frames (``(|sum r| / sum |r|)^2``: a
+   rigid mover keeps its heading, ripples and waves do not).
 2. **Per-frame evidence**: the magnitude above the frame's median, divided by its spread (the 99.5th percentile
    minus the median, at least :data:`SPREAD_FLOOR` pixels), clipped to ``[0, 1]``. A frame whose peak motion is
    below ``min_motion`` is static: 0.
@@ -57,6 +57,8 @@ __all__ = [
 FB_PIXELS: float = 1.5
 #: ... plus this share of the flow's own length (fast motion is matched less exactly).
 FB_SHARE: float = 0.05
+#: Frames ahead along a trajectory over which a pixel's residual motion must keep its heading (:func:`coherence`).
+COHERENCE_STEPS: int = 3
 #: Smallest spread (pixels) a frame's evidence is divided by: flow noise on a nearly still frame is not stretched.
 SPREAD_FLOOR: float = 0.3
 #: Share of evidence kept per frame as it is carried along a trajectory.
@@ -109,17 +111,28 @@ def reliable(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
     return err <= FB_PIXELS + FB_SHARE * np.linalg.norm(flow, axis=-1)
 
 
-def coherence(residual: np.ndarray, forward: np.ndarray) -> np.ndarray:
-    """``(N, H, W)`` in ``[0, 1]``: how well each pixel's residual ``(N, H, W, 2)`` agrees with the next frame's at the
-    place the pixel moves to (``forward (N, H, W, 2)``, entry ``i`` the flow ``i -> i+1``); the last frame takes the
-    one before it's (1 for a single frame)."""
-    n = len(residual)
-    out = np.ones(residual.shape[:3], np.float32)
+def coherence(residual: np.ndarray, forward: np.ndarray, steps: int = COHERENCE_STEPS) -> np.ndarray:
+    """``(N, H, W)`` in ``[0, 1]``: how steadily each pixel's residual motion ``(N, H, W, 2)`` keeps its heading along
+    its trajectory over the next ``steps`` frames (``forward (N-1, H, W, 2)``, entry ``i`` the flow ``i -> i+1``):
+    ``(|sum r| / sum |r|)^2`` of the residuals met on the way (a rigid mover about 1; ripples, waves and jitter, whose
+    motion turns back, much less; squared: a half-coherent path counts a quarter). The last frame takes the one
+    before it's (1 for a single frame)."""
+    n, h, w = residual.shape[:3]
+    out = np.ones((n, h, w), np.float32)
+    ys, xs = _grid(h, w)
     for i in range(n - 1):
-        nxt = warp(residual[i + 1], forward[i])  # (H, W, 2)
-        num = np.linalg.norm(residual[i] + nxt, axis=-1)
-        den = np.linalg.norm(residual[i], axis=-1) + np.linalg.norm(nxt, axis=-1) + 1e-3
-        out[i] = np.clip(num / den, 0.0, 1.0)
+        px, py = xs.copy(), ys.copy()
+        net = residual[i].astype(np.float32).copy()
+        path = np.linalg.norm(net, axis=-1)
+        for k in range(min(steps, n - 1 - i)):  # follow the trajectory one frame at a time
+            step = cv2.remap(forward[i + k].astype(np.float32), px, py, cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REPLICATE)
+            px, py = px + step[..., 0], py + step[..., 1]
+            met = cv2.remap(residual[i + k + 1].astype(np.float32), px, py, cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            net += met
+            path += np.linalg.norm(met, axis=-1)
+        out[i] = np.clip(np.linalg.norm(net, axis=-1) / (path + 1e-3), 0.0, 1.0) ** 2
     if n > 1:
         out[n - 1] = out[n - 2]
     return out
