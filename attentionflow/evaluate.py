@@ -447,6 +447,10 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines + [""] + notes)
 
 
+#: The mark of this command's ``--json`` reports (their ``report`` key): only such a file may be replaced.
+REPORT_KIND = "attentionflow evaluate"
+
+
 def to_json(report: dict[str, Any]) -> str:
     """Strict JSON text of a report: infinite values become the string ``"inf"``, NaN becomes null."""
 
@@ -474,18 +478,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``attentionflow evaluate``; prints the table (stdout), writes JSON with ``--json``."""
     inputs = find_inputs(args.source, args.edited, prompt=args.prompt, source_prompt=args.source_prompt,
                          mask=args.mask)
-    if args.json:
-        out = Path(args.json)
-        if out.is_dir():
-            raise InputError(f"--json '{args.json}' is a folder; give a file path such as scores.json")
+    from .io.reports import check_report_target, write_report
+
+    out = check_report_target(args.json, REPORT_KIND, args.overwrite) if args.json else None
     report = run_evaluation(inputs, clip=args.clip, flow=args.flow, device=args.device, progress=not args.quiet)
     print(format_table(report))
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(to_json(report), encoding="utf-8")
-        tmp.replace(out)
+    if out is not None:
+        check_report_target(out, REPORT_KIND, args.overwrite)  # still true after the work
+        write_report(out, to_json({"report": REPORT_KIND, **report}))
         if not args.quiet:
             print(f"wrote {out}", file=sys.stderr)
     return 0
@@ -504,7 +504,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", help="target prompt (CLIP score); default from the manifest in folder mode")
     p.add_argument("--source-prompt", help="source prompt (CLIP frame accuracy); default from the manifest")
     p.add_argument("--clip", help="local CLIP model folder (transformers CLIPModel + tokenizer) for CLIP metrics")
-    p.add_argument("--json", help="write the scores as JSON to this file")
+    p.add_argument("--json", help="write the scores as JSON to this file (a new file, or an earlier report of this "
+                   "command with --overwrite; any other file is left alone)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier --json report of this command")
     p.add_argument("--flow", default="dis", help="optical flow method: dis (default) or farneback")
     p.add_argument("--device", default="cpu", help="device for CLIP (cpu, cuda, ...)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")

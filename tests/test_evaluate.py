@@ -27,7 +27,7 @@ def toy():
 
 def _report(tmp_path, *argv):
     out = tmp_path / "scores.json"
-    assert main(["evaluate", *map(str, argv), "--json", str(out), "-q"]) == 0
+    assert main(["evaluate", *map(str, argv), "--json", str(out), "--overwrite", "-q"]) == 0  # its own report
     return json.loads(out.read_text())
 
 
@@ -212,3 +212,45 @@ def test_real_edit_output_folder(tmp_path, tiny_model_dir, toy):
     for r in report["results"]:
         assert r["path"].endswith(r["name"])  # the lossless PNG frames were used, not the mp4
         assert isinstance(r["metrics"]["psnr"], float) and r["metrics"]["warp_error"] >= 0.0
+
+
+def _digest(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("target", ["source", "user-notes", "other-report"])
+def test_json_never_overwrites_a_file_it_did_not_write(tmp_path, toy, capsys, target):
+    """Issue 28, item 1: ``--json`` naming the source video, a user's file or another command's report is refused
+    before any work, with one line, and the file keeps every byte (with and without --overwrite)."""
+    src, edited = toy
+    write_mp4(src.frames, tmp_path / "src.mp4")
+    write_mp4(edited.frames, tmp_path / "edited.mp4")
+    victim = {"source": tmp_path / "src.mp4", "user-notes": tmp_path / "notes.json",
+              "other-report": tmp_path / "bench.json"}[target]
+    if target == "user-notes":
+        victim.write_text('{"mine": true}')
+    if target == "other-report":
+        victim.write_text('{"report": "attentionflow bench motion"}')
+    before = _digest(victim)
+    for extra in ([], ["--overwrite"]):
+        code = main(["evaluate", str(tmp_path / "src.mp4"), str(tmp_path / "edited.mp4"), "--json", str(victim),
+                     "-q", *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "is not a report of 'attentionflow evaluate'" in err and "\n" not in err, err
+        assert _digest(victim) == before
+
+
+def test_json_replaces_its_own_report_only_with_overwrite(tmp_path, toy, capsys):
+    src, edited = toy
+    write_mp4(src.frames, tmp_path / "src.mp4")
+    write_mp4(edited.frames, tmp_path / "edited.mp4")
+    argv = ["evaluate", str(tmp_path / "src.mp4"), str(tmp_path / "edited.mp4"), "--json", str(tmp_path / "s.json"),
+            "-q"]
+    assert main(argv) == 0
+    first = json.loads((tmp_path / "s.json").read_text())
+    assert first["report"] == "attentionflow evaluate"
+    assert main(argv) == 2 and "add --overwrite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left

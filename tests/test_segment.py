@@ -190,8 +190,8 @@ def test_bench_motion_reads_the_davis_layout_and_reports_j_f_mass(tmp_path, caps
 
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--sequences", "nope"], "nope not in"),
-    (["--json", "{user}"], "is not a report of this command"),
-    (["--json", "{user}", "--overwrite"], "is not a report of this command"),
+    (["--json", "{user}"], "is not a report of"),
+    (["--json", "{user}", "--overwrite"], "is not a report of"),
     (["--frames", "1"], "--frames must be >= 2"),
     (["--camera-motion", "spin"], "invalid choice"),
 ], ids=["unknown-sequence", "foreign-json", "foreign-json-overwrite", "one-frame", "bad-camera-motion"])

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from attentionflow.errors import ConfigError, InputError
+from attentionflow.io.reports import check_report_target, write_report
 
 __all__ = ["DavisSequence", "find_sequences", "format_motion_report", "register_cli", "run_motion_scores"]
 
@@ -167,16 +168,6 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _write_report_json(path: Path, report: dict[str, Any], overwrite: bool) -> None:
-    """Write the JSON atomically; an existing file is replaced only with ``overwrite`` and only when it is a report
-    of this command (its ``report`` key), so a user's file is never overwritten."""
-    from attentionflow.io.video import _atomic_file
-
-    _check_report_target(path, overwrite)
-    with _atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
-
-
 def cmd_bench_motion(args: argparse.Namespace) -> int:
     """Handler of ``attentionflow bench motion``."""
     from attentionflow.cli import _apply_motion_args
@@ -189,9 +180,7 @@ def cmd_bench_motion(args: argparse.Namespace) -> int:
     if args.frames < 2 or args.stride < 1 or min(width, height) < 16 or width % 8 or height % 8:
         raise ConfigError("--frames must be >= 2, --stride >= 1, and --size at least 16x16 in multiples of 8; got "
                           f"--frames {args.frames} --stride {args.stride} --size {width}x{height}")
-    json_path = Path(args.json) if args.json else None
-    if json_path is not None:  # refuse before the work, not after
-        _check_report_target(json_path, args.overwrite)
+    json_path = check_report_target(args.json, REPORT_KIND, args.overwrite) if args.json else None
     if (args.davis is None) == (not args.toy):
         raise ConfigError("give one data source: --davis DIR or --toy")
     if args.toy:
@@ -217,27 +206,9 @@ def cmd_bench_motion(args: argparse.Namespace) -> int:
                   else "attentionflow bench motion", options=vars(options).copy())
     print(format_motion_report(report))
     if json_path is not None:
-        _write_report_json(json_path, report, args.overwrite)
+        check_report_target(json_path, REPORT_KIND, args.overwrite)  # still true after the work
+        write_report(json_path, json.dumps(report, indent=2))
     return 0
-
-
-def _check_report_target(path: Path, overwrite: bool) -> None:
-    """Raise a one-line :class:`ConfigError` unless the report may be written to ``path``: a new file in an existing
-    folder, or (with ``overwrite``) an earlier report of this command, recognised by its ``report`` key."""
-    if path.is_dir():
-        raise ConfigError(f"--json {path} is a folder; give a file name")
-    if path.exists() or path.is_symlink():
-        try:
-            ours = not path.is_symlink() and json.loads(path.read_text(encoding="utf-8")).get("report") == REPORT_KIND
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            raise ConfigError(f"--json {path} exists and is not a report of this command; it is left alone, give "
-                              "another name")
-        if not overwrite:
-            raise ConfigError(f"--json {path} exists; add --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--json {path}: folder {path.parent} does not exist")
 
 
 def register_cli(bench_parsers: argparse._SubParsersAction) -> None:

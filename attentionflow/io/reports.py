@@ -1,0 +1,54 @@
+"""Single-file reports (``--json``): written atomically, and never over a file this tool did not write.
+
+A report carries its own mark: the JSON key ``"report"`` names the command that wrote it. An existing file is
+replaced only when it carries the same mark and the user said ``--overwrite``; anything else (a video, a user's
+notes, another command's report, a symlink) is refused with one line, before any work is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from attentionflow.errors import ConfigError
+
+__all__ = ["check_report_target", "write_report"]
+
+
+def _is_ours(path: Path, kind: str) -> bool:
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 * 2**20:
+        return False
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("report") == kind
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
+def check_report_target(path: str | Path, kind: str, overwrite: bool, flag: str = "--json") -> Path:
+    """Raise a one-line :class:`ConfigError` unless a report of ``kind`` may be written to ``path``: a new file in an
+    existing folder, or (with ``overwrite``) an earlier report of the same ``kind``. Returns the path."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name such as report.json")
+    if path.exists() or path.is_symlink():
+        if not _is_ours(path, kind):
+            raise ConfigError(f"{flag} {path} exists and is not a report of '{kind}'; it is left alone, give "
+                              "another file name")
+        if not overwrite:
+            raise ConfigError(f"{flag} {path} exists (an earlier report); add --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{flag} {path}: folder {path.parent} does not exist")
+    return path
+
+
+def write_report(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a hidden sibling renamed over it; removed on failure)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
