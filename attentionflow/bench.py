@@ -470,6 +470,23 @@ def _model_note(model: str) -> str:
     return f"{name}" + (f" ({first})" if first else "")
 
 
+#: The mark of this command's reports: quality.json's ``report`` key, quality.md's first characters.
+REPORT_KIND = "attentionflow bench quality"
+REPORT_HEADER = "# Toy-world editing quality"
+
+
+def _report_targets(out: Path, overwrite: bool) -> dict[str, Path]:
+    """quality.md / quality.json / quality.partial.json in ``out``, each checked: new, or an earlier report of this
+    command replaced only with ``--overwrite`` (never a file this command did not write)."""
+    from .io.reports import check_report_target
+
+    if not out.is_dir():
+        return {"md": out / "quality.md", "json": out / "quality.json"}
+    check_report_target(out / "quality.partial.json", REPORT_KIND, True, "--out")
+    return {"md": check_report_target(out / "quality.md", REPORT_KIND, overwrite, "--out", header=REPORT_HEADER),
+            "json": check_report_target(out / "quality.json", REPORT_KIND, overwrite, "--out")}
+
+
 def cmd_bench_quality(args: argparse.Namespace) -> int:
     """Handler of ``attentionflow bench quality``."""
     import torch
@@ -484,13 +501,14 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{args.out}' is a file; give a folder")
+    targets = _report_targets(out, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
     note = _model_note(args.model)
     pipe = AttentionFlowPipeline.from_pretrained(args.model, device=args.device)
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "quality.partial.json"
-    report: dict[str, Any] = {"settings": asdict(settings), "model": note}
+    report: dict[str, Any] = {"report": REPORT_KIND, "settings": asdict(settings), "model": note}
 
     def save_partial(records: list[dict[str, Any]], key: str) -> None:
         partial.write_text(to_json({**report, key: records}), encoding="utf-8")
@@ -515,8 +533,11 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
         parts.append(format_motion_markdown(report["motion"]))
     report["command"] = command
     md = "\n".join(parts)
-    (out / "quality.md").write_text(md, encoding="utf-8")
-    (out / "quality.json").write_text(to_json(report), encoding="utf-8")
+    from .io.reports import write_report
+
+    _report_targets(out, args.overwrite)  # still true after the work
+    write_report(targets["md"], md)
+    write_report(targets["json"], to_json(report))
     partial.unlink(missing_ok=True)
     if not args.quiet:
         print(md)
@@ -550,6 +571,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--device", default="cpu", help="device (default cpu)")
     q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     q.add_argument("--out", default="outputs/bench_quality", help="output folder for quality.md / quality.json")
+    q.add_argument("--overwrite", action="store_true", help="replace an earlier quality.md / quality.json of this "
+                   "command there (never another file)")
     q.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     q.set_defaults(func=cmd_bench_quality)
     from .evaluation.davis import register_cli as _reg_motion

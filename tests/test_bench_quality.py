@@ -128,6 +128,9 @@ def test_bench_runs_two_tasks_with_tiny_model(tmp_path, tiny, monkeypatch):
     for label in ("(a) inversion + regeneration", "(b) prompt-to-prompt", "(c) prompt-to-prompt + MMI"):
         assert f"| {label} |" in md
     assert "## Closing note" in md and "Model: embedded toy model" in md
+    # its own earlier report is replaced only with --overwrite (issue 28, item 11)
+    assert main(argv) == 2 and (out / "quality.md").read_text() == md
+    assert main(argv + ["--overwrite"]) == 0
 
 
 def test_motion_suite_runs_its_four_methods_on_two_tasks(tmp_path, tiny, monkeypatch):
@@ -184,3 +187,20 @@ def test_partial_results_after_each_task(tiny):
                                      on_task=lambda records: seen.append([r["task"] for r in records]))
     assert seen == [[bench.TASKS[0].name], [bench.TASKS[0].name, bench.TASKS[1].name]]
     assert [r["task"] for r in report["tasks"]] == seen[-1]
+
+
+@pytest.mark.parametrize("name", ["quality.md", "quality.json", "quality.partial.json"])
+def test_bench_quality_never_overwrites_a_users_file(tmp_path, capsys, name):
+    """Issue 28, item 11: a user's quality.md / quality.json in --out is refused before any work, with and without
+    --overwrite, and keeps every byte."""
+    import hashlib
+
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / name).write_text("my own notes\n")
+    before = hashlib.sha256((out / name).read_bytes()).hexdigest()
+    for extra in ([], ["--overwrite"]):
+        assert main(["bench", "quality", "--out", str(out), "-q", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "is not a report of 'attentionflow bench quality'" in err and name in err
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == before

@@ -1,6 +1,7 @@
 """Single-file reports (``--json``): written atomically, and never over a file this tool did not write.
 
-A report carries its own mark: the JSON key ``"report"`` names the command that wrote it. An existing file is
+A report carries its own mark: the JSON key ``"report"`` names the command that wrote it (a markdown report: its
+own first line). An existing file is
 replaced only when it carries the same mark and the user said ``--overwrite``; anything else (a video, a user's
 notes, another command's report, a symlink) is refused with one line, before any work is done.
 """
@@ -16,23 +17,26 @@ from attentionflow.errors import ConfigError
 __all__ = ["check_report_target", "write_report"]
 
 
-def _is_ours(path: Path, kind: str) -> bool:
+def _is_ours(path: Path, kind: str, header: str | None) -> bool:
     if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 * 2**20:
         return False
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("report") == kind
+        text = path.read_text(encoding="utf-8")
+        return text.startswith(header) if header is not None else json.loads(text).get("report") == kind
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return False
 
 
-def check_report_target(path: str | Path, kind: str, overwrite: bool, flag: str = "--json") -> Path:
+def check_report_target(path: str | Path, kind: str, overwrite: bool, flag: str = "--json",
+                        header: str | None = None) -> Path:
     """Raise a one-line :class:`ConfigError` unless a report of ``kind`` may be written to ``path``: a new file in an
-    existing folder, or (with ``overwrite``) an earlier report of the same ``kind``. Returns the path."""
+    existing folder, or (with ``overwrite``) an earlier report of the same ``kind`` (a JSON report by its ``report``
+    key; a text report, ``header`` given, by its first characters). Returns the path."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; give a file name such as report.json")
     if path.exists() or path.is_symlink():
-        if not _is_ours(path, kind):
+        if not _is_ours(path, kind, header):
             raise ConfigError(f"{flag} {path} exists and is not a report of '{kind}'; it is left alone, give "
                               "another file name")
         if not overwrite:
