@@ -26,8 +26,16 @@ def _video(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out} is an existing folder; a {suffix} output must be a file path")
     if suffix and out.parent.exists() and not out.parent.is_dir():
         raise InputError(f"--out {args.out} lies under {out.parent}, which is a file; choose another path")
+    if suffix and (out.exists() or out.is_symlink()):
+        raise InputError(f"--out {args.out} exists; it is left alone (this command never replaces a file): give a new "
+                         "file name")
     if not suffix:
         check_output_dir(out)  # an empty or new folder: frames are never written over someone's files
+    if args.masks:
+        masks_dir = Path(args.masks)
+        if masks_dir.exists() and not masks_dir.is_dir():
+            raise InputError(f"--masks {args.masks} is a file; give a new or empty folder for the mask frames")
+        check_output_dir(masks_dir)  # new or empty: mask frames are never written over someone's files
     check_fps(args.fps)
     if args.frames >= 1 and args.size >= 16:  # make_video names smaller values itself
         # frames (3 bytes/pixel) + masks (1) + flows (8) + one encoding copy (3)
