@@ -181,6 +181,12 @@ def _files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return sorted(dict.fromkeys(files), key=lambda f: str(f))
 
 
+def _safe_name(name: str) -> bool:
+    """A job name is used as one folder under ``--out-root``: it must be a single plain path component."""
+    return (name not in ("", ".", "..") and "/" not in name and "\\" not in name
+            and not any(ord(c) < 32 or ord(c) == 127 for c in name))
+
+
 def collect_jobs(paths: Sequence[str | os.PathLike[str]], *, out_root: str | os.PathLike[str] = "outputs/batch",
                  model: str | None = None, device: str | None = None) -> list[BatchJob]:
     """Read every job named by ``paths`` (files, manifests, folders) into a sorted, numbered list.
@@ -216,6 +222,10 @@ def collect_jobs(paths: Sequence[str | os.PathLike[str]], *, out_root: str | os.
                 name = f"{name}-{names[name]}"
             job = BatchJob(index=index, name=name, source=source)
             jobs.append(job)
+            if not _safe_name(name):
+                job.error = (f"job name {name!r} is not a plain folder name (it must stay under --out-root: no / or \\, "
+                             "not . or .., no control characters)")
+                continue
             if isinstance(raw, Exception):
                 job.error = first_line(raw)
                 continue

@@ -258,3 +258,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "..", "x\\y", "bad\nname"])
+def test_a_job_name_that_would_leave_the_out_root_is_refused(tmp_path, name):
+    """Issue 28, item 14: the job's folder is <out-root>/<name>, so a name must be one plain folder name."""
+    listed = tmp_path / "jobs.jsonl"
+    listed.write_text(json.dumps(job_dict("v.mp4", name=name)) + "\n" + json.dumps(job_dict("w.mp4", name="fine")))
+    bad, good = collect_jobs([listed], out_root=tmp_path / "root" / "outs")
+    assert bad.config is None and "is not a plain folder name" in bad.error and "\n" not in bad.error
+    assert good.error is None and Path(good.config.output_dir) == tmp_path / "root" / "outs" / "fine"
