@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from attentionflow.cli import main
-from attentionflow.io.video import atomic_output_dir, remove_stale_siblings, write_frames, write_mp4
+from attentionflow.errors import InputError
+from attentionflow.io.video import (OLD_MARKER, TMP_MARKER, atomic_output_dir, remove_stale_siblings, write_frames,
+                                    write_mp4)
 from attentionflow.models.paths import embedded_model_path
 
 SRC = "a red circle is moving on the road"
@@ -231,11 +233,54 @@ def test_stale_temporary_folders_of_dead_runs_are_removed(tmp_path):
     for folder in (*stale, live, other, mine):
         folder.mkdir()
         (folder / "f.txt").write_text("x")
-    with atomic_output_dir(out) as tmp:
-        (tmp / "manifest.json").write_text("{}")
+    (stale[0] / TMP_MARKER).touch()  # the tool's own marks
+    (stale[1] / OLD_MARKER).touch()
+    (out / "x").mkdir(parents=True)  # a complete new output exists: the previous one is not needed
+    (out / "x" / "manifest.json").write_text("{}")
+    assert sorted(remove_stale_siblings(out)) == sorted(stale)
     assert not any(p.exists() for p in stale)
     assert live.exists() and other.exists() and mine.exists()
     assert remove_stale_siblings(out) == []  # nothing left to remove
+
+
+def _tree_hashes(folder):
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["tmp", "old"])
+def test_user_folders_named_like_temporary_ones_are_never_deleted(tmp_path, kind):
+    """Issue 28, item 12: `.out.tmp-4000000` / `.out.old-4000001` without the tool's marker belong to the user."""
+    folder = tmp_path / f".out.{kind}-{_dead_pid()}"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "precious.txt").write_text("mine")
+    before = _tree_hashes(tmp_path)
+    with atomic_output_dir(tmp_path / "out") as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    after = _tree_hashes(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("out/")} == before
+
+
+def test_a_run_killed_between_the_two_renames_gets_its_previous_output_back(tmp_path):
+    """Issue 28, item 13: the previous output was moved aside (`.out.old-PID`, marked) and the run died before the new
+    one took its place: the next run puts the previous output back before anything else (and, without --overwrite,
+    then refuses to replace it)."""
+    dead = _dead_pid()
+    old = tmp_path / f".out.old-{dead}"
+    old.mkdir()
+    (old / "manifest.json").write_text('{"command": "edit"}')
+    (old / "result.mp4").write_bytes(b"earlier result")
+    (old / OLD_MARKER).touch()
+    unfinished = tmp_path / f".out.tmp-{dead}"
+    unfinished.mkdir()
+    (unfinished / TMP_MARKER).touch()
+    with pytest.raises(InputError):
+        with atomic_output_dir(tmp_path / "out"):
+            pass
+    assert (tmp_path / "out" / "result.mp4").read_bytes() == b"earlier result"
+    assert not (tmp_path / "out" / OLD_MARKER).exists() and not old.exists() and not unfinished.exists()
 
 
 def test_sigterm_removes_the_unfinished_output_and_exits_143(work):

@@ -868,19 +868,44 @@ def probe_output_location(path: PathLike) -> None:
                          f"choose a writable location") from None
 
 
+#: Marker file in a temporary folder this tool is building (``.NAME.tmp-PID``) ...
+TMP_MARKER = ".attentionflow-partial"
+#: ... and in a previous output it moved aside (``.NAME.old-PID``) while the new one moves into place.
+OLD_MARKER = ".attentionflow-previous"
+
+
 def remove_stale_siblings(final: Path) -> list[Path]:
-    """Remove ``.NAME.tmp-PID`` / ``.NAME.old-PID`` folders of ``final`` left by runs whose PID is gone."""
-    removed: list[Path] = []
+    """Clean up after runs whose PID is gone, touching only folders that carry this tool's marker:
+
+    - ``.NAME.tmp-PID`` (an unfinished output, :data:`TMP_MARKER`): removed;
+    - ``.NAME.old-PID`` (a previous output moved aside, :data:`OLD_MARKER`): put back as ``NAME`` when the run was
+      killed before the new output took its place, else removed (the new output is complete).
+
+    A folder with such a name but without the marker is the user's and is left alone. Returns what was removed or
+    restored."""
+    touched: list[Path] = []
     if not final.parent.is_dir():
-        return removed
-    for sib in final.parent.iterdir():
+        return touched
+    for sib in sorted(final.parent.iterdir()):
         m = _STALE.match(sib.name)
-        if m and m.group("name") == final.name and sib.is_dir() and not sib.is_symlink() \
-                and not _pid_alive(int(m.group("pid"))):
+        if not (m and m.group("name") == final.name and sib.is_dir() and not sib.is_symlink()) \
+                or _pid_alive(int(m.group("pid"))):
+            continue
+        if ".tmp-" in sib.name[len(final.name) + 1:] and (sib / TMP_MARKER).is_file():
             shutil.rmtree(sib, ignore_errors=True)
-            removed.append(sib)
             logger.info("removed %s, left by an interrupted run", sib)
-    return removed
+        elif ".old-" in sib.name[len(final.name) + 1:] and (sib / OLD_MARKER).is_file():
+            if final.exists() or final.is_symlink():
+                shutil.rmtree(sib, ignore_errors=True)
+                logger.info("removed %s, the previous output of a run that completed", sib)
+            else:
+                os.replace(sib, final)
+                (final / OLD_MARKER).unlink(missing_ok=True)
+                logger.warning("restored %s: a run was killed while it replaced it", final)
+        else:
+            continue
+        touched.append(sib)
+    return touched
 
 
 @contextmanager
@@ -896,14 +921,19 @@ def atomic_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence
     Raises:
         InputError: as :func:`check_output_dir`, or when the folder cannot be created.
     """
+    remove_stale_siblings(Path(os.path.abspath(os.fspath(path))))  # first: a killed run's previous output comes back
     final = check_output_dir(path, overwrite, protect)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_siblings(final)
         tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        if tmp.exists():  # left by a crashed run that had our pid
+        if tmp.exists() and (tmp / TMP_MARKER).is_file():  # left by a crashed run that had our pid
             shutil.rmtree(tmp)
         tmp.mkdir()
+        try:
+            (tmp / TMP_MARKER).touch()
+        except BaseException:  # a signal or a full disk right here: leave nothing behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     except OSError as exc:
         raise InputError(f"cannot create output folder {os.fspath(path)}: {exc.strerror or exc}") from None
     try:
@@ -916,15 +946,18 @@ def atomic_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    (tmp / TMP_MARKER).unlink(missing_ok=True)
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        if old.exists():
+        if old.exists() and (old / OLD_MARKER).is_file():
             shutil.rmtree(old)
+        (final / OLD_MARKER).touch()  # so that a run killed between the two renames can put it back
         os.replace(final, old)
         try:
             os.replace(tmp, final)
         except BaseException:
             os.replace(old, final)  # put the previous output back
+            (final / OLD_MARKER).unlink(missing_ok=True)
             raise
         shutil.rmtree(old, ignore_errors=True)
     else:
