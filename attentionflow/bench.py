@@ -513,9 +513,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     def save_partial(records: list[dict[str, Any]], key: str) -> None:
         partial.write_text(to_json({**report, key: records}), encoding="utf-8")
 
-    argv = sys.argv[1:]
-    command = "attentionflow " + shlex.join(argv[argv.index("bench"):]) if "bench" in argv else \
-        "attentionflow bench quality"
+    command = _command_line("quality")
     parts = []
     if settings.suite in ("all", "single"):
         report.update(run_quality_bench(pipe, settings, progress=not args.quiet, model_note=note,
@@ -545,8 +543,81 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_line(name: str) -> str:
+    """The ``attentionflow bench ...`` command as the user typed it, for the reports' headers."""
+    argv = sys.argv[1:]
+    if "bench" not in argv:
+        return f"attentionflow bench {name}"
+    return "attentionflow " + shlex.join(argv[argv.index("bench"):])
+
+
+def cmd_bench_motion(args: argparse.Namespace) -> int:
+    """Handler of ``attentionflow bench motion`` (:mod:`attentionflow.evaluation.davis`)."""
+    import json
+
+    from .cli import _apply_motion_args
+    from .evaluation.davis import (REPORT_KIND as MOTION_REPORT, Protocol, davis_sources, find_sequences,
+                                   format_motion_report, run_motion_scores, toy_sources)
+    from .flow.motion import MotionOptions
+    from .io.reports import check_report_target, write_report
+
+    options = MotionOptions()
+    _apply_motion_args(args, options)
+    options.validate()
+    width, height = args.size
+    if args.frames < 2 or args.stride < 1 or min(width, height) < 16 or width % 8 or height % 8:
+        raise ConfigError("--frames must be >= 2, --stride >= 1, and --size at least 16x16 in multiples of 8; got "
+                          f"--frames {args.frames} --stride {args.stride} --size {width}x{height}")
+    json_path = check_report_target(args.json, MOTION_REPORT, args.overwrite) if args.json else None
+    if (args.davis is None) == (not args.toy):
+        raise ConfigError("give one data source: --davis DIR or --toy")
+    if args.toy:
+        side = min(width, height)
+        sources = toy_sources(args.frames, side)
+        source = f"toy scenes of the motion suite, {args.frames} frames of {side}x{side}"
+    else:
+        names = [n.strip() for n in args.sequences.split(",") if n.strip()] if args.sequences else None
+        protocol = Protocol(None if args.all_frames else args.frames, args.stride, width, height)
+        sources = davis_sources(find_sequences(args.davis, names), protocol)
+        span = "all frames" if args.all_frames else f"{args.frames} frames"
+        source = f"DAVIS ({Path(args.davis).name}), {span} at stride {args.stride}, {width}x{height}"
+    report = run_motion_scores(sources, options, progress=not args.quiet)
+    report.update(source=source, created=time.strftime("%Y-%m-%d %H:%M"), command=_command_line("motion"),
+                  options=asdict(options))
+    print(format_motion_report(report))
+    if json_path is not None:
+        check_report_target(json_path, MOTION_REPORT, args.overwrite)  # still true after the work
+        write_report(json_path, json.dumps(report, indent=2))
+    return 0
+
+
+def _add_motion_bench_parser(bench_parsers: argparse._SubParsersAction) -> None:
+    from .cli import _add_motion_args, _size
+    from .evaluation.davis import Protocol
+
+    m = bench_parsers.add_parser(
+        "motion", help="moving-object masks and maps against true masks (DAVIS or toy scenes): J, F, mass",
+        description="Score the masks that --edit-region moving would use, and the maps MMI injects, against true "
+                    "object masks: J (IoU), F (boundary F-measure), the map's mass on the object; per sequence and "
+                    "the mean. Prints markdown; --json writes the report.")
+    m.add_argument("--davis", metavar="DIR", help="a DAVIS folder: JPEGImages[/480p]/<seq>, Annotations[/480p]/<seq>")
+    m.add_argument("--toy", action="store_true", help="the toy scenes of the motion suite (exact masks)")
+    m.add_argument("--sequences", metavar="A,B,C", help="only these sequences (default all)")
+    m.add_argument("--frames", type=int, default=Protocol.frames, help="frames per sequence (default 16)")
+    m.add_argument("--stride", type=int, default=Protocol.stride, help="take every n-th frame (default 2)")
+    m.add_argument("--all-frames", action="store_true", help="every frame of each sequence (from the first)")
+    m.add_argument("--size", type=_size, default=(Protocol.width, Protocol.height),
+                   help="frame size after resize + centre crop, WIDTHxHEIGHT (default 512x288; --toy: the short "
+                        "side, square)")
+    m.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    m.add_argument("--overwrite", action="store_true", help="replace an earlier --json report of this command")
+    _add_motion_args(m)
+    m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    m.set_defaults(func=cmd_bench_motion)
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``bench quality`` to the CLI's subparsers (handler under ``func``)."""
+    """Add ``bench quality`` and ``bench motion`` to the CLI's subparsers (handlers under ``func``)."""
     b = subparsers.add_parser("bench", help="benchmarks (editing quality on the toy world, knowing what moves)",
                               description="Benchmarks that anyone can re-run offline.")
     bs = b.add_subparsers(dest="bench_command", metavar="{quality,motion}")
@@ -575,6 +646,4 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                    "command there (never another file)")
     q.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     q.set_defaults(func=cmd_bench_quality)
-    from .evaluation.davis import register_cli as _reg_motion
-
-    _reg_motion(bs)
+    _add_motion_bench_parser(bs)

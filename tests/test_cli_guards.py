@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.safety import tree_hashes
+
 from attentionflow.cli import main
 from attentionflow.errors import InputError
 from attentionflow.io.video import (OLD_MARKER, TMP_MARKER, atomic_output_dir, remove_stale_siblings, write_frames,
@@ -243,23 +245,16 @@ def test_stale_temporary_folders_of_dead_runs_are_removed(tmp_path):
     assert remove_stale_siblings(out) == []  # nothing left to remove
 
 
-def _tree_hashes(folder):
-    import hashlib
-
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("kind", ["tmp", "old"])
 def test_user_folders_named_like_temporary_ones_are_never_deleted(tmp_path, kind):
     """Issue 28, item 12: `.out.tmp-4000000` / `.out.old-4000001` without the tool's marker belong to the user."""
     folder = tmp_path / f".out.{kind}-{_dead_pid()}"
     (folder / "sub").mkdir(parents=True)
     (folder / "sub" / "precious.txt").write_text("mine")
-    before = _tree_hashes(tmp_path)
+    before = tree_hashes(tmp_path)
     with atomic_output_dir(tmp_path / "out") as tmp:
         (tmp / "manifest.json").write_text("{}")
-    after = _tree_hashes(tmp_path)
+    after = tree_hashes(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("out/")} == before
 
 

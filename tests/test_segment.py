@@ -178,7 +178,7 @@ def test_bench_motion_reads_the_davis_layout_and_reports_j_f_mass(tmp_path, caps
     assert names == ["mover", "slowpoke"] and "| mover | 6 |" in out and "**mean of 2**" in out
     for row in data["sequences"]:
         assert row["J"] >= 0.5 and 0 <= row["F"] <= 1 and row["mass"] >= 0.4
-        assert sum(row["camera_models"].values()) == 6 and row["seconds_per_frame"] > 0
+        assert sum(row["camera_models"].values()) == 6
     assert data["mean"]["J"] == pytest.approx(np.mean([r["J"] for r in data["sequences"]]))
     # the same subset by name, and an earlier report of this command may be replaced only with --overwrite
     args = ["bench", "motion", "--davis", str(root), "--frames", "6", "--stride", "1", "--size", "96x96",

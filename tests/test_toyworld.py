@@ -25,6 +25,7 @@ from attentionflow.toyworld import (
 from attentionflow.toyworld.judge import judge, shape_scores
 from attentionflow.toyworld.model import SPLIT_WORDS, build_tokenizer, toy_merges
 from attentionflow.toyworld.quality import judge_images, psnr
+from tests.safety import tree_hashes
 
 
 # ----------------------------------------------------------------------------------------- captions
@@ -357,13 +358,6 @@ def test_segment_object_keeps_the_largest_4_connected_region():
     assert mask.sum() == 9 and mask[1:4, 1:4].all()
 
 
-def _hashes(folder) -> dict:
-    import hashlib
-
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("case", ["existing-mp4", "existing-gif", "masks-into-user-folder", "masks-is-a-file"])
 def test_toyworld_video_never_replaces_a_users_file(tmp_path, capsys, case):
     """Issue 28, item 2: an existing --out file, or a --masks folder holding the user's frames (or a file), is refused
@@ -375,7 +369,7 @@ def test_toyworld_video_never_replaces_a_users_file(tmp_path, capsys, case):
     (tmp_path / "myframes").mkdir()
     (tmp_path / "myframes" / "frame_0000.png").write_bytes(b"my frame")
     (tmp_path / "notes.txt").write_text("mine")
-    before = _hashes(tmp_path)
+    before = tree_hashes(tmp_path)
     argv = {"existing-mp4": ["--out", str(tmp_path / "holiday.mp4")],
             "existing-gif": ["--out", str(tmp_path / "holiday.gif")],
             "masks-into-user-folder": ["--out", str(tmp_path / "c.mp4"), "--masks", str(tmp_path / "myframes")],
@@ -383,5 +377,5 @@ def test_toyworld_video_never_replaces_a_users_file(tmp_path, capsys, case):
     code = main(["toyworld", "video", "--frames", "4", *argv])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "Traceback" not in err, err
-    assert _hashes(tmp_path) == before
+    assert tree_hashes(tmp_path) == before
     assert not (tmp_path / "c.mp4").exists()

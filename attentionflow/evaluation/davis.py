@@ -1,4 +1,4 @@
-"""``attentionflow bench motion``: how well the tool knows what moves, on DAVIS sequences or on toy scenes.
+"""How well the tool knows what moves, on DAVIS sequences or on toy scenes (``attentionflow bench motion``).
 
 Per sequence, the frames are read exactly as an edit reads them (``--frames``, ``--stride``, ``--size``: sampled,
 resized and centre-cropped; the true masks go through the same resize and crop). The moving-object masks that
@@ -16,9 +16,6 @@ Two data sources, one scorer:
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from attentionflow.errors import ConfigError, InputError
-from attentionflow.io.reports import check_report_target, write_report
+from attentionflow.errors import InputError
 
-__all__ = ["DavisSequence", "find_sequences", "format_motion_report", "register_cli", "run_motion_scores"]
+__all__ = ["REPORT_KIND", "DavisSequence", "Protocol", "davis_sources", "find_sequences", "format_motion_report",
+           "load_davis", "run_motion_scores", "toy_sources"]
 
 #: The report's own mark (its JSON ``report`` key): a file that carries it may be replaced with ``--overwrite``.
 REPORT_KIND = "attentionflow bench motion"
@@ -99,7 +96,7 @@ def load_davis(sequence: DavisSequence, protocol: Protocol) -> tuple[np.ndarray,
     return frames, masks
 
 
-def _toy_sources(frames: int, size: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, str | None]]:
+def toy_sources(frames: int, size: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, str | None]]:
     from attentionflow.bench_motion import MOTION_TASKS
 
     for task in MOTION_TASKS:
@@ -160,77 +157,9 @@ def format_motion_report(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x")) if "x" in text.lower() else (int(text), int(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size must be N or WIDTHxHEIGHT (e.g. 512x288), got '{text}'") from None
-    return w, h
-
-
-def cmd_bench_motion(args: argparse.Namespace) -> int:
-    """Handler of ``attentionflow bench motion``."""
-    from attentionflow.cli import _apply_motion_args
-    from attentionflow.flow.motion import MotionOptions
-
-    options = MotionOptions()
-    _apply_motion_args(args, options)
-    options.validate()
-    width, height = args.size
-    if args.frames < 2 or args.stride < 1 or min(width, height) < 16 or width % 8 or height % 8:
-        raise ConfigError("--frames must be >= 2, --stride >= 1, and --size at least 16x16 in multiples of 8; got "
-                          f"--frames {args.frames} --stride {args.stride} --size {width}x{height}")
-    json_path = check_report_target(args.json, REPORT_KIND, args.overwrite) if args.json else None
-    if (args.davis is None) == (not args.toy):
-        raise ConfigError("give one data source: --davis DIR or --toy")
-    if args.toy:
-        sources = _toy_sources(args.frames, min(width, height))
-        source = f"toy scenes of the motion suite, {args.frames} frames of {min(width, height)}x{min(width, height)}"
-    else:
-        names = [n.strip() for n in args.sequences.split(",") if n.strip()] if args.sequences else None
-        sequences = find_sequences(args.davis, names)
-        protocol = Protocol(None if args.all_frames else args.frames, args.stride, width, height)
-
-        def davis() -> Iterator[tuple[str, np.ndarray, np.ndarray, str | None]]:
-            for seq in sequences:
-                frames, masks = load_davis(seq, protocol)
-                yield seq.name, frames, masks, None
-
-        sources = davis()
-        span = "all frames" if args.all_frames else f"{args.frames} frames"
-        source = f"DAVIS ({Path(args.davis).name}), {span} at stride {args.stride}, {width}x{height}"
-    report = run_motion_scores(sources, options, progress=not args.quiet)
-    argv = sys.argv[1:]
-    report.update(source=source, created=time.strftime("%Y-%m-%d %H:%M"),
-                  command="attentionflow " + " ".join(argv[argv.index("bench"):]) if "bench" in argv
-                  else "attentionflow bench motion", options=vars(options).copy())
-    print(format_motion_report(report))
-    if json_path is not None:
-        check_report_target(json_path, REPORT_KIND, args.overwrite)  # still true after the work
-        write_report(json_path, json.dumps(report, indent=2))
-    return 0
-
-
-def register_cli(bench_parsers: argparse._SubParsersAction) -> None:
-    """Add ``bench motion`` to the ``bench`` subcommands."""
-    from attentionflow.cli import _add_motion_args
-
-    m = bench_parsers.add_parser(
-        "motion", help="moving-object masks and maps against true masks (DAVIS or toy scenes): J, F, mass",
-        description="Score the masks that --edit-region moving would use, and the maps MMI injects, against true "
-                    "object masks: J (IoU), F (boundary F-measure), the map's mass on the object; per sequence and "
-                    "the mean. Prints markdown; --json writes the report.")
-    m.add_argument("--davis", metavar="DIR", help="a DAVIS folder: JPEGImages[/480p]/<seq>, Annotations[/480p]/<seq>")
-    m.add_argument("--toy", action="store_true", help="the toy scenes of the motion suite (exact masks)")
-    m.add_argument("--sequences", metavar="A,B,C", help="only these sequences (default all)")
-    m.add_argument("--frames", type=int, default=Protocol.frames, help="frames per sequence (default 16)")
-    m.add_argument("--stride", type=int, default=Protocol.stride, help="take every n-th frame (default 2)")
-    m.add_argument("--all-frames", action="store_true", help="every frame of each sequence (from the first)")
-    m.add_argument("--size", type=_parse_size, default=(Protocol.width, Protocol.height),
-                   help="frame size after resize + centre crop, WIDTHxHEIGHT (default 512x288; --toy: the short "
-                        "side, square)")
-    m.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    m.add_argument("--overwrite", action="store_true", help="replace an earlier --json report of this command")
-    _add_motion_args(m)
-    m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    m.set_defaults(func=cmd_bench_motion)
+def davis_sources(sequences: Sequence[DavisSequence], protocol: Protocol
+                  ) -> Iterator[tuple[str, np.ndarray, np.ndarray, str | None]]:
+    """``(name, frames, masks, None)`` of each sequence, read with ``protocol`` (one at a time: bounded memory)."""
+    for seq in sequences:
+        frames, masks = load_davis(seq, protocol)
+        yield seq.name, frames, masks, None

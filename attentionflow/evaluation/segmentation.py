@@ -36,7 +36,7 @@ def _pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def jaccard(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Per-frame IoU of ``(N, H, W)`` (or ``(H, W)``) bool masks; both empty -> 1. Returns ``(N,)`` (or a 0-d array)."""
+    """Per-frame IoU of ``(N, H, W)`` (or ``(H, W)``) bool masks; both empty -> 1. Returns ``(N,)`` (or 0-d)."""
     pred, truth = _pair(pred, truth)
     inter = (pred & truth).sum(axis=(-2, -1))
     union = (pred | truth).sum(axis=(-2, -1))
@@ -44,8 +44,8 @@ def jaccard(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def boundary(mask: np.ndarray) -> np.ndarray:
-    """``(H, W)`` bool boundary map: pixels of ``mask`` whose right, lower or lower-right neighbour differs,
-    and the last row/column's object pixels that touch the image edge do not count (DAVIS's ``seg2bmap``)."""
+    """``(H, W)`` bool boundary map: pixels of ``mask`` whose right, lower or lower-right neighbour differs (DAVIS's
+    ``seg2bmap`` on equal sizes)."""
     m = np.asarray(mask, bool)
     b = np.zeros_like(m)
     b[:, :-1] |= m[:, :-1] != m[:, 1:]

@@ -33,7 +33,6 @@ This module imports numpy and OpenCV; torch only inside the functions that resiz
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Iterable
@@ -47,6 +46,7 @@ from tqdm.auto import tqdm
 
 from attentionflow.errors import ConfigError, InputError
 from attentionflow.flow import segment
+from attentionflow.flow.segment import forward_backward_error, pixel_grid
 from attentionflow.flow.estimators import FlowEstimator, available_flow_estimators, get_flow_estimator
 from attentionflow.io.video import check_video
 
@@ -71,7 +71,6 @@ __all__ = [
     "sampson_distance",
     "directional_magnitude",
     "smooth_along_time",
-    "normalize_per_frame",
     "motion_maps",
     "resize_motion_maps",
     "motion_maps_for_resolutions",
@@ -385,7 +384,7 @@ def sampson_distance(flow: np.ndarray, fundamental: np.ndarray, points: tuple[np
     f = fundamental.astype(np.float64) / max(float(np.abs(fundamental).max()), 1e-12)  # scale-free
     f = f.astype(np.float32)
     if points is None:
-        ys, xs = _pixel_grid(flow.shape[0], flow.shape[1])  # (H, W) each
+        ys, xs = pixel_grid(flow.shape[0], flow.shape[1])  # (H, W) each
         u, v = flow[..., 0].astype(np.float32), flow[..., 1].astype(np.float32)
     else:
         ys, xs = points[0].astype(np.float32), points[1].astype(np.float32)
@@ -398,15 +397,6 @@ def sampson_distance(flow: np.ndarray, fundamental: np.ndarray, points: tuple[np
     b2 = f[0, 1] * x2 + f[1, 1] * y2 + f[2, 1]
     num = np.abs(x2 * a + y2 * b + c)
     return (num / np.sqrt(np.maximum(a * a + b * b + a2 * a2 + b2 * b2, 1e-12))).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=8)
-def _pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(ys, xs)`` float32 ``(H, W)`` pixel coordinates (cached: one per frame size)."""
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    ys.setflags(write=False)
-    xs.setflags(write=False)
-    return ys, xs
 
 
 def compensate_camera_motion_robust(
@@ -466,27 +456,12 @@ def compensate_camera_motion_robust(
         return plane()
     distance = sampson_distance(flow, fundamental)  # (H, W)
     score = np.maximum(distance - floor * float(np.median(distance)), 0.0)  # (H, W) pixels above the noise
-    gy, gx = _pixel_grid(h, w)
+    gy, gx = pixel_grid(h, w)
     tx, ty = gx + flow[..., 0], gy + flow[..., 1]  # where each pixel goes
     score[(tx < 0) | (tx > w - 1) | (ty < 0) | (ty > h - 1)] = 0.0  # it leaves the frame: no correspondence
     moved = flow.astype(np.float32) if quick is None else (flow - camera_flow(quick, h, w)).astype(np.float32)
     length = np.sqrt(moved[..., 0] ** 2 + moved[..., 1] ** 2)[..., None]  # (H, W, 1)
     return (moved * (score[..., None] / np.maximum(length, 1e-6))).astype(np.float32), quick, "epipolar"
-
-
-def forward_backward_error(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray:
-    """``(H, W)`` float32 forward-backward inconsistency ``|f_ab(p) + f_ba(p + f_ab(p))|`` in pixels.
-
-    A pixel that is seen in both frames and matched correctly comes back where it started (about 0); occluded pixels,
-    pixels leaving the frame and unreliable matches (specular reflections, splashes) do not. ``flow_ab``/``flow_ba``:
-    ``(H, W, 2)`` flows between the same two frames in both directions.
-    """
-    h, w = flow_ab.shape[:2]
-    gy, gx = _pixel_grid(h, w)
-    map_x = (gx + flow_ab[..., 0]).astype(np.float32)
-    map_y = (gy + flow_ab[..., 1]).astype(np.float32)
-    back = cv2.remap(flow_ba.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return np.hypot(flow_ab[..., 0] + back[..., 0], flow_ab[..., 1] + back[..., 1]).astype(np.float32)
 
 
 def directional_magnitude(
@@ -536,25 +511,6 @@ def smooth_along_time(values: np.ndarray, sigma: float) -> np.ndarray:
     weights[np.abs(t[:, None] - t[None, :]) > 3.0 * sigma] = 0.0
     weights /= weights.sum(axis=1, keepdims=True)
     return np.tensordot(weights, values.astype(np.float64), axes=1).astype(np.float32)  # (N, ...)
-
-
-def normalize_per_frame(magnitudes: np.ndarray, min_motion: float = DEFAULT_NOISE_FLOOR) -> tuple[np.ndarray, np.ndarray]:
-    """Divide each frame by its own maximum.
-
-    Args:
-        magnitudes: ``(N, H, W)`` non-negative motion in pixels.
-        min_motion: frames whose maximum is below this (pixels) are static -> all-zero map.
-
-    Returns:
-        ``(maps (N, H, W) float32 in [0, 1], peaks (N,) float32)``; never NaN.
-    """
-    mags = np.nan_to_num(np.asarray(magnitudes, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    peaks = mags.reshape(mags.shape[0], -1).max(axis=1)  # (N,)
-    moving = peaks >= max(float(min_motion), 1e-12)
-    divisor = np.where(moving, peaks, 1.0).astype(np.float32)[:, None, None]  # (N, 1, 1)
-    maps = np.where(moving[:, None, None], mags / divisor, 0.0)  # x / x == 1 exactly at the peak
-    maps = np.clip(maps, 0.0, 1.0).astype(np.float32)
-    return maps, peaks.astype(np.float32)
 
 
 def motion_maps(

@@ -33,6 +33,8 @@ Pure NumPy/OpenCV: this module knows nothing about diffusers or torch.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -46,7 +48,9 @@ __all__ = [
     "carry_along_flow",
     "clip_colour_posterior",
     "coherence",
+    "forward_backward_error",
     "guided_filter",
+    "pixel_grid",
     "reliable",
     "segment_motion",
     "snap_to_edges",
@@ -88,8 +92,12 @@ SNAP_PIXELS: int = 40_000
 OUTSIDE_SHARE: float = 0.2
 
 
-def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=8)
+def pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ys, xs)`` float32 ``(H, W)`` pixel coordinates (cached: one per frame size; read-only)."""
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys.setflags(write=False)
+    xs.setflags(write=False)
     return ys, xs
 
 
@@ -99,16 +107,26 @@ def warp(values: np.ndarray, flow: np.ndarray, border: int = cv2.BORDER_CONSTANT
 
     ``values``: ``(H, W)`` or ``(H, W, C)``; ``flow``: ``(H, W, 2)`` from this frame to the frame of ``values``.
     """
-    h, w = flow.shape[:2]
-    ys, xs = _grid(h, w)
+    ys, xs = pixel_grid(*flow.shape[:2])
     return cv2.remap(values.astype(np.float32), xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR,
                      borderMode=border, borderValue=0)
 
 
+def forward_backward_error(flow_ab: np.ndarray, flow_ba: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float32 forward-backward inconsistency ``|f_ab(p) + f_ba(p + f_ab(p))|`` in pixels.
+
+    A pixel that is seen in both frames and matched correctly comes back where it started (about 0); occluded pixels,
+    pixels leaving the frame and unreliable matches (specular reflections, splashes) do not. ``flow_ab``/``flow_ba``:
+    ``(H, W, 2)`` flows between the same two frames in both directions.
+    """
+    back = warp(flow_ba, flow_ab, cv2.BORDER_REPLICATE)  # (H, W, 2)
+    return np.hypot(flow_ab[..., 0] + back[..., 0], flow_ab[..., 1] + back[..., 1]).astype(np.float32)
+
+
 def reliable(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
-    """``(H, W)`` bool: where ``flow (H, W, 2)`` comes back to its start under ``back`` (the reverse flow)."""
-    err = np.linalg.norm(flow + warp(back, flow, cv2.BORDER_REPLICATE), axis=-1)
-    return err <= FB_PIXELS + FB_SHARE * np.linalg.norm(flow, axis=-1)
+    """``(H, W)`` bool: where ``flow (H, W, 2)`` comes back to its start under ``back`` (the reverse flow), within
+    :data:`FB_PIXELS` + :data:`FB_SHARE` of its length."""
+    return forward_backward_error(flow, back) <= FB_PIXELS + FB_SHARE * np.linalg.norm(flow, axis=-1)
 
 
 def coherence(residual: np.ndarray, forward: np.ndarray, steps: int = COHERENCE_STEPS) -> np.ndarray:
@@ -119,7 +137,7 @@ def coherence(residual: np.ndarray, forward: np.ndarray, steps: int = COHERENCE_
     before it's (1 for a single frame)."""
     n, h, w = residual.shape[:3]
     out = np.ones((n, h, w), np.float32)
-    ys, xs = _grid(h, w)
+    ys, xs = pixel_grid(h, w)
     for i in range(n - 1):
         px, py = xs.copy(), ys.copy()
         net = residual[i].astype(np.float32).copy()

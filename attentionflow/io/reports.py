@@ -9,10 +9,10 @@ notes, another command's report, a symlink) is refused with one line, before any
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from attentionflow.errors import ConfigError
+from attentionflow.io.video import atomic_file
 
 __all__ = ["check_report_target", "write_report"]
 
@@ -47,12 +47,6 @@ def check_report_target(path: str | Path, kind: str, overwrite: bool, flag: str 
 
 
 def write_report(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a hidden sibling renamed over it; removed on failure)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """Write ``text`` to ``path`` atomically (:func:`attentionflow.io.video.atomic_file`)."""
+    with atomic_file(Path(path)) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -531,7 +531,7 @@ def check_fps(fps: float) -> float:
 
 
 @contextmanager
-def _atomic_file(path: Path) -> Iterator[Path]:
+def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a hidden temporary sibling of ``path``; rename it onto ``path`` on success, delete it on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")  # suffix kept for format guessing
@@ -578,7 +578,7 @@ def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: PathLike, fps: fl
     h, w = first.shape[:2]
     pad_h, pad_w = h % 2, w % 2
     out = Path(path)
-    with _atomic_file(out) as tmp:
+    with atomic_file(out) as tmp:
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             stream = _add_h264_stream(container, rate, crf_value)
             stream.width = w + pad_w
@@ -615,7 +615,7 @@ def write_gif(frames: np.ndarray | Iterable[np.ndarray], path: PathLike, fps: fl
         return Image.fromarray(frame).quantize(256, method=Image.Quantize.FASTOCTREE)
 
     out = Path(path)
-    with _atomic_file(out) as tmp:
+    with atomic_file(out) as tmp:
         palette_image(first).save(
             tmp,
             format="GIF",
@@ -647,7 +647,7 @@ def write_frames(frames: np.ndarray | Sequence[np.ndarray], folder: PathLike, pr
     paths: list[Path] = []
     for i, frame in enumerate(video):
         target = out_dir / f"{prefix}_{i:0{digits}d}.png"
-        with _atomic_file(target) as tmp:
+        with atomic_file(target) as tmp:
             # zlib level 1: 3x faster than Pillow's default 6 and, on video frames, within 1% of its size
             Image.fromarray(frame).save(tmp, format="PNG", compress_level=1)
         paths.append(target)
@@ -775,7 +775,7 @@ def make_grid(columns: Sequence[np.ndarray], labels: Sequence[str] | None = None
 
 #: The file every complete output folder of this tool holds (written last); only such a folder is replaced.
 MANIFEST_NAME = "manifest.json"
-_STALE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)$")
+_STALE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -891,10 +891,10 @@ def remove_stale_siblings(final: Path) -> list[Path]:
         if not (m and m.group("name") == final.name and sib.is_dir() and not sib.is_symlink()) \
                 or _pid_alive(int(m.group("pid"))):
             continue
-        if ".tmp-" in sib.name[len(final.name) + 1:] and (sib / TMP_MARKER).is_file():
+        if m.group("kind") == "tmp" and (sib / TMP_MARKER).is_file():
             shutil.rmtree(sib, ignore_errors=True)
             logger.info("removed %s, left by an interrupted run", sib)
-        elif ".old-" in sib.name[len(final.name) + 1:] and (sib / OLD_MARKER).is_file():
+        elif m.group("kind") == "old" and (sib / OLD_MARKER).is_file():
             if final.exists() or final.is_symlink():
                 shutil.rmtree(sib, ignore_errors=True)
                 logger.info("removed %s, the previous output of a run that completed", sib)
