@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from .errors import AttentionFlowError, ConfigError, InputError, first_line
 
@@ -46,6 +46,8 @@ CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 MANIFEST_SUFFIXES = (".jsonl",)
 JOB_SUFFIXES = CONFIG_SUFFIXES + MANIFEST_SUFFIXES
 SUMMARY_NAME = "batch_summary"
+#: The summary's own mark: the JSON's ``report`` value and the markdown's first line.
+SUMMARY_REPORT, SUMMARY_HEADER = "batch", "# Batch summary"
 STATUSES = ("done", "skipped", "failed")
 """done: ran now; skipped: outputs already complete (resume); failed: error recorded."""
 
@@ -64,6 +66,8 @@ class BatchJob:
     """The :class:`~attentionflow.config.EditConfig`, or None when ``error`` is set."""
     error: str | None = None
     """One-line reason the job cannot run (bad config, duplicate output folder)."""
+    inputs: tuple[str, ...] = ()
+    """Every job file of the batch: no job's output folder may hold or be one of them."""
 
     @property
     def output_dir(self) -> str:
@@ -211,7 +215,9 @@ def collect_jobs(paths: Sequence[str | os.PathLike[str]], *, out_root: str | os.
     jobs: list[BatchJob] = []
     used: dict[str, str] = {}
     names: dict[str, int] = {}
-    for path in _files(paths):
+    files = _files(paths)
+    inputs = tuple(map(str, files))
+    for path in files:
         for i, (source, name, raw) in enumerate(_entries(path)):
             index = len(jobs)
             if isinstance(raw, dict) and isinstance(raw.get("name"), str) and raw["name"].strip():
@@ -220,7 +226,7 @@ def collect_jobs(paths: Sequence[str | os.PathLike[str]], *, out_root: str | os.
             names[name] = names.get(name, 0) + 1
             if names[name] > 1:
                 name = f"{name}-{names[name]}"
-            job = BatchJob(index=index, name=name, source=source)
+            job = BatchJob(index=index, name=name, source=source, inputs=inputs)
             jobs.append(job)
             if not _safe_name(name):
                 job.error = (f"job name {name!r} is not a plain folder name (it must stay under --out-root: no / or \\, "
@@ -264,8 +270,16 @@ def shard(jobs: Sequence[BatchJob], rank: int, world_size: int) -> list[BatchJob
 
 
 def is_complete(output_dir: str | os.PathLike[str]) -> bool:
-    """True when the output folder holds ``manifest.json`` (the last file a job writes)."""
-    return bool(str(output_dir)) and (Path(output_dir) / "manifest.json").is_file()
+    """True when the output folder holds this tool's own ``manifest.json`` (the last file a job writes) and every
+    file it lists, unchanged in size (another tool's manifest, or a folder missing a file, is not complete)."""
+    from .io.outputs import own_manifest
+
+    manifest = own_manifest(output_dir) if str(output_dir) else None
+    if manifest is None:
+        return False
+    folder = Path(output_dir)
+    return all(isinstance(entry, dict) and (folder / rel).is_file()
+               and (folder / rel).stat().st_size == entry.get("bytes") for rel, entry in manifest["files"].items())
 
 
 # -------------------------------------------------------------------------------------------------
@@ -294,9 +308,10 @@ def run_job(job: BatchJob, cache: Any, *, force: bool = False, progress: bool = 
     if not force and is_complete(cfg.output_dir):
         return result("skipped")
     try:
-        checked = check_job(cfg, overwrite=force)
+        checked = check_job(cfg, overwrite=force, inputs=job.inputs)
         pipeline = cache.get(checked.model_dir, cfg.device, cfg.mixed_precision)
-        run_edit_job(cfg, overwrite=force, progress=progress, pipeline=pipeline, command="batch", checked=checked)
+        run_edit_job(cfg, overwrite=force, progress=progress, pipeline=pipeline, command="batch", checked=checked,
+                     inputs=job.inputs)
     except AttentionFlowError as exc:
         return result("failed", first_line(exc).replace("pass --overwrite", "run the batch with --force"))
     except Exception as exc:  # one broken job must not stop the batch; keep the traceback in the log
@@ -389,7 +404,7 @@ def summary_markdown(summary: BatchSummary) -> str:
     """Markdown table: job, status, time, output folder, error (+ process when several)."""
     multi = summary.world_size > 1
     counts = summary.counts
-    lines = [f"# Batch summary", "",
+    lines = [SUMMARY_HEADER, "",
              f"{len(summary.results)} jobs: {counts['done']} done, {counts['skipped']} skipped (already complete), "
              f"{counts['failed']} failed" + (f"; {summary.world_size} processes" if multi else "") + ".", "",
              "| # | job | status | time (s) | output folder | error |" + (" process |" if multi else ""),
@@ -406,13 +421,28 @@ def write_summary(summary: BatchSummary, folder: str | os.PathLike[str]) -> tupl
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     md, js = folder / f"{SUMMARY_NAME}.md", folder / f"{SUMMARY_NAME}.json"
-    data = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "world_size": summary.world_size,
-            "counts": summary.counts, "jobs": [dataclasses.asdict(r) for r in summary.results]}
+    data = {"report": SUMMARY_REPORT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "world_size": summary.world_size, "counts": summary.counts,
+            "jobs": [dataclasses.asdict(r) for r in summary.results]}
+    from .io.reports import write_report
+
+    check_summary_targets(folder)  # again: a file may have appeared while the jobs ran
     for path, text in ((js, json.dumps(data, indent=2)), (md, summary_markdown(summary))):
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)  # readers never see a half-written summary
+        write_report(path, text)  # atomic: readers never see a half-written summary
     return md, js
+
+
+def check_summary_targets(folder: str | os.PathLike[str]) -> None:
+    """Refuse (one line) when ``batch_summary.md``/``.json`` in ``folder`` exist and are not earlier batch summaries.
+
+    An earlier summary is the batch's own record and is replaced by every run (a resumed batch updates it); a
+    user's file of that name is never touched."""
+    from .io.reports import check_report_target
+
+    folder = Path(folder)
+    check_report_target(folder / f"{SUMMARY_NAME}.json", SUMMARY_REPORT, True, flag="--summary-dir")
+    check_report_target(folder / f"{SUMMARY_NAME}.md", SUMMARY_REPORT, True, flag="--summary-dir",
+                        header=SUMMARY_HEADER)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -432,6 +462,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             break
     if summary_dir.is_dir() and not os.access(summary_dir, os.W_OK):
         raise InputError(f"--summary-dir {args.summary_dir} is not writable; give a writable folder")
+    if summary_dir.is_dir():
+        check_summary_targets(summary_dir)
     rank, world, state = distributed_state(args.gather_timeout)
     try:
         jobs = collect_jobs(args.jobs, out_root=args.out_root, model=args.model, device=args.device)

@@ -280,7 +280,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).info("process %d of %d: a single edit runs on the main process", rank, world)
         return 0
     start = time.perf_counter()
-    result = run_edit_job(cfg, overwrite=args.overwrite, progress=not args.quiet, command="edit")
+    result = run_edit_job(cfg, overwrite=args.overwrite, progress=not args.quiet, command="edit",
+                          inputs=[args.config] if getattr(args, "config", None) else [])
     if not args.quiet:
         print(f"wrote {result.output_dir} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         for line in result.notes():
@@ -289,15 +290,14 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_motion(args: argparse.Namespace) -> int:
-    import json
 
     from .config import MIN_FRAME_SIZE
     import numpy as np
 
     from .flow.export import box_mass, export_motion, load_boxes
     from .flow.motion import MotionOptions, motion_maps
-    from .io.video import MANIFEST_NAME, atomic_output_dir, check_fps, check_output_dir, probe_output_location, \
-        read_frames
+    from .io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
+    from .io.video import check_fps, read_frames
     from .resources import check_memory, edit_memory_bytes
 
     opts = MotionOptions()
@@ -312,12 +312,13 @@ def cmd_motion(args: argparse.Namespace) -> int:
                           f"got {width}x{height}")
     check_memory(edit_memory_bytes(n_frames, width, height, 0, vae_on_host=False),
                  f"motion maps of {n_frames} frames of {width}x{height}")
-    check_output_dir(args.out, args.overwrite, protect=[args.video])
+    inputs = [args.video, *([args.boxes] if args.boxes else [])]
+    check_output_dir(args.out, args.overwrite, protect=inputs)
     probe_output_location(args.out)
     frames = read_frames(args.video, n_frames=n_frames, start=args.start or 0, stride=args.stride or 1,
                          width=width, height=height, names=("--frames", "--stride", "--start"))
     boxes = load_boxes(args.boxes, len(frames), args.video) if args.boxes else None
-    with atomic_output_dir(args.out, overwrite=args.overwrite, protect=[args.video]) as tmp:
+    with atomic_output_dir(args.out, overwrite=args.overwrite, protect=inputs) as tmp:
         result = motion_maps(frames, opts)
         export_motion(frames, result, tmp, fps=args.fps, boxes=boxes)
         manifest: dict[str, Any] = {"command": "motion", "frames": int(len(frames)),
@@ -328,7 +329,7 @@ def cmd_motion(args: argparse.Namespace) -> int:
             mass = box_mass(result.maps, boxes)
             manifest["box_mass"] = {"per_frame": {str(k): round(v, 4) for k, v in mass.items()},
                                     "mean": round(float(np.mean(list(mass.values()))), 4)}
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        seal_output(tmp, manifest)
     if not args.quiet:
         kinds = result.camera_model_kinds
         models = ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds))

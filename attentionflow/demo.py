@@ -6,14 +6,16 @@ uses the same clip and prompts.
 
 from __future__ import annotations
 
-import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .config import EditConfig, InputDataConfig, MMIConfig, ValidationDataConfig
 from .errors import AttentionFlowError, InputError
-from .io.video import MANIFEST_NAME
+from .io.outputs import check_output_dir, own_manifest
 from .jobs import JobResult, run_edit_job
 
 DEMO_SOURCE = "a red circle is moving on the road"
@@ -45,10 +47,9 @@ def demo_config(out: str, steps: int | None = None) -> EditConfig:
 
 
 def _written_by_demo(out: Path) -> bool:
-    try:
-        return json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8")).get("command") == "demo"
-    except (OSError, ValueError, AttributeError):
-        return False
+    """An earlier demo output (this tool's own manifest says ``demo``; anything else in it still stops the run)."""
+    manifest = own_manifest(out)
+    return manifest is not None and manifest.get("command") == "demo"
 
 
 def run_demo(out: str | Path, steps: int | None = None, *, overwrite: bool = False,
@@ -73,6 +74,21 @@ def run_demo(out: str | Path, steps: int | None = None, *, overwrite: bool = Fal
                              f"choose another --out")
     cfg = demo_config(str(out), steps)
     cfg.input_data.video_path = str(clip_dir)
-    if not clip_dir.exists():
-        write_frames(frames, clip_dir)
-    return run_edit_job(cfg, overwrite=overwrite or _written_by_demo(out), progress=progress, command="demo")
+    overwrite = overwrite or _written_by_demo(out)
+    cfg.validate()  # bad steps or an output folder that may not be replaced: refused before the clip is written
+    check_output_dir(out, overwrite, protect=[clip_dir])
+    created = not clip_dir.exists()
+    if created:  # built beside and renamed: a killed run never leaves half a clip
+        clip_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{clip_dir.name}.tmp-", dir=clip_dir.parent))  # a new, unique name
+        try:
+            write_frames(frames, tmp)
+            os.replace(tmp, clip_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        return run_edit_job(cfg, overwrite=overwrite, progress=progress, command="demo")
+    except BaseException:
+        if created:  # a failed demo leaves nothing behind, its input clip included
+            shutil.rmtree(clip_dir, ignore_errors=True)
+        raise

@@ -15,8 +15,8 @@ Output folder layout::
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import platform
 import re
 import sys
@@ -24,15 +24,15 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import cv2
 import numpy as np
 
 from .config import EditConfig, config_to_dict, dump_config
 from .errors import ConfigError, InputError
-from .io.video import MANIFEST_NAME, atomic_output_dir, check_output_dir, grid_frames, probe_output_location, \
-    read_frames, write_frames, write_gif, write_mp4
+from .io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
+from .io.video import grid_frames, read_frames, write_frames, write_gif, write_mp4
 from .models.paths import EMBEDDED, embedded_model_path, model_limits, resolve_model_path
 from .figures import figure_frames
 from .resources import check_memory, edit_memory_bytes
@@ -95,6 +95,16 @@ class CheckedJob:
     is loaded: an ``edit_region`` on a video without motion fails at once."""
     motion_seconds: float = 0.0
     """How long making them took (the manifest's ``motion_maps`` timing adds the pipeline's resizing)."""
+    inputs: tuple[str, ...] = ()
+    """Every input path of the job (video, local model, config files): the output may not overlap any of them."""
+
+
+def job_inputs(config: EditConfig, extra: Sequence[str | os.PathLike[str]] = ()) -> tuple[str, ...]:
+    """The paths an edit reads: its video or frame folder, a local model folder, and ``extra`` (config files)."""
+    paths = [config.input_data.video_path, *map(os.fspath, extra)]
+    if config.pretrained_model_path != EMBEDDED and Path(config.pretrained_model_path).exists():
+        paths.append(config.pretrained_model_path)
+    return tuple(p for p in paths if p)
 
 
 def _vae_on_host(device: str) -> bool:
@@ -102,8 +112,10 @@ def _vae_on_host(device: str) -> bool:
     return device == "cpu" or (device == "auto" and not Path("/proc/driver/nvidia").exists())
 
 
-def check_job(config: EditConfig, overwrite: bool) -> CheckedJob:
+def check_job(config: EditConfig, overwrite: bool, inputs: Sequence[str | os.PathLike[str]] = ()) -> CheckedJob:
     """Every check that needs no model weights, cheapest first, before torch is imported.
+
+    ``inputs``: files the job came from (config files), protected like the video and the model.
 
     Config values, the output folder, the model folder and its limits (steps, smallest size), the
     memory estimate, then the video is read and the prompts and words are checked with the tokenizer.
@@ -112,7 +124,8 @@ def check_job(config: EditConfig, overwrite: bool) -> CheckedJob:
     inp, val = config.input_data, config.validation_data
     if not inp.video_path:
         raise InputError("no input video given (input_data.video_path / VIDEO argument)")
-    check_output_dir(config.output_dir, overwrite, protect=[inp.video_path])
+    protect = job_inputs(config, inputs)
+    check_output_dir(config.output_dir, overwrite, protect=protect)
     probe_output_location(config.output_dir)
     model_dir = resolve_model_path(config.pretrained_model_path)
     limits = model_limits(model_dir)
@@ -137,7 +150,7 @@ def check_job(config: EditConfig, overwrite: bool) -> CheckedJob:
     motion = motion_for_edit(frames, config.mmi.motion_options(), mmi=config.mmi.enabled,
                              region=config.p2p.edit_region)
     return CheckedJob(frames=frames, model_dir=model_dir, plan=plan, motion=motion,
-                      motion_seconds=time.perf_counter() - start)
+                      motion_seconds=time.perf_counter() - start, inputs=protect)
 
 
 @dataclass
@@ -257,21 +270,23 @@ class PublicPaths:
 def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool = True,
                  pipeline: AttentionFlowPipeline | None = None, command: str = "edit",
                  callback: ProgressCallback | None = None, checked: CheckedJob | None = None,
-                 public: PublicPaths | None = None) -> JobResult:
+                 public: PublicPaths | None = None, inputs: Sequence[str | os.PathLike[str]] = ()) -> JobResult:
     """Run one edit job and write its output folder; returns the folder, the edit and the manifest.
 
     Raises :class:`attentionflow.errors.AttentionFlowError` for bad input before any heavy compute:
     ``checked`` (from :func:`check_job`) saves checking again. The temporary output folder is created
     before the model is loaded, and nothing is left behind on failure or interruption. ``public``:
-    write the manifest and config without the command line and with server paths replaced.
+    write the manifest and config without the command line and with server paths replaced. ``inputs``: as
+    :func:`check_job`'s.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
     if checked is None:
-        checked = check_job(config, overwrite)
+        checked = check_job(config, overwrite, inputs)
     frames, model_dir = checked.frames, checked.model_dir
     timings["read_video"] = max(0.0, time.perf_counter() - started - checked.motion_seconds)  # motion: its own stage
-    with atomic_output_dir(config.output_dir, overwrite=overwrite, protect=[config.input_data.video_path]) as tmp:
+    protect = tuple(dict.fromkeys((*checked.inputs, *job_inputs(config, inputs))))
+    with atomic_output_dir(config.output_dir, overwrite=overwrite, protect=protect) as tmp:
         from .pipeline import AttentionFlowPipeline
 
         if pipeline is None:
@@ -294,7 +309,7 @@ def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool 
             manifest = public.apply({k: v for k, v in manifest.items() if k != "argv"})
             config_text = public.apply(config_text)
         (tmp / "config.yaml").write_text(config_text, encoding="utf-8")
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2), encoding="utf-8")  # last: marks it complete
+        manifest = seal_output(tmp, manifest)  # last: lists every file, marks it complete
     return JobResult(output_dir=Path(config.output_dir), output=out, manifest=manifest)
 
 

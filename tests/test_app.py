@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attentionflow.app import BUSY, MISSING_GRADIO, AppSettings, EditForm, EditSession
+from attentionflow.app import BUSY, AppSettings, EditForm, EditSession
 from attentionflow.errors import AttentionFlowError, ConfigError, InputError
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -166,7 +166,7 @@ def test_run_batch_records_failures_resumes_and_loads_the_model_once(tmp_path, c
         ("good1", "done"), ("no_video", "failed"), ("good2", "done"), ("bad_word", "failed")]
     md = (summary_dir / "batch_summary.md").read_text()
     assert "| job | status | time (s) | output folder |" in md
-    assert f"| 2 | good2 | done |" in md and str(tmp_path / "out" / "good2") in md
+    assert "| 2 | good2 | done |" in md and str(tmp_path / "out" / "good2") in md
 
     # resume: complete jobs are skipped without loading a model or touching their outputs
     stamp = (tmp_path / "out" / "good1" / "manifest.json").stat().st_mtime_ns

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import yaml
 
 from attentionflow.cli import main
 from attentionflow.config import load_config
-from attentionflow.io.video import read_frames, write_frames, write_gif
+from attentionflow.io.video import read_frames, write_frames
 from attentionflow.metrics import psnr
 
 SRC = "a square is moving on the road"
@@ -110,7 +109,7 @@ def _bad_cases(clip, model, tmp):
         "model missing a component": (_args(clip, nomodel, tmp / "never"), "missing component"),
         "unknown config key": (["edit", "--config", str(unknown)], "input_data.vidoe_path"),
         "wrong type in config": (["edit", "--config", str(wrongtype)], "'seed'"),
-        "output folder not empty": (_args(clip, model, full), "--overwrite"),
+        "output folder not empty": (_args(clip, model, full), "not written by attentionflow"),
         "motion word absent": (a("--motion-word", "running"), "running"),
         "single frame with MMI": (a("--frames", "1"), "2 frames"),
         "unknown direction": (a("--direction", "UP"), "UP"),

@@ -23,8 +23,8 @@ from tests.safety import tree_hashes
 
 from attentionflow.cli import main
 from attentionflow.errors import InputError
-from attentionflow.io.video import (OLD_MARKER, TMP_MARKER, atomic_output_dir, remove_stale_siblings, write_frames,
-                                    write_mp4)
+from attentionflow.io.outputs import OLD_MARKER, TMP_MARKER, atomic_output_dir, remove_stale_siblings, seal_output
+from attentionflow.io.video import write_frames, write_mp4
 from attentionflow.models.paths import embedded_model_path
 
 SRC = "a red circle is moving on the road"
@@ -238,7 +238,7 @@ def test_stale_temporary_folders_of_dead_runs_are_removed(tmp_path):
     (stale[0] / TMP_MARKER).touch()  # the tool's own marks
     (stale[1] / OLD_MARKER).touch()
     (out / "x").mkdir(parents=True)  # a complete new output exists: the previous one is not needed
-    (out / "x" / "manifest.json").write_text("{}")
+    seal_output(out / "x", {})
     assert sorted(remove_stale_siblings(out)) == sorted(stale)
     assert not any(p.exists() for p in stale)
     assert live.exists() and other.exists() and mine.exists()
@@ -253,7 +253,7 @@ def test_user_folders_named_like_temporary_ones_are_never_deleted(tmp_path, kind
     (folder / "sub" / "precious.txt").write_text("mine")
     before = tree_hashes(tmp_path)
     with atomic_output_dir(tmp_path / "out") as tmp:
-        (tmp / "manifest.json").write_text("{}")
+        seal_output(tmp, {})
     after = tree_hashes(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("out/")} == before
 

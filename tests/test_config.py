@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from attentionflow.config import EditConfig, InversionSettings, config_from_dict, dump_config, field_docs, load_config
 from attentionflow.errors import ConfigError

@@ -29,7 +29,7 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     other.mkdir()
     (other / "notes.txt").write_text("keep")
     assert main(["demo", "--out", str(other), "--steps", "2", "--quiet"]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert "not written by attentionflow" in capsys.readouterr().err
     assert (other / "notes.txt").read_text() == "keep"
 
 

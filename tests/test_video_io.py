@@ -4,7 +4,6 @@ atomic output folders. Every video is synthetic and made in ``tmp_path``."""
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import av
@@ -25,6 +24,7 @@ from attentionflow.io import (
     write_mp4,
 )
 from attentionflow.io import video as video_mod
+from attentionflow.io.outputs import seal_output
 
 LEVEL_STEP = 30  # gray level per frame index: frame i is flat gray i * LEVEL_STEP
 
@@ -399,7 +399,7 @@ def test_atomic_output_dir_success_creates_and_overwrite_replaces(tmp_path: Path
         assert tmp != out and tmp.parent == out.parent and tmp.is_dir()
         assert not out.exists()  # nothing visible until success
         (tmp / "a.txt").write_text("first")
-        (tmp / "manifest.json").write_text("{}")  # what marks a folder as this tool's output
+        seal_output(tmp, {})  # what marks a folder as this tool's output
     assert sorted(p.name for p in out.iterdir()) == ["a.txt", "manifest.json"]
 
     with atomic_output_dir(out, overwrite=True) as tmp:
@@ -420,7 +420,7 @@ def test_atomic_output_dir_exception_leaves_old_content_untouched(tmp_path: Path
     old = tmp_path / "old"
     old.mkdir()
     (old / "keep.txt").write_text("keep me")
-    (old / "manifest.json").write_text("{}")
+    seal_output(old, {})
     with pytest.raises(RuntimeError):
         with atomic_output_dir(old, overwrite=True) as tmp:
             (tmp / "partial.txt").write_text("half")
@@ -435,13 +435,16 @@ def test_output_dir_refused_when_not_empty_without_overwrite(tmp_path: Path) -> 
     out.mkdir()
     check_output_dir(out)  # empty folder is fine
     (out / "x.txt").write_text("x")
-    expected = f"output folder {out} exists and is not empty; pass --overwrite to replace it"
-    assert _one_line_error(check_output_dir, out, False) == expected
-    with pytest.raises(InputError, match="--overwrite"):
+    assert "was not written by attentionflow" in _one_line_error(check_output_dir, out, False)
+    with pytest.raises(InputError, match="left alone"):
         with atomic_output_dir(out):
             pass
     assert "not written by attentionflow" in _one_line_error(check_output_dir, out, True)  # no manifest.json
-    (out / "manifest.json").write_text("{}")
+    (out / "manifest.json").write_text("{}")  # a manifest that does not name the tool and its files
+    assert "not written by attentionflow" in _one_line_error(check_output_dir, out, True)
+    seal_output(out, {})
+    expected = f"output folder {out} holds an earlier output; pass --overwrite to replace it"
+    assert _one_line_error(check_output_dir, out, False) == expected
     assert check_output_dir(out, overwrite=True) == out
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from attentionflow.io.outputs import atomic_output_dir, check_output_dir
 from attentionflow.io.video import (
     DEFAULT_FOLDER_FPS,
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     VideoInfo,
-    atomic_output_dir,
-    check_output_dir,
     grid_frames,
     make_grid,
     probe_video,

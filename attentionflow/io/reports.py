@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from attentionflow.errors import ConfigError
-from attentionflow.io.video import atomic_file
+from attentionflow.io.outputs import atomic_file
 
 __all__ = ["check_report_target", "write_report"]
 

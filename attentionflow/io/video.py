@@ -16,7 +16,8 @@ Sampling follows vid2vid-zero: frames ``start, start + stride, ...``, ``n_frames
 (``None`` = every frame from ``start`` on). Only frames up to the last needed one are decoded.
 
 Writers are atomic: they write a hidden temporary sibling and rename it into place, so a failure
-never leaves a half-written file; :func:`atomic_output_dir` does the same for whole folders.
+never leaves a half-written file (:func:`attentionflow.io.outputs.atomic_file`; whole output folders:
+:func:`attentionflow.io.outputs.atomic_output_dir`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import logging
 import operator
 import os
 import re
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -39,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageSequence
 
 from attentionflow.errors import ConfigError, InputError
+from attentionflow.io.outputs import atomic_file
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -52,13 +52,8 @@ __all__ = [
     "write_gif",
     "write_frames",
     "make_grid",
-    "MANIFEST_NAME",
     "check_fps",
     "check_video",
-    "check_output_dir",
-    "probe_output_location",
-    "remove_stale_siblings",
-    "atomic_output_dir",
 ]
 
 logger = logging.getLogger(__name__)
@@ -530,19 +525,6 @@ def check_fps(fps: float) -> float:
     return value
 
 
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a hidden temporary sibling of ``path``; rename it onto ``path`` on success, delete it on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")  # suffix kept for format guessing
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _add_h264_stream(container: av.container.OutputContainer, rate: Fraction, crf: int) -> av.video.stream.VideoStream:
     last_error: Exception | None = None
     for codec in ("libx264", "h264"):
@@ -766,199 +748,3 @@ def make_grid(columns: Sequence[np.ndarray], labels: Sequence[str] | None = None
         :func:`grid_frames` makes the same frames one at a time (the writers take it).
     """
     return np.stack(list(grid_frames(columns, labels, gap)))
-
-
-# --------------------------------------------------------------------------------------------
-# atomic output folders
-# --------------------------------------------------------------------------------------------
-
-
-#: The file every complete output folder of this tool holds (written last); only such a folder is replaced.
-MANIFEST_NAME = "manifest.json"
-_STALE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if a process with this PID exists (ours included)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _overlaps(out: Path, protected: Path) -> bool:
-    """True if ``out`` is ``protected``, lies inside it, or contains it (all resolved paths)."""
-    return out == protected or out in protected.parents or protected in out.parents
-
-
-def check_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence[PathLike] = ()) -> Path:
-    """Check an output folder before any heavy work; returns its resolved path.
-
-    ``--out`` may be a symlink to a folder: the folder it points to is the output (the link stays).
-    An existing non-empty folder is replaced only with ``overwrite`` and only if this tool wrote it
-    (it holds :data:`MANIFEST_NAME`). The output may never be, contain, or lie inside a ``protect``
-    path (the input video or frame folder), with or without ``overwrite``, nor be or contain the
-    current folder (replacing it would pull the folder away from under the shell).
-
-    Raises:
-        InputError: a name that is not UTF-8, a dangling symlink, a file (or a path under a file),
-            a non-empty folder without ``overwrite``, a folder this tool did not write, or an overlap
-            with a protected path.
-    """
-    text = os.fspath(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError(f"output path {text!r} is not valid UTF-8; choose a UTF-8 folder name") from None
-    if not text.strip():
-        raise InputError("output path is empty; give a folder")
-    p = Path(text)
-    if p.is_symlink() and not p.exists():
-        raise InputError(f"output path {p} is a symlink to {os.readlink(p)}, which does not exist; "
-                         f"remove the link or choose another folder")
-    p = p.resolve()
-    if p.parent == p:
-        raise InputError(f"output path {text} is the file-system root; choose a folder below it")
-    for parent in p.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"output path {text} lies under {parent}, which is a file; choose a folder path")
-            break
-    if p.exists() and not p.is_dir():
-        raise InputError(f"output path {text} exists and is not a folder; choose a folder path")
-    cwd = Path.cwd().resolve()
-    if p == cwd or p in cwd.parents:
-        raise InputError(f"output folder {text} is or contains the current folder, which would be replaced; "
-                         f"give a new subfolder such as outputs/edit")
-    for item in protect:
-        if not os.fspath(item):
-            continue
-        q = Path(os.fspath(item)).resolve()
-        if _overlaps(p, q):
-            raise InputError(f"output folder {text} would overlap the input {os.fspath(item)}; choose an output "
-                             f"folder outside the input and not containing it")
-    if p.is_dir() and any(p.iterdir()):
-        if not overwrite:
-            raise InputError(f"output folder {text} exists and is not empty; pass --overwrite to replace it")
-        if not (p / MANIFEST_NAME).is_file():
-            raise InputError(f"output folder {text} was not written by attentionflow (no {MANIFEST_NAME}); "
-                             f"--overwrite only replaces earlier outputs: choose another folder")
-    return p
-
-
-def probe_output_location(path: PathLike) -> None:
-    """Fail now, with one line, if no output folder can be created at ``path`` (read-only or unwritable place).
-
-    Creates and removes an empty hidden folder in the nearest existing ancestor of ``path``: cheap, and the
-    only way to know (root passes permission checks that a read-only file system still refuses).
-    """
-    target = Path(os.fspath(path)).resolve()
-    base = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
-    if base is None:
-        return
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".attentionflow-probe-", dir=base))
-    except OSError as exc:
-        raise InputError(f"cannot create output folder {os.fspath(path)}: {exc.strerror or exc} (in {base}); "
-                         f"choose a writable location") from None
-
-
-#: Marker file in a temporary folder this tool is building (``.NAME.tmp-PID``) ...
-TMP_MARKER = ".attentionflow-partial"
-#: ... and in a previous output it moved aside (``.NAME.old-PID``) while the new one moves into place.
-OLD_MARKER = ".attentionflow-previous"
-
-
-def remove_stale_siblings(final: Path) -> list[Path]:
-    """Clean up after runs whose PID is gone, touching only folders that carry this tool's marker:
-
-    - ``.NAME.tmp-PID`` (an unfinished output, :data:`TMP_MARKER`): removed;
-    - ``.NAME.old-PID`` (a previous output moved aside, :data:`OLD_MARKER`): put back as ``NAME`` when the run was
-      killed before the new output took its place, else removed (the new output is complete).
-
-    A folder with such a name but without the marker is the user's and is left alone. Returns what was removed or
-    restored."""
-    touched: list[Path] = []
-    if not final.parent.is_dir():
-        return touched
-    for sib in sorted(final.parent.iterdir()):
-        m = _STALE.match(sib.name)
-        if not (m and m.group("name") == final.name and sib.is_dir() and not sib.is_symlink()) \
-                or _pid_alive(int(m.group("pid"))):
-            continue
-        if m.group("kind") == "tmp" and (sib / TMP_MARKER).is_file():
-            shutil.rmtree(sib, ignore_errors=True)
-            logger.info("removed %s, left by an interrupted run", sib)
-        elif m.group("kind") == "old" and (sib / OLD_MARKER).is_file():
-            if final.exists() or final.is_symlink():
-                shutil.rmtree(sib, ignore_errors=True)
-                logger.info("removed %s, the previous output of a run that completed", sib)
-            else:
-                os.replace(sib, final)
-                (final / OLD_MARKER).unlink(missing_ok=True)
-                logger.warning("restored %s: a run was killed while it replaced it", final)
-        else:
-            continue
-        touched.append(sib)
-    return touched
-
-
-@contextmanager
-def atomic_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence[PathLike] = ()) -> Iterator[Path]:
-    """Build an output folder in a temporary sibling and move it into place only on success.
-
-    Enter it before heavy work: it checks the path (:func:`check_output_dir`), removes stale
-    temporary siblings of dead runs, and creates the fresh hidden sibling ``.NAME.tmp-<pid>`` (so an
-    unwritable location fails at once). On normal exit the sibling replaces the output folder (an old
-    output is removed only then). On any exception, the temporary folder is removed and an existing
-    output is left untouched.
-
-    Raises:
-        InputError: as :func:`check_output_dir`, or when the folder cannot be created.
-    """
-    remove_stale_siblings(Path(os.path.abspath(os.fspath(path))))  # first: a killed run's previous output comes back
-    final = check_output_dir(path, overwrite, protect)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-        if tmp.exists() and (tmp / TMP_MARKER).is_file():  # left by a crashed run that had our pid
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        try:
-            (tmp / TMP_MARKER).touch()
-        except BaseException:  # a signal or a full disk right here: leave nothing behind
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    except OSError as exc:
-        raise InputError(f"cannot create output folder {os.fspath(path)}: {exc.strerror or exc}") from None
-    try:
-        yield tmp
-        check_output_dir(final, overwrite, protect)  # someone may have filled it while we worked
-    except InputError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise InputError(f"output folder {os.fspath(path)} was filled by something else during the run; "
-                         f"nothing was replaced") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    (tmp / TMP_MARKER).unlink(missing_ok=True)
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        if old.exists() and (old / OLD_MARKER).is_file():
-            shutil.rmtree(old)
-        (final / OLD_MARKER).touch()  # so that a run killed between the two renames can put it back
-        os.replace(final, old)
-        try:
-            os.replace(tmp, final)
-        except BaseException:
-            os.replace(old, final)  # put the previous output back
-            (final / OLD_MARKER).unlink(missing_ok=True)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
