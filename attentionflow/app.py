@@ -233,8 +233,10 @@ class EditSession:
         else:
             self.workdir = Path(settings.workdir)
             self.workdir.mkdir(parents=True, exist_ok=True)
-        for sub in ("uploads", "results", "toy"):
+        for sub in ("uploads", "results", "toy", "gradio"):
             (self.workdir / sub).mkdir(exist_ok=True)
+        self.upload_cache = self.workdir / "gradio"
+        """Gradio's own upload cache (GRADIO_TEMP_DIR): inside the work folder, pruned, and removed at exit."""
         defaults = settings.defaults
         if defaults is None:
             defaults = demo_config("", None) if settings.model == "embedded" else EditConfig()
@@ -243,8 +245,9 @@ class EditSession:
         self._base_config = defaults
 
     def close(self) -> None:
-        """Free the model and remove the temporary work folder (if the session made one)."""
+        """Free the model and remove the temporary work folder (if the session made one) and Gradio's upload cache."""
         self._pipelines.clear()
+        shutil.rmtree(self.upload_cache, ignore_errors=True)
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -322,6 +325,7 @@ class EditSession:
         self._uploads[session] = dest
         self._shown[str(target)] = paths[0].name if len(paths) == 1 else "the uploaded frames"
         self._prune_uploads(keep=dest)
+        self._prune_upload_cache(keep=paths)
         return target, (f"loaded {label}: {info.num_frames} frames of {info.width}x{info.height} "
                         f"at {info.fps:.3g} fps")
 
@@ -335,6 +339,23 @@ class EditSession:
     def uploads_bytes(self) -> int:
         """Bytes held by all stored uploads."""
         return sum(f.stat().st_size for f in (self.workdir / "uploads").rglob("*") if f.is_file())
+
+    def _prune_upload_cache(self, keep: Sequence[Path]) -> None:
+        """Gradio's copies of earlier uploads (our own copy is what an edit reads): the oldest go first while the
+        cache holds more than ``max_uploads_total_mb``; the files of the upload being accepted stay."""
+        cache = self.upload_cache
+        if not cache.is_dir():
+            return
+        held = {p.resolve() for p in keep}
+        entries = sorted((p for p in cache.iterdir() if not any(_inside(h, p) for h in held)),
+                         key=lambda p: p.stat().st_mtime)
+        limit = self.settings.max_uploads_total_mb * 2**20
+        while entries and sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) > limit:
+            entry = entries.pop(0)
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
     def _prune_uploads(self, keep: Path) -> None:
         limit = self.settings.max_uploads_total_mb * 2**20
@@ -535,6 +556,7 @@ def build_app(session: EditSession) -> Any:
     s = session.settings
     file_types = list(UPLOAD_VIDEO_TYPES + UPLOAD_IMAGE_TYPES)
 
+    os.environ["GRADIO_TEMP_DIR"] = str(session.upload_cache)  # gradio's upload cache: ours to prune and remove
     with gr.Blocks(title="AttentionFlow", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown("## AttentionFlow: text-driven video editing with Motion Map Injection\n"
                     f"Model: `{s.model}`. Upload a short video (or frames) or use the toy example, describe it, "

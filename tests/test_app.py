@@ -254,6 +254,35 @@ def test_a_new_upload_replaces_the_sessions_previous_one_and_the_total_is_capped
     s.close()
 
 
+def test_gradios_upload_cache_lives_in_the_work_folder_is_pruned_and_removed_at_exit(tmp_path, monkeypatch):
+    """Issue 28 item 15: six uploads no longer pile up in gradio's cache, and nothing is left after the app stops."""
+    from attentionflow.io.video import write_mp4
+
+    s = EditSession(AppSettings(device="cpu", max_frames=8, max_upload_mb=1, max_size=128, defaults=fast_defaults(),
+                                workdir=tmp_path / "work", max_uploads_total_mb=0.05))
+    assert s.upload_cache.is_dir() and s.upload_cache.parent == s.workdir
+    rng = np.random.default_rng(0)
+    for i in range(6):  # gradio stores each upload in its own hashed folder
+        folder = s.upload_cache / f"{i:040x}"
+        folder.mkdir()
+        write_mp4(rng.integers(0, 255, (6, 64, 64, 3), dtype=np.uint8), folder / "clip.mp4")
+        path, _ = s.accept_upload(str(folder / "clip.mp4"), s.upload_cache, session=f"user{i}")
+        assert (folder / "clip.mp4").is_file()  # the upload being accepted stays
+    held = sum(f.stat().st_size for f in s.upload_cache.rglob("*") if f.is_file())
+    one = (folder / "clip.mp4").stat().st_size
+    assert 6 * one > 0.05 * 2**20 and held <= max(0.05 * 2**20, one)
+    s.close()
+    assert not s.upload_cache.exists()
+    if importlib.util.find_spec("gradio") is not None:  # the page really uses that folder
+        from attentionflow.app import build_app
+
+        monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # restored after the test
+        s = EditSession(AppSettings(device="cpu", defaults=fast_defaults(), workdir=tmp_path / "work2"))
+        demo = build_app(s)
+        assert Path(demo.GRADIO_CACHE).resolve() == s.upload_cache.resolve()
+        s.close()
+
+
 @pytest.mark.parametrize("field,value,needle", [
     ("guidance", float("nan"), "guidance must be a finite number"),
     ("strength", float("inf"), "strength must be a finite number"),
