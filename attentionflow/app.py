@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import (EDIT_REGIONS, INVERSION_METHODS, EditConfig, InputDataConfig, MMIConfig, P2PConfig,
+from .config import (EDIT_REGIONS, INVERSION_METHODS, MAX_TARGETS, EditConfig, InputDataConfig, MMIConfig, P2PConfig,
                      ValidationDataConfig, parse_chunk_frames)
 from .errors import AttentionFlowError, ConfigError, InputError, first_line
 
@@ -68,6 +68,9 @@ class AppSettings:
     """Largest width/height of the edited frames."""
     keep_results: int = 8
     """Result folders kept on the server (older ones are removed)."""
+    max_targets: int = 4
+    """Most target prompts one request may edit (each adds a batch row: one request must not hold the only slot
+    for minutes)."""
     max_uploads_total_mb: float = 200.0
     """Cap on all stored uploads together, in MiB: each session keeps only its latest upload, and the
     oldest uploads of other sessions are removed when the total would pass the cap."""
@@ -379,6 +382,8 @@ class EditSession:
         targets = [t.strip() for t in (form.targets or "").splitlines() if t.strip()]
         if not targets:
             raise ConfigError("target prompts are empty; write one target prompt per line")
+        if len(targets) > s.max_targets:
+            raise ConfigError(f"{len(targets)} target prompts; this server edits at most {s.max_targets} per request")
         form = _checked_numbers(form)
         frames = int(form.frames)
         if not 1 <= frames <= s.max_frames:
@@ -726,7 +731,36 @@ def launch_app(settings: AppSettings, *, host: str = "127.0.0.1", port: int = 78
     return demo, session
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach: ``localhost`` (any case), 127.0.0.0/8 (``127.1`` too) and
+    ``::1``, decided by :mod:`ipaddress`."""
+    import ipaddress
+    import socket
+
+    name = host.strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        try:  # the classic short forms (127.1) that inet_aton accepts
+            return ipaddress.IPv4Address(socket.inet_aton(name)).is_loopback
+        except OSError:
+            return False
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One line now, instead of gradio's traceback later, when ``port`` cannot be bound on ``host``."""
+    import socket
+
+    name = host.strip("[]")
+    family = socket.AF_INET6 if ":" in name else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((name, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot serve on {host} port {port}: {exc.strerror or exc}; choose another --port "
+                          f"(or --host)") from None
 
 
 def parse_auth(text: str) -> tuple[str, str]:
@@ -750,26 +784,37 @@ def cmd_app(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive finite number, got {value}")
+    from .resources import check_device
+
+    check_device(args.device, args.mixed_precision)  # a bad device fails now, not at the first edit
     auth = parse_auth(args.auth) if args.auth else None
-    if args.host not in LOOPBACK and auth is None:
+    if not 1 <= args.max_targets <= MAX_TARGETS:
+        raise ConfigError(f"--max-targets must be from 1 to {MAX_TARGETS}, got {args.max_targets}")
+    if not is_loopback(args.host) and auth is None:
         if not args.insecure:
             raise ConfigError(f"--host {args.host} lets other machines run edits; require a login with --auth "
                               f"USER:PASS (or pass --insecure to serve without one)")
         logger.warning("serving on %s without a login (--insecure): anyone who can reach it can run edits", args.host)
+    host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host  # IPv6: gradio's form
+    _check_port_free(host, args.port)
     _import_gradio()
     defaults = load_config(args.config) if args.config else None
     model = args.model or (defaults.pretrained_model_path if defaults is not None else "embedded")
     resolve_model_path(model)  # a bad model folder is an error now, not at the first edit
     settings = AppSettings(model=model, device=args.device, mixed_precision=args.mixed_precision,
                            max_frames=args.max_frames, max_upload_mb=args.max_upload_mb, max_size=args.max_size,
-                           defaults=defaults)
-    demo, session = launch_app(settings, host=args.host, port=args.port, block=False, auth=auth)
-    print(startup_line(demo), file=sys.stderr)
+                           defaults=defaults, max_targets=args.max_targets)
     try:
-        demo.block_thread()
+        demo, session = launch_app(settings, host=host, port=args.port, block=False, auth=auth)
+    except OSError as exc:  # the port was taken in between
+        raise ConfigError(f"cannot serve on {args.host} port {args.port}: {exc}; choose another --port") from None
+    print(startup_line(demo), file=sys.stderr)
+    try:  # not gradio's block_thread: it swallows Ctrl-C and SIGTERM, and the command must end with 130 / 143
+        while True:
+            time.sleep(3600)
     finally:
+        demo.close()
         session.close()
-    return 0
 
 
 def startup_line(demo: Any) -> str:
@@ -794,4 +839,6 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--max-frames", type=int, default=32, help="most frames per edit (default 32)")
     a.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload in MiB (default 50)")
     a.add_argument("--max-size", type=int, default=1024, help="largest frame width/height (default 1024)")
+    a.add_argument("--max-targets", type=int, default=AppSettings.max_targets,
+                   help=f"most target prompts per request (default {AppSettings.max_targets})")
     a.set_defaults(func=cmd_app)

@@ -31,6 +31,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -49,6 +50,8 @@ SUMMARY_NAME = "batch_summary"
 #: The summary's own mark: the JSON's ``report`` value and the markdown's first line.
 SUMMARY_REPORT, SUMMARY_HEADER = "batch", "# Batch summary"
 STATUSES = ("done", "skipped", "failed")
+#: Largest job file read (a manifest line is ~300 bytes: tens of thousands of jobs).
+MAX_JOB_FILE_BYTES = 16 * 2**20
 """done: ran now; skipped: outputs already complete (resume); failed: error recorded."""
 
 
@@ -130,6 +133,8 @@ def _entries(path: Path) -> list[tuple[str, str | None, Any]]:
     from .config import parse_yaml
 
     try:
+        if path.stat().st_size > MAX_JOB_FILE_BYTES:
+            return [(str(path), None, InputError(f"job file {path} is over {MAX_JOB_FILE_BYTES // 2**20} MiB; split it"))]
         raw = path.read_bytes()
         text = raw.decode("utf-8")
     except OSError as exc:
@@ -149,7 +154,7 @@ def _entries(path: Path) -> list[tuple[str, str | None, Any]]:
                 out.append((src, None, ConfigError(f"{src} is not a JSON object: {exc.msg}")))
         return out
     try:
-        data = parse_yaml(raw, f"job file {path}")  # duplicate keys, tabs and non-UTF-8 text are named
+        data = parse_yaml(raw, f"job file {path}", max_bytes=MAX_JOB_FILE_BYTES)  # duplicate keys, tabs and non-UTF-8 text are named
     except ConfigError as exc:
         return [(str(path), None, exc)]
     if isinstance(data, list):
@@ -462,6 +467,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             break
     if summary_dir.is_dir() and not os.access(summary_dir, os.W_OK):
         raise InputError(f"--summary-dir {args.summary_dir} is not writable; give a writable folder")
+    if not (math.isfinite(args.gather_timeout) and args.gather_timeout > 0):
+        raise ConfigError(f"--gather-timeout must be a positive number of hours, got {args.gather_timeout}")
     if summary_dir.is_dir():
         check_summary_targets(summary_dir)
     rank, world, state = distributed_state(args.gather_timeout)

@@ -489,11 +489,6 @@ def _report_targets(out: Path, overwrite: bool) -> dict[str, Path]:
 
 def cmd_bench_quality(args: argparse.Namespace) -> int:
     """Handler of ``attentionflow bench quality``."""
-    import torch
-
-    from .evaluate import to_json
-    from .pipeline import AttentionFlowPipeline
-
     settings = BenchSettings(tasks=args.tasks, steps=args.steps, frames=args.frames, size=args.size,
                              inversion=args.inversion, seed=args.seed, suite=args.suite,
                              chunk_frames=parse_chunk_frames(args.chunk_frames))
@@ -502,6 +497,14 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{args.out}' is a file; give a folder")
     targets = _report_targets(out, args.overwrite)
+    from .resources import check_device
+
+    check_device(args.device)
+    import torch  # only now: every check above fails in well under a second
+
+    from .evaluate import to_json
+    from .pipeline import AttentionFlowPipeline
+
     if args.threads:
         torch.set_num_threads(args.threads)
     note = _model_note(args.model)
@@ -640,7 +643,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                    help=f"frames per model call (default {BenchSettings.chunk_frames})")
     q.add_argument("--model", default="embedded", help="model: 'embedded' (toy model, default) or a folder")
     q.add_argument("--device", default="cpu", help="device (default cpu)")
-    q.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    from .cli import _threads
+
+    q.add_argument("--threads", type=_threads, default=None, help="torch CPU threads (default: torch's choice)")
     q.add_argument("--out", default="outputs/bench_quality", help="output folder for quality.md / quality.json")
     q.add_argument("--overwrite", action="store_true", help="replace an earlier quality.md / quality.json of this "
                    "command there (never another file)")

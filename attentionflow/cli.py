@@ -16,7 +16,7 @@ from typing import Any, NoReturn, Sequence
 from . import __version__
 from .config import CAMERA_MOTIONS, EDIT_REGIONS, INVERSION_METHODS, MAX_SEED, EditConfig as C, InputDataConfig as I
 from .config import MMIConfig as M, P2PConfig as P, ValidationDataConfig as V, parse_chunk_frames
-from .errors import AttentionFlowError, ConfigError
+from .errors import AttentionFlowError, ConfigError, escape_controls
 from .mmi.methods import SIMILARITY_METHODS
 
 from .demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS
@@ -73,7 +73,8 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse parser whose usage errors are one line (``attentionflow: error: ...``) and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"attentionflow: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(f"attentionflow: error: {self.prog}: {escape_controls(message)} (see {self.prog} --help)",
+              file=sys.stderr)
         sys.exit(2)
 
 
@@ -82,7 +83,26 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not break the clean-up
     raise Terminated()
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the clean-up
+    raise KeyboardInterrupt()
+
+
+#: String options that may be given empty ('' means "none" for them); any other empty value is an error.
+EMPTY_ALLOWED = frozenset({"inversion_prompt"})
+
+
+def _check_empty_values(args: argparse.Namespace) -> None:
+    """An empty string given for an option is an error, never silently the default (``--out ''``)."""
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        if name not in EMPTY_ALLOWED and any(isinstance(v, str) and not v.strip() for v in values):
+            flag = name.upper() if name in ("video", "jobs") else "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} is empty; give a value or leave it out")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,13 +437,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_libraries()
     previous = None
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = (signal.signal(signal.SIGTERM, _raise_terminated), signal.signal(signal.SIGINT, _raise_interrupted))
     except ValueError:  # not the main thread (e.g. called from a test runner thread): leave signals alone
         pass
     try:
+        _check_empty_values(args)
         return int(args.func(args) or 0)
     except AttentionFlowError as exc:
-        print(f"attentionflow: error: {name_flags(str(exc), args)}", file=sys.stderr)
+        print(f"attentionflow: error: {escape_controls(name_flags(str(exc), args))}", file=sys.stderr)
         return 2
     except Terminated:
         print("attentionflow: terminated (SIGTERM); unfinished outputs were removed", file=sys.stderr)
@@ -433,7 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
 
 
 if __name__ == "__main__":  # pragma: no cover

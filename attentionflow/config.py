@@ -11,6 +11,8 @@ import dataclasses
 import math
 import os
 import re
+import reprlib
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -231,6 +233,15 @@ class EditConfig:
             raise ConfigError("input_data.prompt (the source prompt) is empty")
         if not val.prompts or any(not p.strip() for p in val.prompts):
             raise ConfigError("validation_data.prompts needs at least one non-empty target prompt")
+        if len(val.prompts) > MAX_TARGETS:
+            raise ConfigError(f"validation_data.prompts has {len(val.prompts)} target prompts; at most {MAX_TARGETS} "
+                              f"fit one run (each is a batch row and a grid column): split them into several runs")
+        if not 0 < val.null_base_lr <= 1:
+            raise ConfigError(f"validation_data.null_base_lr must be in (0, 1], got {val.null_base_lr:g}")
+        for word, factor in (self.p2p.reweight or {}).items():
+            if not -MAX_REWEIGHT <= factor <= MAX_REWEIGHT:
+                raise ConfigError(f"p2p.reweight factor of {shown(word)} must be from {-MAX_REWEIGHT:g} to "
+                                  f"{MAX_REWEIGHT:g}, got {factor:g}")
         for key in ("cross_replace_steps", "self_replace_steps"):
             v = getattr(self.p2p, key)
             for frac in (v.values() if isinstance(v, dict) else [v]):
@@ -258,8 +269,9 @@ class EditConfig:
         if bad or not mmi.places:
             raise ConfigError(f"mmi.places must be a non-empty subset of down, mid, up; got {mmi.places}")
         _positive("mmi.auto_steps", mmi.auto_steps)
-        if not self.fps > 0:
-            raise ConfigError(f"fps must be a positive number, got {self.fps}")
+        if not MIN_FPS <= self.fps <= MAX_FPS:
+            raise ConfigError(f"fps must be from {MIN_FPS:g} to {MAX_FPS:g} (what GIF and MP4 writers accept), "
+                              f"got {self.fps:g}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         if self.chunk_frames != "auto" and (isinstance(self.chunk_frames, bool) or not isinstance(self.chunk_frames, int)
@@ -302,6 +314,12 @@ LEGACY_NULL_INV = {True: "null-text", False: "ddim"}
 MIN_FRAME_SIZE = 16
 #: Largest seed (the range NumPy and PyTorch generators both accept).
 MAX_SEED = 2**32 - 1
+#: Frame rates the writers accept: a GIF frame lasts at most 655.35 s (a 16-bit count of 1/100 s).
+MIN_FPS, MAX_FPS = 0.01, 240.0
+#: Most target prompts in one run (each adds a batch row to every UNet call and a column to the grid).
+MAX_TARGETS = 16
+#: Largest |factor| of an attention reweight (prompt-to-prompt's examples use -2..5).
+MAX_REWEIGHT = 100.0
 
 
 def _check_finite(obj: Any, prefix: str = "") -> None:
@@ -467,19 +485,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {shown(value)}")
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
-        raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {shown(value)}")
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {shown(value)}")
         (arg,) = typing.get_args(tp)
         return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {shown(value)}")
         kt, vt = typing.get_args(tp)
         return {_coerce(k, kt, key): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if tp is type(None):
@@ -501,7 +519,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {shown(value)}")
 
 
 def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
@@ -509,7 +527,7 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}{key}'; valid keys here: {', '.join(names)}")
+            raise ConfigError(f"unknown config key {shown(prefix + str(key))}; valid keys here: {', '.join(names)}")
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in data.items()})
 
 
@@ -524,14 +542,53 @@ def config_from_dict(data: dict[str, Any]) -> EditConfig:
     return config
 
 
+#: Largest config file read (a config is a few hundred bytes; a batch manifest of many jobs is larger).
+MAX_CONFIG_BYTES = 1 * 2**20
+#: Deepest nesting and most alias uses a config may have (a config nests 3 levels and uses no alias).
+MAX_YAML_DEPTH, MAX_YAML_ALIASES = 50, 1000
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for a one-line message: bounded in size whatever the value (a YAML alias tree shares its
+    branches, so a plain repr could be gigabytes), control characters escaped, cut at ``limit`` characters."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 6
+    text = short.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a mapping key given twice (the plain loader keeps the last one)."""
+    """yaml.SafeLoader that refuses a mapping key given twice (the plain loader keeps the last one), nesting
+    deeper than :data:`MAX_YAML_DEPTH` and more than :data:`MAX_YAML_ALIASES` alias uses."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise ConfigError(f"uses more than {MAX_YAML_ALIASES} aliases (*name); write the values out")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"nests deeper than {MAX_YAML_DEPTH} levels (line {mark.line + 1}); a config "
+                                  f"nests 3")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise ConfigError(f"the key at line {key_node.start_mark.line + 1} is a {type(key).__name__}; keys are "
+                              f"plain names")
         if key in seen:
             raise ConfigError(f"key '{key}' is given twice (lines {seen[key]} and {key_node.start_mark.line + 1}); "
                               f"keep one")
@@ -542,8 +599,12 @@ def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def parse_yaml(data: bytes | str, source: str | Path) -> Any:
-    """Parse YAML text (bytes must be UTF-8) with duplicate keys refused; one-line ConfigError naming ``source``."""
+def parse_yaml(data: bytes | str, source: str | Path, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
+    """Parse YAML text (bytes must be UTF-8) with duplicate keys refused; one-line ConfigError naming ``source``.
+
+    Text over ``max_bytes``, deep nesting and many aliases are refused before they cost time or memory."""
+    if len(data) > max_bytes:
+        raise ConfigError(f"{source} is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:g} MiB")
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
@@ -554,6 +615,8 @@ def parse_yaml(data: bytes | str, source: str | Path) -> Any:
         return yaml.load(data, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source} nests too deeply; a config nests 3 levels") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
@@ -567,8 +630,21 @@ def load_config(path: str | Path) -> EditConfig:
     """Load a YAML config file (not yet validated: CLI overrides come first); relative paths in it are relative
     to the file (:func:`resolve_relative_paths`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    if not os.fspath(path).strip() or os.fspath(path) == ".":
+        raise ConfigError("--config is empty; give a YAML file")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:  # a name over the OS limit, a loop of symlinks
+        raise ConfigError(f"cannot read config file {shown(os.fspath(path))}: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"config file {path} is a folder; give a YAML file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"config file {path} is not a regular file (a FIFO, device or socket); give a YAML file")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {st.st_size / 2**20:.1f} MiB; the limit is "
+                          f"{MAX_CONFIG_BYTES / 2**20:g} MiB")
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -13,6 +13,13 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\x1b``, ``\\n``): a prompt or a file name
+    echoed in a message can neither clear the terminal nor split the line."""
+    return "".join(ch.encode("unicode_escape").decode("ascii") if ch.isprintable() is False and ch != " " else ch
+                   for ch in text)
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty)."""
     lines = str(exc).strip().splitlines()

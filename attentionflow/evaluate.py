@@ -192,6 +192,10 @@ def load_masks(path: str | Path, num_frames: int, height: int, width: int) -> np
     if masks.shape[0] != num_frames:
         raise InputError(f"masks {p} have {masks.shape[0]} frames but the source has {num_frames}; "
                          "give one mask per source frame")
+    mh, mw = masks.shape[1:]
+    if abs(mw / mh - width / height) > 0.02 * width / height:  # a mask of another shape would be stretched
+        raise InputError(f"masks {p} are {mw}x{mh} but the source is {width}x{height}; give masks of the source's "
+                         f"size (or the same aspect ratio)")
     return metrics.resize_video(np.ascontiguousarray(masks), height, width, nearest=True)
 
 
@@ -481,6 +485,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .io.reports import check_report_target, write_report
 
     out = check_report_target(args.json, REPORT_KIND, args.overwrite) if args.json else None
+    from .resources import check_device
+
+    check_device(args.device)
+    if args.clip and not (Path(args.clip) / "config.json").is_file():  # before torch and transformers load
+        raise ModelError(f"CLIP folder '{args.clip}' not found or has no config.json; give a local folder saved "
+                         "with CLIPModel.save_pretrained (plus its tokenizer files)")
     report = run_evaluation(inputs, clip=args.clip, flow=args.flow, device=args.device, progress=not args.quiet)
     print(format_table(report))
     if out is not None:

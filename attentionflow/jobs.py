@@ -35,7 +35,7 @@ from .io.outputs import atomic_output_dir, check_output_dir, probe_output_locati
 from .io.video import grid_frames, read_frames, write_frames, write_gif, write_mp4
 from .models.paths import EMBEDDED, embedded_model_path, model_limits, resolve_model_path
 from .figures import figure_frames
-from .resources import check_memory, edit_memory_bytes
+from .resources import check_device, check_memory, edit_memory_bytes
 
 if TYPE_CHECKING:  # the pipeline imports torch: only after every cheap check has passed
     from .pipeline import AttentionFlowPipeline, AttentionMaps, EditOutput, ProgressCallback
@@ -121,6 +121,7 @@ def check_job(config: EditConfig, overwrite: bool, inputs: Sequence[str | os.Pat
     memory estimate, then the video is read and the prompts and words are checked with the tokenizer.
     """
     config.validate()
+    check_device(config.device, config.mixed_precision)
     inp, val = config.input_data, config.validation_data
     if not inp.video_path:
         raise InputError("no input video given (input_data.video_path / VIDEO argument)")

@@ -8,9 +8,11 @@ The estimate counts what grows with frames x pixels; the model's own weights com
 from __future__ import annotations
 
 import os
+import re
+import sys
 from pathlib import Path
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 GiB = 2**30
 
@@ -56,3 +58,40 @@ def check_memory(needed: int, what: str, way_out: str = FEWER_OR_SMALLER, availa
     if available is not None and needed > available:
         raise InputError(f"{what} needs about {needed / GiB:.1f} GiB of memory but {available / GiB:.1f} GiB "
                          f"are available; {way_out}")
+
+
+#: Devices an edit can run on: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(device: str, mixed_precision: str = "no", flag: str = "--device") -> None:
+    """Refuse, in one line and before diffusers is imported, a device this machine does not have, and fp16 where
+    the edit would run on a CPU. Imports torch only when the answer depends on it (cuda, mps, auto with fp16)."""
+    if not DEVICE_PATTERN.fullmatch(device or ""):
+        raise ConfigError(f"{flag} {device!r} is not a device this tool runs on; use auto, cpu, cuda, cuda:N or mps")
+    if device.startswith("cuda") or (device == "auto" and mixed_precision == "fp16"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.startswith("cuda"):
+            index = int(device.partition(":")[2] or 0)
+            if count == 0:
+                raise ConfigError(f"{flag} {device} requested but CUDA is not available; use {flag} cpu or auto")
+            if index >= count:
+                raise ConfigError(f"{flag} {device}: this machine has {count} CUDA device(s), cuda:0 to "
+                                  f"cuda:{count - 1}")
+        elif count == 0 and not _mps_available():
+            device = "cpu"
+    if device == "mps" and not _mps_available():
+        raise ConfigError(f"{flag} mps needs Apple silicon with PyTorch's MPS backend; use {flag} cpu or auto")
+    if mixed_precision == "fp16" and device == "cpu":
+        raise ConfigError("mixed_precision 'fp16' needs a GPU; on a CPU pass --mixed-precision no (or bf16), "
+                          "or set mixed_precision: 'no' in the config")
+
+
+def _mps_available() -> bool:
+    if sys.platform != "darwin":
+        return False
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available())

@@ -161,7 +161,12 @@ def _overlaps(out: Path, protected: Path) -> bool:
 def _places(item: PathLike) -> set[Path]:
     """Where an input lives: its target (all links followed) and, for a symlink, the link itself."""
     given = Path(os.fspath(item))
-    return {given.resolve(), Path(os.path.realpath(given.parent)) / given.name}
+    try:
+        return {given.resolve(), Path(os.path.realpath(given.parent)) / given.name}
+    except (RuntimeError, OSError) as exc:  # pathlib's "Symlink loop" (Python < 3.13), a name over the OS limit
+        name = os.fspath(item)
+        reason = getattr(exc, "strerror", None) or "a loop of symlinks"
+        raise InputError(f"input {name[:80]!r}{'...' if len(name) > 80 else ''}: {reason}; give a real path") from None
 
 
 def check_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence[PathLike] = ()) -> Path:
@@ -188,6 +193,8 @@ def check_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence[
         raise InputError("output path is empty; give a folder")
     try:
         return _check_output_dir(text, overwrite, protect)
+    except RuntimeError:  # pathlib's "Symlink loop" (Python < 3.13)
+        raise InputError(f"output path {text[:80]!r} is a loop of symlinks; give a real path") from None
     except OSError as exc:  # a name over the OS limit, a loop of symlinks, a folder we may not read
         raise InputError(f"output path {text[:80]!r}{'...' if len(text) > 80 else ''}: "
                          f"{exc.strerror or exc}; choose another folder") from None

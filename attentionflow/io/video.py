@@ -26,6 +26,7 @@ import logging
 import operator
 import os
 import re
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -57,6 +58,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # OpenCV's own [ WARN ] lines: our one line says it
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -133,12 +135,24 @@ def _is_pillow_gif(path: Path) -> bool:
 
 
 def _resolve(path: PathLike) -> tuple[Path, str]:
-    """Check the path exists and classify it as ``"frames"``, ``"gif"`` or ``"video"``."""
+    """Check the path exists and classify it as ``"frames"``, ``"gif"`` or ``"video"``.
+
+    Only a regular file or a folder is ever opened: a FIFO would block forever, a device never ends."""
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"video not found: {p}")
-    if p.is_dir():
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        if p.is_symlink():
+            raise InputError(f"video {p} is a symlink to {os.readlink(p)}, which does not exist") from None
+        raise InputError(f"video not found: {p}") from None
+    except OSError as exc:  # a loop of symlinks, a name over the OS limit, no permission
+        name = os.fspath(p)
+        raise InputError(f"cannot open video {name[:80]!r}{'...' if len(name) > 80 else ''}: {exc.strerror}; "
+                         f"expected {_ACCEPTED}") from None
+    if stat.S_ISDIR(mode):
         return p, "frames"
+    if not stat.S_ISREG(mode):
+        raise InputError(f"video {p} is not a regular file or folder (a FIFO, device or socket); expected {_ACCEPTED}")
     if _is_pillow_gif(p):
         return p, "gif"
     return p, "video"
@@ -151,9 +165,32 @@ def _undecodable(path: Path, detail: object) -> InputError:
     return InputError(f"cannot decode {path} ({detail_line}); expected {_ACCEPTED}")
 
 
+#: Largest frame accepted (8192 x 8192): frames are resized to at most a few hundred pixels, and a header that
+#: claims more (a PNG may claim 100000 x 100000) is refused before any pixel is decoded.
+MAX_FRAME_PIXELS = 8192 * 8192
+
+
+def _check_frame_size(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_FRAME_PIXELS:
+        raise InputError(f"{path} has frames of {width}x{height} pixels; the largest accepted is "
+                         f"{MAX_FRAME_PIXELS // 2**20} Mpx (8192x8192): scale it down first")
+
+
 def _read_image(path: Path) -> np.ndarray:
     """One image file -> ``(H, W, 3)`` uint8 RGB (EXIF orientation applied, 16-bit scaled, alpha dropped)."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        with Image.open(path) as im:  # reads the header only
+            size = im.size
+    except Image.DecompressionBombError:  # Pillow's own guard: more than twice its limit
+        raise InputError(f"{path} claims a frame of over {2 * Image.MAX_IMAGE_PIXELS // 10**6} Mpx; the largest "
+                         f"accepted is {MAX_FRAME_PIXELS // 2**20} Mpx (8192x8192): scale it down first") from None
+    except (OSError, ValueError, SyntaxError, EOFError):
+        size = (0, 0)  # not an image Pillow knows: OpenCV decides below
+    _check_frame_size(path, *size)
+    try:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:
+        bgr = None
     if bgr is None:
         raise InputError(f"cannot read frame image {path}; expected a readable {'/'.join(IMAGE_EXTENSIONS)} file")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -182,6 +219,8 @@ def _frame_thunks(path: Path, kind: str) -> Iterator[Iterator[FrameThunk]]:
     if kind == "gif":
         try:
             im = Image.open(path)
+        except Image.DecompressionBombError:
+            raise InputError(f"{path} has frames over {MAX_FRAME_PIXELS // 2**20} Mpx; scale it down first") from None
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise _undecodable(path, exc) from exc
         try:
@@ -198,6 +237,7 @@ def _frame_thunks(path: Path, kind: str) -> Iterator[Iterator[FrameThunk]]:
         if not container.streams.video:
             raise _undecodable(path, "no video stream")
         stream = container.streams.video[0]
+        _check_frame_size(path, stream.codec_context.width or 0, stream.codec_context.height or 0)
         stream.thread_type = "AUTO"
         yield _pyav_thunks(container, stream, path)
     finally:
@@ -283,10 +323,13 @@ def probe_video(path: PathLike) -> VideoInfo:
         try:
             with Image.open(p) as im:
                 width, height = im.size
+                _check_frame_size(p, width, height)
                 total_ms = 0.0
                 count = 0
                 for count, frame in enumerate(ImageSequence.Iterator(im), start=1):
                     total_ms += float(frame.info.get("duration", 0) or 0)
+        except Image.DecompressionBombError:
+            raise InputError(f"{p} has frames over {MAX_FRAME_PIXELS // 2**20} Mpx; scale it down first") from None
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise _undecodable(p, exc) from exc
         if count == 0:
@@ -516,12 +559,16 @@ def _as_uint8_video(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
 
 
 def check_fps(fps: float) -> float:
+    """``fps`` as a float when the writers accept it (:data:`attentionflow.config.MIN_FPS` ... ``MAX_FPS``)."""
+    from attentionflow.config import MAX_FPS, MIN_FPS
+
     try:
         value = float(fps)
     except (TypeError, ValueError):
-        raise ConfigError(f"fps must be a positive number, got {fps!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise ConfigError(f"fps must be a positive number, got {fps!r}")
+        value = float("nan")
+    if not MIN_FPS <= value <= MAX_FPS:
+        raise ConfigError(f"fps must be from {MIN_FPS:g} to {MAX_FPS:g} (what GIF and MP4 writers accept), "
+                          f"got {fps!r}")
     return value
 
 
