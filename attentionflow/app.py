@@ -776,7 +776,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     import math
 
     from .config import load_config
-    from .models.paths import resolve_model_path
+    from .models.paths import model_limits, resolve_model_path
 
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
@@ -800,7 +800,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     _import_gradio()
     defaults = load_config(args.config) if args.config else None
     model = args.model or (defaults.pretrained_model_path if defaults is not None else "embedded")
-    resolve_model_path(model)  # a bad model folder is an error now, not at the first edit
+    model_limits(resolve_model_path(model))  # a bad model folder is an error now, not at the first edit
     settings = AppSettings(model=model, device=args.device, mixed_precision=args.mixed_precision,
                            max_frames=args.max_frames, max_upload_mb=args.max_upload_mb, max_size=args.max_size,
                            defaults=defaults, max_targets=args.max_targets)
@@ -809,12 +809,18 @@ def cmd_app(args: argparse.Namespace) -> int:
     except OSError as exc:  # the port was taken in between
         raise ConfigError(f"cannot serve on {args.host} port {args.port}: {exc}; choose another --port") from None
     print(startup_line(demo), file=sys.stderr)
-    try:  # not gradio's block_thread: it swallows Ctrl-C and SIGTERM, and the command must end with 130 / 143
-        while True:
-            time.sleep(3600)
+    try:
+        wait_for_stop()
     finally:
         demo.close()
         session.close()
+
+
+def wait_for_stop() -> None:
+    """Block the main thread until Ctrl-C or SIGTERM arrive (as exceptions). Not gradio's ``block_thread``: it
+    swallows both, and the command must end with 130 / 143."""
+    while True:
+        time.sleep(3600)
 
 
 def startup_line(demo: Any) -> str:

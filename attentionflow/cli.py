@@ -73,8 +73,10 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse parser whose usage errors are one line (``attentionflow: error: ...``) and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"attentionflow: error: {self.prog}: {escape_controls(message)} (see {self.prog} --help)",
-              file=sys.stderr)
+        message = escape_controls(message)
+        if len(message) > 300:  # "unrecognized arguments: ..." can echo a whole command line
+            message = message[:297] + "..."
+        print(f"attentionflow: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -158,9 +159,117 @@ def read_json_file(path: Path) -> dict[str, Any]:
     return data
 
 
+#: Largest safetensors header read (SD's UNet header is ~100 KB).
+MAX_HEADER_BYTES = 64 * 2**20
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The tensor table of a ``.safetensors`` file (name -> dtype, shape, offsets), read from its header only.
+
+    Raises a one-line ModelError for a file that is not a regular file, is empty, truncated, or whose header is not
+    the format's JSON (the data must end exactly where the table says)."""
+    try:
+        mode, size = path.stat().st_mode, path.stat().st_size
+        if not stat.S_ISREG(mode):
+            raise ModelError(f"{path} is not a regular file (a FIFO, device or socket); restore the weights file")
+        with open(path, "rb") as f:
+            head = f.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
+                raise ModelError(f"{path} is not a safetensors file ({size} bytes: empty, truncated or another "
+                                 f"format); restore the weights file")
+            table = json.loads(f.read(length).decode("utf-8"))
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelError(f"{path} has a broken safetensors header; restore the weights file") from None
+    if not isinstance(table, dict):
+        raise ModelError(f"{path} has a broken safetensors header; restore the weights file")
+    table.pop("__metadata__", None)
+    try:
+        end = max((int(t["data_offsets"][1]) for t in table.values()), default=0)
+        shapes_ok = all(isinstance(t["shape"], list) for t in table.values())
+    except (TypeError, KeyError, ValueError, IndexError):
+        end, shapes_ok = -1, False
+    if not shapes_ok or 8 + length + end != size:
+        raise ModelError(f"{path} is truncated or corrupt (its header describes {8 + length + max(end, 0)} bytes, "
+                         f"the file has {size}); restore the weights file")
+    return table
+
+
+def _shape(tables: dict[str, Any], suffix: str) -> list[int] | None:
+    return next((t["shape"] for name, t in tables.items() if name == suffix or name.endswith("." + suffix)), None)
+
+
+def _config_types(path: Path, data: dict[str, Any], expected: dict[str, str]) -> None:
+    """Refuse a config value of the wrong type: ``expected`` maps key -> 'int', 'ints' (a list of positive ints),
+    'strs' (a list of names) or 'int|ints'. Absent keys are the library's defaults."""
+    for key, kind in expected.items():
+        if key not in data:
+            continue
+        value = data[key]
+        is_int = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        is_ints = isinstance(value, list) and bool(value) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        ok = {"int": is_int, "ints": is_ints, "int|ints": is_int or is_ints,
+              "strs": isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)}[kind]
+        if not ok:
+            want = {"int": "a positive integer", "ints": "a list of positive integers", "strs": "a list of block "
+                    "names", "int|ints": "a positive integer or a list of them"}[kind]
+            raise ModelError(f"{path}: {key} must be {want}, got {json.dumps(value)[:60]}; restore the model's file")
+
+
+def check_model_files(folder: Path) -> None:
+    """Check a resolved model folder's configs and weight headers against each other, reading no weights: the
+    value types diffusers relies on, a scheduler config, every ``.safetensors`` header, and that each component's
+    weights are that component's, in the shapes its config names (first and last convolution, token embedding)."""
+    sched_path = folder / "scheduler" / "scheduler_config.json"
+    if not sched_path.is_file():
+        raise ModelError(f"model folder {folder} has no scheduler/scheduler_config.json; restore the model's file")
+    configs = {name: read_json_file(folder / name / "config.json") for name in _WEIGHT_COMPONENTS}
+    _config_types(sched_path, read_json_file(sched_path), {"num_train_timesteps": "int"})
+    _config_types(folder / "unet" / "config.json", configs["unet"], {
+        "down_block_types": "strs", "up_block_types": "strs", "block_out_channels": "ints", "in_channels": "int",
+        "out_channels": "int", "sample_size": "int|ints", "cross_attention_dim": "int|ints",
+        "attention_head_dim": "int|ints", "layers_per_block": "int|ints"})
+    _config_types(folder / "vae" / "config.json", configs["vae"], {
+        "block_out_channels": "ints", "down_block_types": "strs", "up_block_types": "strs", "in_channels": "int",
+        "out_channels": "int", "latent_channels": "int", "layers_per_block": "int"})
+    _config_types(folder / "text_encoder" / "config.json", configs["text_encoder"], {
+        "hidden_size": "int", "vocab_size": "int", "num_hidden_layers": "int", "max_position_embeddings": "int"})
+    expect = {  # component -> (tensor name suffix, expected shape from its config, what the shape means)
+        "unet": [("conv_in.weight", [_first(configs["unet"], "block_out_channels"), configs["unet"].get("in_channels")]),
+                 ("conv_out.weight", [configs["unet"].get("out_channels")])],
+        "vae": [("encoder.conv_in.weight", [_first(configs["vae"], "block_out_channels"),
+                                            configs["vae"].get("in_channels")]),
+                ("decoder.conv_out.weight", [configs["vae"].get("out_channels")])],
+        "text_encoder": [("embeddings.token_embedding.weight", [configs["text_encoder"].get("vocab_size"),
+                                                                 configs["text_encoder"].get("hidden_size")])],
+    }
+    for comp, checks in expect.items():
+        tables: dict[str, Any] = {}
+        for weights in sorted((folder / comp).glob("*.safetensors")):
+            tables.update(safetensors_header(weights))
+        for suffix, want in checks:
+            shape = _shape(tables, suffix)
+            if shape is None:
+                raise ModelError(f"the weights in {folder / comp} have no {suffix}: they are not a {comp}'s "
+                                 f"weights; restore the model's {comp} folder")
+            if any(w is not None and w != got for w, got in zip(want, shape)):
+                raise ModelError(f"{folder / comp}: {suffix} has shape {shape} but config.json describes "
+                                 f"{[w for w in want]} ...; the config and the weights disagree")
+
+
+def _first(config: dict[str, Any], key: str) -> int | None:
+    value = config.get(key)
+    return value[0] if isinstance(value, list) and value else None
+
+
 def model_limits(folder: Path) -> ModelLimits:
     """Read the limits of a resolved model folder (see :func:`resolve_model_path`); a broken JSON file of its
-    scheduler, UNet, VAE or tokenizer is a one-line ModelError naming the file."""
+    scheduler, UNet, VAE or tokenizer, a config value of the wrong type, or weights that are broken or disagree
+    with their config are a one-line ModelError naming the file (:func:`check_model_files`)."""
+    check_model_files(folder)
     sched = read_json_file(folder / "scheduler" / "scheduler_config.json")
     unet = read_json_file(folder / "unet" / "config.json")
     vae = read_json_file(folder / "vae" / "config.json")

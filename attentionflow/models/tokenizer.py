@@ -88,5 +88,7 @@ def load_tokenizer(folder: str | Path) -> CLIPTokenizer:
         read_json_file(folder / name)  # {} when absent; a broken file is named here, not deep in transformers
     try:
         return CLIPTokenizer.from_pretrained(str(folder), model_max_length=MODEL_MAX_LENGTH)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"cannot load the tokenizer in {folder}: {str(exc).strip().splitlines()[0]}") from None
+    except Exception as exc:  # the tokenizers library raises a bare Exception for a broken merges.txt
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"cannot load the tokenizer in {folder}: {reason}; restore the model's tokenizer "
+                         f"files") from None
