@@ -361,17 +361,18 @@ def run_evaluation(inputs: EvaluationInputs, *, clip: str | None = None, flow: s
     (``[{"name", "path", "prompt", "metrics": {key: value or None}}]``), ``absent`` (why metrics are
     missing), ``created``.
     """
+    from .io.video import probe_video, read_frames
+
+    probe_video(inputs.source)  # first: a bad video costs no import of the flow and metric stack
+    for item in inputs.edited:
+        probe_video(item.path)
     from tqdm.auto import tqdm
 
     from . import metrics
     from .flow import available_flow_estimators, get_flow_estimator
-    from .io.video import probe_video, read_frames
 
     if flow.lower() not in available_flow_estimators():
         raise ConfigError(f"unknown flow method '{flow}'; choose from: {', '.join(available_flow_estimators())}")
-    probe_video(inputs.source)
-    for item in inputs.edited:
-        probe_video(item.path)
     scorer = None
     if clip:
         from .models.loading import select_device

@@ -70,9 +70,12 @@ def check_device(device: str, mixed_precision: str = "no", flag: str = "--device
     if not DEVICE_PATTERN.fullmatch(device or ""):
         raise ConfigError(f"{flag} {device!r} is not a device this tool runs on; use auto, cpu, cuda, cuda:N or mps")
     if device.startswith("cuda") or (device == "auto" and mixed_precision == "fp16"):
-        import torch
+        if _nvidia_driver_present():
+            import torch
 
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        else:  # no NVIDIA driver: no CUDA device, known without importing torch
+            count = 0
         if device.startswith("cuda"):
             index = int(device.partition(":")[2] or 0)
             if count == 0:
@@ -87,6 +90,11 @@ def check_device(device: str, mixed_precision: str = "no", flag: str = "--device
     if mixed_precision == "fp16" and device == "cpu":
         raise ConfigError("mixed_precision 'fp16' needs a GPU; on a CPU pass --mixed-precision no (or bf16), "
                           "or set mixed_precision: 'no' in the config")
+
+
+def _nvidia_driver_present() -> bool:
+    """Whether an NVIDIA driver is loaded (Linux: ``/proc/driver/nvidia``; elsewhere assumed, torch decides)."""
+    return not sys.platform.startswith("linux") or Path("/proc/driver/nvidia").exists()
 
 
 def _mps_available() -> bool:
