@@ -448,6 +448,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AttentionFlowError as exc:
         print(f"attentionflow: error: {escape_controls(name_flags(str(exc), args))}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system refused (full disk, a name over its limit, no permission)
+        name = os.fspath(exc.filename) if exc.filename is not None else ""
+        where = f" ({name[:80]!r}{'...' if len(name) > 80 else ''})" if name else ""
+        print(f"attentionflow: error: {exc.strerror or exc}{where}; nothing was replaced and unfinished outputs "
+              f"were removed", file=sys.stderr)
+        return 2
     except Terminated:
         print("attentionflow: terminated (SIGTERM); unfinished outputs were removed", file=sys.stderr)
         return 143

@@ -142,6 +142,8 @@ CASES = {
     "png-header-9000-squared": (lambda w: edit(_huge_frames(w, 9000, 9000)), "9000x9000"),
     "out-name-too-long": (lambda w: edit(w / "clip.mp4", out="x" * 300), "File name too long"),
     "video-name-too-long": (lambda w: edit("x" * 300 + ".mp4"), "File name too long"),
+    "model-name-too-long": (lambda w: edit(w / "clip.mp4", "--model", "m" * 300), "File name too long"),
+    "config-name-too-long": (lambda w: ["edit", "--config", "c" * 300 + ".yaml"], "File name too long"),
     "model-down-block-types-3": (lambda w: edit(w / "clip.mp4", "--model", _model(
         w, _set_json("unet/config.json", down_block_types=3))), "down_block_types must be a list"),
     "model-block-out-channels-x": (lambda w: edit(w / "clip.mp4", "--model", _model(
@@ -306,3 +308,22 @@ def test_the_app_caps_targets_per_request(tmp_path):
     with pytest.raises(ConfigError, match="at most 4 per request"):
         session.build_config(form, "v.mp4", tmp_path / "o")
     session.close()
+
+
+def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(work, monkeypatch, capsys):
+    """Issue 28: a failure of the file system after the whole edit (here: no space left) is one line, exit 2, and
+    the half-written output is removed."""
+    import errno
+
+    import attentionflow.jobs as jobs
+
+    def full(folder, *args, **kwargs):
+        (folder / "edit_01.mp4").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder / "edit_01.mp4"))
+
+    monkeypatch.setattr(jobs, "write_outputs", full)
+    before = tree_hashes(work)
+    assert main(edit(work / "frames")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "No space left on device" in err and "Traceback" not in err, err
+    assert tree_hashes(work) == before and not [p for p in work.iterdir() if p.name.startswith((".out", "out"))]

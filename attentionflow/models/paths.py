@@ -103,6 +103,13 @@ def resolve_model_path(name: str | os.PathLike[str]) -> Path:
             raise ModelError(f"the embedded model is missing from the installation ({folder}); reinstall attentionflow")
     else:
         folder = Path(text).expanduser()
+        try:
+            folder.stat()
+        except FileNotFoundError:
+            pass
+        except (OSError, RuntimeError) as exc:  # a name over the OS limit, a loop of symlinks
+            raise ModelError(f"model path {text[:80]!r}{'...' if len(text) > 80 else ''}: "
+                             f"{getattr(exc, 'strerror', None) or 'a loop of symlinks'}") from None
         if not folder.exists():
             if not _HUB_ID.fullmatch(text):
                 if Path(text).name in KNOWN_HUB_IDS:
