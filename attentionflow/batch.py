@@ -79,7 +79,7 @@ class BatchJob:
 
 
 @dataclass
-class JobResult:
+class JobOutcome:
     """What happened to one job."""
 
     index: int
@@ -98,7 +98,7 @@ class JobResult:
 class BatchSummary:
     """All job results (sorted by index) and the counts per status."""
 
-    results: list[JobResult] = field(default_factory=list)
+    results: list[JobOutcome] = field(default_factory=list)
     world_size: int = 1
 
     @property
@@ -296,14 +296,14 @@ INVERSION_CACHE_SIZE = 4
 
 
 def run_job(job: BatchJob, cache: Any, *, force: bool = False, progress: bool = False,
-            rank: int = 0) -> JobResult:
+            rank: int = 0) -> JobOutcome:
     """Run (or skip) one job and record the outcome; never raises for a job's own failure."""
     from .jobs import check_job, run_edit_job
 
     start = time.perf_counter()  # cache: a jobs.PipelineCache
 
-    def result(status: str, error: str | None = None) -> JobResult:
-        return JobResult(index=job.index, job=job.name, source=job.source, status=status,
+    def result(status: str, error: str | None = None) -> JobOutcome:
+        return JobOutcome(index=job.index, job=job.name, source=job.source, status=status,
                          seconds=round(time.perf_counter() - start, 3), output_dir=job.output_dir,
                          error=error, rank=rank)
 
@@ -373,7 +373,7 @@ def run_batch(jobs: Sequence[BatchJob], *, summary_dir: str | os.PathLike[str] |
     from .jobs import PipelineCache
 
     cache = PipelineCache(inversion_cache_size=INVERSION_CACHE_SIZE)  # jobs of one clip share its inversion
-    results: list[JobResult] = []
+    results: list[JobOutcome] = []
     from tqdm.auto import tqdm
 
     bar = tqdm(order, desc=f"batch (process {rank})" if world_size > 1 else "batch", unit="job",
@@ -390,7 +390,7 @@ def run_batch(jobs: Sequence[BatchJob], *, summary_dir: str | os.PathLike[str] |
         from accelerate.utils import gather_object
 
         gathered = gather_object([dataclasses.asdict(r) for r in results])
-        results = [JobResult(**r) for r in gathered]
+        results = [JobOutcome(**r) for r in gathered]
     summary = BatchSummary(results=sorted(results, key=lambda r: r.index), world_size=world_size)
     if summary_dir is not None and rank == 0:
         write_summary(summary, summary_dir)

@@ -205,15 +205,15 @@ def test_every_field_has_a_doc():
         assert not missing, f"{cls.__name__} fields without a doc line: {missing}"
 
 
-def test_readme_configuration_reference_is_the_generated_table():
-    """Defaults are defined once (the dataclasses); the README's table is generated from them."""
+def test_docs_configuration_reference_is_the_generated_table():
+    """Defaults are defined once (the dataclasses); docs/reference.md's table is generated from them."""
     from pathlib import Path
 
     from attentionflow.config import reference_table
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text(encoding="utf-8")
     table = reference_table()
-    assert table in readme
+    assert table in reference
     assert "| `validation_data.num_inference_steps` | int | `50` |" in table  # a default read from the class
 
 
