@@ -12,40 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from tests.safety import tree_hashes
+from tests.safety import SRC, TGT, toy_work, tree_hashes
 
 from attentionflow.cli import main
 from attentionflow.io.outputs import foreign_entry, own_manifest, seal_output
-from attentionflow.io.video import write_frames, write_mp4
 from attentionflow.models.paths import embedded_model_path
 
-SRC = "a red circle is moving on the road"
-TGT = "a blue circle is moving on the road"
-
 
 @pytest.fixture(scope="module")
-def toy_frames():
-    from attentionflow.toyworld.world import make_video
-
-    return make_video(SRC, frames=4, size=64, seed=0).frames
-
-
-@pytest.fixture(scope="module")
-def earlier_output(tmp_path_factory, toy_frames) -> Path:
+def earlier_output(tmp_path_factory) -> Path:
     """A real output folder of `edit` (made once; each test copies it)."""
-    base = tmp_path_factory.mktemp("earlier")
-    write_frames(toy_frames, base / "frames")
+    base = toy_work(tmp_path_factory.mktemp("earlier"), 4)
     assert main(edit_args(base / "frames", base / "out")) == 0
     return base / "out"
 
 
 @pytest.fixture()
-def work(tmp_path, toy_frames, monkeypatch):
+def work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_frames(toy_frames, tmp_path / "frames")
-    (tmp_path / "clips").mkdir()
-    write_mp4(toy_frames, tmp_path / "clips" / "clip.mp4")
-    return tmp_path
+    return toy_work(tmp_path, 4, "clips/clip.mp4")
 
 
 def edit_args(video, out, *extra):
@@ -114,10 +99,7 @@ def _model_folder_holding_a_sealed_output(work: Path, earlier: Path) -> list[str
 def _config_inside_output(work: Path, earlier: Path) -> list[str]:
     d = work / "d"
     d.mkdir()
-    (d / "job.yaml").write_text(
-        f"pretrained_model_path: embedded\noutput_dir: .\ninput_data:\n  video_path: {work / 'frames'}\n"
-        f"  prompt: {SRC}\n  width: 64\n  height: 64\n  n_sample_frames: 4\nvalidation_data:\n  prompts: [{TGT}]\n  video_length: 4\n"
-        f"  width: 64\n  height: 64\n  num_inference_steps: 2\n  num_inv_steps: 2\n")
+    (d / "job.yaml").write_text(_job_yaml(work / "frames", "."))
     (d / "manifest.json").write_text('{"command": "edit"}')
     return ["edit", "--config", str(d / "job.yaml"), "--overwrite", "--quiet"]
 
@@ -147,21 +129,23 @@ def _boxes_inside_motion_output(work: Path, earlier: Path) -> list[str]:
             "--size", "64", "--frames", "4", "-q"]
 
 
-def _hand_written_demo_manifest(work: Path, earlier: Path) -> list[str]:
-    d = work / "d"
-    d.mkdir()
-    (d / "manifest.json").write_text('{"command": "demo"}')
-    (d / "precious.txt").write_text("mine")
-    return ["demo", "--out", str(d), "--steps", "2", "-q"]
+def _demo_folder(manifest: str):
+    """A folder holding a hand-written manifest.json and the user's precious.txt."""
+    def setup(work: Path, earlier: Path) -> list[str]:
+        d = work / "d"
+        d.mkdir()
+        (d / "manifest.json").write_text(manifest)
+        (d / "precious.txt").write_text("mine")
+        return ["demo", "--out", str(d), "--steps", "2", "-q"]
+    return setup
 
 
-def _forged_demo_manifest(work: Path, earlier: Path) -> list[str]:
-    """A manifest that names the tool but not precious.txt."""
-    d = work / "d"
-    d.mkdir()
-    (d / "manifest.json").write_text('{"tool": "attentionflow", "command": "demo", "files": {}}')
-    (d / "precious.txt").write_text("mine")
-    return ["demo", "--out", str(d), "--steps", "2", "-q"]
+def _job_yaml(frames: Path, out: str) -> str:
+    """A 4-frame, 2-step job on the embedded model writing to ``out``."""
+    return (f"pretrained_model_path: embedded\noutput_dir: {out}\ninput_data:\n  video_path: {frames}\n"
+            f"  prompt: {SRC}\n  width: 64\n  height: 64\n  n_sample_frames: 4\nvalidation_data:\n"
+            f"  prompts: [{TGT}]\n  video_length: 4\n  width: 64\n  height: 64\n  num_inference_steps: 2\n"
+            f"  num_inv_steps: 2\ndevice: cpu\n")
 
 
 def _batch_job(work: Path, force: bool) -> list[str]:
@@ -170,10 +154,7 @@ def _batch_job(work: Path, force: bool) -> list[str]:
     (out / "manifest.json").write_text('{"rows": 3}')
     (out / "data.csv").write_text("a,b\n1,2\n")
     (work / "jobs").mkdir()
-    (work / "jobs" / "one.yaml").write_text(
-        f"pretrained_model_path: embedded\noutput_dir: {out}\ninput_data:\n  video_path: {work / 'frames'}\n"
-        f"  prompt: {SRC}\n  width: 64\n  height: 64\n  n_sample_frames: 4\nvalidation_data:\n  prompts: [{TGT}]\n  video_length: 4\n"
-        f"  width: 64\n  height: 64\n  num_inference_steps: 2\n  num_inv_steps: 2\ndevice: cpu\n")
+    (work / "jobs" / "one.yaml").write_text(_job_yaml(work / "frames", str(out)))
     (work / "summary").mkdir()
     return ["batch", str(work / "jobs"), "--summary-dir", str(work / "summary"), "-q", *(["--force"] if force else [])]
 
@@ -191,8 +172,9 @@ REFUSED = {
     "6-config-inside-sealed-output": (_config_inside_sealed_output, 2, "overlap the input"),
     "7-symlinked-video-inside-output": (_symlinked_video_inside_output, 2, "overlap the input"),
     "8-boxes-inside-motion-output": (_boxes_inside_motion_output, 2, "overlap the input"),
-    "9-hand-written-demo-manifest": (_hand_written_demo_manifest, 2, "not written by attentionflow"),
-    "9-forged-demo-manifest": (_forged_demo_manifest, 2, "precious.txt"),
+    "9-hand-written-demo-manifest": (_demo_folder('{"command": "demo"}'), 2, "not written by attentionflow"),
+    "9-forged-demo-manifest": (_demo_folder('{"tool": "attentionflow", "command": "demo", "files": {}}'), 2,
+                               "precious.txt"),  # names the tool but not precious.txt
     "10-batch-foreign-manifest": (lambda w, e: _batch_job(w, False), 1, None),
     "10-batch-foreign-manifest-force": (lambda w, e: _batch_job(w, True), 1, None),
 }

@@ -21,29 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.safety import tree_hashes
+from tests.safety import SRC, TGT, toy_work, tree_hashes
 
 from attentionflow.cli import main
-from attentionflow.io.video import write_frames, write_mp4
 from attentionflow.models.paths import embedded_model_path
-
-SRC = "a red circle is moving on the road"
-TGT = "a blue circle is moving on the road"
-
-
-@pytest.fixture(scope="module")
-def toy_frames():
-    from attentionflow.toyworld.world import make_video
-
-    return make_video(SRC, frames=4, size=64, seed=0).frames
 
 
 @pytest.fixture()
-def work(tmp_path, toy_frames, monkeypatch):
+def work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_frames(toy_frames, tmp_path / "frames")
-    write_mp4(toy_frames, tmp_path / "clip.mp4")
-    return tmp_path
+    return toy_work(tmp_path, 4)
 
 
 def edit(video, *extra, out="out"):
@@ -114,6 +101,17 @@ def _fifo_weights(folder: Path) -> None:
 ALIAS_TREE = ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
               "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n")
 
+#: a minimal job (``validation_data`` last, so that a test can add keys to it)
+JOB = f"input_data:\n  video_path: clip.mp4\n  prompt: {SRC}\nvalidation_data:\n  prompts: [{TGT}]\n"
+
+
+def _loop(w: Path) -> str:
+    """Two symlinks pointing at each other; returns one of them."""
+    os.symlink("l2.mp4", w / "l1.mp4")
+    os.symlink("l1.mp4", w / "l2.mp4")
+    return str(w / "l1.mp4")
+
+
 #: seven levels of ten-fold sharing under one key: 10**7 numbers when expanded, 400 bytes as text
 ALIAS_SEED = "[&a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], " + ", ".join(
     f"&{b} [" + ", ".join([f"*{a}"] * 10) + "]" for a, b in zip("abcdef", "bcdefg")) + "]"
@@ -121,10 +119,8 @@ ALIAS_SEED = "[&a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], " + ", ".join(
 # id -> (argv builder taking the working folder, text the one line must hold)
 CASES = {
     # section 2: tracebacks, hangs and floods
-    "symlink-loop-video-edit": (lambda w: (os.symlink("l2.mp4", w / "l1.mp4"), os.symlink("l1.mp4", w / "l2.mp4"),
-                                           edit(w / "l1.mp4"))[2], "loop of symlinks"),
-    "symlink-loop-video-motion": (lambda w: (os.symlink("l2.mp4", w / "l1.mp4"), os.symlink("l1.mp4", w / "l2.mp4"),
-                                             ["motion", str(w / "l1.mp4"), "--out", "o", "-q"])[2], "loop of symlinks"),
+    "symlink-loop-video-edit": (lambda w: edit(_loop(w)), "loop of symlinks"),
+    "symlink-loop-video-motion": (lambda w: ["motion", _loop(w), "--out", "o", "-q"], "loop of symlinks"),
     "yaml-alias-tree-under-a-typed-key": (lambda w: ["edit", "--config", _yaml(w, "seed: " + ALIAS_SEED + "\n")],
                                           "config key 'seed' must be int, got [[1, 1, 1"),
     "yaml-alias-tree-echo-is-bounded": (lambda w: ["edit", "--config", _yaml(w, "x:\n" + "".join(
@@ -160,13 +156,10 @@ CASES = {
     "device-xpu": (lambda w: edit(w / "clip.mp4", "--device", "xpu"), "--device 'xpu'"),
     "device-mps-off-apple": (lambda w: edit(w / "clip.mp4", "--device", "mps"), "MPS"),
     "fps-1e-9": (lambda w: edit(w / "clip.mp4", "--fps", "1e-9"), "fps must be from"),
-    "yaml-fps-1e12": (lambda w: ["edit", "--config", _yaml(w, f"fps: 1.0e12\ninput_data:\n  video_path: clip.mp4\n"
-                                                             f"  prompt: {SRC}\nvalidation_data:\n  prompts: [{TGT}]\n")],
-                      "fps must be from"),
+    "yaml-fps-1e12": (lambda w: ["edit", "--config", _yaml(w, "fps: 1.0e12\n" + JOB)], "fps must be from"),
     "reweight-1e308": (lambda w: edit(w / "clip.mp4", "--reweight", "road=1e308"), "reweight factor"),
-    "null-base-lr-negative": (lambda w: ["edit", "--config", _yaml(
-        w, f"input_data:\n  video_path: clip.mp4\n  prompt: {SRC}\nvalidation_data:\n  prompts: [{TGT}]\n"
-           f"  null_base_lr: -5\n")], "null_base_lr"),
+    "null-base-lr-negative": (lambda w: ["edit", "--config", _yaml(w, JOB + "  null_base_lr: -5\n")],
+                              "null_base_lr"),
     "250-targets": (lambda w: ["edit", str(w / "clip.mp4"), "--source", SRC, *["--target", TGT] * 250, "--out", "o",
                                "-q"], "at most 16"),
     "toyworld-masks-is-a-file": (lambda w: ["toyworld", "video", "--frames", "4", "--out", "t.mp4", "--masks",

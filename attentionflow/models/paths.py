@@ -244,12 +244,12 @@ def check_model_files(folder: Path) -> None:
         "out_channels": "int", "latent_channels": "int", "layers_per_block": "int"})
     _config_types(folder / "text_encoder" / "config.json", configs["text_encoder"], {
         "hidden_size": "int", "vocab_size": "int", "num_hidden_layers": "int", "max_position_embeddings": "int"})
-    expect = {  # component -> (tensor name suffix, expected shape from its config, what the shape means)
-        "unet": [("conv_in.weight", [_first(configs["unet"], "block_out_channels"), configs["unet"].get("in_channels")]),
-                 ("conv_out.weight", [configs["unet"].get("out_channels")])],
-        "vae": [("encoder.conv_in.weight", [_first(configs["vae"], "block_out_channels"),
-                                            configs["vae"].get("in_channels")]),
-                ("decoder.conv_out.weight", [configs["vae"].get("out_channels")])],
+    unet, vae = configs["unet"], configs["vae"]
+    expect = {  # component -> [(tensor name suffix, the leading dims its config implies)]
+        "unet": [("conv_in.weight", [_first(unet, "block_out_channels"), unet.get("in_channels")]),
+                 ("conv_out.weight", [unet.get("out_channels")])],
+        "vae": [("encoder.conv_in.weight", [_first(vae, "block_out_channels"), vae.get("in_channels")]),
+                ("decoder.conv_out.weight", [vae.get("out_channels")])],
         "text_encoder": [("embeddings.token_embedding.weight", [configs["text_encoder"].get("vocab_size"),
                                                                  configs["text_encoder"].get("hidden_size")])],
     }
@@ -264,7 +264,7 @@ def check_model_files(folder: Path) -> None:
                                  f"weights; restore the model's {comp} folder")
             if any(w is not None and w != got for w, got in zip(want, shape)):
                 raise ModelError(f"{folder / comp}: {suffix} has shape {shape} but config.json describes "
-                                 f"{[w for w in want]} ...; the config and the weights disagree")
+                                 f"{want} ...; the config and the weights disagree")
 
 
 def _first(config: dict[str, Any], key: str) -> int | None:
