@@ -320,3 +320,64 @@ def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(work, monkeypa
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "No space left on device" in err and "Traceback" not in err, err
     assert tree_hashes(work) == before and not [p for p in work.iterdir() if p.name.startswith((".out", "out"))]
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["sigterm", "sigint"])
+def test_the_app_serves_on_ipv6_loopback_and_stops_with_the_signals_code(sig, code, tmp_path):
+    """Issue 28: `--host ::1` is served (gradio needs it bracketed), and SIGTERM / Ctrl-C end the app with 143 / 130
+    and one line (gradio's own wait swallowed both: exit 0)."""
+    pytest.importorskip("gradio")
+    if not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    import socket
+    import urllib.request
+
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "attentionflow", "app", "--host", "::1", "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()  # the start-up line comes once the server answers
+        assert f"http://[::1]:{port}/" in line, line
+        assert urllib.request.urlopen(f"http://[::1]:{port}/", timeout=30).status == 200
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == code and "Traceback" not in err, (proc.returncode, err[-500:])
+
+
+@pytest.mark.parametrize("content", [b"", b"\x89PNG\r\n\x1a\n broken", b"not an image at all"],
+                         ids=["empty", "truncated-png", "text"])
+def test_opencv_warnings_do_not_leak_before_the_one_line(content, work, capfd):
+    """Issue 28: OpenCV's own `[ WARN ]` lines (written by its C++ logger to the process's stderr) are silenced."""
+    (work / "bad").mkdir()
+    for i in range(4):
+        (work / "bad" / f"f{i}.png").write_bytes(content)
+    assert main(edit(work / "bad")) == 2
+    err = capfd.readouterr().err.strip()
+    assert "WARN" not in err and len(err.splitlines()) == 1 and "f0.png" in err, err
+
+
+def test_opencv_cannot_print_its_warn_line(tmp_path, capfd):
+    """A frame that vanished between listing and reading makes OpenCV's logger print `[ WARN ] ... can't open/read
+    file` at its default level; the tool's one line must be all there is."""
+    from attentionflow.errors import InputError
+    from attentionflow.io import video
+
+    with pytest.raises(InputError, match="cannot read frame image"):
+        video._read_image(tmp_path / "vanished.png")
+    assert "WARN" not in capfd.readouterr().err
