@@ -198,14 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register_cli(sub)
-    from .app import register_cli as _reg_app; _reg_app(sub)
-    from .batch import register_cli as _reg_batch; _reg_batch(sub)
-    from .evaluate import register_cli as _reg_eval; _reg_eval(sub)
+    from .commands.app import register_cli as _reg_app; _reg_app(sub)
+    from .commands.batch import register_cli as _reg_batch; _reg_batch(sub)
+    from .commands.evaluate import register_cli as _reg_eval; _reg_eval(sub)
     for name in ("edit", "demo", "app", "batch"):
         sub.choices[name].add_argument(
             "--threads", type=_threads, help="torch CPU threads (default: torch's choice, one per core: the fastest "
             "on an idle machine; on a busy one, 1 can be several times faster)")
-    from .bench import register_cli as _reg_bench; _reg_bench(sub)
+    from .commands.bench import register_cli as _reg_bench; _reg_bench(sub)
     return parser
 
 

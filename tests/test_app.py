@@ -330,7 +330,8 @@ def test_inversion_reuse_is_never_reported_across_sessions(session):
 
 
 def test_public_host_needs_auth_unless_insecure(monkeypatch):
-    import attentionflow.app as app
+    import attentionflow.app as web
+    import attentionflow.commands.app as app
 
     started = []
 
@@ -341,7 +342,7 @@ def test_public_host_needs_auth_unless_insecure(monkeypatch):
 
         def close(self) -> None: ...
 
-    monkeypatch.setattr(app, "launch_app", lambda settings, **kw: (started.append(kw), (Fake(), Fake()))[1])
+    monkeypatch.setattr(web, "launch_app", lambda settings, **kw: (started.append(kw), (Fake(), Fake()))[1])
     monkeypatch.setattr(app, "wait_for_stop", lambda: None)  # as if stopped at once
     assert app.parse_auth("ann:s3cret:x") == ("ann", "s3cret:x")
     from attentionflow.cli import main

@@ -252,14 +252,14 @@ def test_a_fifo_as_video_is_refused_without_opening_it(command, work):
 
 @pytest.mark.parametrize("host", ["::1", "127.1", "LOCALHOST", "127.0.0.2", "localhost"])
 def test_loopback_is_decided_by_ipaddress(host):
-    from attentionflow.app import is_loopback
+    from attentionflow.commands.app import is_loopback
 
     assert is_loopback(host)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.4", "example.org", "128.0.0.1"])
 def test_other_hosts_are_not_loopback(host):
-    from attentionflow.app import is_loopback
+    from attentionflow.commands.app import is_loopback
 
     assert not is_loopback(host)
 

@@ -1,0 +1,1 @@
+"""Command handlers and parsers: they parse, check, call the library and print; the library never prints."""
