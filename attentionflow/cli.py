@@ -16,7 +16,7 @@ from typing import Any, NoReturn, Sequence
 from . import __version__
 from .config import CAMERA_MOTIONS, EDIT_REGIONS, INVERSION_METHODS, MAX_SEED, EditConfig as C, InputDataConfig as I
 from .config import MMIConfig as M, P2PConfig as P, ValidationDataConfig as V, parse_chunk_frames
-from .errors import AttentionFlowError, ConfigError, escape_controls
+from .errors import AttentionFlowError, ConfigError, escape_controls, shown
 from .mmi.methods import SIMILARITY_METHODS
 
 from .demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS
@@ -319,7 +319,8 @@ def cmd_motion(args: argparse.Namespace) -> int:
     from .flow.export import box_mass, export_motion, load_boxes
     from .flow.motion import MotionOptions, motion_maps
     from .io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
-    from .io.video import check_fps, read_frames
+    from .config import check_fps
+    from .io.video import read_frames
     from .resources import check_memory, edit_memory_bytes
 
     opts = MotionOptions()
@@ -450,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:  # the file system refused (full disk, a name over its limit, no permission)
         name = os.fspath(exc.filename) if exc.filename is not None else ""
-        where = f" ({name[:80]!r}{'...' if len(name) > 80 else ''})" if name else ""
+        where = f" ({shown(name)})" if name else ""
         print(f"attentionflow: error: {exc.strerror or exc}{where}; nothing was replaced and unfinished outputs "
               f"were removed", file=sys.stderr)
         return 2

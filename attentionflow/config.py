@@ -11,7 +11,6 @@ import dataclasses
 import math
 import os
 import re
-import reprlib
 import stat
 import types
 import typing
@@ -21,7 +20,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, shown
 
 
 @dataclass
@@ -269,9 +268,7 @@ class EditConfig:
         if bad or not mmi.places:
             raise ConfigError(f"mmi.places must be a non-empty subset of down, mid, up; got {mmi.places}")
         _positive("mmi.auto_steps", mmi.auto_steps)
-        if not MIN_FPS <= self.fps <= MAX_FPS:
-            raise ConfigError(f"fps must be from {MIN_FPS:g} to {MAX_FPS:g} (what GIF and MP4 writers accept), "
-                              f"got {self.fps:g}")
+        check_fps(self.fps)
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
         if self.chunk_frames != "auto" and (isinstance(self.chunk_frames, bool) or not isinstance(self.chunk_frames, int)
@@ -320,6 +317,18 @@ MIN_FPS, MAX_FPS = 0.01, 240.0
 MAX_TARGETS = 16
 #: Largest |factor| of an attention reweight (prompt-to-prompt's examples use -2..5).
 MAX_REWEIGHT = 100.0
+
+
+def check_fps(fps: float) -> float:
+    """``fps`` as a float when the writers accept it (:data:`MIN_FPS` ... :data:`MAX_FPS`); else a one-line error."""
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not MIN_FPS <= value <= MAX_FPS:
+        raise ConfigError(f"fps must be from {MIN_FPS:g} to {MAX_FPS:g} (what GIF and MP4 writers accept), "
+                          f"got {fps!r}")
+    return value
 
 
 def _check_finite(obj: Any, prefix: str = "") -> None:
@@ -546,16 +555,6 @@ def config_from_dict(data: dict[str, Any]) -> EditConfig:
 MAX_CONFIG_BYTES = 1 * 2**20
 #: Deepest nesting and most alias uses a config may have (a config nests 3 levels and uses no alias).
 MAX_YAML_DEPTH, MAX_YAML_ALIASES = 50, 1000
-
-
-def shown(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` for a one-line message: bounded in size whatever the value (a YAML alias tree shares its
-    branches, so a plain repr could be gigabytes), control characters escaped, cut at ``limit`` characters."""
-    short = reprlib.Repr()
-    short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
-    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 6
-    text = short.repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -6,16 +6,14 @@ uses the same clip and prompts.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .config import EditConfig, InputDataConfig, MMIConfig, ValidationDataConfig
 from .errors import AttentionFlowError, InputError
-from .io.outputs import check_output_dir, own_manifest
+from .io.outputs import atomic_output_dir, check_output_dir, own_manifest
 from .jobs import JobResult, run_edit_job
 
 DEMO_SOURCE = "a red circle is moving on the road"
@@ -78,14 +76,9 @@ def run_demo(out: str | Path, steps: int | None = None, *, overwrite: bool = Fal
     cfg.validate()  # bad steps or an output folder that may not be replaced: refused before the clip is written
     check_output_dir(out, overwrite, protect=[clip_dir])
     created = not clip_dir.exists()
-    if created:  # built beside and renamed: a killed run never leaves half a clip
-        clip_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{clip_dir.name}.tmp-", dir=clip_dir.parent))  # a new, unique name
-        try:
+    if created:  # built beside and moved into place: a killed run never leaves half a clip
+        with atomic_output_dir(clip_dir) as tmp:
             write_frames(frames, tmp)
-            os.replace(tmp, clip_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     try:
         return run_edit_job(cfg, overwrite=overwrite, progress=progress, command="demo")
     except BaseException:

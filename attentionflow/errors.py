@@ -7,16 +7,29 @@ what would be valid. The CLI turns it into that line on stderr and exit code 2, 
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
 
 def one_line(text: object) -> str:
     """``text`` with every run of white space (newlines included) folded into one space."""
     return " ".join(str(text).split())
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for a one-line message: bounded in size whatever the value (a YAML alias tree shares its
+    branches, so a plain repr could be gigabytes), control characters escaped, cut at ``limit`` characters."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 6
+    text = short.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def escape_controls(text: str) -> str:
     """``text`` with every control character written as an escape (``\\x1b``, ``\\n``): a prompt or a file name
     echoed in a message can neither clear the terminal nor split the line."""
-    return "".join(ch.encode("unicode_escape").decode("ascii") if ch.isprintable() is False and ch != " " else ch
+    return "".join(ch.encode("unicode_escape").decode("ascii") if not ch.isprintable() and ch != " " else ch
                    for ch in text)
 
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
-from attentionflow.errors import InputError
+from attentionflow.errors import InputError, shown
 
 __all__ = [
     "MANIFEST_NAME",
@@ -37,6 +37,7 @@ __all__ = [
     "probe_output_location",
     "remove_stale_siblings",
     "seal_output",
+    "small_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,14 +97,23 @@ def seal_output(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return sealed
 
 
+def small_text(path: Path, limit: int = 64 * 2**20) -> str | None:
+    """The UTF-8 text of a regular file (not a symlink) of at most ``limit`` bytes, else None: how a file this tool
+    may have written (a manifest, a report) is read before it is trusted."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > limit:
+            return None
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def own_manifest(folder: PathLike) -> dict[str, Any] | None:
     """The folder's manifest when this tool wrote it (its ``tool`` and ``files`` keys), else None."""
-    path = Path(os.fspath(folder)) / MANIFEST_NAME
+    text = small_text(Path(os.fspath(folder)) / MANIFEST_NAME)
     try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 * 2**20:
-            return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        data = json.loads(text) if text is not None else None
+    except ValueError:
         return None
     if isinstance(data, dict) and data.get("tool") == TOOL_ID and isinstance(data.get("files"), dict):
         return data
@@ -166,7 +176,7 @@ def _places(item: PathLike) -> set[Path]:
     except (RuntimeError, OSError) as exc:  # pathlib's "Symlink loop" (Python < 3.13), a name over the OS limit
         name = os.fspath(item)
         reason = getattr(exc, "strerror", None) or "a loop of symlinks"
-        raise InputError(f"input {name[:80]!r}{'...' if len(name) > 80 else ''}: {reason}; give a real path") from None
+        raise InputError(f"input {shown(name)}: {reason}; give a real path") from None
 
 
 def check_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence[PathLike] = ()) -> Path:
@@ -194,9 +204,9 @@ def check_output_dir(path: PathLike, overwrite: bool = False, protect: Sequence[
     try:
         return _check_output_dir(text, overwrite, protect)
     except RuntimeError:  # pathlib's "Symlink loop" (Python < 3.13)
-        raise InputError(f"output path {text[:80]!r} is a loop of symlinks; give a real path") from None
+        raise InputError(f"output path {shown(text)} is a loop of symlinks; give a real path") from None
     except OSError as exc:  # a name over the OS limit, a loop of symlinks, a folder we may not read
-        raise InputError(f"output path {text[:80]!r}{'...' if len(text) > 80 else ''}: "
+        raise InputError(f"output path {shown(text)}: "
                          f"{exc.strerror or exc}; choose another folder") from None
 
 

@@ -12,19 +12,22 @@ import json
 from pathlib import Path
 
 from attentionflow.errors import ConfigError
-from attentionflow.io.outputs import atomic_file
+from attentionflow.io.outputs import atomic_file, small_text
 
 __all__ = ["check_report_target", "write_report"]
 
 
 def _is_ours(path: Path, kind: str, header: str | None) -> bool:
-    if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 * 2**20:
+    text = small_text(path)
+    if text is None:
         return False
+    if header is not None:
+        return text.startswith(header)
     try:
-        text = path.read_text(encoding="utf-8")
-        return text.startswith(header) if header is not None else json.loads(text).get("report") == kind
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        data = json.loads(text)
+    except ValueError:
         return False
+    return isinstance(data, dict) and data.get("report") == kind
 
 
 def check_report_target(path: str | Path, kind: str, overwrite: bool, flag: str = "--json",

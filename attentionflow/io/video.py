@@ -38,7 +38,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageSequence
 
-from attentionflow.errors import ConfigError, InputError
+from attentionflow.config import check_fps
+from attentionflow.errors import ConfigError, InputError, shown
 from attentionflow.io.outputs import atomic_file
 
 __all__ = [
@@ -53,7 +54,6 @@ __all__ = [
     "write_gif",
     "write_frames",
     "make_grid",
-    "check_fps",
     "check_video",
 ]
 
@@ -147,7 +147,7 @@ def _resolve(path: PathLike) -> tuple[Path, str]:
         raise InputError(f"video not found: {p}") from None
     except OSError as exc:  # a loop of symlinks, a name over the OS limit, no permission
         name = os.fspath(p)
-        raise InputError(f"cannot open video {name[:80]!r}{'...' if len(name) > 80 else ''}: {exc.strerror}; "
+        raise InputError(f"cannot open video {shown(name)}: {exc.strerror}; "
                          f"expected {_ACCEPTED}") from None
     if stat.S_ISDIR(mode):
         return p, "frames"
@@ -558,20 +558,6 @@ def _as_uint8_video(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     raise ValueError(f"frames must be uint8 or float in [0, 1], got dtype {arr.dtype}")
 
 
-def check_fps(fps: float) -> float:
-    """``fps`` as a float when the writers accept it (:data:`attentionflow.config.MIN_FPS` ... ``MAX_FPS``)."""
-    from attentionflow.config import MAX_FPS, MIN_FPS
-
-    try:
-        value = float(fps)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not MIN_FPS <= value <= MAX_FPS:
-        raise ConfigError(f"fps must be from {MIN_FPS:g} to {MAX_FPS:g} (what GIF and MP4 writers accept), "
-                          f"got {fps!r}")
-    return value
-
-
 def _add_h264_stream(container: av.container.OutputContainer, rate: Fraction, crf: int) -> av.video.stream.VideoStream:
     last_error: Exception | None = None
     for codec in ("libx264", "h264"):
@@ -739,10 +725,10 @@ def _label_strip(labels: Sequence[str], widths: Sequence[int], gap: int, frame_h
     draw = ImageDraw.Draw(strip)
     x = 0
     for lines, col_w in zip(wrapped, widths):
-        for row, shown in enumerate(lines):
-            left, top, right, _ = draw.textbbox((0, 0), shown, font=font)
+        for row, line in enumerate(lines):
+            left, top, right, _ = draw.textbbox((0, 0), line, font=font)
             tx = x + (col_w - (right - left)) // 2 - left
-            draw.text((tx, pad + row * line_h - top), shown, fill=(0, 0, 0), font=font)
+            draw.text((tx, pad + row * line_h - top), line, fill=(0, 0, 0), font=font)
         x += col_w + gap
     return np.asarray(strip)
 

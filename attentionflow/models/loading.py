@@ -17,6 +17,7 @@ from transformers import CLIPTextModel
 from transformers.utils import logging as tlog
 
 from ..errors import ConfigError, ModelError
+from ..resources import check_device
 from .factory import Components
 from .paths import COMPONENTS, EMBEDDED, embedded_model_path, resolve_model_path  # noqa: F401 (re-exported)
 from .tokenizer import load_tokenizer
@@ -27,29 +28,24 @@ MIXED_PRECISION = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfl
 
 
 def select_device(device: str = "auto") -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; otherwise the named device (checked to exist)."""
+    """``auto`` picks cuda, then mps, then cpu; otherwise the named device, checked to exist
+    (:func:`attentionflow.resources.check_device`, the one place that names what is valid)."""
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' requested but CUDA is not available; use --device cpu or auto")
-    return dev
+    check_device(device)
+    return torch.device(device)
 
 
 def select_dtype(mixed_precision: str, device: torch.device) -> torch.dtype:
     """Map ``no``/``fp16``/``bf16`` to a dtype; fp16 needs an accelerator."""
     if mixed_precision not in MIXED_PRECISION:
         raise ConfigError(f"unknown mixed_precision '{mixed_precision}'; choose from: {', '.join(MIXED_PRECISION)}")
-    if mixed_precision == "fp16" and device.type == "cpu":
-        raise ConfigError("mixed_precision 'fp16' needs a GPU; on a CPU pass --mixed-precision no (or bf16), "
-                          "or set mixed_precision: 'no' in the config")
+    if device.type == "cpu":
+        check_device("cpu", mixed_precision)  # fp16 on a CPU: the one message
     return MIXED_PRECISION[mixed_precision]
 
 

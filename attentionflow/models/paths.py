@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import ModelError, shown
 
 EMBEDDED = "embedded"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -108,7 +108,7 @@ def resolve_model_path(name: str | os.PathLike[str]) -> Path:
         except FileNotFoundError:
             pass
         except (OSError, RuntimeError) as exc:  # a name over the OS limit, a loop of symlinks
-            raise ModelError(f"model path {text[:80]!r}{'...' if len(text) > 80 else ''}: "
+            raise ModelError(f"model path {shown(text)}: "
                              f"{getattr(exc, 'strerror', None) or 'a loop of symlinks'}") from None
         if not folder.exists():
             if not _HUB_ID.fullmatch(text):
@@ -223,18 +223,20 @@ def _config_types(path: Path, data: dict[str, Any], expected: dict[str, str]) ->
         if not ok:
             want = {"int": "a positive integer", "ints": "a list of positive integers", "strs": "a list of block "
                     "names", "int|ints": "a positive integer or a list of them"}[kind]
-            raise ModelError(f"{path}: {key} must be {want}, got {json.dumps(value)[:60]}; restore the model's file")
+            raise ModelError(f"{path}: {key} must be {want}, got {shown(value)}; restore the model's file")
 
 
-def check_model_files(folder: Path) -> None:
+def check_model_files(folder: Path) -> dict[str, dict[str, Any]]:
     """Check a resolved model folder's configs and weight headers against each other, reading no weights: the
     value types diffusers relies on, a scheduler config, every ``.safetensors`` header, and that each component's
-    weights are that component's, in the shapes its config names (first and last convolution, token embedding)."""
+    weights are that component's, in the shapes its config names (first and last convolution, token embedding).
+    Returns the configs read: ``unet``, ``vae``, ``text_encoder`` and ``scheduler``."""
     sched_path = folder / "scheduler" / "scheduler_config.json"
     if not sched_path.is_file():
         raise ModelError(f"model folder {folder} has no scheduler/scheduler_config.json; restore the model's file")
     configs = {name: read_json_file(folder / name / "config.json") for name in _WEIGHT_COMPONENTS}
-    _config_types(sched_path, read_json_file(sched_path), {"num_train_timesteps": "int"})
+    configs["scheduler"] = read_json_file(sched_path)
+    _config_types(sched_path, configs["scheduler"], {"num_train_timesteps": "int"})
     _config_types(folder / "unet" / "config.json", configs["unet"], {
         "down_block_types": "strs", "up_block_types": "strs", "block_out_channels": "ints", "in_channels": "int",
         "out_channels": "int", "sample_size": "int|ints", "cross_attention_dim": "int|ints",
@@ -265,6 +267,7 @@ def check_model_files(folder: Path) -> None:
             if any(w is not None and w != got for w, got in zip(want, shape)):
                 raise ModelError(f"{folder / comp}: {suffix} has shape {shape} but config.json describes "
                                  f"{want} ...; the config and the weights disagree")
+    return configs
 
 
 def _first(config: dict[str, Any], key: str) -> int | None:
@@ -276,10 +279,8 @@ def model_limits(folder: Path) -> ModelLimits:
     """Read the limits of a resolved model folder (see :func:`resolve_model_path`); a broken JSON file of its
     scheduler, UNet, VAE or tokenizer, a config value of the wrong type, or weights that are broken or disagree
     with their config are a one-line ModelError naming the file (:func:`check_model_files`)."""
-    check_model_files(folder)
-    sched = read_json_file(folder / "scheduler" / "scheduler_config.json")
-    unet = read_json_file(folder / "unet" / "config.json")
-    vae = read_json_file(folder / "vae" / "config.json")
+    configs = check_model_files(folder)
+    sched, unet, vae = configs["scheduler"], configs["unet"], configs["vae"]
     for name in ("vocab.json", "tokenizer.json", "tokenizer_config.json"):  # named now, before transformers loads
         read_json_file(folder / "tokenizer" / name)
     vae_blocks = vae.get("block_out_channels") or [128, 256, 512, 512]
