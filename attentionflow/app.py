@@ -134,6 +134,19 @@ class EditResult:
     """Markdown: motion word(s), modes, timings."""
 
 
+def _bytes_under(folder: Path) -> int:
+    """Bytes of every file under ``folder``."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def _remove_oldest(entries: list[Path], over_limit: Callable[[], bool], remove: Callable[[Path], Any]) -> None:
+    """Remove ``entries``, oldest first (modification time), while ``over_limit()`` holds."""
+    for entry in sorted(entries, key=lambda p: p.stat().st_mtime):
+        if not over_limit():
+            return
+        remove(entry)
+
+
 def _inside(path: Path, root: Path) -> bool:
     try:
         path.resolve().relative_to(root.resolve())
@@ -339,31 +352,21 @@ class EditSession:
 
     def uploads_bytes(self) -> int:
         """Bytes held by all stored uploads."""
-        return sum(f.stat().st_size for f in (self.workdir / "uploads").rglob("*") if f.is_file())
+        return _bytes_under(self.workdir / "uploads")
 
     def _prune_upload_cache(self, keep: Sequence[Path]) -> None:
-        """Gradio's copies of earlier uploads (our own copy is what an edit reads): the oldest go first while the
-        cache holds more than ``max_uploads_total_mb``; the files of the upload being accepted stay."""
+        """Gradio's copies of earlier uploads (our own copy is what an edit reads), within the same cap as
+        :meth:`_prune_uploads`; the files of the upload being accepted stay."""
         cache = self.upload_cache
-        if not cache.is_dir():
-            return
-        held = {p.resolve() for p in keep}
-        entries = sorted((p for p in cache.iterdir() if not any(_inside(h, p) for h in held)),
-                         key=lambda p: p.stat().st_mtime)
-        limit = self.settings.max_uploads_total_mb * 2**20
-        while entries and sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) > limit:
-            entry = entries.pop(0)
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+        if cache.is_dir():
+            held = {p.resolve() for p in keep}
+            _remove_oldest([p for p in cache.iterdir() if not any(_inside(h, p) for h in held)],
+                           lambda: _bytes_under(cache) > self.settings.max_uploads_total_mb * 2**20,
+                           lambda p: shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True))
 
     def _prune_uploads(self, keep: Path) -> None:
-        limit = self.settings.max_uploads_total_mb * 2**20
-        folders = sorted((p for p in (self.workdir / "uploads").iterdir() if p.is_dir() and p != keep),
-                         key=lambda p: p.stat().st_mtime)
-        while folders and self.uploads_bytes() > limit:
-            self._forget_upload(folders.pop(0))
+        _remove_oldest([p for p in (self.workdir / "uploads").iterdir() if p.is_dir() and p != keep],
+                       lambda: self.uploads_bytes() > self.settings.max_uploads_total_mb * 2**20, self._forget_upload)
 
     # ---------------------------------------------------------------------------------------------
     # editing
