@@ -19,7 +19,7 @@ def entry() -> int:
     """Install the early signal handlers, then import and run the command line."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop_early)
-    from .cli import main
+    from attentionflow.cli import main
 
     code = main()
     if code in (130, 143):  # stopped by a signal, outputs cleaned up: leave now, so that a second signal during

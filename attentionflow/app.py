@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import (EDIT_REGIONS, INVERSION_METHODS, EditConfig, InputDataConfig, MMIConfig, P2PConfig,
-                     ValidationDataConfig, parse_chunk_frames)
-from .errors import AttentionFlowError, ConfigError, InputError, first_line
+from attentionflow.config import EDIT_REGIONS, INVERSION_METHODS, EditConfig, InputDataConfig, MMIConfig, P2PConfig, ValidationDataConfig, parse_chunk_frames
+from attentionflow.errors import AttentionFlowError, ConfigError, InputError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -225,11 +224,11 @@ class EditSession:
     """
 
     def __init__(self, settings: AppSettings) -> None:
-        from .demo import demo_config
+        from attentionflow.demo import demo_config
 
         self.settings = settings
         self.lock = threading.Lock()
-        from .jobs import PipelineCache
+        from attentionflow.jobs import PipelineCache
 
         # re-editing the same clip with the same source prompt (new targets, MMI or P2P settings) starts from
         # the cached inversion instead of inverting again
@@ -270,8 +269,8 @@ class EditSession:
 
     def toy_example(self) -> tuple[Path, EditForm, str]:
         """Render the built-in toy clip on the server; returns (its path, form values for it, message)."""
-        from .demo import DEMO_FRAMES, DEMO_SIZE, DEMO_SOURCE, DEMO_TARGETS, demo_clip
-        from .io.video import write_mp4
+        from attentionflow.demo import DEMO_FRAMES, DEMO_SIZE, DEMO_SOURCE, DEMO_TARGETS, demo_clip
+        from attentionflow.io.video import write_mp4
 
         path = self.workdir / "toy" / "toy_example.mp4"
         if not path.is_file():
@@ -297,7 +296,7 @@ class EditSession:
         Raises:
             InputError: no file, a path outside ``upload_root``, a wrong type, too large, or undecodable.
         """
-        from .io.video import natural_key, probe_video
+        from attentionflow.io.video import natural_key, probe_video
 
         if not files:
             raise InputError("no file uploaded; upload a video (mp4/avi/mov/webm/mkv/gif) or png/jpg frames")
@@ -433,8 +432,8 @@ class EditSession:
     def frame_size(self, path: Path | str) -> tuple[int, int]:
         """(width, height) for the form from an uploaded video: its own size, scaled down (aspect kept) to this
         server's limit, in multiples of 8 (the model's latent grid), at least the smallest size flow accepts."""
-        from .config import MIN_FRAME_SIZE
-        from .io.video import probe_video
+        from attentionflow.config import MIN_FRAME_SIZE
+        from attentionflow.io.video import probe_video
 
         info = probe_video(path)
         scale = min(1.0, self.settings.max_size / max(info.width, info.height))
@@ -457,7 +456,7 @@ class EditSession:
 
         if progress is not None:
             progress("checking the input", 0, 1)
-        from .jobs import PublicPaths, check_job, run_edit_job
+        from attentionflow.jobs import PublicPaths, check_job, run_edit_job
 
         shown = self._shown.get(str(input_path), Path(str(input_path)).name) if input_path else ""
         with self.lock:
@@ -715,7 +714,7 @@ def launch_app(settings: AppSettings, *, host: str = "127.0.0.1", port: int = 78
     ``auth``: (user, password) that the page asks for (gradio's login form). Prints nothing: the command says
     where the app runs (:func:`startup_line`)."""
     _import_gradio()
-    from . import jobs  # noqa: F401  (import torch/diffusers now, not during the first request)
+    from attentionflow import jobs  # noqa: F401  (import torch/diffusers now, not during the first request)
 
     session = EditSession(settings)
     demo = build_app(session)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import AttentionFlowError, ConfigError, InputError, first_line
+from attentionflow.errors import AttentionFlowError, ConfigError, InputError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _entries(path: Path) -> list[tuple[str, str | None, Any]]:
     """(source, explicit-name-or-None, raw mapping or an exception) for every job in one file."""
     suffix = path.suffix.lower()
-    from .config import parse_yaml
+    from attentionflow.config import parse_yaml
 
     try:
         if path.stat().st_size > MAX_JOB_FILE_BYTES:
@@ -210,7 +210,7 @@ def collect_jobs(paths: Sequence[str | os.PathLike[str]], *, out_root: str | os.
     Raises:
         InputError: a path does not exist, has an unsupported extension, or a folder has no job files.
     """
-    from .config import config_from_dict, resolve_relative_paths
+    from attentionflow.config import config_from_dict, resolve_relative_paths
 
     if not paths:
         raise InputError("no jobs given: pass config files, manifests (.jsonl/.yaml) or folders of them")
@@ -274,7 +274,7 @@ def shard(jobs: Sequence[BatchJob], rank: int, world_size: int) -> list[BatchJob
 def is_complete(output_dir: str | os.PathLike[str]) -> bool:
     """True when the output folder holds this tool's own ``manifest.json`` (the last file a job writes) and every
     file it lists, unchanged in size (another tool's manifest, or a folder missing a file, is not complete)."""
-    from .io.outputs import own_manifest
+    from attentionflow.io.outputs import own_manifest
 
     manifest = own_manifest(output_dir) if str(output_dir) else None
     if manifest is None:
@@ -295,7 +295,7 @@ INVERSION_CACHE_SIZE = 4
 def run_job(job: BatchJob, cache: Any, *, force: bool = False, progress: bool = False,
             rank: int = 0) -> JobOutcome:
     """Run (or skip) one job and record the outcome; never raises for a job's own failure."""
-    from .jobs import check_job, run_edit_job
+    from attentionflow.jobs import check_job, run_edit_job
 
     start = time.perf_counter()  # cache: a jobs.PipelineCache
 
@@ -367,7 +367,7 @@ def run_batch(jobs: Sequence[BatchJob], *, summary_dir: str | os.PathLike[str] |
                 job.config.device = str(state.device)
     # Group by model so that each process loads every model once; results are re-sorted by index.
     order = sorted(mine, key=lambda j: (j.config is not None, j.config.pretrained_model_path if j.config else ""))
-    from .jobs import PipelineCache
+    from attentionflow.jobs import PipelineCache
 
     cache = PipelineCache(inversion_cache_size=INVERSION_CACHE_SIZE)  # jobs of one clip share its inversion
     results: list[JobOutcome] = []
@@ -426,7 +426,7 @@ def write_summary(summary: BatchSummary, folder: str | os.PathLike[str]) -> tupl
     data = {"report": SUMMARY_REPORT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "world_size": summary.world_size, "counts": summary.counts,
             "jobs": [dataclasses.asdict(r) for r in summary.results]}
-    from .io.reports import write_report
+    from attentionflow.io.reports import write_report
 
     check_summary_targets(folder)  # again: a file may have appeared while the jobs ran
     for path, text in ((js, json.dumps(data, indent=2)), (md, summary_markdown(summary))):
@@ -439,7 +439,7 @@ def check_summary_targets(folder: str | os.PathLike[str]) -> None:
 
     An earlier summary is the batch's own record and is replaced by every run (a resumed batch updates it); a
     user's file of that name is never touched."""
-    from .io.reports import check_report_target
+    from attentionflow.io.reports import check_report_target
 
     folder = Path(folder)
     check_report_target(folder / f"{SUMMARY_NAME}.json", SUMMARY_REPORT, True, flag="--summary-dir")

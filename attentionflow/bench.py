@@ -30,15 +30,14 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from .config import (AttentionSettings, EditConfig, InversionSettings, MMIConfig, P2PConfig,
-                     ValidationDataConfig)
-from .errors import ConfigError
+from attentionflow.config import AttentionSettings, EditConfig, InversionSettings, MMIConfig, P2PConfig, ValidationDataConfig
+from attentionflow.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports are deferred so that building the CLI parser stays fast
     import numpy as np
     import torch
 
-    from .toyworld.world import ToyVideo
+    from attentionflow.toyworld.world import ToyVideo
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class BenchTask:
     @property
     def target_value(self) -> str:
         """The target colour / shape / background word."""
-        from .toyworld.world import parse_caption
+        from attentionflow.toyworld.world import parse_caption
 
         colour, shape, background = parse_caption(self.target)
         return {"colour": colour, "shape": shape, "background": background}[self.kind]
@@ -160,7 +159,7 @@ class BenchSettings:
         """Raise :class:`ConfigError` for impossible settings of ``suite`` (default: :attr:`suite`, what the CLI
         runs; a suite's runner passes its own name)."""
         suite = self.suite if suite is None else suite
-        from .bench_motion import MOTION_TASKS
+        from attentionflow.bench_motion import MOTION_TASKS
 
         most = max(len(TASKS), len(MOTION_TASKS))
         if self.tasks is not None and not 1 <= self.tasks <= most:
@@ -182,7 +181,7 @@ class BenchSettings:
 
 def task_video(task: BenchTask, frames: int, size: int) -> ToyVideo:
     """The task's source video (fixed by its seed and path)."""
-    from .toyworld.world import make_video
+    from attentionflow.toyworld.world import make_video
 
     return make_video(task.source, frames=frames, size=size, seed=task.seed, path=task.path)
 
@@ -191,13 +190,13 @@ def object_boxes(video: ToyVideo, margin: float = 2.0) -> np.ndarray:
     """``(F, H, W)`` bool: every pixel within ``radius + margin`` (max-norm) of the object centre
     (:func:`attentionflow.toyworld.world.object_boxes`): "outside the box" is background for the source and for any
     shape edit."""
-    from .toyworld.world import object_boxes as boxes
+    from attentionflow.toyworld.world import object_boxes as boxes
 
     return boxes(video.positions, video.radius, video.masks.shape[1:], margin)
 
 
 def _judge_video(frames: np.ndarray) -> list[Any]:
-    from .toyworld.judge import judge
+    from attentionflow.toyworld.judge import judge
 
     return [judge(f) for f in frames]
 
@@ -208,7 +207,7 @@ def motion_word_maps(attention: Any, tokenizer: Any, prompt: str, branch: int, u
     ``attention`` is :class:`attentionflow.pipeline.AttentionMaps`; ``use_mmi`` picks the maps after
     injection. None when no maps were stored.
     """
-    from .attention.tokens import word_positions
+    from attentionflow.attention.tokens import word_positions
 
     if attention is None:
         return None
@@ -230,8 +229,8 @@ def score_edit(task: BenchTask, video: ToyVideo, edited: np.ndarray, source_fwd:
     """
     import numpy as np
 
-    from . import metrics
-    from .toyworld.world import parse_caption
+    from attentionflow import metrics
+    from attentionflow.toyworld.world import parse_caption
 
     colour, shape, background = parse_caption(task.target)
     judged = _judge_video(edited)
@@ -301,8 +300,8 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
     """
     from tqdm.auto import tqdm
 
-    from . import metrics
-    from .flow import get_flow_estimator
+    from attentionflow import metrics
+    from attentionflow.flow import get_flow_estimator
 
     settings.validate(suite="single")
     estimator = get_flow_estimator(settings.flow)

@@ -37,14 +37,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from .bench import _cell, summarise
-from .config import InversionSettings, MMIConfig, P2PConfig
-from .errors import AttentionFlowError
+from attentionflow.bench import _cell, summarise
+from attentionflow.config import InversionSettings, MMIConfig, P2PConfig
+from attentionflow.errors import AttentionFlowError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .toyworld.world import ObjectSpec, ToyScene
+    from attentionflow.toyworld.world import ObjectSpec, ToyScene
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +71,14 @@ class MotionTask:
     """Compass word of the named mover's heading, given to MMI's direction guidance (two-mover tasks)."""
 
     def scene(self, frames: int, size: int) -> ToyScene:
-        from .toyworld.world import make_scene
+        from attentionflow.toyworld.world import make_scene
 
         return make_scene(list(self.objects), self.background, frames=frames, size=size, seed=self.seed,
                           radius_range=(0.12, 0.14))
 
     def prompts(self) -> tuple[str, str]:
         """(source caption, target caption)."""
-        from .toyworld.world import make_caption
+        from attentionflow.toyworld.world import make_caption
 
         first = self.objects[0]
         attrs = {"colour": first.colour, "shape": first.shape, "background": self.background}
@@ -88,7 +88,7 @@ class MotionTask:
 
 
 def _tasks() -> tuple[MotionTask, ...]:
-    from .toyworld.world import ObjectSpec as O
+    from attentionflow.toyworld.world import ObjectSpec as O
 
     def t(kind: MotionKind, objs: Sequence[ObjectSpec], bg: str, attr: str, new: str, seed: int,
           direction: str | None = None) -> MotionTask:
@@ -177,14 +177,14 @@ def _crop(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def _judge_crop(frame: np.ndarray, box: np.ndarray) -> tuple[str | None, str | None]:
-    from .toyworld.judge import judge
+    from attentionflow.toyworld.judge import judge
 
     j = judge(_crop(frame, box))
     return j.colour, j.shape
 
 
 def _psnr_frame(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    from . import metrics
+    from attentionflow import metrics
 
     if not mask.any():
         return math.inf
@@ -195,8 +195,8 @@ def score_motion_edit(task: MotionTask, scene: ToyScene, edited: np.ndarray) -> 
     """Score one edited video ``(F, H, W, 3)`` uint8 of ``task`` (see the module docstring)."""
     import numpy as np
 
-    from . import metrics
-    from .toyworld.judge import judge
+    from attentionflow import metrics
+    from attentionflow.toyworld.judge import judge
 
     frames = scene.frames
     n = len(frames)

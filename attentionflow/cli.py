@@ -13,13 +13,13 @@ import sys
 import time
 from typing import Any, NoReturn, Sequence
 
-from . import __version__
-from .config import CAMERA_MOTIONS, EDIT_REGIONS, INVERSION_METHODS, MAX_SEED, EditConfig as C, InputDataConfig as I
-from .config import MMIConfig as M, P2PConfig as P, ValidationDataConfig as V, parse_chunk_frames
-from .errors import AttentionFlowError, ConfigError, escape_controls, shown
-from .mmi.methods import SIMILARITY_METHODS
+from attentionflow import __version__
+from attentionflow.config import CAMERA_MOTIONS, EDIT_REGIONS, INVERSION_METHODS, MAX_SEED, EditConfig as C, InputDataConfig as I
+from attentionflow.config import MMIConfig as M, P2PConfig as P, ValidationDataConfig as V, parse_chunk_frames
+from attentionflow.errors import AttentionFlowError, ConfigError, escape_controls, shown
+from attentionflow.mmi.methods import SIMILARITY_METHODS
 
-from .demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS
+from attentionflow.demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -193,19 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     try:
-        from .toyworld.cli import register_cli
+        from attentionflow.toyworld.cli import register_cli
     except ImportError:  # pragma: no cover - toyworld is part of the package
         pass
     else:
         register_cli(sub)
-    from .commands.app import register_cli as _reg_app; _reg_app(sub)
-    from .commands.batch import register_cli as _reg_batch; _reg_batch(sub)
-    from .commands.evaluate import register_cli as _reg_eval; _reg_eval(sub)
+    from attentionflow.commands.app import register_cli as _reg_app; _reg_app(sub)
+    from attentionflow.commands.batch import register_cli as _reg_batch; _reg_batch(sub)
+    from attentionflow.commands.evaluate import register_cli as _reg_eval; _reg_eval(sub)
     for name in ("edit", "demo", "app", "batch"):
         sub.choices[name].add_argument(
             "--threads", type=_threads, help="torch CPU threads (default: torch's choice, one per core: the fastest "
             "on an idle machine; on a busy one, 1 can be several times faster)")
-    from .commands.bench import register_cli as _reg_bench; _reg_bench(sub)
+    from attentionflow.commands.bench import register_cli as _reg_bench; _reg_bench(sub)
     return parser
 
 
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):
     """Load ``--config`` (or defaults) and apply the command-line overrides."""
-    from .config import EditConfig, load_config
+    from attentionflow.config import EditConfig, load_config
 
     cfg = load_config(args.config) if getattr(args, "config", None) else EditConfig()
     inp, val, p2p, mmi = cfg.input_data, cfg.validation_data, cfg.p2p, cfg.mmi
@@ -293,8 +293,8 @@ def _quiet_libraries() -> None:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from .batch import distributed_state
-    from .jobs import run_edit_job
+    from attentionflow.batch import distributed_state
+    from attentionflow.jobs import run_edit_job
 
     cfg = config_from_args(args)
     rank, world, _ = distributed_state()
@@ -313,15 +313,15 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_motion(args: argparse.Namespace) -> int:
 
-    from .config import MIN_FRAME_SIZE
+    from attentionflow.config import MIN_FRAME_SIZE
     import numpy as np
 
-    from .flow.export import box_mass, export_motion, load_boxes
-    from .flow.motion import MotionOptions, motion_maps
-    from .io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
-    from .config import check_fps
-    from .io.video import read_frames
-    from .resources import check_memory, edit_memory_bytes
+    from attentionflow.flow.export import box_mass, export_motion, load_boxes
+    from attentionflow.flow.motion import MotionOptions, motion_maps
+    from attentionflow.io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
+    from attentionflow.config import check_fps
+    from attentionflow.io.video import read_frames
+    from attentionflow.resources import check_memory, edit_memory_bytes
 
     opts = MotionOptions()
     _apply_motion_args(args, opts)
@@ -363,7 +363,7 @@ def cmd_motion(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DEMO_SOURCE, DEMO_TARGETS, run_demo
+    from attentionflow.demo import DEMO_SOURCE, DEMO_TARGETS, run_demo
 
     start = time.perf_counter()
     if not args.quiet:

@@ -20,7 +20,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from .errors import ConfigError, shown
+from attentionflow.errors import ConfigError, shown
 
 
 @dataclass
@@ -145,7 +145,7 @@ class MMIConfig:
         """The :class:`attentionflow.flow.motion.MotionOptions` of this section (flow, direction, camera
         motion, smoothing): the pipeline builds the motion maps with it, and :meth:`EditConfig.validate`
         checks it with ``MotionOptions.validate``, the one check of those options."""
-        from .flow.motion import MotionOptions
+        from attentionflow.flow.motion import MotionOptions
 
         return MotionOptions(flow=self.flow, direction=self.direction, direction_tolerance=self.direction_tolerance,
                              direction_mode=self.direction_mode, camera_motion=self.camera_motion,
@@ -277,7 +277,7 @@ class EditConfig:
         if self.attention_map_level < 0:
             raise ConfigError(f"attention_map_level must be >= 0, got {self.attention_map_level}")
         if mmi.enabled:
-            from .mmi.methods import SIMILARITY_METHODS
+            from attentionflow.mmi.methods import SIMILARITY_METHODS
 
             mmi.motion_options().validate(prefix="mmi.")
             if mmi.similarity not in SIMILARITY_METHODS:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import EditConfig, InputDataConfig, MMIConfig, ValidationDataConfig
-from .errors import AttentionFlowError, InputError
-from .io.outputs import atomic_output_dir, check_output_dir, own_manifest
-from .jobs import JobResult, run_edit_job
+from attentionflow.config import EditConfig, InputDataConfig, MMIConfig, ValidationDataConfig
+from attentionflow.errors import AttentionFlowError, InputError
+from attentionflow.io.outputs import atomic_output_dir, check_output_dir, own_manifest
+from attentionflow.jobs import JobResult, run_edit_job
 
 DEMO_SOURCE = "a red circle is moving on the road"
 DEMO_TARGETS = ("a blue circle is moving on the road", "a red circle is moving on the snow")
@@ -23,7 +23,7 @@ DEMO_FRAMES, DEMO_SIZE, DEMO_STEPS = 8, 64, 25
 
 def demo_clip() -> np.ndarray:
     """The demo's input: (8, 64, 64, 3) uint8 frames of the source caption (toy world, seed 0)."""
-    from .toyworld.world import make_video
+    from attentionflow.toyworld.world import make_video
 
     return make_video(DEMO_SOURCE, frames=DEMO_FRAMES, size=DEMO_SIZE, seed=0).frames
 
@@ -57,7 +57,7 @@ def run_demo(out: str | Path, steps: int | None = None, *, overwrite: bool = Fal
     An earlier demo output in ``out`` is replaced without ``overwrite``; a folder ``OUT_input`` that holds
     anything but the demo clip is never touched (InputError).
     """
-    from .io.video import read_frames, write_frames
+    from attentionflow.io.video import read_frames, write_frames
 
     out = Path(out)
     clip_dir = out.parent / f"{out.name}_input"

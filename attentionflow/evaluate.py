@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .errors import ConfigError, InputError, ModelError
+from attentionflow.errors import ConfigError, InputError, ModelError
 
 if TYPE_CHECKING:  # heavy imports are deferred so that building the CLI parser stays fast
     import numpy as np
@@ -168,8 +168,8 @@ def load_masks(path: str | Path, num_frames: int, height: int, width: int) -> np
     """
     import numpy as np
 
-    from . import metrics
-    from .io.video import read_frames
+    from attentionflow import metrics
+    from attentionflow.io.video import read_frames
 
     p = Path(path)
     if p.suffix.lower() == ".npy":
@@ -203,8 +203,8 @@ def load_edited(path: str | Path, num_frames: int, height: int, width: int) -> n
     Raises:
         InputError: unreadable, or a frame count other than ``num_frames``.
     """
-    from . import metrics
-    from .io.video import read_frames
+    from attentionflow import metrics
+    from attentionflow.io.video import read_frames
 
     frames = read_frames(path)
     if frames.shape[0] != num_frames:
@@ -228,7 +228,7 @@ class ClipScorer:
 
     def __init__(self, model: Any, tokenizer: Any, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, batch_size: int = 16) -> None:
-        from . import metrics
+        from attentionflow import metrics
 
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -275,7 +275,7 @@ class ClipScorer:
         """``(F, H, W, 3)`` uint8 -> ``(F, D)`` projected image embeddings."""
         import torch
 
-        from . import metrics
+        from attentionflow import metrics
 
         x = metrics.clip_preprocess(frames, self.image_size, self.mean, self.std, device=self.device)
         dtype = next(self.model.parameters()).dtype
@@ -299,7 +299,7 @@ class ClipScorer:
     def scores(self, frames: np.ndarray, prompt: str | None, source_prompt: str | None,
                accuracy: bool = True) -> dict[str, float | None]:
         """``clip_score``, ``clip_frame_consistency``, ``clip_frame_accuracy`` (absent ones ``None``)."""
-        from . import metrics
+        from attentionflow import metrics
 
         emb = self.image_embeddings(frames)  # (F, D)
         cons = metrics.frame_consistency(emb)
@@ -332,7 +332,7 @@ def score_video(source: np.ndarray, edited: np.ndarray, source_fwd: np.ndarray, 
         estimator: flow estimator for the edited video's own flow.
         mask: optional ``(F, H, W)`` bool edit mask (True = edited).
     """
-    from . import metrics
+    from attentionflow import metrics
 
     if source.shape != edited.shape:
         raise InputError(f"source {source.shape} and edited {edited.shape} must have the same shape")
@@ -359,21 +359,21 @@ def run_evaluation(inputs: EvaluationInputs, *, clip: str | None = None, flow: s
     (``[{"name", "path", "prompt", "metrics": {key: value or None}}]``), ``absent`` (why metrics are
     missing), ``created``.
     """
-    from .io.video import probe_video, read_frames
+    from attentionflow.io.video import probe_video, read_frames
 
     probe_video(inputs.source)  # first: a bad video costs no import of the flow and metric stack
     for item in inputs.edited:
         probe_video(item.path)
     from tqdm.auto import tqdm
 
-    from . import metrics
-    from .flow import available_flow_estimators, get_flow_estimator
+    from attentionflow import metrics
+    from attentionflow.flow import available_flow_estimators, get_flow_estimator
 
     if flow.lower() not in available_flow_estimators():
         raise ConfigError(f"unknown flow method '{flow}'; choose from: {', '.join(available_flow_estimators())}")
     scorer = None
     if clip:
-        from .models.loading import select_device
+        from attentionflow.models.loading import select_device
 
         scorer = ClipScorer.from_folder(clip, device=select_device(device))
     source = read_frames(inputs.source)  # (F, H, W, 3)

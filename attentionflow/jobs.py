@@ -29,17 +29,17 @@ from typing import TYPE_CHECKING, Any, Sequence
 import cv2
 import numpy as np
 
-from .config import EditConfig, config_to_dict, dump_config
-from .errors import ConfigError, InputError
-from .io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
-from .io.video import grid_frames, read_frames, write_frames, write_gif, write_mp4
-from .models.paths import EMBEDDED, embedded_model_path, model_limits, resolve_model_path
-from .figures import figure_frames
-from .resources import check_device, check_memory, edit_memory_bytes
+from attentionflow.config import EditConfig, config_to_dict, dump_config
+from attentionflow.errors import ConfigError, InputError
+from attentionflow.io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
+from attentionflow.io.video import grid_frames, read_frames, write_frames, write_gif, write_mp4
+from attentionflow.models.paths import EMBEDDED, embedded_model_path, model_limits, resolve_model_path
+from attentionflow.figures import figure_frames
+from attentionflow.resources import check_device, check_memory, edit_memory_bytes
 
 if TYPE_CHECKING:  # the pipeline imports torch: only after every cheap check has passed
-    from .pipeline import AttentionFlowPipeline, AttentionMaps, EditOutput, ProgressCallback
-    from .plan import EditPlan
+    from attentionflow.pipeline import AttentionFlowPipeline, AttentionMaps, EditOutput, ProgressCallback
+    from attentionflow.plan import EditPlan
 
 logger = logging.getLogger(__name__)
 
@@ -141,11 +141,11 @@ def check_job(config: EditConfig, overwrite: bool, inputs: Sequence[str | os.Pat
                                vae_channels=limits.vae_channels, vae_on_host=_vae_on_host(config.device))
     check_memory(needed, f"editing {inp.n_sample_frames} frames of {inp.width}x{inp.height}")
     frames = load_input_frames(config)
-    from .models.tokenizer import load_tokenizer
-    from .plan import EditPlan
+    from attentionflow.models.tokenizer import load_tokenizer
+    from attentionflow.plan import EditPlan
 
     plan = EditPlan.build(config, load_tokenizer(model_dir / "tokenizer"))
-    from .flow.regions import motion_for_edit
+    from attentionflow.flow.regions import motion_for_edit
 
     start = time.perf_counter()
     motion = motion_for_edit(frames, config.mmi.motion_options(), mmi=config.mmi.enabled,
@@ -231,7 +231,7 @@ class PipelineCache:
 
     def get(self, model_dir: Path | str, device: str, mixed_precision: str) -> AttentionFlowPipeline:
         """The pipeline for this model folder, device and precision (loaded now if it is not the current one)."""
-        from .pipeline import AttentionFlowPipeline
+        from attentionflow.pipeline import AttentionFlowPipeline
 
         key = (str(model_dir), device, mixed_precision)
         if key != self._key or self._pipeline is None:
@@ -288,7 +288,7 @@ def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool 
     timings["read_video"] = max(0.0, time.perf_counter() - started - checked.motion_seconds)  # motion: its own stage
     protect = tuple(dict.fromkeys((*checked.inputs, *job_inputs(config, inputs))))
     with atomic_output_dir(config.output_dir, overwrite=overwrite, protect=protect) as tmp:
-        from .pipeline import AttentionFlowPipeline
+        from attentionflow.pipeline import AttentionFlowPipeline
 
         if pipeline is None:
             start = time.perf_counter()
@@ -337,11 +337,11 @@ def write_outputs(folder: Path, frames: np.ndarray, out: EditOutput, fps: float)
             image = attention_grid(out.attention, b)
             cv2.imwrite(str(folder / "attention" / f"{name}.png"), image[..., ::-1])
     if out.motion is not None:
-        from .flow.export import export_motion
+        from attentionflow.flow.export import export_motion
 
         export_motion(frames, out.motion, folder / "motion", fps=fps)
     if out.region is not None:
-        from .flow.export import export_region
+        from attentionflow.flow.export import export_region
 
         export_region(frames, out.region, folder / "motion", fps=fps, kept=out.edit_region == "static")
     return edit_names
@@ -435,7 +435,7 @@ def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: Edi
     """Run manifest: what ran, on what, how long each stage took, and what MMI did."""
     import torch
 
-    from .metrics import psnr
+    from attentionflow.metrics import psnr
 
     embedded = config.pretrained_model_path == EMBEDDED
     model_note = None

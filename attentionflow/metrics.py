@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import InputError
-from .io.video import check_video
+from attentionflow.errors import InputError
+from attentionflow.io.video import check_video
 
 __all__ = [
     "CLIP_MEAN",

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, InputError
+from attentionflow.errors import ConfigError, InputError
 
 GiB = 2**30
 

@@ -24,7 +24,7 @@ from typing import Iterable, Literal, Sequence
 
 import torch
 
-from .windows import step_window  # noqa: F401 (re-exported: controllers gate steps with it)
+from attentionflow.attention.windows import step_window  # noqa: F401 (re-exported: controllers gate steps with it)
 
 Place = Literal["down", "mid", "up"]
 

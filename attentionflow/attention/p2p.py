@@ -14,18 +14,10 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import PromptError
-from .base import AttentionController, AttentionSite, AttentionState, head_sum, is_token_major
-from .windows import StepWindow, parse_window
-from .tokens import (
-    check_prompt_length,
-    choose_edit_mode,
-    edit_positions,
-    max_length,
-    refine_mapper,
-    replace_mapper,
-    word_token_indices,
-)
+from attentionflow.errors import PromptError
+from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState, head_sum, is_token_major
+from attentionflow.attention.windows import StepWindow, parse_window
+from attentionflow.attention.tokens import check_prompt_length, choose_edit_mode, edit_positions, max_length, refine_mapper, replace_mapper, word_token_indices
 
 __all__ = ["AttentionStore", "LocalBlend", "P2PEdit", "StepWindow"]
 

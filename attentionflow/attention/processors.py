@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
-from .base import AttentionController, AttentionSite, AttentionState, is_token_major
+from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState, is_token_major
 
 __all__ = [
     "AttentionRuntime",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from ..errors import PromptError, one_line
+from attentionflow.errors import PromptError, one_line
 
 if TYPE_CHECKING:  # the word checks need no torch; only the tensor builders import it
     import torch

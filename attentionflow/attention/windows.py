@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Union
 
-from ..errors import ConfigError
+from attentionflow.errors import ConfigError
 
 StepWindow = Union[float, tuple[float, float]]
 """A fraction ``f`` of the steps (``[0, f)``) or a ``(start, end)`` pair of fractions."""

@@ -8,10 +8,10 @@ import logging
 import sys
 import time
 
-from .. import app as web
-from ..app import AppSettings
-from ..config import MAX_TARGETS
-from ..errors import ConfigError
+from attentionflow import app as web
+from attentionflow.app import AppSettings
+from attentionflow.config import MAX_TARGETS
+from attentionflow.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def cmd_app(args: argparse.Namespace) -> int:
     """``attentionflow app``: serve the web interface until interrupted."""
     import math
 
-    from ..config import load_config
-    from ..models.paths import model_limits, resolve_model_path
+    from attentionflow.config import load_config
+    from attentionflow.models.paths import model_limits, resolve_model_path
 
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
@@ -69,7 +69,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive finite number, got {value}")
-    from ..resources import check_device
+    from attentionflow.resources import check_device
 
     check_device(args.device, args.mixed_precision)  # a bad device fails now, not at the first edit
     auth = parse_auth(args.auth) if args.auth else None

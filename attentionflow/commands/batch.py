@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..batch import SUMMARY_NAME, check_summary_targets, collect_jobs, distributed_state, run_batch
-from ..errors import ConfigError, InputError
+from attentionflow.batch import SUMMARY_NAME, check_summary_targets, collect_jobs, distributed_state, run_batch
+from attentionflow.errors import ConfigError, InputError
 
 
 def cmd_batch(args: argparse.Namespace) -> int:

@@ -11,14 +11,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..bench import REPORT_HEADER, REPORT_KIND, SUITES, TASKS, BenchSettings, format_markdown, run_quality_bench
-from ..config import INVERSION_METHODS, parse_chunk_frames
-from ..errors import ConfigError
-from .common import print_and_save_report
+from attentionflow.bench import REPORT_HEADER, REPORT_KIND, SUITES, TASKS, BenchSettings, format_markdown, run_quality_bench
+from attentionflow.config import INVERSION_METHODS, parse_chunk_frames
+from attentionflow.errors import ConfigError
+from attentionflow.commands.common import print_and_save_report
 
 
 def _model_note(model: str) -> str:
-    from ..models.loading import resolve_model_path
+    from attentionflow.models.loading import resolve_model_path
 
     folder = resolve_model_path(model)
     readme = folder / "README.md"
@@ -33,7 +33,7 @@ def _model_note(model: str) -> str:
 def _report_targets(out: Path, overwrite: bool) -> dict[str, Path]:
     """quality.md / quality.json / quality.partial.json in ``out``, each checked: new, or an earlier report of this
     command replaced only with ``--overwrite`` (never a file this command did not write)."""
-    from ..io.reports import check_report_target
+    from attentionflow.io.reports import check_report_target
 
     if not out.is_dir():
         return {"md": out / "quality.md", "json": out / "quality.json"}
@@ -52,13 +52,13 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{args.out}' is a file; give a folder")
     targets = _report_targets(out, args.overwrite)
-    from ..resources import check_device
+    from attentionflow.resources import check_device
 
     check_device(args.device)
     import torch  # only now: every check above fails in well under a second
 
-    from ..evaluate import to_json
-    from ..pipeline import AttentionFlowPipeline
+    from attentionflow.evaluate import to_json
+    from attentionflow.pipeline import AttentionFlowPipeline
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,7 +78,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
                                         on_task=lambda r: save_partial(r, "tasks")))
         parts.append(format_markdown(report, command))
     if settings.suite in ("all", "motion"):
-        from ..bench_motion import format_motion_markdown, run_motion_bench
+        from attentionflow.bench_motion import format_motion_markdown, run_motion_bench
 
         report["motion"] = run_motion_bench(pipe, settings, progress=not args.quiet,
                                             on_task=lambda r: save_partial(r, "motion_tasks"))
@@ -89,7 +89,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
         parts.append(format_motion_markdown(report["motion"]))
     report["command"] = command
     md = "\n".join(parts)
-    from ..io.reports import write_report
+    from attentionflow.io.reports import write_report
 
     _report_targets(out, args.overwrite)  # still true after the work
     write_report(targets["md"], md)
@@ -113,11 +113,10 @@ def cmd_bench_motion(args: argparse.Namespace) -> int:
     """Handler of ``attentionflow bench motion`` (:mod:`attentionflow.evaluation.davis`)."""
     import json
 
-    from ..cli import _apply_motion_args
-    from ..evaluation.davis import (REPORT_KIND as MOTION_REPORT, Protocol, davis_sources, find_sequences,
-                                   format_motion_report, run_motion_scores, toy_sources)
-    from ..flow.motion import MotionOptions
-    from ..io.reports import check_report_target
+    from attentionflow.cli import _apply_motion_args
+    from attentionflow.evaluation.davis import REPORT_KIND as MOTION_REPORT, Protocol, davis_sources, find_sequences, format_motion_report, run_motion_scores, toy_sources
+    from attentionflow.flow.motion import MotionOptions
+    from attentionflow.io.reports import check_report_target
 
     options = MotionOptions()
     _apply_motion_args(args, options)
@@ -148,8 +147,8 @@ def cmd_bench_motion(args: argparse.Namespace) -> int:
 
 
 def _add_motion_bench_parser(bench_parsers: argparse._SubParsersAction) -> None:
-    from ..cli import _add_motion_args, _size
-    from ..evaluation.davis import Protocol
+    from attentionflow.cli import _add_motion_args, _size
+    from attentionflow.evaluation.davis import Protocol
 
     m = bench_parsers.add_parser(
         "motion", help="moving-object masks and maps against true masks (DAVIS or toy scenes): J, F, mass",
@@ -196,7 +195,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                    help=f"frames per model call (default {BenchSettings.chunk_frames})")
     q.add_argument("--model", default="embedded", help="model: 'embedded' (toy model, default) or a folder")
     q.add_argument("--device", default="cpu", help="device (default cpu)")
-    from ..cli import _threads
+    from attentionflow.cli import _threads
 
     q.add_argument("--threads", type=_threads, default=None, help="torch CPU threads (default: torch's choice)")
     q.add_argument("--out", default="outputs/bench_quality", help="output folder for quality.md / quality.json")

@@ -10,7 +10,7 @@ def print_and_save_report(text: str, json_path: Path | None, kind: str, overwrit
                           quiet: bool = True) -> None:
     """Print ``text`` (the markdown report) to stdout and, when ``json_path`` is given, write ``payload`` there
     atomically after checking the target again (a file may have appeared while the work ran)."""
-    from ..io.reports import check_report_target, write_report
+    from attentionflow.io.reports import check_report_target, write_report
 
     print(text)
     if json_path is None:

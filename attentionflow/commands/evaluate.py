@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ModelError
-from ..evaluate import REPORT_KIND, find_inputs, format_table, run_evaluation, to_json
-from .common import print_and_save_report
+from attentionflow.errors import ModelError
+from attentionflow.evaluate import REPORT_KIND, find_inputs, format_table, run_evaluation, to_json
+from attentionflow.commands.common import print_and_save_report
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Handler of ``attentionflow evaluate``; prints the table (stdout), writes JSON with ``--json``."""
     inputs = find_inputs(args.source, args.edited, prompt=args.prompt, source_prompt=args.source_prompt,
                          mask=args.mask)
-    from ..io.reports import check_report_target
+    from attentionflow.io.reports import check_report_target
 
     out = check_report_target(args.json, REPORT_KIND, args.overwrite) if args.json else None
-    from ..resources import check_device
+    from attentionflow.resources import check_device
 
     check_device(args.device)
     if args.clip and not (Path(args.clip) / "config.json").is_file():  # before torch and transformers load

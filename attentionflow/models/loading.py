@@ -16,11 +16,11 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel
 from transformers.utils import logging as tlog
 
-from ..errors import ConfigError, ModelError
-from ..resources import check_device
-from .factory import Components
-from .paths import COMPONENTS, EMBEDDED, embedded_model_path, resolve_model_path  # noqa: F401 (re-exported)
-from .tokenizer import load_tokenizer
+from attentionflow.errors import ConfigError, ModelError
+from attentionflow.resources import check_device
+from attentionflow.models.factory import Components
+from attentionflow.models.paths import COMPONENTS, EMBEDDED, embedded_model_path, resolve_model_path  # noqa: F401 (re-exported)
+from attentionflow.models.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError, shown
+from attentionflow.errors import ModelError, shown
 
 EMBEDDED = "embedded"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")

@@ -80,8 +80,8 @@ def load_tokenizer(folder: str | Path) -> CLIPTokenizer:
     Raises:
         ModelError: a broken JSON file of the folder (one line naming it), or a folder transformers cannot load.
     """
-    from ..errors import ModelError
-    from .paths import read_json_file
+    from attentionflow.errors import ModelError
+    from attentionflow.models.paths import read_json_file
 
     folder = Path(folder)
     for name in ("vocab.json", "tokenizer.json", "tokenizer_config.json"):
