@@ -1,7 +1,7 @@
 """``python -m attentionflow`` and the ``attentionflow`` command (also ``accelerate launch -m attentionflow``).
 
 Ctrl-C and SIGTERM are handled before anything heavy is imported: during the imports they end the process at once
-with 130 / 143 and one line; afterwards :func:`attentionflow.cli.main` turns them into a clean stop.
+with 130 / 143 and one line; afterwards :func:`attentionflow.commands.cli.main` turns them into a clean stop.
 """
 
 import os
@@ -19,7 +19,7 @@ def entry() -> int:
     """Install the early signal handlers, then import and run the command line."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop_early)
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     code = main()
     if code in (130, 143):  # stopped by a signal, outputs cleaned up: leave now, so that a second signal during

@@ -31,10 +31,10 @@ import numpy as np
 
 from attentionflow.config import EditConfig, config_to_dict, dump_config
 from attentionflow.errors import ConfigError, InputError
+from attentionflow.figures import figure_frames
 from attentionflow.io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
 from attentionflow.io.video import grid_frames, read_frames, write_frames, write_gif, write_mp4
 from attentionflow.models.paths import EMBEDDED, embedded_model_path, model_limits, resolve_model_path
-from attentionflow.figures import figure_frames
 from attentionflow.resources import check_device, check_memory, edit_memory_bytes
 
 if TYPE_CHECKING:  # the pipeline imports torch: only after every cheap check has passed
@@ -435,7 +435,7 @@ def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: Edi
     """Run manifest: what ran, on what, how long each stage took, and what MMI did."""
     import torch
 
-    from attentionflow.metrics import psnr
+    from attentionflow.evaluation.metrics import psnr
 
     embedded = config.pretrained_model_path == EMBEDDED
     model_note = None

@@ -23,19 +23,32 @@ import torch.nn.functional as F
 
 from attentionflow.attention.base import AttentionController, AttentionState, ControllerChain, index_span
 from attentionflow.attention.p2p import AttentionStore, LocalBlend, P2PEdit, RegionBlend, region_blend_mask
-from attentionflow.attention.processors import AttentionRuntime, attention_resolutions, attention_sites, install_attention
+from attentionflow.attention.processors import (
+    AttentionRuntime,
+    attention_resolutions,
+    attention_sites,
+    install_attention,
+)
 from attentionflow.attention.tokens import check_prompt_length, max_length, word_spans
-from attentionflow.plan import EditPlan
 from attentionflow.config import AttentionSettings, EditConfig, InversionSettings
 from attentionflow.errors import InputError
 from attentionflow.figures import figure_frames
 from attentionflow.flow.motion import MotionResult, motion_maps_for_resolutions
 from attentionflow.flow.regions import motion_for_edit
+from attentionflow.inversion import (
+    ddim_inversion,
+    frame_chunks,
+    guided_sampling,
+    null_step_mask,
+    null_text_inversion,
+    skips_source_uncond,
+    unconditional_schedule,
+)
 from attentionflow.io.video import check_video
-from attentionflow.inversion import ddim_inversion, frame_chunks, guided_sampling, null_step_mask, null_text_inversion, skips_source_uncond, unconditional_schedule
 from attentionflow.mmi.inject import MotionInjector
 from attentionflow.models.factory import Components
 from attentionflow.models.loading import load_components, select_device, select_dtype
+from attentionflow.plan import EditPlan
 from attentionflow.resources import available_memory
 
 logger = logging.getLogger(__name__)

@@ -14,9 +14,25 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from attentionflow.attention.tokens import check_prompt_length, check_replace, choose_edit_mode, content_positions, edit_positions, prompt_words, word_token_indices
+from attentionflow.attention.tokens import (
+    check_prompt_length,
+    check_replace,
+    choose_edit_mode,
+    content_positions,
+    edit_positions,
+    prompt_words,
+    word_token_indices,
+)
 from attentionflow.attention.windows import parse_window
-from attentionflow.config import AttentionSettings, EditConfig, InputDataConfig, InversionSettings, MMIConfig, P2PConfig, ValidationDataConfig
+from attentionflow.config import (
+    AttentionSettings,
+    EditConfig,
+    InputDataConfig,
+    InversionSettings,
+    MMIConfig,
+    P2PConfig,
+    ValidationDataConfig,
+)
 
 #: Words never proposed as motion words by ``motion_words: auto``.
 STOPWORDS = frozenset("a an the is are was were be on in at of to and or with by for from into onto over under "

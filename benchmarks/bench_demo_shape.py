@@ -3,7 +3,7 @@
     python benchmarks/bench_demo_shape.py [--model embedded] [--threads 2] [--out DIR]
     python benchmarks/bench_demo_shape.py --from outputs/demo       # judge an existing demo output folder
 
-Runs the demo's edit (``configs/demo.yaml``'s settings, ``attentionflow.demo.demo_config``) with ``--model`` (default
+Runs the demo's edit (``configs/demo.yaml``'s settings, ``attentionflow.commands.demo.demo_config``) with ``--model`` (default
 the embedded toy model), then judges every frame of the input, the reconstruction and each edit with the toy
 world's pixel judge (``attentionflow.toyworld.judge``: the largest object away from the background colour). Per
 video it prints:
@@ -84,7 +84,7 @@ def main() -> int:
     else:
         import torch
 
-        from attentionflow.demo import DEMO_FRAMES, demo_clip, demo_config
+        from attentionflow.commands.demo import DEMO_FRAMES, demo_clip, demo_config
         from attentionflow.io.video import write_frames
         from attentionflow.jobs import run_edit_job
 

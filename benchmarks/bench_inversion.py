@@ -30,10 +30,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from attentionflow.commands.demo import DEMO_SOURCE, DEMO_TARGETS, demo_clip, demo_config  # noqa: E402
 from attentionflow.config import INVERSION_METHODS, InversionSettings, MMIConfig  # noqa: E402
-from attentionflow.demo import DEMO_SOURCE, DEMO_TARGETS, demo_clip, demo_config  # noqa: E402
+from attentionflow.evaluation.metrics import psnr  # noqa: E402
 from attentionflow.io.video import read_frames, write_frames  # noqa: E402
-from attentionflow.metrics import psnr  # noqa: E402
 from attentionflow.pipeline import AttentionFlowPipeline  # noqa: E402
 from attentionflow.toyworld.world import make_video  # noqa: E402
 
@@ -137,7 +137,8 @@ def demo_cost_table(steps: int) -> None:
 
 
 def suite_table(pipe: AttentionFlowPipeline, steps: int, tasks: int) -> None:
-    from attentionflow.bench import METHODS, BenchSettings, run_quality_bench
+    from attentionflow.evaluation.bench.common import BenchSettings
+    from attentionflow.evaluation.bench.single import METHODS, run_quality_bench
 
     p2p = [m for m in METHODS if m.name == "p2p"]
     print(f"\n### Toy editing suite with prompt-to-prompt, per inversion method ({tasks} tasks, {steps} steps)\n")

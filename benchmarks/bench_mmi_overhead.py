@@ -196,7 +196,7 @@ def main() -> None:
             else AttentionFlowPipeline.from_components(build(args.model), device=args.device, dtype=dtype))
     pipe.set_progress_bar_config(disable=True)
     if args.model == "embedded":
-        from attentionflow.demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS, demo_clip
+        from attentionflow.commands.demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS, demo_clip
 
         frames = demo_clip()[: args.frames]
         size = frames.shape[1]

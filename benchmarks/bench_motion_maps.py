@@ -33,9 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from attentionflow.flow.estimators import get_flow_estimator  # noqa: E402
-from attentionflow.flow.motion import (MotionOptions, compensate_camera_motion,  # noqa: E402
-                                       compensate_camera_motion_robust, compute_flows, forward_backward_error,
-                                       motion_maps)
+from attentionflow.flow.motion import (  # noqa: E402
+    MotionOptions,
+    compensate_camera_motion,
+    compensate_camera_motion_robust,
+    compute_flows,
+    forward_backward_error,
+    motion_maps,
+)
 from attentionflow.io.video import read_frames  # noqa: E402
 from benchmarks.bench_flow import _best_of  # noqa: E402
 from tests.synthetic import MovingSquare, iou, make_video  # noqa: E402

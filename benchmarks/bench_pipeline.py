@@ -27,8 +27,8 @@ def run_one(frames: int, size: int, steps: int, threads: int, attention: str) ->
     torch.set_num_threads(threads)
     from attentionflow.config import AttentionSettings, InversionSettings, MMIConfig
     from attentionflow.models.factory import tiny_components
-    from benchmarks._tokenizer import clip_tokenizer
     from attentionflow.pipeline import AttentionFlowPipeline
+    from benchmarks._tokenizer import clip_tokenizer
     from tests.synthetic import MovingSquare, make_video
 
     pipe = AttentionFlowPipeline.from_components(tiny_components(clip_tokenizer()), device="cpu")

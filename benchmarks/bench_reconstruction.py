@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attentionflow.config import InversionSettings, MMIConfig  # noqa: E402
+from attentionflow.evaluation.metrics import psnr  # noqa: E402
 from attentionflow.io.video import read_frames  # noqa: E402
-from attentionflow.metrics import psnr  # noqa: E402
 from attentionflow.pipeline import AttentionFlowPipeline  # noqa: E402
 
 #: (label, InversionSettings changes)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attentionflow.app import BUSY, AppSettings, EditForm, EditSession
+from attentionflow.commands.webapp import BUSY, AppSettings, EditForm, EditSession
 from attentionflow.errors import AttentionFlowError, ConfigError, InputError
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -27,7 +27,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 def fast_defaults():
     """The toy demo's settings with 2 steps and plain DDIM inversion (seconds on a CPU)."""
-    from attentionflow.demo import demo_config
+    from attentionflow.commands.demo import demo_config
 
     cfg = demo_config("", 2)
     cfg.validation_data.inversion = "ddim"
@@ -196,10 +196,10 @@ def test_busy_while_an_edit_holds_the_model(session):
 
 
 def test_missing_gradio_is_a_clear_error(monkeypatch):
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
-    from attentionflow.app import _import_gradio
+    from attentionflow.commands.webapp import _import_gradio
 
     with pytest.raises(AttentionFlowError, match=r"pip install attentionflow\[app\]"):
         _import_gradio()
@@ -274,7 +274,7 @@ def test_gradios_upload_cache_lives_in_the_work_folder_is_pruned_and_removed_at_
     s.close()
     assert not s.upload_cache.exists()
     if importlib.util.find_spec("gradio") is not None:  # the page really uses that folder
-        from attentionflow.app import build_app
+        from attentionflow.commands.webapp import build_app
 
         monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "elsewhere"))  # restored after the test
         s = EditSession(AppSettings(device="cpu", defaults=fast_defaults(), workdir=tmp_path / "work2"))
@@ -330,8 +330,8 @@ def test_inversion_reuse_is_never_reported_across_sessions(session):
 
 
 def test_public_host_needs_auth_unless_insecure(monkeypatch):
-    import attentionflow.app as web
     import attentionflow.commands.app as app
+    import attentionflow.commands.webapp as web
 
     started = []
 
@@ -345,7 +345,7 @@ def test_public_host_needs_auth_unless_insecure(monkeypatch):
     monkeypatch.setattr(web, "launch_app", lambda settings, **kw: (started.append(kw), (Fake(), Fake()))[1])
     monkeypatch.setattr(app, "wait_for_stop", lambda: None)  # as if stopped at once
     assert app.parse_auth("ann:s3cret:x") == ("ann", "s3cret:x")
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     assert main(["app", "--host", "0.0.0.0", "--port", "7861"]) == 2 and not started
     assert main(["app", "--host", "0.0.0.0", "--port", "7861", "--auth", "ann:pw"]) == 0
@@ -370,7 +370,7 @@ def _free_port() -> int:
 def test_browser_toy_edit_bad_upload_and_recovery(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    from attentionflow.app import launch_app
+    from attentionflow.commands.webapp import launch_app
 
     settings = AppSettings(device="cpu", defaults=fast_defaults(), workdir=tmp_path / "work")
     demo, session = launch_app(settings, port=_free_port(), block=False)
@@ -436,7 +436,7 @@ def test_browser_toy_edit_bad_upload_and_recovery(tmp_path):
 
 def test_launch_prints_the_address_not_gradios_share_hint(tmp_path, capfd):
     pytest.importorskip("gradio")
-    from attentionflow.app import launch_app, startup_line
+    from attentionflow.commands.webapp import launch_app, startup_line
 
     settings = AppSettings(device="cpu", defaults=fast_defaults(), workdir=tmp_path / "work")
     demo, session = launch_app(settings, port=_free_port(), block=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attentionflow.batch import BatchJob, collect_jobs, run_batch, shard
+from attentionflow.commands.batch import BatchJob, collect_jobs, run_batch, shard
 from attentionflow.errors import InputError
 
 SOURCE = "a red circle is moving on the road"
@@ -200,7 +200,7 @@ def _write_job(folder: Path, data: dict) -> Path:
 
 
 def test_cli_batch_exit_codes(tmp_path, clip_dir, capsys):
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(yaml.safe_dump(job_dict(tmp_path / "nothing.mp4")))

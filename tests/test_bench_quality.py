@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from attentionflow import bench
-from attentionflow.cli import main
+from attentionflow.commands.cli import main
+from attentionflow.evaluation.bench import single as bench
 from attentionflow.toyworld.world import BACKGROUNDS, parse_caption, render_background, render_frame
 
 
@@ -43,7 +43,7 @@ def _oracle(task: bench.BenchTask, video) -> np.ndarray:
 
 @pytest.mark.parametrize("index", [0, 1, 2])  # one task per kind
 def test_scoring_oracle_source_and_static_editors(index):
-    from attentionflow import metrics
+    from attentionflow.evaluation import metrics
     from attentionflow.flow import get_flow_estimator
 
     task = bench.TASKS[index]
@@ -134,7 +134,7 @@ def test_bench_runs_two_tasks_with_tiny_model(tmp_path, tiny, monkeypatch):
 
 
 def test_motion_suite_runs_its_four_methods_on_two_tasks(tmp_path, tiny, monkeypatch):
-    from attentionflow.bench_motion import MOTION_TASKS
+    from attentionflow.evaluation.bench.motion import MOTION_TASKS
     from attentionflow.pipeline import AttentionFlowPipeline
 
     pipe = AttentionFlowPipeline.from_components(tiny, device="cpu")

@@ -82,7 +82,7 @@ def test_articulation_counts_as_motion_in_a_tracking_shot_with_parallax(smoothin
 
 
 def test_static_camera_and_pan_keep_the_homography_and_its_result():
-    from attentionflow.bench import TASKS, task_video
+    from attentionflow.evaluation.bench.single import TASKS, task_video
 
     still, _ = make_video(SIZE, 4, (MovingSquare(30, 40, 40, 3, 0),), seed=1)
     pan, _ = make_video(SIZE, 4, (MovingSquare(60, 40, 44, -4, 0),), pan=(2, 0), seed=2)
@@ -137,7 +137,7 @@ def test_real_tracking_shots_put_more_of_the_map_on_the_subject(clip):
 
 
 def test_motion_command_draws_the_boxes_and_records_models_and_mass(tmp_path):
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
     from attentionflow.io.video import read_frames
 
     boxes = tmp_path / "boxes.json"
@@ -165,7 +165,7 @@ def test_motion_command_draws_the_boxes_and_records_models_and_mass(tmp_path):
     ('{"clips": {"videos/other.mp4": {"0": [0.1, 0.2, 0.4, 0.9]}}}', "no boxes for man-running.mp4; it has: other.mp4"),
 ])
 def test_bad_boxes_are_one_line_errors(tmp_path, capsys, content, needle):
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     boxes = tmp_path / "boxes.json"
     boxes.write_text(content)
@@ -177,7 +177,7 @@ def test_bad_boxes_are_one_line_errors(tmp_path, capsys, content, needle):
 
 
 def test_the_motion_command_reads_the_projects_boxes_file_for_its_clip(tmp_path):
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     out = tmp_path / "m"
     assert main(["motion", str(ROOT / "configs/videos/horse-running.mp4"), "--out", str(out), "--frames", "16",

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from attentionflow.cli import main
+from attentionflow.commands.cli import main
 from attentionflow.config import load_config
+from attentionflow.evaluation.metrics import psnr
 from attentionflow.io.video import read_frames, write_frames
-from attentionflow.metrics import psnr
 
 SRC = "a square is moving on the road"
 

@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.safety import tree_hashes
-
-from attentionflow.cli import main
+from attentionflow.commands.cli import main
 from attentionflow.errors import InputError
 from attentionflow.io.outputs import OLD_MARKER, TMP_MARKER, atomic_output_dir, remove_stale_siblings, seal_output
 from attentionflow.io.video import write_frames, write_mp4
 from attentionflow.models.paths import embedded_model_path
+from tests.safety import tree_hashes
 
 SRC = "a red circle is moving on the road"
 TGT = "a blue circle is moving on the road"
@@ -188,7 +187,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, work, capsys):
 ])
 def test_bad_input_fails_before_torch_is_imported(work, extra, loaded):
     """A bad input costs the checks only: torch and diffusers are never imported (prompt checks need the tokenizer)."""
-    code = ("import sys; from attentionflow.cli import main; "
+    code = ("import sys; from attentionflow.commands.cli import main; "
             f"rc = main({edit_args(work / 'frames', work / 'out', *extra)!r}); "
             "print(rc, sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=work)
@@ -307,7 +306,7 @@ def test_seed_is_recorded_and_documented_as_without_effect(work, tmp_path):
         outs.append(np.stack([np.asarray(__import__("PIL.Image").Image.open(p)) for p in
                               sorted((out / "frames" / "edit_01_a-blue-circle-is-moving-on-the-road").glob("*.png"))]))
     assert np.array_equal(outs[0], outs[1])
-    from attentionflow.cli import build_parser
+    from attentionflow.commands.cli import build_parser
 
     help_text = build_parser()._subparsers._group_actions[0].choices["edit"].format_help()
     assert "deterministic" in " ".join(help_text.split())

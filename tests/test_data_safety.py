@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.safety import SRC, TGT, toy_work, tree_hashes
-
-from attentionflow.cli import main
+from attentionflow.commands.cli import main
 from attentionflow.io.outputs import foreign_entry, own_manifest, seal_output
 from attentionflow.models.paths import embedded_model_path
+from tests.safety import SRC, TGT, toy_work, tree_hashes
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from attentionflow.cli import main
-from attentionflow.demo import DEMO_TARGETS
+from attentionflow.commands.cli import main
+from attentionflow.commands.demo import DEMO_TARGETS
 from attentionflow.io.video import read_frames
 
 
@@ -37,7 +37,7 @@ def test_demo_config_file_is_the_demo_and_runs(tmp_path, monkeypatch):
     """configs/demo.yaml runs from any folder (its paths are relative to it) and describes the same job as `demo`."""
     from pathlib import Path
 
-    from attentionflow.demo import demo_config
+    from attentionflow.commands.demo import demo_config
     from attentionflow.config import load_config
 
     root = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from attentionflow import evaluate as ev
-from attentionflow.cli import main
+from attentionflow.commands.cli import main
+from attentionflow.evaluation import evaluate as ev
 from attentionflow.io.video import write_frames, write_gif, write_mp4
 from attentionflow.toyworld import make_video
 

@@ -17,7 +17,6 @@ from attentionflow.flow.estimators import (
 )
 from attentionflow.flow.motion import MotionOptions, compute_flows, motion_maps
 from attentionflow.flow.visualize import flow_to_color, map_to_image, motion_overlay
-
 from tests.synthetic import MovingSquare, make_video
 
 METHODS = ["dis", "farneback"]

@@ -1,6 +1,6 @@
 """Issue 28, sections 2-4: hostile or odd input gets one line and exit 2, never a traceback, a hang or a flood.
 
-Each case is its own test id. In-process cases run ``attentionflow.cli.main`` and check the one line, the exit
+Each case is its own test id. In-process cases run ``attentionflow.commands.cli.main`` and check the one line, the exit
 code and that the working folder did not change; the few that need a real process (a FIFO that would block, a
 signal) run one. The seconds each check takes are measured by ``benchmarks/hostile_inputs.py``, not here.
 """
@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.safety import SRC, TGT, toy_work, tree_hashes
-
-from attentionflow.cli import main
+from attentionflow.commands.cli import main
 from attentionflow.models.paths import embedded_model_path
+from tests.safety import SRC, TGT, toy_work, tree_hashes
 
 
 @pytest.fixture()
@@ -293,7 +292,7 @@ def test_a_second_ctrl_c_does_not_break_the_clean_up(work):
 
 
 def test_the_app_caps_targets_per_request(tmp_path):
-    from attentionflow.app import AppSettings, EditForm, EditSession
+    from attentionflow.commands.webapp import AppSettings, EditForm, EditSession
     from attentionflow.errors import ConfigError
 
     session = EditSession(AppSettings(device="cpu", max_targets=4, workdir=tmp_path / "w"))

@@ -10,8 +10,13 @@ import pytest
 import torch
 
 from attentionflow.errors import ConfigError, ModelError
-from attentionflow.models.loading import (embedded_model_path, load_components, resolve_model_path, select_device,
-                                          select_dtype)
+from attentionflow.models.loading import (
+    embedded_model_path,
+    load_components,
+    resolve_model_path,
+    select_device,
+    select_dtype,
+)
 
 
 def test_roundtrip_loads_identical_weights(tiny_model_dir, tiny):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from attentionflow import metrics
 from attentionflow.errors import InputError
+from attentionflow.evaluation import metrics
 from attentionflow.flow import get_flow_estimator
 from tests.synthetic import texture
 

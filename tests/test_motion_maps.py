@@ -23,7 +23,6 @@ from attentionflow.flow.motion import (
     resize_motion_maps,
     smooth_along_time,
 )
-
 from tests.synthetic import MovingSquare, iou, make_video
 
 METHODS = ["dis", "farneback"]

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attentionflow.attention.base import (AttentionSite, AttentionState, as_token_major, head_sum, index_span,
-                                         is_token_major, token_rows)
+from attentionflow.attention.base import (
+    AttentionSite,
+    AttentionState,
+    as_token_major,
+    head_sum,
+    index_span,
+    is_token_major,
+    token_rows,
+)
 from attentionflow.attention.p2p import AttentionStore, LocalBlend, P2PEdit
 from attentionflow.config import P2PConfig, config_from_dict
 from attentionflow.errors import ConfigError, PromptError

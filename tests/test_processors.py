@@ -8,8 +8,8 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState
 from attentionflow.attention.processors import (
-    AttentionRuntime,
     TOKEN_MAJOR_MIN_QUERIES,
+    AttentionRuntime,
     FrameAttnProcessor,
     attention_resolutions,
     attention_sites,

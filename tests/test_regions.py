@@ -13,7 +13,6 @@ from attentionflow.errors import ConfigError, InputError
 from attentionflow.flow.motion import MotionOptions, motion_maps
 from attentionflow.flow.regions import check_region, motion_for_edit
 from attentionflow.toyworld.world import COLOURS, ObjectSpec, make_scene
-
 from tests.synthetic import MovingSquare, iou, make_video
 
 LOOKALIKE_SCENES = [
@@ -180,7 +179,7 @@ def _edit_args(clip, model, out, *extra):
 def test_edit_region_keeps_the_source_outside_and_writes_its_mask(tiny_model_dir, tmp_path, region) -> None:
     import json
 
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
     from attentionflow.io.video import read_frames
 
     clip, scene = _scene_clip(tmp_path)
@@ -216,7 +215,7 @@ def test_edit_region_keeps_the_source_outside_and_writes_its_mask(tiny_model_dir
 
 
 def test_edit_region_on_a_still_video_exits_2_before_loading_a_model(tmp_path, capsys) -> None:
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     clip, _ = _scene_clip(tmp_path, moving=False)
     out = tmp_path / "out"
@@ -228,7 +227,7 @@ def test_edit_region_on_a_still_video_exits_2_before_loading_a_model(tmp_path, c
 
 
 def test_edit_region_error_comes_before_the_model_is_loaded(tiny_model_dir, tmp_path, capsys, monkeypatch) -> None:
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
     from attentionflow.pipeline import AttentionFlowPipeline
 
     def boom(*a, **k):
@@ -248,7 +247,7 @@ def test_edit_region_error_comes_before_the_model_is_loaded(tiny_model_dir, tmp_
 
 
 def test_toyworld_cli_renders_a_scene_with_still_objects(tmp_path) -> None:
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
     from attentionflow.io.video import read_frames
 
     out, masks = tmp_path / "scene", tmp_path / "masks"

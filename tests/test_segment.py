@@ -165,7 +165,7 @@ def _davis_folder(root: Path, with_level: bool, width: int = 160, height: int = 
 
 @pytest.mark.parametrize("with_level", [False, True], ids=["plain", "480p"])
 def test_bench_motion_reads_the_davis_layout_and_reports_j_f_mass(tmp_path, capsys, with_level) -> None:
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     root = _davis_folder(tmp_path / "davis", with_level)
     report = tmp_path / "r.json"
@@ -196,7 +196,7 @@ def test_bench_motion_reads_the_davis_layout_and_reports_j_f_mass(tmp_path, caps
     (["--camera-motion", "spin"], "invalid choice"),
 ], ids=["unknown-sequence", "foreign-json", "foreign-json-overwrite", "one-frame", "bad-camera-motion"])
 def test_bench_motion_bad_input_is_one_line_and_leaves_files_alone(tmp_path, capsys, extra, needle) -> None:
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     root = _davis_folder(tmp_path / "davis", False)
     user = tmp_path / "mine.json"
@@ -214,14 +214,14 @@ def test_bench_motion_bad_input_is_one_line_and_leaves_files_alone(tmp_path, cap
 
 
 def test_bench_motion_not_a_davis_folder(tmp_path, capsys) -> None:
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     assert main(["bench", "motion", "--davis", str(tmp_path), "-q"]) == 2
     assert "is not a DAVIS folder" in capsys.readouterr().err
 
 
 def test_bench_motion_scores_the_toy_scenes_with_the_same_scorer(capsys) -> None:
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     assert main(["bench", "motion", "--toy", "--frames", "6", "--size", "64", "-q"]) == 0
     out = capsys.readouterr().out
@@ -229,7 +229,7 @@ def test_bench_motion_scores_the_toy_scenes_with_the_same_scorer(capsys) -> None
 
 
 def test_motion_command_writes_the_moving_masks(tmp_path) -> None:
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
     from attentionflow.io.video import read_frames
 
     frames, truth = _pan()

@@ -362,7 +362,7 @@ def test_segment_object_keeps_the_largest_4_connected_region():
 def test_toyworld_video_never_replaces_a_users_file(tmp_path, capsys, case):
     """Issue 28, item 2: an existing --out file, or a --masks folder holding the user's frames (or a file), is refused
     with one line before anything is rendered, and the folder keeps every byte."""
-    from attentionflow.cli import main
+    from attentionflow.commands.cli import main
 
     (tmp_path / "holiday.mp4").write_bytes(b"not really a video, but mine")
     (tmp_path / "holiday.gif").write_bytes(b"GIF89a mine")

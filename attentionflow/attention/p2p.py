@@ -14,10 +14,18 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from attentionflow.errors import PromptError
 from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState, head_sum, is_token_major
+from attentionflow.attention.tokens import (
+    check_prompt_length,
+    choose_edit_mode,
+    edit_positions,
+    max_length,
+    refine_mapper,
+    replace_mapper,
+    word_token_indices,
+)
 from attentionflow.attention.windows import StepWindow, parse_window
-from attentionflow.attention.tokens import check_prompt_length, choose_edit_mode, edit_positions, max_length, refine_mapper, replace_mapper, word_token_indices
+from attentionflow.errors import PromptError
 
 __all__ = ["AttentionStore", "LocalBlend", "P2PEdit", "StepWindow"]
 

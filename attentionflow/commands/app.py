@@ -1,5 +1,5 @@
 """``attentionflow app``: the command handler and parser (the page and the session live in
-:mod:`attentionflow.app`)."""
+:mod:`attentionflow.commands.webapp`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import logging
 import sys
 import time
 
-from attentionflow import app as web
-from attentionflow.app import AppSettings
+from attentionflow.commands import webapp as web
+from attentionflow.commands.webapp import AppSettings
 from attentionflow.config import MAX_TARGETS
 from attentionflow.errors import ConfigError
 

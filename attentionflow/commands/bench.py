@@ -1,5 +1,5 @@
 """``attentionflow bench quality | motion``: the command handlers and parsers (the suites live in
-:mod:`attentionflow.bench`, :mod:`attentionflow.bench_motion` and :mod:`attentionflow.evaluation.davis`)."""
+:mod:`attentionflow.evaluation.bench.single`, :mod:`attentionflow.evaluation.bench.motion` and :mod:`attentionflow.evaluation.davis`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from attentionflow.bench import REPORT_HEADER, REPORT_KIND, SUITES, TASKS, BenchSettings, format_markdown, run_quality_bench
+from attentionflow.commands.common import print_and_save_report
 from attentionflow.config import INVERSION_METHODS, parse_chunk_frames
 from attentionflow.errors import ConfigError
-from attentionflow.commands.common import print_and_save_report
+from attentionflow.evaluation.bench.common import REPORT_HEADER, REPORT_KIND, SUITES, BenchSettings
+from attentionflow.evaluation.bench.motion import MOTION_TASKS
+from attentionflow.evaluation.bench.single import TASKS, format_markdown, run_quality_bench
 
 
 def _model_note(model: str) -> str:
@@ -48,6 +50,9 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
                              inversion=args.inversion, seed=args.seed, suite=args.suite,
                              chunk_frames=parse_chunk_frames(args.chunk_frames))
     settings.validate()
+    most = max(len(TASKS), len(MOTION_TASKS))
+    if settings.tasks is not None and settings.tasks > most:
+        raise ConfigError(f"--tasks {settings.tasks} is invalid; use 1..{most} (the first N tasks of each suite)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{args.out}' is a file; give a folder")
@@ -57,7 +62,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
     check_device(args.device)
     import torch  # only now: every check above fails in well under a second
 
-    from attentionflow.evaluate import to_json
+    from attentionflow.evaluation.evaluate import to_json
     from attentionflow.pipeline import AttentionFlowPipeline
 
     if args.threads:
@@ -78,7 +83,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
                                         on_task=lambda r: save_partial(r, "tasks")))
         parts.append(format_markdown(report, command))
     if settings.suite in ("all", "motion"):
-        from attentionflow.bench_motion import format_motion_markdown, run_motion_bench
+        from attentionflow.evaluation.bench.motion import format_motion_markdown, run_motion_bench
 
         report["motion"] = run_motion_bench(pipe, settings, progress=not args.quiet,
                                             on_task=lambda r: save_partial(r, "motion_tasks"))
@@ -113,13 +118,21 @@ def cmd_bench_motion(args: argparse.Namespace) -> int:
     """Handler of ``attentionflow bench motion`` (:mod:`attentionflow.evaluation.davis`)."""
     import json
 
-    from attentionflow.cli import _apply_motion_args
-    from attentionflow.evaluation.davis import REPORT_KIND as MOTION_REPORT, Protocol, davis_sources, find_sequences, format_motion_report, run_motion_scores, toy_sources
+    from attentionflow.commands.common import apply_motion_args
+    from attentionflow.evaluation.davis import REPORT_KIND as MOTION_REPORT
+    from attentionflow.evaluation.davis import (
+        Protocol,
+        davis_sources,
+        find_sequences,
+        format_motion_report,
+        run_motion_scores,
+        toy_sources,
+    )
     from attentionflow.flow.motion import MotionOptions
     from attentionflow.io.reports import check_report_target
 
     options = MotionOptions()
-    _apply_motion_args(args, options)
+    apply_motion_args(args, options)
     options.validate()
     width, height = args.size
     if args.frames < 2 or args.stride < 1 or min(width, height) < 16 or width % 8 or height % 8:
@@ -147,7 +160,7 @@ def cmd_bench_motion(args: argparse.Namespace) -> int:
 
 
 def _add_motion_bench_parser(bench_parsers: argparse._SubParsersAction) -> None:
-    from attentionflow.cli import _add_motion_args, _size
+    from attentionflow.commands.common import add_motion_args, parse_size
     from attentionflow.evaluation.davis import Protocol
 
     m = bench_parsers.add_parser(
@@ -161,12 +174,12 @@ def _add_motion_bench_parser(bench_parsers: argparse._SubParsersAction) -> None:
     m.add_argument("--frames", type=int, default=Protocol.frames, help="frames per sequence (default 16)")
     m.add_argument("--stride", type=int, default=Protocol.stride, help="take every n-th frame (default 2)")
     m.add_argument("--all-frames", action="store_true", help="every frame of each sequence (from the first)")
-    m.add_argument("--size", type=_size, default=(Protocol.width, Protocol.height),
+    m.add_argument("--size", type=parse_size, default=(Protocol.width, Protocol.height),
                    help="frame size after resize + centre crop, WIDTHxHEIGHT (default 512x288; --toy: the short "
                         "side, square)")
     m.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     m.add_argument("--overwrite", action="store_true", help="replace an earlier --json report of this command")
-    _add_motion_args(m)
+    add_motion_args(m)
     m.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=cmd_bench_motion)
 
@@ -195,9 +208,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                    help=f"frames per model call (default {BenchSettings.chunk_frames})")
     q.add_argument("--model", default="embedded", help="model: 'embedded' (toy model, default) or a folder")
     q.add_argument("--device", default="cpu", help="device (default cpu)")
-    from attentionflow.cli import _threads
+    from attentionflow.commands.common import parse_threads
 
-    q.add_argument("--threads", type=_threads, default=None, help="torch CPU threads (default: torch's choice)")
+    q.add_argument("--threads", type=parse_threads, default=None, help="torch CPU threads (default: torch's choice)")
     q.add_argument("--out", default="outputs/bench_quality", help="output folder for quality.md / quality.json")
     q.add_argument("--overwrite", action="store_true", help="replace an earlier quality.md / quality.json of this "
                    "command there (never another file)")

@@ -1,13 +1,13 @@
-"""``attentionflow evaluate``: the command handler and parser (the scoring lives in :mod:`attentionflow.evaluate`)."""
+"""``attentionflow evaluate``: the command handler and parser (the scoring lives in :mod:`attentionflow.evaluation.evaluate`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from attentionflow.errors import ModelError
-from attentionflow.evaluate import REPORT_KIND, find_inputs, format_table, run_evaluation, to_json
 from attentionflow.commands.common import print_and_save_report
+from attentionflow.errors import ModelError
+from attentionflow.evaluation.evaluate import REPORT_KIND, find_inputs, format_table, run_evaluation, to_json
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ Two data sources, one scorer:
 
 - a DAVIS folder: ``JPEGImages[/480p]/<seq>/*.jpg`` and ``Annotations[/480p]/<seq>/*.png`` (any frame size; a mask
   pixel is the object where it is >= 128);
-- ``--toy``: the scenes of the "motion decides" suite (:data:`attentionflow.bench_motion.MOTION_TASKS`), whose masks
+- ``--toy``: the scenes of the "motion decides" suite (:data:`attentionflow.evaluation.bench.motion.MOTION_TASKS`), whose masks
   are exact (the named mover; direction guidance where the task has a direction).
 """
 
@@ -97,7 +97,7 @@ def load_davis(sequence: DavisSequence, protocol: Protocol) -> tuple[np.ndarray,
 
 
 def toy_sources(frames: int, size: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, str | None]]:
-    from attentionflow.bench_motion import MOTION_TASKS
+    from attentionflow.evaluation.bench.motion import MOTION_TASKS
 
     for task in MOTION_TASKS:
         if task.attribute == "background":

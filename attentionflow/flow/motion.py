@@ -37,7 +37,6 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
 import cv2
@@ -46,8 +45,8 @@ from tqdm.auto import tqdm
 
 from attentionflow.errors import ConfigError, InputError
 from attentionflow.flow import segment
-from attentionflow.flow.segment import forward_backward_error, pixel_grid
 from attentionflow.flow.estimators import FlowEstimator, available_flow_estimators, get_flow_estimator
+from attentionflow.flow.segment import forward_backward_error, pixel_grid
 from attentionflow.io.video import check_video
 
 if TYPE_CHECKING:  # torch is imported by the functions that resize maps for attention, not by flow itself

@@ -17,10 +17,10 @@ from transformers import CLIPTextModel
 from transformers.utils import logging as tlog
 
 from attentionflow.errors import ConfigError, ModelError
-from attentionflow.resources import check_device
 from attentionflow.models.factory import Components
 from attentionflow.models.paths import COMPONENTS, EMBEDDED, embedded_model_path, resolve_model_path  # noqa: F401 (re-exported)
 from attentionflow.models.tokenizer import load_tokenizer
+from attentionflow.resources import check_device
 
 logger = logging.getLogger(__name__)
 

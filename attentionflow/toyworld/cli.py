@@ -1,4 +1,4 @@
-"""``attentionflow toyworld`` subcommands (registered by :mod:`attentionflow.cli`)."""
+"""``attentionflow toyworld`` subcommands (registered by :mod:`attentionflow.commands.cli`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ logger = logging.getLogger(__name__)
 
 
 def _video(args: argparse.Namespace) -> int:
-    from attentionflow.io.outputs import check_output_dir
     from attentionflow.config import check_fps
+    from attentionflow.io.outputs import check_output_dir
     from attentionflow.io.video import write_frames, write_gif, write_mp4
     from attentionflow.resources import check_memory
     from attentionflow.toyworld.world import make_video

@@ -14,7 +14,7 @@ import torch
 from diffusers import DDIMScheduler
 from tqdm.auto import tqdm
 
-from attentionflow import metrics
+from attentionflow.evaluation import metrics
 from attentionflow.inversion import guided_noise
 from attentionflow.models.factory import Components
 from attentionflow.toyworld.judge import judge
@@ -121,7 +121,7 @@ def evaluate_generation(components: Components, n: int = 48, guidance_scale: flo
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB between two uint8 images (H, W, 3): :func:`attentionflow.metrics.psnr` on one frame."""
+    """PSNR in dB between two uint8 images (H, W, 3): :func:`attentionflow.evaluation.metrics.psnr` on one frame."""
     return metrics.psnr(a[None], b[None])
 
 

@@ -37,9 +37,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from attentionflow.bench import _cell, summarise
 from attentionflow.config import InversionSettings, MMIConfig, P2PConfig
 from attentionflow.errors import AttentionFlowError
+from attentionflow.evaluation.bench.common import MOTION_WORD, cell, summarise
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 MotionKind = Literal["look-alike", "distinct", "two movers", "background"]
 #: PSNR (dB) above which an object or the background counts as unchanged.
 KEEP_DB = 25.0
-MOTION_WORD = "moving"
 
 
 @dataclass(frozen=True)
@@ -184,7 +183,7 @@ def _judge_crop(frame: np.ndarray, box: np.ndarray) -> tuple[str | None, str | N
 
 
 def _psnr_frame(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    from attentionflow import metrics
+    from attentionflow.evaluation import metrics
 
     if not mask.any():
         return math.inf
@@ -195,7 +194,7 @@ def score_motion_edit(task: MotionTask, scene: ToyScene, edited: np.ndarray) -> 
     """Score one edited video ``(F, H, W, 3)`` uint8 of ``task`` (see the module docstring)."""
     import numpy as np
 
-    from attentionflow import metrics
+    from attentionflow.evaluation import metrics
     from attentionflow.toyworld.judge import judge
 
     frames = scene.frames
@@ -247,7 +246,7 @@ def run_motion_bench(pipeline: Any, settings: Any, *, progress: bool = True,
                      tasks: Sequence[MotionTask] | None = None) -> dict[str, Any]:
     """Run the suite with an :class:`~attentionflow.pipeline.AttentionFlowPipeline`; returns the report.
 
-    ``settings``: :class:`attentionflow.bench.BenchSettings` (steps, frames, size, guidance, inversion, seed; its
+    ``settings``: :class:`attentionflow.evaluation.bench.single.BenchSettings` (steps, frames, size, guidance, inversion, seed; its
     ``tasks``, when set, keeps the first N tasks). ``tasks``: run these instead. Report: ``tasks`` (per task and
     method: scores, seconds, region IoU), ``summary`` (per method: means over tasks), ``by_kind`` (per method and
     kind: mean success), ``runtime_s``.
@@ -316,20 +315,20 @@ def format_motion_markdown(report: dict[str, Any]) -> str:
     ]
     for name in names:
         row = report["summary"][name]
-        cells = [_cell(row.get(k), f) for k, _, _, f in MOTION_COLUMNS]
+        cells = [cell(row.get(k), f) for k, _, _, f in MOTION_COLUMNS]
         lines.append(f"| {labels.get(name, name)} | " + " | ".join(cells)
-                     + f" | {_cell(row.get('seconds_per_edit'), '{:.1f}')} |")
+                     + f" | {cell(row.get('seconds_per_edit'), '{:.1f}')} |")
     kinds = report["kinds"]
     lines += ["", "Success by task kind:", "", "| method | " + " | ".join(kinds) + " |",
               "|---|" + "---:|" * len(kinds)]
     for name in names:
         lines.append(f"| {labels.get(name, name)} | "
-                     + " | ".join(_cell(report["by_kind"][name][k], "{:.1%}") for k in kinds) + " |")
+                     + " | ".join(cell(report["by_kind"][name][k], "{:.1%}") for k in kinds) + " |")
     lines += ["", "Per task (success share of frames):", "", "| task | " + " | ".join(names) + " |",
               "|---|" + "---:|" * len(names)]
     for r in report["tasks"]:
         lines.append(f"| {r['task']} | "
-                     + " | ".join(_cell(r["methods"][n]["success"], "{:.0%}") for n in names) + " |")
+                     + " | ".join(cell(r["methods"][n]["success"], "{:.0%}") for n in names) + " |")
     iou = report["summary"].get("p2p+mmi+region", {}).get("region_iou")
     if iou is not None:
         lines += ["", f"Region masks of (d) against the true mover masks: mean IoU {iou:.2f}."]

@@ -14,59 +14,21 @@ import time
 from typing import Any, NoReturn, Sequence
 
 from attentionflow import __version__
-from attentionflow.config import CAMERA_MOTIONS, EDIT_REGIONS, INVERSION_METHODS, MAX_SEED, EditConfig as C, InputDataConfig as I
-from attentionflow.config import MMIConfig as M, P2PConfig as P, ValidationDataConfig as V, parse_chunk_frames
+from attentionflow.commands.common import (
+    add_motion_args,
+    add_sampling_args,
+    apply_motion_args,
+    parse_reweight,
+    parse_threads,
+)
+from attentionflow.commands.demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS
+from attentionflow.config import EDIT_REGIONS, INVERSION_METHODS, MAX_SEED, parse_chunk_frames
+from attentionflow.config import EditConfig as C
+from attentionflow.config import MMIConfig as M
+from attentionflow.config import P2PConfig as P
+from attentionflow.config import ValidationDataConfig as V
 from attentionflow.errors import AttentionFlowError, ConfigError, escape_controls, shown
 from attentionflow.mmi.methods import SIMILARITY_METHODS
-
-from attentionflow.demo import DEMO_SOURCE, DEMO_STEPS, DEMO_TARGETS
-
-
-def _size(text: str) -> tuple[int, int]:
-    """``512`` or ``WIDTHxHEIGHT`` -> (width, height)."""
-    try:
-        if "x" in text.lower():
-            w, h = text.lower().split("x")
-            return int(w), int(h)
-        return int(text), int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be N or WIDTHxHEIGHT (e.g. 512 or 768x432), got '{text}'")
-
-
-def _reweight(text: str) -> tuple[str, float]:
-    word, _, factor = text.rpartition("=")
-    try:
-        return word, float(factor)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"reweight must be WORD=FACTOR (e.g. snow=2.0), got '{text}'")
-
-
-def _direction(text: str) -> str | float:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("input video")
-    g.add_argument("--frames", type=int, help=f"number of frames to use (n_sample_frames; default {I.n_sample_frames})")
-    g.add_argument("--start", type=int, help="index of the first frame (sample_start_idx)")
-    g.add_argument("--stride", type=int, help="take every n-th frame (sample_frame_rate)")
-    g.add_argument("--size", type=_size, help=f"frame size after resize + center crop: N or WIDTHxHEIGHT "
-                                             f"(default {I.width}x{I.height})")
-
-
-def _add_motion_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("motion maps")
-    g.add_argument("--flow", help=f"optical flow method: dis or farneback (default {M.flow})")
-    g.add_argument("--direction", type=_direction, help="keep motion toward N/NE/E/SE/S/SW/W/NW or an angle in degrees")
-    g.add_argument("--direction-tolerance", type=float, help=f"half-width of the direction cone in degrees (default {M.direction_tolerance:g})")
-    g.add_argument("--direction-mode", choices=["cone", "project"], help="direction guidance variant")
-    g.add_argument("--camera-motion", choices=CAMERA_MOTIONS,
-                   help=f"homography: remove the camera's motion as a homography; compensate: a homography or the "
-                        f"epipolar geometry, chosen per frame pair; keep: raw flow (default {M.camera_motion})")
-    g.add_argument("--smoothing", type=float, help="temporal smoothing of the maps (sigma in frames, 0 = off)")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -122,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help=f"diffusers folder, cached hub id, or 'embedded' (default {C.pretrained_model_path})")
     e.add_argument("--out", help="output folder")
     e.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    _add_sampling_args(e)
+    add_sampling_args(e)
     g = e.add_argument_group("diffusion")
     g.add_argument("--steps", type=int, help=f"DDIM steps for inversion and sampling (default {V.num_inference_steps})")
     g.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (default {V.guidance_scale:g})")
@@ -151,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cross-replace", type=float, help=f"fraction of steps with cross-attention replacement (default {P.cross_replace_steps:g})")
     g.add_argument("--self-replace", type=float, help=f"fraction of steps with self-attention replacement (default {P.self_replace_steps:g})")
     g.add_argument("--blend-word", action="append", help="local blend word (once, or once per prompt: source first)")
-    g.add_argument("--reweight", type=_reweight, action="append", help="WORD=FACTOR attention reweighting")
+    g.add_argument("--reweight", type=parse_reweight, action="append", help="WORD=FACTOR attention reweighting")
     g.add_argument("--edit-region", choices=EDIT_REGIONS,
                    help=f"where the edit may change the video (default {P.edit_region}): moving = only the moving "
                         "object(s) of the motion maps (--direction picks movers going that way), static = all but them")
@@ -163,24 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--similarity", help=f"attention-motion similarity: {', '.join(SIMILARITY_METHODS)} (default {M.similarity})")
     g.add_argument("--mmi-branches", choices=["all", "source", "edits"], help=f"branches receiving MMI (default {M.branches})")
     g.add_argument("--no-mmi", action="store_true", help="plain editor without MMI (for A/B comparisons)")
-    _add_motion_args(e)
+    add_motion_args(e)
     e.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     e.set_defaults(func=cmd_edit)
-
-    m = sub.add_parser("motion", help="compute optical flow and motion maps of a video",
-                       description="Write flow images, motion maps, the moving-object masks that --edit-region moving "
-                                   "would use (moving_masks/, moving_masks.npy), overlay videos and .npy arrays.")
-    m.add_argument("video", help="video file or folder of frames")
-    m.add_argument("--out", required=True, help="output folder")
-    m.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    m.add_argument("--fps", type=float, default=8.0, help="frame rate of the overlay video")
-    m.add_argument("--boxes", metavar="FILE",
-                   help='subject boxes, JSON {"frame": [x0, y0, x1, y1]} as fractions of width and height: drawn on '
-                        'the overlay, and the map\'s mass inside them goes into the manifest')
-    _add_sampling_args(m)
-    _add_motion_args(m)
-    m.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    m.set_defaults(func=cmd_motion)
 
     d = sub.add_parser("demo", help="edit a toy video with the embedded model (offline, CPU, < 1 minute)",
                        description=f"Make a toy video ('{DEMO_SOURCE}') and edit it into "
@@ -192,20 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=cmd_demo)
 
-    try:
-        from attentionflow.toyworld.cli import register_cli
-    except ImportError:  # pragma: no cover - toyworld is part of the package
-        pass
-    else:
-        register_cli(sub)
-    from attentionflow.commands.app import register_cli as _reg_app; _reg_app(sub)
-    from attentionflow.commands.batch import register_cli as _reg_batch; _reg_batch(sub)
-    from attentionflow.commands.evaluate import register_cli as _reg_eval; _reg_eval(sub)
+    from attentionflow.commands import app, batch, bench, evaluate, motion
+    from attentionflow.toyworld import cli as toyworld
+
+    for module in (motion, toyworld, app, batch, evaluate):
+        module.register_cli(sub)
     for name in ("edit", "demo", "app", "batch"):
         sub.choices[name].add_argument(
-            "--threads", type=_threads, help="torch CPU threads (default: torch's choice, one per core: the fastest "
-            "on an idle machine; on a busy one, 1 can be several times faster)")
-    from attentionflow.commands.bench import register_cli as _reg_bench; _reg_bench(sub)
+            "--threads", type=parse_threads, help="torch CPU threads (default: torch's choice, one per core: the "
+            "fastest on an idle machine; on a busy one, 1 can be several times faster)")
+    bench.register_cli(sub)
     return parser
 
 
@@ -270,18 +213,10 @@ def config_from_args(args: argparse.Namespace):
     for flag, attr in (("mmi_strength", "strength"), ("similarity", "similarity"), ("mmi_branches", "branches")):
         if getattr(args, flag) is not None:
             setattr(mmi, attr, getattr(args, flag))
-    _apply_motion_args(args, mmi)
+    apply_motion_args(args, mmi)
     if args.no_mmi:
         mmi.enabled = False
     return cfg
-
-
-def _apply_motion_args(args: argparse.Namespace, target) -> None:
-    for flag, attr in (("flow", "flow"), ("direction", "direction"), ("direction_tolerance", "direction_tolerance"),
-                       ("direction_mode", "direction_mode"), ("camera_motion", "camera_motion"),
-                       ("smoothing", "temporal_smoothing")):
-        if getattr(args, flag) is not None:
-            setattr(target, attr, getattr(args, flag))
 
 
 def _quiet_libraries() -> None:
@@ -293,7 +228,7 @@ def _quiet_libraries() -> None:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from attentionflow.batch import distributed_state
+    from attentionflow.commands.batch import distributed_state
     from attentionflow.jobs import run_edit_job
 
     cfg = config_from_args(args)
@@ -311,59 +246,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_motion(args: argparse.Namespace) -> int:
-
-    from attentionflow.config import MIN_FRAME_SIZE
-    import numpy as np
-
-    from attentionflow.flow.export import box_mass, export_motion, load_boxes
-    from attentionflow.flow.motion import MotionOptions, motion_maps
-    from attentionflow.io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
-    from attentionflow.config import check_fps
-    from attentionflow.io.video import read_frames
-    from attentionflow.resources import check_memory, edit_memory_bytes
-
-    opts = MotionOptions()
-    _apply_motion_args(args, opts)
-    opts.validate()
-    check_fps(args.fps)
-    # the same default sampling as `edit` (the config's input_data defaults)
-    width, height = args.size if args.size else (I.width, I.height)
-    n_frames = args.frames if args.frames is not None else I.n_sample_frames
-    if min(width, height) < MIN_FRAME_SIZE:
-        raise ConfigError(f"--size must be at least {MIN_FRAME_SIZE} (the smallest size optical flow accepts), "
-                          f"got {width}x{height}")
-    check_memory(edit_memory_bytes(n_frames, width, height, 0, vae_on_host=False),
-                 f"motion maps of {n_frames} frames of {width}x{height}")
-    inputs = [args.video, *([args.boxes] if args.boxes else [])]
-    check_output_dir(args.out, args.overwrite, protect=inputs)
-    probe_output_location(args.out)
-    frames = read_frames(args.video, n_frames=n_frames, start=args.start or 0, stride=args.stride or 1,
-                         width=width, height=height, names=("--frames", "--stride", "--start"))
-    boxes = load_boxes(args.boxes, len(frames), args.video) if args.boxes else None
-    with atomic_output_dir(args.out, overwrite=args.overwrite, protect=inputs) as tmp:
-        result = motion_maps(frames, opts)
-        export_motion(frames, result, tmp, fps=args.fps, boxes=boxes)
-        manifest: dict[str, Any] = {"command": "motion", "frames": int(len(frames)),
-                                    "camera_motion": opts.camera_motion,
-                                    "camera_models": list(result.camera_model_kinds),
-                                    "moving_area": [round(float(m.mean()), 4) for m in result.masks]}
-        if boxes:
-            mass = box_mass(result.maps, boxes)
-            manifest["box_mass"] = {"per_frame": {str(k): round(v, 4) for k, v in mass.items()},
-                                    "mean": round(float(np.mean(list(mass.values()))), 4)}
-        seal_output(tmp, manifest)
-    if not args.quiet:
-        kinds = result.camera_model_kinds
-        models = ", ".join(f"{kinds.count(k)} {k}" for k in dict.fromkeys(kinds))
-        note = f"; mass inside the boxes {manifest['box_mass']['mean']:.3f}" if boxes else ""
-        print(f"wrote motion maps of {len(frames)} frames to {args.out} (camera models: {models}{note})",
-              file=sys.stderr)
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from attentionflow.demo import DEMO_SOURCE, DEMO_TARGETS, run_demo
+    from attentionflow.commands.demo import DEMO_SOURCE, DEMO_TARGETS, run_demo
 
     start = time.perf_counter()
     if not args.quiet:
@@ -404,16 +288,6 @@ def name_flags(message: str, args: argparse.Namespace) -> str:
             continue
         message = re.sub(rf"(?<![\w.-]){re.escape(key)}(?![\w])", f"{flag} ({key})", message, count=1)
     return message
-
-
-def _threads(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--threads must be a whole number >= 1, got {text!r}")
-    return value
 
 
 def set_threads(threads: int | None) -> None:

@@ -8,7 +8,7 @@ Usage::
 
 SOURCE / EDITED are anything :func:`attentionflow.io.video.read_frames` reads (mp4/avi/mov/webm/mkv,
 gif, a folder of PNG/JPG frames). The edited video must have the source's frame count; a different
-size is resized to the source's. Metrics are those of :mod:`attentionflow.metrics`:
+size is resized to the source's. Metrics are those of :mod:`attentionflow.evaluation.metrics`:
 
 - ``warp_error``: temporal consistency (source flow, occlusions masked), 0-255 grey levels, lower better;
 - ``motion_epe``: flow end-point error between source and edited video (pixels), lower better;
@@ -168,7 +168,7 @@ def load_masks(path: str | Path, num_frames: int, height: int, width: int) -> np
     """
     import numpy as np
 
-    from attentionflow import metrics
+    from attentionflow.evaluation import metrics
     from attentionflow.io.video import read_frames
 
     p = Path(path)
@@ -203,7 +203,7 @@ def load_edited(path: str | Path, num_frames: int, height: int, width: int) -> n
     Raises:
         InputError: unreadable, or a frame count other than ``num_frames``.
     """
-    from attentionflow import metrics
+    from attentionflow.evaluation import metrics
     from attentionflow.io.video import read_frames
 
     frames = read_frames(path)
@@ -228,7 +228,7 @@ class ClipScorer:
 
     def __init__(self, model: Any, tokenizer: Any, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, batch_size: int = 16) -> None:
-        from attentionflow import metrics
+        from attentionflow.evaluation import metrics
 
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -275,7 +275,7 @@ class ClipScorer:
         """``(F, H, W, 3)`` uint8 -> ``(F, D)`` projected image embeddings."""
         import torch
 
-        from attentionflow import metrics
+        from attentionflow.evaluation import metrics
 
         x = metrics.clip_preprocess(frames, self.image_size, self.mean, self.std, device=self.device)
         dtype = next(self.model.parameters()).dtype
@@ -299,7 +299,7 @@ class ClipScorer:
     def scores(self, frames: np.ndarray, prompt: str | None, source_prompt: str | None,
                accuracy: bool = True) -> dict[str, float | None]:
         """``clip_score``, ``clip_frame_consistency``, ``clip_frame_accuracy`` (absent ones ``None``)."""
-        from attentionflow import metrics
+        from attentionflow.evaluation import metrics
 
         emb = self.image_embeddings(frames)  # (F, D)
         cons = metrics.frame_consistency(emb)
@@ -332,7 +332,7 @@ def score_video(source: np.ndarray, edited: np.ndarray, source_fwd: np.ndarray, 
         estimator: flow estimator for the edited video's own flow.
         mask: optional ``(F, H, W)`` bool edit mask (True = edited).
     """
-    from attentionflow import metrics
+    from attentionflow.evaluation import metrics
 
     if source.shape != edited.shape:
         raise InputError(f"source {source.shape} and edited {edited.shape} must have the same shape")
@@ -366,7 +366,7 @@ def run_evaluation(inputs: EvaluationInputs, *, clip: str | None = None, flow: s
         probe_video(item.path)
     from tqdm.auto import tqdm
 
-    from attentionflow import metrics
+    from attentionflow.evaluation import metrics
     from attentionflow.flow import available_flow_estimators, get_flow_estimator
 
     if flow.lower() not in available_flow_estimators():

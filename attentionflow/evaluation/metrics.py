@@ -324,7 +324,7 @@ def flicker(source: np.ndarray, edited: np.ndarray) -> float:
 
 
 # -------------------------------------------------------------------------------------------------
-# CLIP metrics (on embeddings; the model call lives in attentionflow.evaluate)
+# CLIP metrics (on embeddings; the model call lives in attentionflow.evaluation.evaluate)
 
 
 def clip_preprocess(frames: np.ndarray, image_size: int, mean: Sequence[float] = CLIP_MEAN,

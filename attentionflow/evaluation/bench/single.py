@@ -30,8 +30,19 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from attentionflow.config import AttentionSettings, EditConfig, InversionSettings, MMIConfig, P2PConfig, ValidationDataConfig
-from attentionflow.errors import ConfigError
+from attentionflow.config import (
+    InversionSettings,
+    MMIConfig,
+    P2PConfig,
+)
+from attentionflow.evaluation.bench.common import (
+    MOTION_WORD,
+    REPORT_HEADER,
+    BenchSettings,
+    cell,
+    mean_score,
+    summarise,
+)
 
 if TYPE_CHECKING:  # heavy imports are deferred so that building the CLI parser stays fast
     import numpy as np
@@ -42,12 +53,6 @@ if TYPE_CHECKING:  # heavy imports are deferred so that building the CLI parser 
 logger = logging.getLogger(__name__)
 
 Kind = Literal["colour", "shape", "background"]
-#: ``--suite`` values: the one-object suite, the "motion decides" suite (:mod:`attentionflow.bench_motion`), both.
-SUITES: tuple[str, ...] = ("all", "single", "motion")
-MOTION_WORD = "moving"
-#: The mark of ``bench quality``'s reports: quality.json's ``report`` key, quality.md's first characters.
-REPORT_KIND = "attentionflow bench quality"
-REPORT_HEADER = "# Toy-world editing quality"
 
 
 @dataclass(frozen=True)
@@ -130,55 +135,6 @@ COLUMNS: tuple[tuple[str, str, bool, str], ...] = (
 )
 
 
-@dataclass
-class BenchSettings:
-    """Settings of one benchmark run (all of them go into the report)."""
-
-    tasks: int | None = None
-    """Run the first N tasks of each suite (None: all)."""
-    steps: int = 25
-    frames: int = 8
-    size: int = 64
-    guidance_scale: float = 7.5
-    inversion: str = ValidationDataConfig.inversion
-    """The inversion method (the config default unless --inversion)."""
-    seed: int = 33
-    flow: str = "dis"
-    suite: str = "all"
-    """Which suites run: single (one object per scene), motion (the "motion decides" suite) or all."""
-    chunk_frames: int | str = EditConfig.chunk_frames
-    """Frames per model call (auto: every frame when they fit; a number smaller than the frames measures the chunk
-    scheme of dense ST attention, docs/long_videos.md)."""
-
-    @property
-    def attention(self) -> AttentionSettings:
-        """The attention settings of the suite's edits: the config defaults with :attr:`chunk_frames`."""
-        return AttentionSettings.default(chunk_frames=self.chunk_frames)
-
-    def validate(self, suite: str | None = None) -> None:
-        """Raise :class:`ConfigError` for impossible settings of ``suite`` (default: :attr:`suite`, what the CLI
-        runs; a suite's runner passes its own name)."""
-        suite = self.suite if suite is None else suite
-        from attentionflow.bench_motion import MOTION_TASKS
-
-        most = max(len(TASKS), len(MOTION_TASKS))
-        if self.tasks is not None and not 1 <= self.tasks <= most:
-            raise ConfigError(f"--tasks {self.tasks} is invalid; use 1..{most} (the first N tasks of each suite)")
-        if suite not in SUITES:
-            raise ConfigError(f"--suite {suite!r} is invalid; choose from: {', '.join(SUITES)}")
-        if suite != "single" and self.size < 32:
-            raise ConfigError(f"--size {self.size} is too small for the motion suite's multi-object scenes; use "
-                              "--size 32 or more, or --suite single")
-        if self.steps < 1:
-            raise ConfigError(f"--steps {self.steps} is invalid; use an integer >= 1")
-        if self.frames < 2:
-            raise ConfigError(f"--frames {self.frames} is invalid; the motion metrics need >= 2 frames")
-        if self.size < 16:
-            raise ConfigError(f"--size {self.size} is invalid; use an integer >= 16")
-        if self.chunk_frames != "auto" and (not isinstance(self.chunk_frames, int) or self.chunk_frames < 1):
-            raise ConfigError(f"--chunk-frames {self.chunk_frames!r} is invalid; use auto or an integer >= 1")
-
-
 def task_video(task: BenchTask, frames: int, size: int) -> ToyVideo:
     """The task's source video (fixed by its seed and path)."""
     from attentionflow.toyworld.world import make_video
@@ -229,7 +185,7 @@ def score_edit(task: BenchTask, video: ToyVideo, edited: np.ndarray, source_fwd:
     """
     import numpy as np
 
-    from attentionflow import metrics
+    from attentionflow.evaluation import metrics
     from attentionflow.toyworld.world import parse_caption
 
     colour, shape, background = parse_caption(task.target)
@@ -261,29 +217,6 @@ def score_edit(task: BenchTask, video: ToyVideo, edited: np.ndarray, source_fwd:
     return out
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
-    import numpy as np
-
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return None
-    return float(np.mean(vals))
-
-
-def summarise(records: Sequence[dict[str, Any]], names: Sequence[str], keys: Sequence[str],
-              kinds: Sequence[str]) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, float | None]]]:
-    """Per method: the mean over tasks of each score in ``keys`` and ``seconds_per_edit``; per method and task kind:
-    the mean ``success``. ``records``: per task, ``{"kind", "methods": {name: scores}}`` (both suites' layout)."""
-
-    def mean_of(name: str, key: str, rows: Sequence[dict[str, Any]]) -> float | None:
-        return _mean([r["methods"][name].get(key) for r in rows])
-
-    summary = {n: {**{k: mean_of(n, k, records) for k in keys}, "seconds_per_edit": mean_of(n, "seconds", records)}
-               for n in names}
-    by_kind = {n: {k: mean_of(n, "success", [r for r in records if r["kind"] == k]) for k in kinds} for n in names}
-    return summary, by_kind
-
-
 def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool = True,
                       model_note: str | None = None,
                       on_task: Callable[[list[dict[str, Any]]], None] | None = None,
@@ -300,7 +233,7 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
     """
     from tqdm.auto import tqdm
 
-    from attentionflow import metrics
+    from attentionflow.evaluation import metrics
     from attentionflow.flow import get_flow_estimator
 
     settings.validate(suite="single")
@@ -353,28 +286,20 @@ def run_quality_bench(pipeline: Any, settings: BenchSettings, *, progress: bool 
                                  ("colour", "shape", "background"))
     for m in methods:
         if m.mmi().enabled:
-            summary[m.name]["attn_loc_before_injection"] = _mean(
+            summary[m.name]["attn_loc_before_injection"] = mean_score(
                 [r["methods"][m.name].get("attn_loc_before_injection") for r in records])
-    inversion_seconds = _mean([r["inversion_seconds"] for r in records])
+    inversion_seconds = mean_score([r["inversion_seconds"] for r in records])
     return {
         "settings": asdict(settings),
         "model": model_note,
         "tasks": records,
         "summary": summary,
         "by_kind": by_kind,
-        "reference": {"source_warp_error": _mean(src_warp), "reconstruction_psnr": _mean(recon_psnr)},
+        "reference": {"source_warp_error": mean_score(src_warp), "reconstruction_psnr": mean_score(recon_psnr)},
         "inversion_seconds_per_task": inversion_seconds,
         "runtime_s": time.perf_counter() - started,
         "created": time.strftime("%Y-%m-%d %H:%M"),
     }
-
-
-def _cell(value: float | None, fmt: str) -> str:
-    if value is None:
-        return "-"
-    if math.isinf(value):
-        return "inf"
-    return fmt.format(value)
 
 
 def _delta_sentence(summary: dict[str, dict[str, float | None]], base: str, new: str) -> list[str]:
@@ -387,7 +312,7 @@ def _delta_sentence(summary: dict[str, dict[str, float | None]], base: str, new:
             verdict = "about the same, within 2%"
         else:
             verdict = "better" if (b > a) == higher else "worse"
-        lines.append(f"{title}: {_cell(a, fmt)} -> {_cell(b, fmt)} ({verdict})")
+        lines.append(f"{title}: {cell(a, fmt)} -> {cell(b, fmt)} ({verdict})")
     return lines
 
 
@@ -412,14 +337,14 @@ def format_markdown(report: dict[str, Any], command: str) -> str:
     ]
     for m in METHODS:
         row = report["summary"][m.name]
-        cells = [_cell(row.get(k), fmt) for k, _, _, fmt in COLUMNS]
-        lines.append(f"| {m.label} | " + " | ".join(cells) + f" | {_cell(row.get('seconds_per_edit'), '{:.1f}')} |")
+        cells = [cell(row.get(k), fmt) for k, _, _, fmt in COLUMNS]
+        lines.append(f"| {m.label} | " + " | ".join(cells) + f" | {cell(row.get('seconds_per_edit'), '{:.1f}')} |")
     lines += [
         "",
-        f"Reference: the source videos' own warp error {_cell(ref['source_warp_error'], '{:.2f}')}; "
-        f"reconstruction PSNR (source branch of (b)) {_cell(ref['reconstruction_psnr'], '{:.2f}')} dB. "
+        f"Reference: the source videos' own warp error {cell(ref['source_warp_error'], '{:.2f}')}; "
+        f"reconstruction PSNR (source branch of (b)) {cell(ref['reconstruction_psnr'], '{:.2f}')} dB. "
         f"The three methods of a task start from one shared inversion "
-        f"({_cell(report.get('inversion_seconds_per_task'), '{:.1f}')} s per task, not in *s / edit*).",
+        f"({cell(report.get('inversion_seconds_per_task'), '{:.1f}')} s per task, not in *s / edit*).",
         "",
         "Edit success by kind (share of frames with the target attribute):",
         "",
@@ -428,7 +353,7 @@ def format_markdown(report: dict[str, Any], command: str) -> str:
     ]
     for m in METHODS:
         k = report["by_kind"][m.name]
-        lines.append(f"| {m.label} | " + " | ".join(_cell(k[c], "{:.1%}") for c in ("colour", "shape", "background"))
+        lines.append(f"| {m.label} | " + " | ".join(cell(k[c], "{:.1%}") for c in ("colour", "shape", "background"))
                      + " |")
     before = report["summary"]["p2p+mmi"].get("attn_loc_before_injection")
     lines += [
@@ -448,8 +373,8 @@ def format_markdown(report: dict[str, Any], command: str) -> str:
         "",
         f"The attention localisation of (c) is measured after injection: the swap sets the motion word's map "
         f"to lambda x motion map, so a high value there is largely by construction. Before injection (the "
-        f"model's own map under (c)) it is {_cell(before, '{:.1%}')}, against "
-        f"{_cell(report['summary']['p2p'].get('attn_loc'), '{:.1%}')} for (b). Whether MMI helps the edit "
+        f"model's own map under (c)) it is {cell(before, '{:.1%}')}, against "
+        f"{cell(report['summary']['p2p'].get('attn_loc'), '{:.1%}')} for (b). Whether MMI helps the edit "
         f"itself is read from the success, background, warp and centroid columns above.",
     ]
     return "\n".join(lines) + "\n"

@@ -32,7 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from attentionflow.config import EDIT_REGIONS, INVERSION_METHODS, EditConfig, InputDataConfig, MMIConfig, P2PConfig, ValidationDataConfig, parse_chunk_frames
+from attentionflow.config import (
+    EDIT_REGIONS,
+    INVERSION_METHODS,
+    EditConfig,
+    InputDataConfig,
+    MMIConfig,
+    P2PConfig,
+    ValidationDataConfig,
+    parse_chunk_frames,
+)
 from attentionflow.errors import AttentionFlowError, ConfigError, InputError, first_line
 
 logger = logging.getLogger(__name__)
@@ -224,7 +233,7 @@ class EditSession:
     """
 
     def __init__(self, settings: AppSettings) -> None:
-        from attentionflow.demo import demo_config
+        from attentionflow.commands.demo import demo_config
 
         self.settings = settings
         self.lock = threading.Lock()
@@ -269,7 +278,7 @@ class EditSession:
 
     def toy_example(self) -> tuple[Path, EditForm, str]:
         """Render the built-in toy clip on the server; returns (its path, form values for it, message)."""
-        from attentionflow.demo import DEMO_FRAMES, DEMO_SIZE, DEMO_SOURCE, DEMO_TARGETS, demo_clip
+        from attentionflow.commands.demo import DEMO_FRAMES, DEMO_SIZE, DEMO_SOURCE, DEMO_TARGETS, demo_clip
         from attentionflow.io.video import write_mp4
 
         path = self.workdir / "toy" / "toy_example.mp4"
