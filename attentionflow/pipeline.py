@@ -313,7 +313,9 @@ class AttentionFlowPipeline:
 
     def _noise_fn(self):
         def fn(latents: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-            emb = embeddings.expand(latents.shape[0], *embeddings.shape[1:]) if embeddings.shape[0] == 1 else embeddings
+            emb = (
+                embeddings.expand(latents.shape[0], *embeddings.shape[1:]) if embeddings.shape[0] == 1 else embeddings
+            )
             return self.unet(latents, t, encoder_hidden_states=emb).sample
 
         return fn

@@ -3,7 +3,8 @@
     python benchmarks/bench_demo_shape.py [--model embedded] [--threads 2] [--out DIR]
     python benchmarks/bench_demo_shape.py --from outputs/demo       # judge an existing demo output folder
 
-Runs the demo's edit (``configs/demo.yaml``'s settings, ``attentionflow.commands.demo.demo_config``) with ``--model`` (default
+Runs the demo's edit (``configs/demo.yaml``'s settings, ``attentionflow.commands.demo.demo_config``) with ``--model``
+(default
 the embedded toy model), then judges every frame of the input, the reconstruction and each edit with the toy
 world's pixel judge (``attentionflow.toyworld.judge``: the largest object away from the background colour). Per
 video it prints:

@@ -39,18 +39,41 @@ from attentionflow.toyworld.world import make_video  # noqa: E402
 
 #: (name, source prompt, target prompt, frames or a clip path)
 TOY = [
-    ("toy: green square on grass", "a green square is moving on the grass", "a purple square is moving on the grass", 1),
+    (
+        "toy: green square on grass",
+        "a green square is moving on the grass",
+        "a purple square is moving on the grass",
+        1,
+    ),
     ("toy: blue triangle on sand", "a blue triangle is moving on the sand", "a blue circle is moving on the sand", 2),
-    ("toy: yellow circle on water", "a yellow circle is moving on the water", "a yellow circle is moving on the snow", 3),
+    (
+        "toy: yellow circle on water",
+        "a yellow circle is moving on the water",
+        "a yellow circle is moving on the snow",
+        3,
+    ),
     ("toy: white square on snow", "a white square is moving on the snow", "a red square is moving on the snow", 4),
 ]
 REAL = [
-    ("real: car-turn", "configs/videos/car-turn.mp4", "a jeep car is moving on the road", "a red car is moving on the road"),
-    ("real: black-swan", "configs/videos/black-swan.mp4", "a blackswan is swimming on the water",
-     "a white swan is swimming on the water"),
+    (
+        "real: car-turn",
+        "configs/videos/car-turn.mp4",
+        "a jeep car is moving on the road",
+        "a red car is moving on the road",
+    ),
+    (
+        "real: black-swan",
+        "configs/videos/black-swan.mp4",
+        "a blackswan is swimming on the water",
+        "a white swan is swimming on the water",
+    ),
     ("real: man-running", "configs/videos/man-running.mp4", "a man is running", "a robot is running"),
-    ("real: horse-running", "configs/videos/horse-running.mp4", "a horse is running on the beach",
-     "a zebra is running on the beach"),
+    (
+        "real: horse-running",
+        "configs/videos/horse-running.mp4",
+        "a horse is running on the beach",
+        "a zebra is running on the beach",
+    ),
 ]
 
 

@@ -90,8 +90,12 @@ def main() -> None:
     ap.add_argument("--model", choices=["embedded", "sd14"], default="embedded")
     ap.add_argument("--frames", type=int, nargs="+", default=None,
                     help="frame counts (default 16 64 128 256 embedded, 8 32 64 sd14)")
-    ap.add_argument("--chunks", nargs="+", default=["8", "all"],
-                    help="chunk sizes to compare: numbers, 'auto', or 'all' (every frame in one call: the unchunked path)")
+    ap.add_argument(
+        "--chunks",
+        nargs="+",
+        default=["8", "all"],
+        help="chunk sizes to compare: numbers, 'auto', or 'all' (every frame in one call: the unchunked path)",
+    )
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
@@ -121,7 +125,9 @@ def main() -> None:
     size = 64 if args.model == "embedded" else 256
     stages = ["motion_maps", "encode", "inversion", "editing", "decode", "write_outputs"]
     cuda = any("cuda_peak_mb" in r for r in rows)
-    mode = {"sc": "sparse-causal attention", "sc+st": "sparse-causal + dense ST attention (the defaults)"}[args.attention]
+    mode = {"sc": "sparse-causal attention", "sc+st": "sparse-causal + dense ST attention (the defaults)"}[
+        args.attention
+    ]
     print(f"{time.strftime('%Y-%m-%d')}, model {args.model}, {size}x{size}, {args.steps} steps, direct inversion, "
           f"P2P + MMI, {mode}, {args.threads} threads, {args.device}; "
           f"video: configs/videos/car-turn.mp4 (16 frames) looped back and forth to the frame count")
@@ -130,16 +136,22 @@ def main() -> None:
     print("|---" * (len(stages) + 7 + int(cuda)) + "|")
     for r in rows:
         label = "all (unchunked)" if r["label"] == "all" else r["label"]
-        print(f"| {label} | {r['frames']} | " + " | ".join(f"{r.get(s, 0):.2f}" for s in stages)
-              + f" | {r['total_s']:.1f} | {r['total_s'] / r['frames']:.3f} | {r['write_outputs'] / r['total_s']:.1%}"
-              f" | {r['peak_mb']:.0f} | {r['model_mb']:.0f} |" + (f" {r.get('cuda_peak_mb', 0):.0f} |" if cuda else ""))
+        print(
+            f"| {label} | {r['frames']} | "
+            + " | ".join(f"{r.get(s, 0):.2f}" for s in stages)
+            + f" | {r['total_s']:.1f} | {r['total_s'] / r['frames']:.3f} | {r['write_outputs'] / r['total_s']:.1%}"
+            f" | {r['peak_mb']:.0f} | {r['model_mb']:.0f} |" + (f" {r.get('cuda_peak_mb', 0):.0f} |" if cuda else "")
+        )
     for chunk in args.chunks:
         mine = {r["frames"]: r for r in rows if r["label"] == chunk}
         lo, hi = min(mine), max(mine)
-        print(f"chunk {chunk}: peak memory {hi}/{lo} frames = {mine[hi]['peak_mb'] / mine[lo]['peak_mb']:.2f}x "
-              f"(activations only: {(mine[hi]['peak_mb'] - mine[hi]['model_mb']) / max(mine[lo]['peak_mb'] - mine[lo]['model_mb'], 1):.2f}x); "
-              f"time {hi}/{lo} = {mine[hi]['total_s'] / mine[lo]['total_s']:.2f} (linear: {hi / lo:.1f}); "
-              f"editing stage {mine[hi]['editing'] / mine[lo]['editing']:.2f}")
+        activations = (mine[hi]["peak_mb"] - mine[hi]["model_mb"]) / max(mine[lo]["peak_mb"] - mine[lo]["model_mb"], 1)
+        print(
+            f"chunk {chunk}: peak memory {hi}/{lo} frames = {mine[hi]['peak_mb'] / mine[lo]['peak_mb']:.2f}x "
+            f"(activations only: {activations:.2f}x); "
+            f"time {hi}/{lo} = {mine[hi]['total_s'] / mine[lo]['total_s']:.2f} (linear: {hi / lo:.1f}); "
+            f"editing stage {mine[hi]['editing'] / mine[lo]['editing']:.2f}"
+        )
         if 16 in mine and 128 in mine and lo != 16:
             print(f"  peak 128/16 = {mine[128]['peak_mb'] / mine[16]['peak_mb']:.2f}x, time 128/16 = "
                   f"{mine[128]['total_s'] / mine[16]['total_s']:.2f}")

@@ -39,8 +39,14 @@ SETTINGS: list[tuple[str, dict]] = [
     ("vid2vid-zero default: 1 step, lr 0.01, last half", dict(inversion="null-text")),
     ("1 step, lr 0.01, all steps", dict(null_uncond_ratio=1.0, inversion="null-text")),
     ("10 steps, lr 0.01, all steps", dict(null_inner_steps=10, null_uncond_ratio=1.0, inversion="null-text")),
-    ("3 steps, lr 0.1, all steps", dict(null_inner_steps=3, null_base_lr=0.1, null_uncond_ratio=1.0, inversion="null-text")),
-    ("5 steps, lr 0.1, all steps", dict(null_inner_steps=5, null_base_lr=0.1, null_uncond_ratio=1.0, inversion="null-text")),
+    (
+        "3 steps, lr 0.1, all steps",
+        dict(null_inner_steps=3, null_base_lr=0.1, null_uncond_ratio=1.0, inversion="null-text"),
+    ),
+    (
+        "5 steps, lr 0.1, all steps",
+        dict(null_inner_steps=5, null_base_lr=0.1, null_uncond_ratio=1.0, inversion="null-text"),
+    ),
     ("5 steps, lr 0.03, last half", dict(null_inner_steps=5, null_base_lr=0.03, inversion="null-text")),
 ]
 

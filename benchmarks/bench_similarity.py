@@ -270,10 +270,14 @@ def main(argv: list[str] | None = None) -> None:
     # this project's side is the processor's own code (token-major from TOKEN_MAJOR_MIN_QUERIES queries on)
     attn = Attention(query_dim=args.heads * args.head_dim, heads=args.heads, dim_head=args.head_dim)
     scale = attn.scale
-    made = {"query-major": query_major_scores(qq, kk, scale), "token-major": FrameAttnProcessor._probs(attn, qq, kk, None)}
+    made = {
+        "query-major": query_major_scores(qq, kk, scale),
+        "token-major": FrameAttnProcessor._probs(attn, qq, kk, None),
+    }
     diff_layout = (made["query-major"] - made["token-major"]).abs().max().item()
     if not is_token_major(made["token-major"]):
-        raise AssertionError(f"the processor made query-major probabilities for Q={q}; the layout rows need token-major")
+        raise AssertionError(f"the processor made query-major probabilities for Q={q}; the layout rows need "
+                             "token-major")
     width = args.heads * args.head_dim
 
     def values_query_major() -> torch.Tensor:
@@ -301,7 +305,10 @@ def main(argv: list[str] | None = None) -> None:
     med = {name: statistics.median(ts[1:]) for name, ts in layout_times.items()}
     for name, ts in layout_times.items():
         print(f"| {name} | {med[name] * 1e3:.2f} | {min(ts[1:]) * 1e3:.2f} |")
-    qm_make, tm_make = (med[layout_rows[0][0]] + med[layout_rows[2][0]], med[layout_rows[1][0]] + med[layout_rows[3][0]])
+    qm_make, tm_make = (
+        med[layout_rows[0][0]] + med[layout_rows[2][0]],
+        med[layout_rows[1][0]] + med[layout_rows[3][0]],
+    )
     print(f"the layer call's explicit attention with the similarity (medians summed): reference layout and loop "
           f"{(qm_make + base) * 1e3:.1f} ms; this project {(tm_make + times[rows[2][0]][0]) * 1e3:.1f} ms "
           f"(ratio {(qm_make + base) / (tm_make + times[rows[2][0]][0]):.2f}x)")

@@ -68,7 +68,8 @@ def main() -> int:
             unet(x, 500, encoder_hidden_states=ctx)
             times.append(time.perf_counter() - t0)
     unet_s = statistics.median(times)
-    print(f"UNet forward, batch 48 of {side}x{side} latents, {args.threads} threads: {unet_s * 1000:.0f} ms (median of 5)")
+    print(f"UNet forward, batch 48 of {side}x{side} latents, {args.threads} threads: {unet_s * 1000:.0f} ms "
+          "(median of 5)")
 
     if args.grid is not None:
         from PIL import Image

@@ -169,7 +169,11 @@ def test_build_config_applies_the_form_and_the_server_limits(session, tmp_path):
     cfg = session.build_config(form, "video.mp4", tmp_path / "o")
     assert cfg.validation_data.prompts == ["a blue circle is moving on the road", "a red circle is moving on the snow"]
     assert cfg.mmi.motion_words == ["moving", "circle"] and cfg.mmi.direction == 135.0
-    assert (cfg.input_data.n_sample_frames, cfg.input_data.sample_start_idx, cfg.input_data.sample_frame_rate) == (4, 1, 2)
+    assert (cfg.input_data.n_sample_frames, cfg.input_data.sample_start_idx, cfg.input_data.sample_frame_rate) == (
+        4,
+        1,
+        2,
+    )
     assert (cfg.input_data.width, cfg.input_data.height) == (64, 48) == (cfg.validation_data.width,
                                                                         cfg.validation_data.height)
     assert cfg.validation_data.num_inference_steps == cfg.validation_data.num_inv_steps == 3
@@ -392,7 +396,9 @@ def test_browser_toy_edit_bad_upload_and_recovery(tmp_path):
                 expect(page.locator("#af-grid video")).to_be_visible(timeout=180_000)
                 expect(page.locator("#af-summary")).to_contain_text("motion word(s): moving", timeout=30_000)
                 expect(page.locator("#af-grid video")).to_have_attribute("src", re.compile(r"grid\.mp4"))
-                expect(page.locator("#af-download a")).to_have_attribute("href", re.compile(r"attentionflow_result\.zip$"))
+                expect(page.locator("#af-download a")).to_have_attribute(
+                    "href", re.compile(r"attentionflow_result\.zip$")
+                )
                 expect(page.locator("#af-edits img")).to_have_count(2)  # one per target prompt
                 page.screenshot(path=str(tmp_path / "after_edit.png"), full_page=True)
 

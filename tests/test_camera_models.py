@@ -156,14 +156,20 @@ def test_motion_command_draws_the_boxes_and_records_models_and_mass(tmp_path):
     assert overlay[1, 32, 40:90].mean() < overlay[0, 32, 40:90].mean()  # frame 1 has no box
 
 
-@pytest.mark.parametrize(("content", "needle"), [
-    ('{"0": [0.5, 0.2, 0.4, 0.9]}', "x0 < x1"),
-    ('{"9": [0.1, 0.2, 0.4, 0.9]}', "outside the 4 frames"),
-    ('{"0": [0.1, 0.2, 1.4, 0.9]}', "in [0, 1]"),
-    ("[1, 2]", "mapping of frame index"),
-    ("{not json", "not readable JSON"),
-    ('{"clips": {"videos/other.mp4": {"0": [0.1, 0.2, 0.4, 0.9]}}}', "no boxes for man-running.mp4; it has: other.mp4"),
-])
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ('{"0": [0.5, 0.2, 0.4, 0.9]}', "x0 < x1"),
+        ('{"9": [0.1, 0.2, 0.4, 0.9]}', "outside the 4 frames"),
+        ('{"0": [0.1, 0.2, 1.4, 0.9]}', "in [0, 1]"),
+        ("[1, 2]", "mapping of frame index"),
+        ("{not json", "not readable JSON"),
+        (
+            '{"clips": {"videos/other.mp4": {"0": [0.1, 0.2, 0.4, 0.9]}}}',
+            "no boxes for man-running.mp4; it has: other.mp4",
+        ),
+    ],
+)
 def test_bad_boxes_are_one_line_errors(tmp_path, capsys, content, needle):
     from attentionflow.commands.cli import main
 

@@ -151,7 +151,9 @@ def test_motion_command_samples_like_edit_by_default(tmp_path):
     out = tmp_path / "motion"
     assert main(["motion", str(video), "--out", str(out), "--quiet"]) == 0
     maps = np.load(out / "motion_maps.npy")
-    assert maps.shape == (InputDataConfig.n_sample_frames, InputDataConfig.height, InputDataConfig.width) == (8, 512, 512)
+    assert (
+        maps.shape == (InputDataConfig.n_sample_frames, InputDataConfig.height, InputDataConfig.width) == (8, 512, 512)
+    )
 
 
 def test_motion_command(clip, tmp_path):

@@ -403,11 +403,18 @@ def test_the_manifest_records_the_chunk_setting_and_the_size_used(work, flag, se
     assert manifest["config"]["chunk_frames"] == setting
 
 
-@pytest.mark.parametrize("command, extra, needles", [
-    ("edit", ("--frames", "20"), ("--frames/n_sample_frames", "--stride/sample_frame_rate", "--start/sample_start_idx")),
-    ("edit", ("--start", "30", "--frames", "1", "--no-mmi"), ("--start/sample_start_idx=30",)),
-    ("motion", ("--frames", "20", "--size", "64"), ("lower --frames, --stride or --start",)),
-])
+@pytest.mark.parametrize(
+    "command, extra, needles",
+    [
+        (
+            "edit",
+            ("--frames", "20"),
+            ("--frames/n_sample_frames", "--stride/sample_frame_rate", "--start/sample_start_idx"),
+        ),
+        ("edit", ("--start", "30", "--frames", "1", "--no-mmi"), ("--start/sample_start_idx=30",)),
+        ("motion", ("--frames", "20", "--size", "64"), ("lower --frames, --stride or --start",)),
+    ],
+)
 def test_too_few_frames_names_the_flags(work, capsys, command, extra, needles):
     if command == "edit":
         argv = edit_args(work / "frames", work / "out", *extra)

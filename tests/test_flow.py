@@ -193,7 +193,16 @@ def test_export_motion_writes_pngs_video_and_arrays(tmp_path) -> None:
     frames, _ = make_video(64, n, (MovingSquare(10, 20, 20, 3, 0),), seed=4)
     result = motion_maps(frames)
     paths = export_motion(frames, result, tmp_path / "motion", fps=8.0)
-    assert set(paths) == {"flow_dir", "map_dir", "overlay", "motion_maps", "flows", "mask_dir", "masks", "mask_overlay"}
+    assert set(paths) == {
+        "flow_dir",
+        "map_dir",
+        "overlay",
+        "motion_maps",
+        "flows",
+        "mask_dir",
+        "masks",
+        "mask_overlay",
+    }
 
     flow_pngs = sorted(paths["flow_dir"].glob("*.png"))
     map_pngs = sorted(paths["map_dir"].glob("*.png"))

@@ -17,8 +17,12 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(attentionflow.__path__, p
 
 
 def test_the_walk_finds_the_package():
-    assert {"attentionflow.commands.cli", "attentionflow.pipeline", "attentionflow.toyworld.judge", "attentionflow.commands.webapp"} \
-        <= set(MODULES)
+    assert {
+        "attentionflow.commands.cli",
+        "attentionflow.pipeline",
+        "attentionflow.toyworld.judge",
+        "attentionflow.commands.webapp",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -26,9 +30,18 @@ def test_module_imports(module):
     assert importlib.import_module(module).__name__ == module
 
 
-LIGHT = ["attentionflow.commands.cli", "attentionflow.config", "attentionflow.jobs", "attentionflow.io.video",
-         "attentionflow.flow.motion", "attentionflow.models.paths", "attentionflow.resources", "attentionflow.commands.batch",
-         "attentionflow.commands.webapp", "attentionflow.toyworld.judge"]
+LIGHT = [
+    "attentionflow.commands.cli",
+    "attentionflow.config",
+    "attentionflow.jobs",
+    "attentionflow.io.video",
+    "attentionflow.flow.motion",
+    "attentionflow.models.paths",
+    "attentionflow.resources",
+    "attentionflow.commands.batch",
+    "attentionflow.commands.webapp",
+    "attentionflow.toyworld.judge",
+]
 
 
 @pytest.mark.parametrize("module", LIGHT)

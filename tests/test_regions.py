@@ -17,7 +17,11 @@ from tests.synthetic import MovingSquare, iou, make_video
 
 LOOKALIKE_SCENES = [
     ("road", [ObjectSpec("red", "circle", True), ObjectSpec("red", "circle")], 1),
-    ("grass", [ObjectSpec("yellow", "square", True), ObjectSpec("yellow", "square"), ObjectSpec("yellow", "square")], 2),
+    (
+        "grass",
+        [ObjectSpec("yellow", "square", True), ObjectSpec("yellow", "square"), ObjectSpec("yellow", "square")],
+        2,
+    ),
     ("water", [ObjectSpec("white", "triangle", True), ObjectSpec("white", "triangle")], 3),
     ("sand", [ObjectSpec("blue", "circle", True), ObjectSpec("blue", "circle"), ObjectSpec("red", "square")], 4),
 ]
@@ -40,7 +44,9 @@ def test_scene_masks_flow_and_labels_match_the_rendered_frames(background, specs
         if obj.moving:
             assert np.linalg.norm(steps, axis=1).min() > 1.0
             for t in range(5):  # the flow on the mover's pixels is its displacement, and the mask moves with it
-                np.testing.assert_allclose(scene.flows[t][obj.masks[t]], np.broadcast_to(steps[t], (obj.masks[t].sum(), 2)))
+                np.testing.assert_allclose(
+                    scene.flows[t][obj.masks[t]], np.broadcast_to(steps[t], (obj.masks[t].sum(), 2))
+                )
         else:
             assert np.abs(steps).max() == 0 and np.abs(scene.flows[:, obj.masks[0]]).max() == 0
             assert (obj.masks == obj.masks[:1]).all()
@@ -94,9 +100,11 @@ def test_direction_guidance_picks_the_mover_going_that_way() -> None:
 @pytest.mark.parametrize("region", ["moving", "static"])
 def test_region_on_a_static_video_or_one_frame_is_a_clear_error(region) -> None:
     still = np.repeat(make_scene([ObjectSpec("red", "circle")], "road", frames=1).frames, 4, axis=0)
-    with pytest.raises(InputError, match=f"p2p.edit_region '{region}': no moving object.*set it to all to edit everywhere"):
+    with pytest.raises(InputError, match=f"p2p.edit_region '{region}': no moving object.*set it to all to edit "
+                                         "everywhere"):
         motion_for_edit(still, MotionOptions(), mmi=False, region=region)
-    with pytest.raises(InputError, match=r"needs at least 2 frames \(motion comes from optical flow between neighbours\), got 1; use more frames, or set it to all"):
+    with pytest.raises(InputError, match=r"needs at least 2 frames \(motion comes from optical flow between "
+                                         r"neighbours\), got 1; use more frames, or set it to all"):
         check_region(region, None, 1)
 
 
@@ -193,7 +201,9 @@ def test_edit_region_keeps_the_source_outside_and_writes_its_mask(tiny_model_dir
     else:
         assert np.mean([iou(~mask[i], mover[i]) for i in range(4)]) >= 0.7
     assert len(list((out / "motion" / "edit_mask").glob("*.png"))) == 4
-    assert (out / "motion" / "edit_mask_overlay.gif").is_file() and (out / "motion" / "edit_mask_overlay.mp4").is_file()
+    assert (out / "motion" / "edit_mask_overlay.gif").is_file() and (
+        out / "motion" / "edit_mask_overlay.mp4"
+    ).is_file()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["edit_region"]["mode"] == region and manifest["edit_region"]["mask"] == "motion/edit_mask.npy"
     moving_share = np.load(out / "motion" / "edit_mask.npy").mean()
@@ -256,8 +266,12 @@ def test_toyworld_cli_renders_a_scene_with_still_objects(tmp_path) -> None:
             "--masks", str(masks)]
     assert main(argv) == 0
     frames = read_frames(out)
-    want = make_scene([ObjectSpec("red", "circle", True, 0.0), ObjectSpec("red", "circle"), ObjectSpec("blue", "square")],
-                      "road", frames=5, seed=4)
+    want = make_scene(
+        [ObjectSpec("red", "circle", True, 0.0), ObjectSpec("red", "circle"), ObjectSpec("blue", "square")],
+        "road",
+        frames=5,
+        seed=4,
+    )
     assert np.array_equal(frames, want.frames)
     assert np.array_equal(read_frames(masks)[..., 0] > 127, want.moving_masks)
     xs = want.objects[0].positions[:, 0]

@@ -57,7 +57,8 @@ __all__ = [
 _KeyMode = Literal["self", "sparse", "dense"]
 
 #: Explicit probabilities of layers with at least this many queries are made token-major
-#: (:meth:`FrameAttnProcessor._probs`). Measured on this project's CPU (scores, softmax and the product with the values,
+#: (:meth:`FrameAttnProcessor._probs`). Measured on this project's CPU (scores, softmax and the product with the
+#: values,
 #: 1 and 2 threads): token-major 0.87-0.98x the query-major time from 16 queries up to 4096, but 1.4-1.8x at 4 and 8
 #: queries (each token's row then holds only 4-8 floats).
 TOKEN_MAJOR_MIN_QUERIES = 16
@@ -194,7 +195,8 @@ class FrameAttnProcessor:
 
         if attention_mask is not None:
             attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])  # (Bt, heads, q, K)
+            # (Bt, heads, q, K)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
 
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
@@ -226,7 +228,8 @@ class FrameAttnProcessor:
 
         if mode == "dense" and not explicit and attention_mask is None:
             # All frames of a video share their keys: fold frames into the query axis (no copies).
-            q = query.view(groups, num_frames * sequence_length, heads, head_dim).transpose(1, 2)  # (GB, heads, F*N, d)
+            # (GB, heads, F*N, d)
+            q = query.view(groups, num_frames * sequence_length, heads, head_dim).transpose(1, 2)
             k = key.view(groups, num_frames * sequence_length, heads, head_dim).transpose(1, 2)
             v = value.view(groups, num_frames * sequence_length, heads, head_dim).transpose(1, 2)
             if attn.norm_q is not None:
@@ -377,7 +380,9 @@ def _levels(unet: torch.nn.Module) -> dict[tuple[str, int], int]:
     return levels
 
 
-def attention_sites(unet: torch.nn.Module, st_attn_idx: int | None = 0, use_st: bool = True) -> dict[str, AttentionSite]:
+def attention_sites(
+    unet: torch.nn.Module, st_attn_idx: int | None = 0, use_st: bool = True
+) -> dict[str, AttentionSite]:
     """Describe every attention module of ``unet``, keyed like ``unet.attn_processors``.
 
     Dense (spatial-temporal) self-attention goes to the first self-attention module of down block

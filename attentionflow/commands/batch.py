@@ -134,7 +134,9 @@ def _entries(path: Path) -> list[tuple[str, str | None, Any]]:
 
     try:
         if path.stat().st_size > MAX_JOB_FILE_BYTES:
-            return [(str(path), None, InputError(f"job file {path} is over {MAX_JOB_FILE_BYTES // 2**20} MiB; split it"))]
+            return [
+                (str(path), None, InputError(f"job file {path} is over {MAX_JOB_FILE_BYTES // 2**20} MiB; split it"))
+            ]
         raw = path.read_bytes()
         text = raw.decode("utf-8")
     except OSError as exc:
@@ -154,7 +156,8 @@ def _entries(path: Path) -> list[tuple[str, str | None, Any]]:
                 out.append((src, None, ConfigError(f"{src} is not a JSON object: {exc.msg}")))
         return out
     try:
-        data = parse_yaml(raw, f"job file {path}", max_bytes=MAX_JOB_FILE_BYTES)  # duplicate keys, tabs and non-UTF-8 text are named
+        # duplicate keys, tabs and non-UTF-8 text are named
+        data = parse_yaml(raw, f"job file {path}", max_bytes=MAX_JOB_FILE_BYTES)
     except ConfigError as exc:
         return [(str(path), None, exc)]
     if isinstance(data, list):
@@ -234,7 +237,8 @@ def collect_jobs(paths: Sequence[str | os.PathLike[str]], *, out_root: str | os.
             job = BatchJob(index=index, name=name, source=source, inputs=inputs)
             jobs.append(job)
             if not _safe_name(name):
-                job.error = (f"job name {name!r} is not a plain folder name (it must stay under --out-root: no / or \\, "
+                job.error = (f"job name {name!r} is not a plain folder name (it must stay under --out-root: no / "
+                             "or \\, "
                              "not . or .., no control characters)")
                 continue
             if isinstance(raw, Exception):

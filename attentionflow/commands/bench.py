@@ -1,5 +1,6 @@
 """``attentionflow bench quality | motion``: the command handlers and parsers (the suites live in
-:mod:`attentionflow.evaluation.bench.single`, :mod:`attentionflow.evaluation.bench.motion` and :mod:`attentionflow.evaluation.davis`)."""
+:mod:`attentionflow.evaluation.bench.single`, :mod:`attentionflow.evaluation.bench.motion` and
+:mod:`attentionflow.evaluation.davis`)."""
 
 from __future__ import annotations
 

@@ -81,15 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", help="YAML config (vid2vid-zero format + p2p/mmi sections); flags override it")
     e.add_argument("--source", help="source prompt describing the video")
     e.add_argument("--target", action="append", help="target prompt (repeat for several edits)")
-    e.add_argument("--model", help=f"diffusers folder, cached hub id, or 'embedded' (default {C.pretrained_model_path})")
+    e.add_argument(
+        "--model", help=f"diffusers folder, cached hub id, or 'embedded' (default {C.pretrained_model_path})"
+    )
     e.add_argument("--out", help="output folder")
     e.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     add_sampling_args(e)
     g = e.add_argument_group("diffusion")
-    g.add_argument("--steps", type=int, help=f"DDIM steps for inversion and sampling (default {V.num_inference_steps})")
+    g.add_argument(
+        "--steps", type=int, help=f"DDIM steps for inversion and sampling (default {V.num_inference_steps})"
+    )
     g.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (default {V.guidance_scale:g})")
-    g.add_argument("--seed", type=int, help=f"random seed, 0-{MAX_SEED} (default {C.seed}); recorded only: the "
-                   "default method is deterministic (DDIM eta 0, VAE posterior mean), so it does not change the result")
+    g.add_argument(
+        "--seed",
+        type=int,
+        help=f"random seed, 0-{MAX_SEED} (default {C.seed}); recorded only: the "
+        "default method is deterministic (DDIM eta 0, VAE posterior mean), so it does not change the result",
+    )
     g.add_argument("--inversion", choices=INVERSION_METHODS,
                    help=f"inversion method (default {V.inversion}): direct = exact source branch, no optimisation; "
                         "negative-prompt = source prompt as the unconditional embedding; null-text = vid2vid-zero's "
@@ -97,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--direct-targets", action="store_true",
                    help="direct inversion: add its per-step correction to the edits too (PnP Inversion's add-target)")
     g.add_argument("--inversion-prompt", choices=["source", "empty"],
-                   help=f"prompt the DDIM inversion is conditioned on (default {V.inversion_prompt}; vid2vid-zero: empty)")
+                   help=f"prompt the DDIM inversion is conditioned on (default {V.inversion_prompt}; "
+                        "vid2vid-zero: empty)")
     g.add_argument("--no-null-text", action="store_true", help="same as --inversion ddim (kept for old scripts)")
     g.add_argument("--null-inner-steps", type=int, help="Adam iterations per step of null-text inversion")
     g.add_argument("--device", help=f"auto, cpu, cuda, cuda:N, mps (default {C.device})")
@@ -110,20 +119,35 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=float, help=f"frame rate of the written videos (default {C.fps:g})")
     g = e.add_argument_group("prompt-to-prompt")
     g.add_argument("--mode", choices=["auto", "replace", "refine"], help="P2P edit mode (auto from the prompts)")
-    g.add_argument("--cross-replace", type=float, help=f"fraction of steps with cross-attention replacement (default {P.cross_replace_steps:g})")
-    g.add_argument("--self-replace", type=float, help=f"fraction of steps with self-attention replacement (default {P.self_replace_steps:g})")
+    g.add_argument(
+        "--cross-replace",
+        type=float,
+        help=f"fraction of steps with cross-attention replacement (default {P.cross_replace_steps:g})",
+    )
+    g.add_argument(
+        "--self-replace",
+        type=float,
+        help=f"fraction of steps with self-attention replacement (default {P.self_replace_steps:g})",
+    )
     g.add_argument("--blend-word", action="append", help="local blend word (once, or once per prompt: source first)")
     g.add_argument("--reweight", type=parse_reweight, action="append", help="WORD=FACTOR attention reweighting")
-    g.add_argument("--edit-region", choices=EDIT_REGIONS,
-                   help=f"where the edit may change the video (default {P.edit_region}): moving = only the moving "
-                        "object(s) of the motion maps (--direction picks movers going that way), static = all but them")
+    g.add_argument(
+        "--edit-region",
+        choices=EDIT_REGIONS,
+        help=f"where the edit may change the video (default {P.edit_region}): moving = only the moving "
+        "object(s) of the motion maps (--direction picks movers going that way), static = all but them",
+    )
     g.add_argument("--region-dilation", type=int,
                    help=f"latent pixels by which the moving-object mask grows (default {P.region_dilation})")
     g = e.add_argument_group("motion map injection")
     g.add_argument("--motion-word", action="append", help="motion word of the prompts (repeatable) or 'auto'")
     g.add_argument("--mmi-strength", type=float, help=f"injection strength lambda (default {M.strength:g})")
-    g.add_argument("--similarity", help=f"attention-motion similarity: {', '.join(SIMILARITY_METHODS)} (default {M.similarity})")
-    g.add_argument("--mmi-branches", choices=["all", "source", "edits"], help=f"branches receiving MMI (default {M.branches})")
+    g.add_argument(
+        "--similarity", help=f"attention-motion similarity: {', '.join(SIMILARITY_METHODS)} (default {M.similarity})"
+    )
+    g.add_argument(
+        "--mmi-branches", choices=["all", "source", "edits"], help=f"branches receiving MMI (default {M.branches})"
+    )
     g.add_argument("--no-mmi", action="store_true", help="plain editor without MMI (for A/B comparisons)")
     add_motion_args(e)
     e.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -185,7 +209,8 @@ def config_from_args(args: argparse.Namespace):
         if getattr(args, flag) is not None:
             setattr(val, attr, getattr(args, flag))
     if args.no_null_text and args.inversion not in (None, "ddim"):
-        raise ConfigError(f"--no-null-text means --inversion ddim, but --inversion {args.inversion} was given; keep one")
+        raise ConfigError(f"--no-null-text means --inversion ddim, but --inversion {args.inversion} was given; "
+                          "keep one")
     if args.inversion is not None or args.no_null_text:
         val.inversion, val.use_null_inv = args.inversion or "ddim", None  # the flag wins over a YAML's use_null_inv
     if args.direct_targets:

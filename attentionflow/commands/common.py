@@ -70,7 +70,9 @@ def parse_threads(text: str) -> int:
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
     """The input video's sampling flags (``--frames --start --stride --size``), as ``edit`` has them."""
     g = p.add_argument_group("input video")
-    g.add_argument("--frames", type=int, help=f"number of frames to use (n_sample_frames; default {I.n_sample_frames})")
+    g.add_argument(
+        "--frames", type=int, help=f"number of frames to use (n_sample_frames; default {I.n_sample_frames})"
+    )
     g.add_argument("--start", type=int, help="index of the first frame (sample_start_idx)")
     g.add_argument("--stride", type=int, help="take every n-th frame (sample_frame_rate)")
     g.add_argument("--size", type=parse_size, help=f"frame size after resize + center crop: N or WIDTHxHEIGHT "
@@ -81,8 +83,14 @@ def add_motion_args(p: argparse.ArgumentParser) -> None:
     """The motion-map flags (flow, direction, camera motion, smoothing)."""
     g = p.add_argument_group("motion maps")
     g.add_argument("--flow", help=f"optical flow method: dis or farneback (default {M.flow})")
-    g.add_argument("--direction", type=parse_direction_flag, help="keep motion toward N/NE/E/SE/S/SW/W/NW or an angle in degrees")
-    g.add_argument("--direction-tolerance", type=float, help=f"half-width of the direction cone in degrees (default {M.direction_tolerance:g})")
+    g.add_argument(
+        "--direction", type=parse_direction_flag, help="keep motion toward N/NE/E/SE/S/SW/W/NW or an angle in degrees"
+    )
+    g.add_argument(
+        "--direction-tolerance",
+        type=float,
+        help=f"half-width of the direction cone in degrees (default {M.direction_tolerance:g})",
+    )
     g.add_argument("--direction-mode", choices=["cone", "project"], help="direction guidance variant")
     g.add_argument("--camera-motion", choices=CAMERA_MOTIONS,
                    help=f"homography: remove the camera's motion as a homography; compensate: a homography or the "

@@ -1,4 +1,5 @@
-"""``attentionflow evaluate``: the command handler and parser (the scoring lives in :mod:`attentionflow.evaluation.evaluate`)."""
+"""``attentionflow evaluate``: the command handler and parser (the scoring lives in
+:mod:`attentionflow.evaluation.evaluate`)."""
 
 from __future__ import annotations
 

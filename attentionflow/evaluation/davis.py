@@ -10,7 +10,8 @@ Two data sources, one scorer:
 
 - a DAVIS folder: ``JPEGImages[/480p]/<seq>/*.jpg`` and ``Annotations[/480p]/<seq>/*.png`` (any frame size; a mask
   pixel is the object where it is >= 128);
-- ``--toy``: the scenes of the "motion decides" suite (:data:`attentionflow.evaluation.bench.motion.MOTION_TASKS`), whose masks
+- ``--toy``: the scenes of the "motion decides" suite (:data:`attentionflow.evaluation.bench.motion.MOTION_TASKS`),
+  whose masks
   are exact (the named mover; direction guidance where the task has a direction).
 """
 

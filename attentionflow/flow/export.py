@@ -76,11 +76,19 @@ def load_boxes(path: str | Path, num_frames: int, video: str | Path | None = Non
         except ValueError:
             raise InputError(f"boxes file {path}: frame {key!r} is not a frame index") from None
         if not 0 <= frame < num_frames:
-            raise InputError(f"boxes file {path}: frame {frame} is outside the {num_frames} frames (0..{num_frames - 1})")
-        ok = isinstance(box, list) and len(box) == 4 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and 0.0 <= v <= 1.0 for v in box)
+            raise InputError(f"boxes file {path}: frame {frame} is outside the {num_frames} frames "
+                             f"(0..{num_frames - 1})")
+        ok = (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and 0.0 <= v <= 1.0
+                for v in box
+            )
+        )
         if not ok or not (box[0] < box[2] and box[1] < box[3]):
-            raise InputError(f"boxes file {path}: the box of frame {frame} is {box!r}; use [x0, y0, x1, y1], fractions "
+            raise InputError(f"boxes file {path}: the box of frame {frame} is {box!r}; use [x0, y0, x1, y1], "
+                             "fractions "
                              f"of the width and height in [0, 1] with x0 < x1 and y0 < y1")
         boxes[frame] = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
     return boxes

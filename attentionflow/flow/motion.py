@@ -621,7 +621,9 @@ def resize_motion_maps(maps: torch.Tensor, size: tuple[int, int], eps: float = 1
     resized = resized.clamp_min(0.0)
     peak = resized.amax(dim=(1, 2), keepdim=True)  # (N, 1, 1)
     moving = peak > eps
-    resized = torch.where(moving, resized / torch.where(moving, peak, torch.ones_like(peak)), torch.zeros_like(resized))
+    resized = torch.where(
+        moving, resized / torch.where(moving, peak, torch.ones_like(peak)), torch.zeros_like(resized)
+    )
     return resized.clamp_(0.0, 1.0).to(out_dtype)
 
 

@@ -244,7 +244,9 @@ def _frame_thunks(path: Path, kind: str) -> Iterator[Iterator[FrameThunk]]:
         container.close()
 
 
-def _pyav_thunks(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path) -> Iterator[FrameThunk]:
+def _pyav_thunks(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path
+) -> Iterator[FrameThunk]:
     frames = container.decode(stream)
     logged = False
     while True:
@@ -674,7 +676,9 @@ def write_frames(frames: np.ndarray | Sequence[np.ndarray], folder: PathLike, pr
 # --------------------------------------------------------------------------------------------
 
 
-def _fits(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> bool:
+def _fits(
+    draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int
+) -> bool:
     left, _, right, _ = draw.textbbox((0, 0), text, font=font)
     return right - left <= width
 
@@ -733,7 +737,9 @@ def _label_strip(labels: Sequence[str], widths: Sequence[int], gap: int, frame_h
     return np.asarray(strip)
 
 
-def grid_frames(columns: Sequence[np.ndarray], labels: Sequence[str] | None = None, gap: int = 4) -> Iterator[np.ndarray]:
+def grid_frames(
+    columns: Sequence[np.ndarray], labels: Sequence[str] | None = None, gap: int = 4
+) -> Iterator[np.ndarray]:
     """The frames of :func:`make_grid`, one at a time (a long video's grid is never held whole).
 
     Args and layout as :func:`make_grid`; yields ``(S + H_0, sum(W_i') + gap * (k - 1), 3)`` uint8 frames. The

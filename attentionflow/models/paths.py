@@ -100,7 +100,9 @@ def resolve_model_path(name: str | os.PathLike[str]) -> Path:
     if text == EMBEDDED:
         folder = embedded_model_path()
         if not (folder / "model_index.json").exists() and not (folder / "unet").exists():
-            raise ModelError(f"the embedded model is missing from the installation ({folder}); reinstall attentionflow")
+            raise ModelError(
+                f"the embedded model is missing from the installation ({folder}); reinstall attentionflow"
+            )
     else:
         folder = Path(text).expanduser()
         try:
@@ -115,7 +117,8 @@ def resolve_model_path(name: str | os.PathLike[str]) -> Path:
                 if Path(text).name in KNOWN_HUB_IDS:
                     raise ModelError(download_advice(text))
                 raise ModelError(f"model folder not found: {text} (expected a diffusers folder with "
-                                 f"{', '.join(COMPONENTS)}, a hub id like CompVis/stable-diffusion-v1-4, or 'embedded')")
+                                 f"{', '.join(COMPONENTS)}, a hub id like CompVis/stable-diffusion-v1-4, or "
+                                 "'embedded')")
             folder = _hub_snapshot(text)
         elif not folder.is_dir():
             raise ModelError(f"model path {text} is a file; expected a diffusers folder with {', '.join(COMPONENTS)}")
@@ -144,7 +147,8 @@ class ModelLimits:
     vae_channels: int
     """Widest VAE feature map at full resolution (its first block's channels), for memory estimates."""
     trained_size: int | None = None
-    """Frame side the UNet was trained at (its ``sample_size`` x ``vae_scale``: 512 for SD 1.x, 64 for the toy model)."""
+    """Frame side the UNet was trained at (its ``sample_size`` x ``vae_scale``: 512 for SD 1.x, 64 for the toy
+    model)."""
 
     @property
     def min_size(self) -> int:

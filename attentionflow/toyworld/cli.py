@@ -96,7 +96,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--speed", type=float, default=None, help="pixels per frame (default: random, path fits)")
     v.add_argument("--fps", type=float, default=8.0, help="frame rate of .mp4/.gif output (default 8)")
     v.add_argument("--out", required=True, help="output: FILE.mp4, FILE.gif, or a folder of PNG frames")
-    v.add_argument("--masks", default=None, help="also write ground-truth masks of the mover(s) (PNG) and flows.npy here")
+    v.add_argument(
+        "--masks", default=None, help="also write ground-truth masks of the mover(s) (PNG) and flows.npy here"
+    )
     v.add_argument("--still", action="append", default=None, metavar="'COLOUR SHAPE'",
                    help="add a static object beside the caption's mover (repeatable), e.g. --still 'red circle' for a "
                         "look-alike: the scenes of 'bench quality --suite motion' and of --edit-region")

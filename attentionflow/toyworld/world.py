@@ -539,7 +539,9 @@ def make_scene(specs: list[ObjectSpec] | tuple[ObjectSpec, ...], background: str
         for i in draw_order:
             path, radius = paths[i]
             alpha = render_shape_alpha(specs[i].shape, (float(path[t, 0]), float(path[t, 1])), radius, size)
-            out[t] = out[t] * (1.0 - alpha[..., None]) + np.asarray(COLOURS[specs[i].colour], np.float32) * alpha[..., None]
+            out[t] = (
+                out[t] * (1.0 - alpha[..., None]) + np.asarray(COLOURS[specs[i].colour], np.float32) * alpha[..., None]
+            )
             hit = alpha >= 0.5
             for m in masks:
                 m[t] &= ~hit  # a later object hides the earlier ones

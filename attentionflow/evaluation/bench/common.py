@@ -10,7 +10,8 @@ from typing import Any, Sequence
 from attentionflow.config import AttentionSettings, EditConfig, ValidationDataConfig
 from attentionflow.errors import ConfigError
 
-#: ``--suite`` values: the one-object suite, the "motion decides" suite (:mod:`attentionflow.evaluation.bench.motion`), both.
+#: ``--suite`` values: the one-object suite, the "motion decides" suite
+#: (:mod:`attentionflow.evaluation.bench.motion`), both.
 SUITES: tuple[str, ...] = ("all", "single", "motion")
 #: The motion word of both suites' captions.
 MOTION_WORD = "moving"
@@ -49,7 +50,9 @@ class BenchSettings:
         runs; a suite's runner passes its own name)."""
         suite = self.suite if suite is None else suite
         if self.tasks is not None and self.tasks < 1:
-            raise ConfigError(f"--tasks {self.tasks} is invalid; use an integer >= 1 (the first N tasks of each suite)")
+            raise ConfigError(
+                f"--tasks {self.tasks} is invalid; use an integer >= 1 (the first N tasks of each suite)"
+            )
         if suite not in SUITES:
             raise ConfigError(f"--suite {suite!r} is invalid; choose from: {', '.join(SUITES)}")
         if suite != "single" and self.size < 32:

@@ -99,23 +99,63 @@ def _tasks() -> tuple[MotionTask, ...]:
     E, W, N, S = 0.0, 180.0, 90.0, 270.0
     return (
         t("look-alike", [O("red", "circle", True), O("red", "circle")], "road", "colour", "blue", 1),
-        t("look-alike", [O("green", "square", True), O("green", "square"), O("green", "square")], "sand", "colour",
-          "purple", 2),
+        t(
+            "look-alike",
+            [O("green", "square", True), O("green", "square"), O("green", "square")],
+            "sand",
+            "colour",
+            "purple",
+            2,
+        ),
         t("look-alike", [O("blue", "triangle", True), O("blue", "triangle")], "snow", "colour", "red", 3),
-        t("look-alike", [O("yellow", "circle", True), O("yellow", "circle"), O("yellow", "circle")], "grass",
-          "colour", "red", 4),
+        t(
+            "look-alike",
+            [O("yellow", "circle", True), O("yellow", "circle"), O("yellow", "circle")],
+            "grass",
+            "colour",
+            "red",
+            4,
+        ),
         t("look-alike", [O("red", "square", True), O("red", "square")], "water", "shape", "circle", 5),
         t("look-alike", [O("white", "circle", True), O("white", "circle")], "road", "shape", "square", 6),
         t("distinct", [O("red", "circle", True), O("blue", "square")], "grass", "colour", "yellow", 7),
-        t("distinct", [O("purple", "triangle", True), O("yellow", "circle"), O("white", "square")], "road",
-          "colour", "green", 8),
+        t(
+            "distinct",
+            [O("purple", "triangle", True), O("yellow", "circle"), O("white", "square")],
+            "road",
+            "colour",
+            "green",
+            8,
+        ),
         t("distinct", [O("blue", "circle", True), O("red", "triangle")], "sand", "shape", "square", 9),
         t("distinct", [O("green", "square", True), O("white", "circle")], "water", "shape", "triangle", 10),
-        t("two movers", [O("red", "circle", True, E), O("red", "circle", True, W)], "road", "colour", "green", 11, "E"),
-        t("two movers", [O("blue", "square", True, N), O("blue", "square", True, S)], "grass", "colour", "yellow", 12,
-          "N"),
-        t("two movers", [O("yellow", "triangle", True, W), O("yellow", "triangle", True, E)], "water", "colour",
-          "purple", 13, "W"),
+        t(
+            "two movers",
+            [O("red", "circle", True, E), O("red", "circle", True, W)],
+            "road",
+            "colour",
+            "green",
+            11,
+            "E",
+        ),
+        t(
+            "two movers",
+            [O("blue", "square", True, N), O("blue", "square", True, S)],
+            "grass",
+            "colour",
+            "yellow",
+            12,
+            "N",
+        ),
+        t(
+            "two movers",
+            [O("yellow", "triangle", True, W), O("yellow", "triangle", True, E)],
+            "water",
+            "colour",
+            "purple",
+            13,
+            "W",
+        ),
         t("background", [O("red", "circle", True), O("red", "circle")], "road", "background", "snow", 14),
         t("background", [O("blue", "square", True), O("yellow", "triangle")], "grass", "background", "sand", 15),
         t("background", [O("purple", "circle", True)], "water", "background", "road", 16),
@@ -246,7 +286,8 @@ def run_motion_bench(pipeline: Any, settings: Any, *, progress: bool = True,
                      tasks: Sequence[MotionTask] | None = None) -> dict[str, Any]:
     """Run the suite with an :class:`~attentionflow.pipeline.AttentionFlowPipeline`; returns the report.
 
-    ``settings``: :class:`attentionflow.evaluation.bench.single.BenchSettings` (steps, frames, size, guidance, inversion, seed; its
+    ``settings``: :class:`attentionflow.evaluation.bench.single.BenchSettings` (steps, frames, size, guidance,
+    inversion, seed; its
     ``tasks``, when set, keeps the first N tasks). ``tasks``: run these instead. Report: ``tasks`` (per task and
     method: scores, seconds, region IoU), ``summary`` (per method: means over tasks), ``by_kind`` (per method and
     kind: mean success), ``runtime_s``.
@@ -308,7 +349,8 @@ def format_motion_markdown(report: dict[str, Any]) -> str:
         f"{len(report['tasks'])} tasks x {len(names)} methods in {report['runtime_s'] / 60:.1f} min. A frame succeeds "
         f"when the named mover is edited as the target says, every other object is unchanged (PSNR on its pixels >= "
         f"{KEEP_DB:g} dB and the judge reads the same colour and shape as in the source) and the background outside "
-        f"the objects' boxes keeps >= {KEEP_DB:g} dB; background tasks need the target background and an intact mover.",
+        f"the objects' boxes keeps >= {KEEP_DB:g} dB; background tasks need the target background and an "
+        "intact mover.",
         "",
         "| method | " + " | ".join(f"{t} {'↑' if h else '↓'}" for _, t, h, _ in MOTION_COLUMNS) + " | s / edit |",
         "|---|" + "---:|" * (len(MOTION_COLUMNS) + 1),
