@@ -64,11 +64,14 @@ class ValidationDataConfig:
     inversion: Literal["direct", "negative-prompt", "null-text", "ddim"] = "direct"
     """How the video is inverted. direct: the source branch follows the stored DDIM inversion trajectory (exact
     reconstruction up to the VAE, no optimisation); negative-prompt: the source prompt's embedding is the
-    unconditional one (free, approximate); null-text: vid2vid-zero's optimised unconditional embeddings; ddim: plain."""
+    unconditional one (free, approximate); null-text: vid2vid-zero's optimised unconditional embeddings; ddim:
+    plain."""
     direct_targets: bool = False
-    """direct only: also add each step's trajectory correction to the edit branches (PnP Inversion's "add target")."""
+    """direct only: each edit branch adds its own prompt's offset on the trajectory at every step (PnP Inversion's
+    "add target"; one more model pass per step before sampling)."""
     inversion_prompt: Literal["source", "empty"] = "source"
-    """Prompt the DDIM inversion is conditioned on: the source prompt (MMI reference) or the empty prompt (vid2vid-zero)."""
+    """Prompt the DDIM inversion is conditioned on: the source prompt (MMI reference) or the empty prompt
+    (vid2vid-zero)."""
     use_null_inv: Union[bool, None] = None
     """vid2vid-zero's switch, still read: true means inversion null-text, false means ddim (null: use inversion)."""
     null_inner_steps: int = 1
@@ -76,7 +79,8 @@ class ValidationDataConfig:
     null_base_lr: float = 1e-2
     """Null-text learning rate at step 0 (decays as lr * (1 - i / 100))."""
     null_uncond_ratio: float = -0.5
-    """Which steps use the optimised embedding: r > 0 the first r*T steps, r < 0 the last |r|*T."""
+    """Which steps use the optimised embedding (vid2vid-zero's rule): r > 0 the steps i <= r*T, r < 0 the steps
+    i >= (1 + r)*T, 0 none."""
     null_normal_infer: bool = True
     """Use plain per-frame attention during null-text optimisation."""
 
@@ -271,8 +275,9 @@ class EditConfig:
         check_fps(self.fps)
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
-        if self.chunk_frames != "auto" and (isinstance(self.chunk_frames, bool) or not isinstance(self.chunk_frames, int)
-                                            or self.chunk_frames < 1):
+        if self.chunk_frames != "auto" and (
+            isinstance(self.chunk_frames, bool) or not isinstance(self.chunk_frames, int) or self.chunk_frames < 1
+        ):
             raise ConfigError(f"chunk_frames must be auto or a whole number of frames >= 1, got {self.chunk_frames!r}")
         if self.attention_map_level < 0:
             raise ConfigError(f"attention_map_level must be >= 0, got {self.attention_map_level}")
@@ -281,7 +286,9 @@ class EditConfig:
 
             mmi.motion_options().validate(prefix="mmi.")
             if mmi.similarity not in SIMILARITY_METHODS:
-                raise ConfigError(f"unknown similarity '{mmi.similarity}'; choose from: {', '.join(SIMILARITY_METHODS)}")
+                raise ConfigError(
+                    f"unknown similarity '{mmi.similarity}'; choose from: {', '.join(SIMILARITY_METHODS)}"
+                )
             if inp.n_sample_frames < 2:
                 raise ConfigError("MMI needs at least 2 frames (optical flow between neighbours); "
                                   "use more frames or --no-mmi")
@@ -706,7 +713,8 @@ def reference_table() -> str:
             if not prefix and f.name in sections:
                 continue
             doc = " ".join(docs.get(f.name, "").split())
-            rows.append(f"| `{prefix}{f.name}` | {_type_name(hints[f.name])} | `{getattr(default, f.name)!r}` | {doc} |")
+            rows.append(f"| `{prefix}{f.name}` | {_type_name(hints[f.name])} | `{getattr(default, f.name)!r}` | "
+                        f"{doc} |")
     return "\n".join(rows) + "\n"
 
 

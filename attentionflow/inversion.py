@@ -9,9 +9,9 @@ testable with a stub predictor; the pipeline passes a closure around the UNet. T
 - ``negative-prompt`` (Miyake et al. 2023): the source prompt's embedding is the unconditional one, so the source
   branch's guided noise is its conditional noise whatever the guidance scale;
 - ``direct`` (Ju et al., ICLR 2024, "PnP Inversion"): after each step the source branch is put back onto the stored
-  inversion trajectory (:func:`direct_correction`); with ``direct_targets`` the gap that closed is added to the
-  edit branches too. The gap is computed at sampling time, so it also covers what sampling adds to the inversion
-  (cross-frame attention, prompt-to-prompt, MMI), and the source branch is exact.
+  inversion trajectory (:func:`direct_correction`), so the source branch is exact whatever sampling adds
+  (cross-frame attention, prompt-to-prompt, MMI). With ``direct_targets`` each edit branch adds its own prompt's
+  offset too (PnP Inversion's "add target", :func:`target_offsets`), computed on the trajectory before sampling.
 """
 
 from __future__ import annotations
@@ -163,7 +163,9 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
         for frames in chunks:
             hook(i, frames)
             e_u = noise_fn(latent[frames], t, embedding)
-            out[frames] = sched.step(guided_noise(e_u, eps_cond[frames], guidance_scale), t, latent[frames]).prev_sample
+            out[frames] = sched.step(
+                guided_noise(e_u, eps_cond[frames], guidance_scale), t, latent[frames]
+            ).prev_sample
         return out
 
     for i, t in enumerate(tqdm(sched.timesteps, desc="null-text inversion", disable=not progress, leave=False)):
@@ -206,19 +208,66 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
     return result
 
 
-def direct_correction(latents: torch.Tensor, target: torch.Tensor, add_to_targets: bool = False) -> torch.Tensor:
+def direct_correction(latents: torch.Tensor, target: torch.Tensor,
+                      target_offsets: torch.Tensor | None = None) -> torch.Tensor:
     """Direct inversion's step: put the source branch onto the trajectory.
 
     ``latents``: (B*F, C, h, w) branch-major, source branch first, just after a sampling step; ``target``: (F, C, h, w)
     the inversion trajectory's latent at the same noise level. Returns a new tensor whose source rows are ``target``;
-    with ``add_to_targets`` the gap ``target - source`` is added to every edit branch as well.
+    ``target_offsets`` ((B-1)*F, C, h, w), each edit prompt's own offset (:func:`target_offsets`), is added to the
+    edit rows (PnP Inversion's "add target").
     """
     num_frames = target.shape[0]
     out = latents.clone()
-    gap = target - latents[:num_frames]  # (F, C, h, w)
     out[:num_frames] = target
-    if add_to_targets and latents.shape[0] > num_frames:
-        out[num_frames:] += gap.repeat(latents.shape[0] // num_frames - 1, 1, 1, 1)  # (F*(B-1), C, h, w)
+    if target_offsets is not None:
+        out[num_frames:] += target_offsets
+    return out
+
+
+@torch.no_grad()
+def target_offsets(trajectory: Sequence[torch.Tensor], noise_fn: NoiseFn, scheduler: DDIMScheduler, num_steps: int,
+                   cond: torch.Tensor, unconds: Sequence[torch.Tensor], guidance_scale: float, *,
+                   chunks: Sequence[slice] | None = None, before_chunk: ChunkHook | None = None,
+                   progress: bool = False) -> torch.Tensor:
+    """PnP Inversion's per-prompt offsets (``offset_calculate`` with every prompt, used by its "add target").
+
+    At step ``i`` each edit prompt takes the guided DDIM step from the trajectory's own latent ``trajectory[T - i]``;
+    its offset is what that step misses of ``trajectory[T - i - 1]``. Without attention control, an edit branch that
+    adds its offsets follows the trajectory exactly; with it, only the controllers' changes remain.
+
+    Args:
+        trajectory: ``[x_0 .. x_T]`` of :func:`ddim_inversion`, each ``(F, C, h, w)``.
+        cond: ``(E, L, D)`` the edit prompts' embeddings; ``unconds``: the unconditional embedding ``(1, L, D)`` of
+            each step (:func:`unconditional_schedule`).
+        chunks: frame chunks (:func:`frame_chunks`; None = all frames); ``before_chunk(i, frames)`` runs before each
+            model call.
+
+    Returns:
+        ``(T, E*F, C, h, w)`` branch-major offsets (``T * E`` latents of the video's size are kept).
+    """
+    num_frames = trajectory[0].shape[0]
+    num_edits = cond.shape[0]
+    sched = sampling_scheduler(scheduler, num_steps, trajectory[0].device)
+    chunks = list(chunks) if chunks is not None else [slice(0, num_frames)]
+    out = torch.empty(num_steps, num_edits * num_frames, *trajectory[0].shape[1:], dtype=trajectory[0].dtype,
+                      device=trajectory[0].device)
+    for i, t in enumerate(tqdm(sched.timesteps, desc="direct offsets", disable=not progress, leave=False)):
+        start, goal = trajectory[num_steps - i], trajectory[num_steps - i - 1]
+        for frames in chunks:
+            if before_chunk is not None:
+                before_chunk(i, frames)
+            x = start[frames]  # (n, C, h, w)
+            n = x.shape[0]
+            cond_rows = cond.repeat_interleave(n, dim=0)  # (E*n, L, D)
+            if guidance_scale > 1.0:  # one unconditional pass: every prompt shares it at the same latent
+                emb = torch.cat([unconds[i].expand(n, -1, -1), cond_rows])  # ((1 + E) * n, L, D)
+                eps = noise_fn(x.repeat(1 + num_edits, 1, 1, 1), t, emb)
+                eps = guided_noise(eps[:n].repeat(num_edits, 1, 1, 1), eps[n:], guidance_scale)
+            else:
+                eps = noise_fn(x.repeat(num_edits, 1, 1, 1), t, cond_rows)
+            stepped = sched.step(eps, t, x.repeat(num_edits, 1, 1, 1)).prev_sample  # (E*n, C, h, w)
+            _put_rows(out[i], num_frames, frames, goal[frames].repeat(num_edits, 1, 1, 1) - stepped)
     return out
 
 
@@ -239,19 +288,19 @@ def unconditional_schedule(method: str, num_steps: int, uncond: torch.Tensor, so
     return [uncond] * num_steps
 
 
-def skips_source_uncond(method: str, direct_targets: bool, guidance_scale: float) -> bool:
+def skips_source_uncond(method: str, guidance_scale: float) -> bool:
     """Whether sampling leaves the source branch out of the unconditional half of the guidance batch.
 
-    With direct inversion (and no ``direct_targets``) the source branch's guided step is replaced by the trajectory,
-    so its unconditional noise is never used: the batch is ``[uncond edits, cond all]``, ``(2B - 1) * F`` rows
-    instead of ``2B * F`` (the source's conditional pass stays: prompt-to-prompt and MMI read its attention).
+    With direct inversion the source branch's guided step is replaced by the trajectory, so its unconditional noise
+    is never used: the batch is ``[uncond edits, cond all]``, ``(2B - 1) * F`` rows instead of ``2B * F`` (the
+    source's conditional pass stays: prompt-to-prompt and MMI read its attention).
     """
-    return method == "direct" and not direct_targets and guidance_scale > 1.0
+    return method == "direct" and guidance_scale > 1.0
 
 
 def guided_sampling(x_t: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMScheduler, num_steps: int,
                     cond: torch.Tensor, unconds: Sequence[torch.Tensor], guidance_scale: float, *,
-                    trajectory: Sequence[torch.Tensor] | None = None, direct_targets: bool = False,
+                    trajectory: Sequence[torch.Tensor] | None = None, offsets: torch.Tensor | None = None,
                     skip_source_uncond: bool = False, chunks: Sequence[slice] | None = None,
                     before_step: ChunkHook | None = None,
                     after_step: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -262,8 +311,10 @@ def guided_sampling(x_t: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMSchedul
     (1, L, D) of each step (:func:`unconditional_schedule`); classifier-free guidance runs when
     ``guidance_scale > 1`` (one ``noise_fn`` call on ``[uncond half, cond half]``). ``trajectory``: direct inversion's
     ``[x_0 .. x_T]`` (:func:`ddim_inversion`); after step ``i`` the source branch becomes ``trajectory[T - i - 1]``
-    (:func:`direct_correction`). ``skip_source_uncond`` (:func:`skips_source_uncond`; direct inversion only):
-    the unconditional half leaves out the source branch, whose guided step is discarded.
+    (:func:`direct_correction`), and with ``offsets`` ((T, (B-1)*F, C, h, w), :func:`target_offsets`) each edit
+    branch adds its own prompt's offset (PnP Inversion's "add target"). ``skip_source_uncond``
+    (:func:`skips_source_uncond`; direct inversion only): the unconditional half leaves out the source branch, whose
+    guided step is discarded.
 
     ``chunks`` (:func:`frame_chunks`; None = all frames at once): every step runs chunk by chunk, in frame order; a
     chunk carries every branch and both guidance halves of its frames (``(G * B * n)`` rows). ``before_step(i,
@@ -272,8 +323,10 @@ def guided_sampling(x_t: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMSchedul
     runs its controllers' ``step_end`` there). ``callback`` gets every frame's latents after each step.
     """
     num_frames = x_t.shape[0]
-    if skip_source_uncond and (trajectory is None or direct_targets):
-        raise ValueError("skip_source_uncond needs the direct trajectory and direct_targets off")
+    if skip_source_uncond and trajectory is None:
+        raise ValueError("skip_source_uncond needs the direct trajectory")
+    if offsets is not None and trajectory is None:
+        raise ValueError("target offsets need the direct trajectory")
     sched = sampling_scheduler(scheduler, num_steps, x_t.device)
     chunks = list(chunks) if chunks is not None else [slice(0, num_frames)]
     num_branches = cond.shape[0]
@@ -304,7 +357,8 @@ def guided_sampling(x_t: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMSchedul
                 eps = noise_fn(x, t, cond_batch)
             x = sched.step(eps, t, x).prev_sample
             if trajectory is not None:
-                x = direct_correction(x, trajectory[num_steps - i - 1][frames], direct_targets)
+                x = direct_correction(x, trajectory[num_steps - i - 1][frames],
+                                      None if offsets is None else _rows(offsets[i], num_frames, frames))
             if after_step is not None:
                 x = after_step(x)
             _put_rows(stepped, num_frames, frames, x)
@@ -315,12 +369,11 @@ def guided_sampling(x_t: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMSchedul
 
 
 def null_step_mask(num_steps: int, ratio: float) -> list[bool]:
-    """Which sampling steps use the optimised null-text embedding.
+    """Which sampling steps use the optimised null-text embedding: vid2vid-zero's rule.
 
-    ``ratio`` r > 0: the first ``r * T`` steps; r < 0: the last ``|r| * T`` steps (r = -0.5, the
-    vid2vid-zero default: the last half); r = 0: none.
+    ``ratio`` r > 0: the steps ``i <= r * T`` (r = 0.5, T = 10: steps 0..5, six of them; r = 1: all); r < 0: the
+    steps ``i >= (1 + r) * T`` (r = -0.5, the default, T = 10: steps 5..9); r = 0: none.
     """
-    count = int(round(abs(ratio) * num_steps))
-    if ratio >= 0:
-        return [i < count for i in range(num_steps)]
-    return [i >= num_steps - count for i in range(num_steps)]
+    if ratio > 0:
+        return [i <= ratio * num_steps for i in range(num_steps)]
+    return [i >= (1.0 + ratio) * num_steps for i in range(num_steps)]

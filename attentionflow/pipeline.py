@@ -42,6 +42,7 @@ from attentionflow.inversion import (
     null_step_mask,
     null_text_inversion,
     skips_source_uncond,
+    target_offsets,
     unconditional_schedule,
 )
 from attentionflow.io.video import check_video
@@ -509,7 +510,7 @@ class AttentionFlowPipeline:
                     self._inversions.popitem(last=False)
 
         torch.manual_seed(seed)
-        skip = skips_source_uncond(settings.inversion, settings.direct_targets, guidance_scale)
+        skip = skips_source_uncond(settings.inversion, guidance_scale)
         rows_per_frame = (2 * num_branches - int(skip)) if guidance_scale > 1.0 else num_branches
         chunk = self.chunk_size(attention.chunk_frames, num_frames, latent_size, rows_per_frame)
         state = AttentionState(num_frames=num_frames, total_frames=num_frames, num_branches=num_branches,
@@ -524,17 +525,25 @@ class AttentionFlowPipeline:
             cond, uncond = embeddings[:-1], embeddings[-1:]
             timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - start  # + the inversion's
 
+            unconds = unconditional_schedule(settings.inversion, num_inference_steps, uncond, cond[:1],
+                                             inversion.null_embeddings, settings.null_uncond_ratio)
+            offsets = None
+            if settings.direct_targets and inversion.trajectory is not None and num_branches > 1:
+                start = time.perf_counter()  # no controller is on yet: the offsets come from the plain model
+                offsets = target_offsets(inversion.trajectory, self._noise_fn(), self.scheduler,
+                                         num_inference_steps, cond[1:], unconds, guidance_scale,
+                                         chunks=frame_chunks(num_frames, chunk), before_chunk=state.enter,
+                                         progress=self.progress_bar)
+                timings["direct_offsets"] = time.perf_counter() - start
+
             start = time.perf_counter()
             controller, stores, injector, p2p_ctrl = self._controllers(plan, maps_by_size, sizes, num_frames,
                                                                        region_mask)
             runtime.controller = controller
             controller.reset()
-            unconds = unconditional_schedule(settings.inversion, num_inference_steps, uncond, cond[:1],
-                                             inversion.null_embeddings, settings.null_uncond_ratio)
-
             final = guided_sampling(
                 inversion.x_t, self._noise_fn(), self.scheduler, num_inference_steps, cond, unconds,
-                guidance_scale, trajectory=inversion.trajectory, direct_targets=settings.direct_targets,
+                guidance_scale, trajectory=inversion.trajectory, offsets=offsets,
                 skip_source_uncond=skip, chunks=frame_chunks(num_frames, chunk),
                 before_step=state.enter, after_step=lambda latents: controller.step_end(latents, state),
                 progress=self.progress_bar,
@@ -567,7 +576,7 @@ class AttentionFlowPipeline:
     def _controllers(self, plan: EditPlan, maps_by_size: dict[tuple[int, int], torch.Tensor],
                      sizes: list[tuple[int, int]], num_frames: int, region_mask: torch.Tensor | None = None
                      ) -> tuple[AttentionController, dict[str, AttentionStore], MotionInjector | None, P2PEdit]:
-        """The controller chain of one edit (P2P with its local blend, store, MMI, store, region blend), built from the
+        """The controller chain of one edit (store, MMI, P2P with its local blend, store, region blend), built from the
         checked plan. The stores keep the maps of :func:`figure_frames` of the ``num_frames`` and of the prompts' words
         only. ``region_mask``: ``(F, 1, h, w)`` of :func:`region_blend_mask` (None: edit everywhere)."""
         p2p, mmi, prompts = plan.p2p, plan.mmi, plan.prompts
@@ -580,9 +589,10 @@ class AttentionFlowPipeline:
         shown = figure_frames(num_frames)
         tokens = index_span(k for positions in plan.content_positions for k in positions)  # all the figure shows
         stores = {"without_mmi": AttentionStore(resolution=size, frames=shown, keep_step=False, tokens=tokens)}
-        chain: list[AttentionController] = [p2p_ctrl, stores["without_mmi"]]
         injector = None
-        if mmi.enabled:
+        if not mmi.enabled:
+            chain: list[AttentionController] = [p2p_ctrl, stores["without_mmi"]]
+        else:
             motion_tokens = [list(t) for t in plan.motion_tokens] if plan.motion_tokens is not None else None
             injector = MotionInjector(
                 motion_maps=maps_by_size, motion_tokens=motion_tokens,
@@ -592,7 +602,9 @@ class AttentionFlowPipeline:
                 auto_candidates=list(plan.candidates) if plan.candidates is not None else None,
                 auto_steps=mmi.auto_steps)
             stores["with_mmi"] = AttentionStore(resolution=size, frames=shown, keep_step=False, tokens=tokens)
-            chain += [injector, stores["with_mmi"]]
+            # MMI writes the raw maps and P2P edits them after it, as in the MMI reference; the figure's maps are the
+            # raw ones (without) and the ones the model uses (with)
+            chain = [stores["without_mmi"], injector, p2p_ctrl, stores["with_mmi"]]
         if region_mask is not None:
             chain.append(RegionBlend(region_mask))  # after the word blend: the two masks multiply (intersection)
         return ControllerChain(chain), stores, injector, p2p_ctrl

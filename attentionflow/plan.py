@@ -106,7 +106,7 @@ class EditPlan:
             else {_DEFAULT_KEY: p2p.cross_replace_steps}
         for word, window in table.items():
             parse_window(window, steps, "cross_replace_steps" if word == _DEFAULT_KEY
-                         else f"cross_replace_steps[{word!r}]")
+                         else f"cross_replace_steps[{word!r}]", cross=True)
             if word != _DEFAULT_KEY:
                 edit_positions(word, targets, tokenizer, "cross_replace_steps word")
         parse_window(p2p.self_replace_steps, steps, "self_replace_steps")

@@ -84,11 +84,18 @@ def test_null_text_inversion_recovers_trajectory_when_model_depends_on_embedding
     assert err_null < err_plain / 10
 
 
-def test_null_step_mask():
-    assert null_step_mask(10, -0.5) == [False] * 5 + [True] * 5
-    assert null_step_mask(10, 0.3) == [True] * 3 + [False] * 7
-    assert null_step_mask(4, 0.0) == [False] * 4
-    assert null_step_mask(4, -1.0) == [True] * 4
+@pytest.mark.parametrize("num_steps, ratio, used", [
+    # vid2vid-zero's loop: r > 0 skips the steps with i > T*r; r <= 0 skips the steps with i < T*(1+r)
+    (10, 0.5, [0, 1, 2, 3, 4, 5]),  # six steps (a rounded r*T would give five)
+    (10, -0.5, [5, 6, 7, 8, 9]),  # the default: the last half
+    (10, 0.3, [0, 1, 2, 3]),
+    (25, -0.5, list(range(13, 25))),  # 12.5 -> from step 13 on
+    (4, 0.0, []),
+    (4, -1.0, [0, 1, 2, 3]),
+    (4, 1.0, [0, 1, 2, 3]),  # vid2vid-zero's own default
+])
+def test_null_step_mask_is_vid2vid_zeros_rule(num_steps, ratio, used):
+    assert [i for i, m in enumerate(null_step_mask(num_steps, ratio)) if m] == used
 
 
 def test_null_text_only_optimises_the_steps_sampling_uses():
@@ -131,7 +138,7 @@ def test_null_text_only_optimises_the_steps_sampling_uses():
 # The four inversion methods through the one sampling loop (guided_sampling), model-free
 
 from attentionflow.config import INVERSION_METHODS  # noqa: E402
-from attentionflow.inversion import direct_correction, guided_sampling, unconditional_schedule  # noqa: E402
+from attentionflow.inversion import direct_correction, guided_sampling, target_offsets, unconditional_schedule  # noqa: E402
 
 
 def _predictor(kind: str):
@@ -151,8 +158,9 @@ def _predictor(kind: str):
 
 
 def _round_trip(method: str, kind: str, guidance: float, prompts: int = 1, direct_targets: bool = False,
-                null_fit: bool = False):
-    """Invert 3 frames under the source embedding, sample ``prompts`` branches back; return (x0, trajectory, out)."""
+                null_fit: bool = False, edit_values: tuple[float, ...] | None = None):
+    """Invert 3 frames under the source embedding, sample ``prompts`` branches back; return (x0, trajectory, out).
+    ``edit_values``: the edit branches' embeddings are these constants (default: the source's own)."""
     torch.manual_seed(3)
     steps = 10
     x0 = torch.randn(3, 4, 4, 4, dtype=torch.float64)
@@ -166,9 +174,11 @@ def _round_trip(method: str, kind: str, guidance: float, prompts: int = 1, direc
         nulls = null_text_inversion(traj, fn, scheduler, source, empty, guidance, num_inner_steps=1, progress=False)
     unconds = unconditional_schedule(method, steps, empty, source, nulls, null_ratio=1.0)
     cond = source.expand(prompts, -1, -1)
+    if edit_values is not None:
+        cond = torch.cat([source, *(torch.full_like(source, v) for v in edit_values)])
+    offsets = target_offsets(traj, fn, scheduler, steps, cond[1:], unconds, guidance) if direct_targets else None
     out = guided_sampling(traj[-1], fn, scheduler, steps, cond, unconds, guidance,
-                          trajectory=traj if method == "direct" else None, direct_targets=direct_targets,
-                          progress=False)
+                          trajectory=traj if method == "direct" else None, offsets=offsets, progress=False)
     return x0, traj, out
 
 
@@ -202,15 +212,46 @@ def test_direct_source_branch_follows_the_trajectory_and_targets_get_the_gap():
     torch.testing.assert_close(added[f:], x0, atol=1e-10, rtol=0)
 
 
-def test_direct_correction_sets_the_source_rows_and_adds_the_gap():
+@pytest.mark.parametrize("kind", ["prompt", "full"])
+def test_direct_targets_give_each_edit_branch_its_own_prompts_offset(kind):
+    # PnP Inversion's add-target: without attention control, an edit branch that adds its own prompt's offsets
+    # follows the trajectory exactly, whatever its prompt; the source's gap (the old rule) does not do that
+    x0, _, added = _round_trip("direct", kind, 7.5, direct_targets=True, edit_values=(0.5, -0.3))
+    torch.testing.assert_close(added, x0.repeat(3, 1, 1, 1), atol=1e-10, rtol=0)
+
+
+def test_target_offsets_by_hand():
+    # one step of T = 10 from x_T, by DDIM's formula: x_prev = sqrt(a') (x - sqrt(1 - a) eps) / sqrt(a)
+    # + sqrt(1 - a') eps, with eps = base_t + mean(embedding) and guidance g: eps_u + g (eps_c - eps_u)
+    torch.manual_seed(5)
+    scheduler = sd_scheduler()
+    steps, g = 10, 7.5
+    traj = [torch.randn(2, 4, 2, 2, dtype=torch.float64) for _ in range(steps + 1)]
+    base = torch.randn(4, 2, 2, dtype=torch.float64)
+    fn = lambda x, t, emb: base.expand_as(x) + emb.mean(dim=(1, 2)).view(-1, 1, 1, 1).to(x.dtype)  # noqa: E731
+    empty = torch.zeros(1, 2, 3, dtype=torch.float64)
+    cond = torch.stack([torch.full((2, 3), 0.5), torch.full((2, 3), -0.3)]).double()  # two edit prompts
+    offsets = target_offsets(traj, fn, scheduler, steps, cond, [empty] * steps, g)
+    assert offsets.shape == (steps, 2 * 2, 4, 2, 2)
+    t = 1000 // steps * (steps - 1) + scheduler.config.steps_offset
+    a = scheduler.alphas_cumprod[t].double()
+    a_prev = scheduler.alphas_cumprod[t - 1000 // steps].double()
+    x = traj[steps]
+    for e, value in enumerate((0.5, -0.3)):
+        eps = base + g * value  # eps_u = base, eps_c = base + value
+        prev = a_prev.sqrt() * (x - (1 - a).sqrt() * eps) / a.sqrt() + (1 - a_prev).sqrt() * eps
+        # (the scheduler keeps its alphas in float32: agreement to ~1e-7)
+        torch.testing.assert_close(offsets[0, 2 * e: 2 * e + 2], traj[steps - 1] - prev, atol=1e-6, rtol=0)
+
+
+def test_direct_correction_sets_the_source_rows_and_adds_the_offsets():
     latents = torch.arange(3 * 2 * 1 * 1 * 1, dtype=torch.float32).view(6, 1, 1, 1)  # B=3 branches x F=2 frames
     target = torch.tensor([10.0, 20.0]).view(2, 1, 1, 1)
-    gap = torch.tensor([10.0 - 0, 20.0 - 1]).view(2, 1, 1, 1)
     out = direct_correction(latents, target)
     assert torch.equal(out[:2], target) and torch.equal(out[2:], latents[2:])
-    out = direct_correction(latents, target, add_to_targets=True)
-    assert torch.equal(out[:2], target)
-    assert torch.equal(out[2:4], latents[2:4] + gap) and torch.equal(out[4:], latents[4:] + gap)
+    offsets = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(4, 1, 1, 1)  # edit 1's two frames, then edit 2's
+    out = direct_correction(latents, target, offsets)
+    assert torch.equal(out[:2], target) and torch.equal(out[2:], latents[2:] + offsets)
     assert torch.equal(latents.view(-1), torch.arange(6, dtype=torch.float32))  # input untouched
 
 

@@ -127,6 +127,55 @@ def test_per_word_cross_replace_window(clip_tokenizer, layout):
         P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps={"tiger": 0.5})
 
 
+@pytest.mark.parametrize("num_steps, fraction, replaced", [
+    (10, 0.75, 8),  # prompt-to-prompt's alpha table has T + 1 rows: int(0.75 * 11) = 8 steps (int(0.75 * 10) = 7)
+    (7, 0.5, 4),  # int(0.5 * 8)
+    (25, 0.8, 20),  # the defaults: both truncations agree
+    (50, 0.8, 40),
+    (4, 1.0, 4),  # int(1.0 * 5) = 5, clipped to the 4 steps there are
+])
+def test_cross_window_ends_where_prompt_to_prompts_alpha_table_ends(clip_tokenizer, num_steps, fraction, replaced):
+    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=num_steps, cross_replace_steps=fraction,
+                   self_replace_steps=fraction)
+    cross = [s for s in range(num_steps) if ctrl.wants_probs(CROSS, _state(step=s, steps=num_steps))]
+    assert cross == list(range(replaced))
+    # the self window keeps prompt-to-prompt's int(f * T)
+    self_steps = [s for s in range(num_steps) if ctrl.wants_probs(SELF, _state(step=s, steps=num_steps))]
+    assert self_steps == list(range(int(fraction * num_steps)))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_reweight_acts_inside_each_words_own_cross_window(clip_tokenizer, layout):
+    # google's AttentionReweight scales the replaced maps, and the word's time alpha blends them in: outside the
+    # word's own window the edit keeps its own map, unscaled, even inside the default window
+    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps={"default_": 0.8, "snow": 0.3},
+                   self_replace_steps=0.0, reweight={"snow": 2.0})
+    for step in range(10):
+        state = _state(step=step)
+        before = _halves(_probs(state, queries=4, layout=layout), state)[1]
+        out = _halves(ctrl(_probs(state, queries=4, layout=layout), CROSS, state), state)[1]
+        if step < 3:  # int(0.3 * 11): "snow" replaced by the source's "road" and doubled
+            torch.testing.assert_close(out[1, ..., 7], 2.0 * before[0, ..., 7])
+        else:  # its own map, not scaled (the old rule doubled it at steps 3-7)
+            torch.testing.assert_close(out[1, ..., 7], before[1, ..., 7])
+        if step < 8:  # int(0.8 * 11): "moving" replaced, factor 1
+            torch.testing.assert_close(out[1, ..., 4], before[0, ..., 4])
+        else:
+            torch.testing.assert_close(out[1, ..., 4], before[1, ..., 4])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_reweight_scales_a_new_word_of_a_refine_edit(clip_tokenizer, layout):
+    # refine keeps a new token's own map (alpha 0), and the equalizer scales it inside the cross window
+    ctrl = P2PEdit(clip_tokenizer, [ROAD, "a red car is moving on the road"], num_steps=10, cross_replace_steps=0.5,
+                   self_replace_steps=0.0, reweight={"red": 3.0})
+    state = _state(step=1)
+    before = _halves(_probs(state, queries=4, layout=layout), state)[1]
+    out = _halves(ctrl(_probs(state, queries=4, layout=layout), CROSS, state), state)[1]
+    torch.testing.assert_close(out[1, ..., 2], 3.0 * before[1, ..., 2])  # "red": its own map, tripled
+    torch.testing.assert_close(out[1, ..., 3], before[0, ..., 2])  # "car" <- source "car"
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_reweight_scales_the_chosen_word(clip_tokenizer, layout):
     ctrl = P2PEdit(clip_tokenizer, [ROAD, ROAD], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0,
@@ -273,7 +322,7 @@ def _blend_probs(state: AttentionState, word_cells: list[list[dict[tuple[int, in
 def test_local_blend_mask_and_latents(clip_tokenizer):
     prompts = ["a cat on the grass", "a dog on the grass"]
     blend = LocalBlend(clip_tokenizer, prompts, ["cat", "dog"], threshold=0.3)
-    state = _state(branches=2, frames=2, step=0)  # latents 8x8 -> blend maps 4x4
+    state = _state(branches=2, frames=2, step=2)  # latents 8x8 -> blend maps 4x4; int(0.2 * 10): blending is on
     assert blend.target_size(state) == (4, 4)
     cells = [
         [{(0, 0): 0.9, (3, 0): 0.2}, {(3, 3): 0.9}],  # source "cat": frame 0 top-left (+ a weak cell), frame 1 corner
@@ -296,6 +345,37 @@ def test_local_blend_mask_and_latents(clip_tokenizer):
         LocalBlend(clip_tokenizer, prompts, ["cat", "tiger"])
     with pytest.raises(PromptError):
         LocalBlend(clip_tokenizer, prompts, ["cat"])
+
+
+@pytest.mark.parametrize("num_steps, first", [(10, 2), (50, 10), (7, 1), (4, 0)])
+def test_local_blend_starts_after_a_fifth_of_the_steps(clip_tokenizer, num_steps, first):
+    # prompt-to-prompt's LocalBlend counts its calls and blends once the count exceeds int(0.2 * T)
+    prompts = ["a cat on the grass", "a dog on the grass"]
+    blend = LocalBlend(clip_tokenizer, prompts, ["cat", "dog"])
+    cells = [[{(0, 0): 0.9}, {(0, 0): 0.9}], [{(0, 0): 0.9}, {(0, 0): 0.9}]]
+    latents = torch.cat([torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8)])
+    blended = []
+    for step in range(num_steps):
+        state = _state(step=step, steps=num_steps)
+        blend(_blend_probs(state, cells, token=2, size=(4, 4)), CROSS, state)
+        blended.append(not torch.equal(blend.step_end(latents, state), latents))
+    assert blended == [step >= first for step in range(num_steps)]
+
+
+def test_local_blend_mask_comes_from_every_step_so_far(clip_tokenizer):
+    # prompt-to-prompt's mask reads the running attention store (all steps so far), not the current step alone
+    prompts = ["a cat on the grass", "a dog on the grass"]
+    blend = LocalBlend(clip_tokenizer, prompts, ["cat", "dog"], threshold=0.3, start_blend=0.0)
+    latents = torch.cat([torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8)])
+    early = [[{(0, 0): 0.9}] * 2] * 2  # both words top-left at step 0
+    late = [[{(3, 3): 0.9}] * 2] * 2  # bottom-right at step 1
+    for step, cells in enumerate([early, late]):
+        state = _state(step=step)
+        blend(_blend_probs(state, cells, token=2, size=(4, 4)), CROSS, state)
+        out = blend.step_end(latents, state).view(2, 2, 8, 8)[1]
+    # after step 1 both places hold half the accumulated mass: both pass the threshold (0.5 of the max each)
+    assert out[:, :4, :4].eq(1).all() and out[:, 4:, 4:].eq(1).all()
+    assert out[:, :4, 4:].eq(0).all() and out[:, 4:, :4].eq(0).all()
 
 
 def test_p2p_edit_drives_local_blend(clip_tokenizer):

@@ -237,8 +237,9 @@ class AttentionStore(AttentionController):
 class LocalBlend(AttentionController):
     """Restricts the latent change of each edit branch to where the blend words attend (P2P).
 
-    After every step, the mask of branch ``b`` is the current step's cross-attention of its blend
-    words (summed over the words' tokens, averaged over heads and layers) at the attention resolution
+    After every step from ``int(start_blend * T)`` on, the mask of branch ``b`` is the cross-attention of its blend
+    words accumulated over every step so far (prompt-to-prompt's running ``attention_store``; summed over the words'
+    tokens, averaged over heads and layers) at the attention resolution
     closest to ``latent / resolution_hint`` per side, max-pooled (3x3, stride 1), upsampled (nearest)
     to the latent size, divided by its maximum and thresholded. The edit keeps its latents inside the
     union of its own and the source's masks, and takes the source's latents outside.
@@ -249,12 +250,15 @@ class LocalBlend(AttentionController):
         words: per prompt, one blend word or a list of them (``len(words) == len(prompts)``).
         threshold: mask threshold after max-normalisation.
         resolution_hint: latent side / attention side to aim for (4: 16x16 maps for 64x64 latents).
+        start_blend: the fraction of the steps before blending starts (prompt-to-prompt's 0.2: the first steps'
+            maps are still noise).
         store: an :class:`AttentionStore` that someone else feeds (e.g. also in the controller
             chain); None = an own store fed by this controller at the blend resolution only.
     """
 
     def __init__(self, tokenizer: Any, prompts: Sequence[str], words: Sequence[str] | Sequence[Sequence[str]],
-                 threshold: float = 0.3, resolution_hint: int = 4, store: AttentionStore | None = None) -> None:
+                 threshold: float = 0.3, resolution_hint: int = 4, store: AttentionStore | None = None,
+                 start_blend: float = 0.2) -> None:
         if isinstance(words, str) or len(words) != len(prompts):
             raise PromptError(f"local blend needs one word (or list of words) per prompt: got {words!r} "
                               f"for {len(prompts)} prompts")
@@ -262,6 +266,9 @@ class LocalBlend(AttentionController):
             raise ValueError(f"local blend threshold {threshold!r} must be in [0, 1)")
         if resolution_hint < 1:
             raise ValueError(f"local blend resolution_hint {resolution_hint!r} must be >= 1")
+        if not 0.0 <= start_blend <= 1.0:
+            raise ValueError(f"local blend start_blend {start_blend!r} must be in [0, 1]")
+        self.start_blend = float(start_blend)
         mask = torch.zeros(len(prompts), max_length(tokenizer))
         for b, (prompt, ws) in enumerate(zip(prompts, words)):
             for word in ([ws] if isinstance(ws, str) else list(ws)):
@@ -270,7 +277,7 @@ class LocalBlend(AttentionController):
         self.threshold = float(threshold)
         self.resolution_hint = int(resolution_hint)
         self._own_store = store is None
-        self.store = store if store is not None else AttentionStore(keep_total=False)
+        self.store = store if store is not None else AttentionStore(keep_step=False)
         self._tables = _DeviceTables(word_mask=mask)
 
     @property
@@ -300,11 +307,16 @@ class LocalBlend(AttentionController):
         return probs
 
     def mask(self, state: AttentionState, latent_size: tuple[int, int]) -> torch.Tensor | None:
-        """Blend mask of the edit branches ``(B-1, F, 1, h, w)`` in {0, 1}; None before any maps exist."""
+        """Blend mask of the edit branches ``(B-1, F, 1, h, w)`` in {0, 1} for the call's frames; None before any
+        maps exist."""
         target = self.target_size(state)
-        if not self.store.has_maps(target, step=True):
+        if not self.store.has_maps(target):
             return None
-        maps = self.store.step_maps(target)  # (B, F, hr, wr, K)
+        maps = self.store.maps(target)  # (B, S, hr, wr, K): mean over the steps so far, every stored frame
+        stored = self.store.stored_frames
+        if stored != list(range(len(stored))):
+            raise ValueError("local blend needs a store that keeps every frame's maps")
+        maps = maps[:, state.frames]  # (B, F, hr, wr, K)
         b, f, hr, wr, k = maps.shape
         word_mask = self._tables.on(maps)["word_mask"]
         if word_mask.shape != (b, k):
@@ -321,7 +333,7 @@ class LocalBlend(AttentionController):
         """``latents`` ``(B*F, C, h, w)``: edit branches := source + mask * (edit - source)."""
         if self._own_store:
             self.store.step_end(latents, state)
-        if state.num_branches < 2:
+        if state.num_branches < 2 or state.step < int(self.start_blend * state.num_steps):
             return latents
         mask = self.mask(state, tuple(latents.shape[-2:]))
         if mask is None:
@@ -402,8 +414,10 @@ class P2PEdit(AttentionController):
     ``{word: window, "default_": window}`` is given, as P2P's ``get_time_words_attention_alpha``):
     ``edit := a * mapped(source) + (1 - a) * edit``; *replace* maps with the ``(L, L)`` token mapper,
     *refine* takes the aligned source token (``a`` = 0 for new tokens). Then *reweight* multiplies the
-    edit maps at the chosen words by their factors (for the steps in ``reweight_steps``; default:
-    the default cross window). Self-attention, for steps in ``self_replace_steps`` and at sites with
+    edit maps at the chosen words by their factors, inside each token's own cross window (prompt-to-prompt's
+    ``AttentionReweight``: the equalizer scales the replaced maps, which the time alpha then blends in; a new token
+    of a refine edit is scaled too); ``reweight_steps``, an extension, gives the reweighting a window of its own
+    instead. Self-attention, for steps in ``self_replace_steps`` and at sites with
     at most ``self_max_queries`` queries: ``edit := source``.
 
     Args:
@@ -416,7 +430,8 @@ class P2PEdit(AttentionController):
         reweight: ``{word: factor}`` for the edit prompts (equalizer).
         local_blend: optional :class:`LocalBlend` (called after each step).
         self_max_queries: largest self-attention query count that is replaced.
-        reweight_steps: window of the reweighting; None = the default cross-replace window.
+        reweight_steps: a window of its own for the reweighting (an extension); None = prompt-to-prompt's rule,
+            each token's cross window.
     """
 
     def __init__(self, tokenizer: Any, prompts: Sequence[str], num_steps: int,
@@ -459,8 +474,8 @@ class P2PEdit(AttentionController):
                 token_alpha[e] = alphas
             self.modes.append(m)
 
-        time_alpha = self._time_alphas(tokenizer, cross_replace_steps)  # (T, E, L)
-        self.cross_alpha = time_alpha * token_alpha  # (T, E, L)
+        self.time_alpha = self._time_alphas(tokenizer, cross_replace_steps)  # (T, E, L)
+        self.cross_alpha = self.time_alpha * token_alpha  # (T, E, L)
 
         self.equalizer: torch.Tensor | None = None
         self._reweight_window = (0, 0)
@@ -471,17 +486,19 @@ class P2PEdit(AttentionController):
                 for e, positions in enumerate(hits):
                     eq[e, positions] = float(factor)
             self.equalizer = eq
-            default = cross_replace_steps.get(_DEFAULT_KEY, (0.0, 1.0)) if isinstance(cross_replace_steps, dict) \
-                else cross_replace_steps
-            self._reweight_window = parse_window(default if reweight_steps is None else reweight_steps,
-                                            self.num_steps, "reweight_steps")
+            if reweight_steps is not None:
+                self._reweight_window = parse_window(reweight_steps, self.num_steps, "reweight_steps", cross=True)
         self._self_window = parse_window(self_replace_steps, self.num_steps, "self_replace_steps")
 
         steps = torch.arange(self.num_steps)
         rw_lo, rw_hi = self._reweight_window
+        # a step is active where a token is replaced, or reweighted (inside its time window or reweight_steps)
+        reweighted = self.time_alpha.flatten(1).ne(0).any(dim=1) if reweight_steps is None \
+            else (steps >= rw_lo) & (steps < rw_hi)
         self._cross_active = (self.cross_alpha.flatten(1).ne(0).any(dim=1)
-                              | ((steps >= rw_lo) & (steps < rw_hi) & (self.equalizer is not None)))  # (T,)
-        self._tables = _DeviceTables(mapper=mapper, cross_alpha=self.cross_alpha,
+                              | (reweighted & (self.equalizer is not None)))  # (T,)
+        self._reweight_own_window = reweight_steps is not None
+        self._tables = _DeviceTables(mapper=mapper, cross_alpha=self.cross_alpha, time_alpha=self.time_alpha,
                                      equalizer=self.equalizer if self.equalizer is not None else torch.ones(1))
 
     def _time_alphas(self, tokenizer: Any, spec: StepWindow | dict[str, StepWindow]) -> torch.Tensor:
@@ -489,12 +506,12 @@ class P2PEdit(AttentionController):
         edits = self.prompts[1:]
         alpha = torch.zeros(self.num_steps, len(edits), max_length(tokenizer))
         table = dict(spec) if isinstance(spec, dict) else {_DEFAULT_KEY: spec}
-        lo, hi = parse_window(table.get(_DEFAULT_KEY, (0.0, 1.0)), self.num_steps, "cross_replace_steps")
+        lo, hi = parse_window(table.get(_DEFAULT_KEY, (0.0, 1.0)), self.num_steps, "cross_replace_steps", cross=True)
         alpha[lo:hi] = 1.0
         for word, value in table.items():
             if word == _DEFAULT_KEY:
                 continue
-            lo, hi = parse_window(value, self.num_steps, f"cross_replace_steps[{word!r}]")
+            lo, hi = parse_window(value, self.num_steps, f"cross_replace_steps[{word!r}]", cross=True)
             hits = edit_positions(word, edits, tokenizer, "cross_replace_steps word")
             for e, positions in enumerate(hits):
                 if positions:
@@ -506,14 +523,22 @@ class P2PEdit(AttentionController):
     def num_branches(self) -> int:
         return len(self.prompts)
 
-    def _in_selfparse_window(self, step: int) -> bool:
+    def _in_self_window(self, step: int) -> bool:
         return self._self_window[0] <= step < self._self_window[1]
 
     def _cross_on(self, step: int) -> bool:
         return 0 <= step < self.num_steps and bool(self._cross_active[step])
 
-    def _reweight_on(self, step: int) -> bool:
-        return self.equalizer is not None and self._reweight_window[0] <= step < self._reweight_window[1]
+    def _reweight_factors(self, tables: dict[str, torch.Tensor], step: int) -> torch.Tensor | None:
+        """``(E, K)`` factors of step ``step``: the equalizer inside each token's time window (or inside
+        ``reweight_steps``), 1 elsewhere; None when nothing is reweighted."""
+        if self.equalizer is None:
+            return None
+        if self._reweight_own_window:
+            lo, hi = self._reweight_window
+            return tables["equalizer"] if lo <= step < hi else None
+        time_alpha = tables["time_alpha"][step]  # (E, K) in {0, 1}
+        return 1.0 + time_alpha * (tables["equalizer"] - 1.0)
 
     def _check(self, state: AttentionState) -> None:
         if state.num_branches != self.num_branches:
@@ -527,13 +552,13 @@ class P2PEdit(AttentionController):
         if site.is_cross:
             blend = self.local_blend is not None and self.local_blend.wants_probs(site, state)
             return blend or self._cross_on(state.step)
-        if not self._in_selfparse_window(state.step):
+        if not self._in_self_window(state.step):
             return False
         return state.site_size(site) is None  # unknown size: decide on the probabilities in __call__
 
     def shares_source_self_attention(self, site: AttentionSite, state: AttentionState) -> bool:
         """Self-attention replacement at sites of known size <= ``self_max_queries`` (no probabilities)."""
-        if site.is_cross or self.num_branches < 2 or not self._in_selfparse_window(state.step):
+        if site.is_cross or self.num_branches < 2 or not self._in_self_window(state.step):
             return False
         size = state.site_size(site)
         return size is not None and size[0] * size[1] <= self.self_max_queries
@@ -549,7 +574,7 @@ class P2PEdit(AttentionController):
             if self.local_blend is not None and self.local_blend.wants_probs(site, state):
                 probs = self.local_blend(probs, site, state)
             return probs
-        if self._in_selfparse_window(state.step) and probs.shape[-2] <= self.self_max_queries:
+        if self._in_self_window(state.step) and probs.shape[-2] <= self.self_max_queries:
             probs = self._writable(probs)
             cond = state.cond_view(probs)  # (B, F, heads, Q, K)
             cond[1:] = cond[:1]
@@ -568,7 +593,7 @@ class P2PEdit(AttentionController):
         probs = self._writable(probs)
         cond = state.cond_view(probs)  # (B, F, heads, Q, K)
         alpha = tables["cross_alpha"][state.step]  # (E, K)
-        equalizer = tables["equalizer"] if self._reweight_on(state.step) else None  # (E, K)
+        equalizer = self._reweight_factors(tables, state.step)  # (E, K) or None
         # edit <- edit + alpha * (mapped - edit) [* equalizer], in place, in the probabilities' memory order (the
         # processor makes them token-major: each token's map one contiguous row)
         token_major = is_token_major(probs)

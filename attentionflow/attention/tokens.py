@@ -248,7 +248,8 @@ def refine_mapper(source: str, target: str, tokenizer: Any) -> tuple[torch.Tenso
 
     Returns ``(mapper, alphas)``, both ``(L,)``: ``mapper[j]`` is the source position aligned to
     target position ``j`` (0 where ``j`` is unaligned), ``alphas[j]`` is 1 where aligned, 0 for new
-    target tokens (which keep the edit's own attention). Target padding maps to source padding.
+    target tokens (which keep the edit's own attention). A target position ``j`` past the prompt maps to source
+    position ``j``, as prompt-to-prompt's ``get_mapper`` does (not to the source's own padding).
     """
     import torch
 
@@ -261,8 +262,7 @@ def refine_mapper(source: str, target: str, tokenizer: Any) -> tuple[torch.Tenso
     aligned = torch.tensor(y_to_x, dtype=torch.long)
     mapper[: len(y)] = aligned.clamp_min(0)
     alphas[: len(y)] = (aligned >= 0).float()
-    pad = torch.arange(size - len(y))
-    mapper[len(y) :] = (len(x) + pad).clamp_max(size - 1)  # target padding -> source padding
+    mapper[len(y) :] = torch.arange(len(y), size)
     return mapper, alphas
 
 

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "negative-prompt = source prompt as the unconditional embedding; null-text = vid2vid-zero's "
                         "optimised embeddings; ddim = plain")
     g.add_argument("--direct-targets", action="store_true",
-                   help="direct inversion: add its per-step correction to the edits too (PnP Inversion's add-target)")
+                   help="direct inversion: each edit adds its own prompt's offset on the trajectory "
+                        "(PnP Inversion's add-target)")
     g.add_argument("--inversion-prompt", choices=["source", "empty"],
                    help=f"prompt the DDIM inversion is conditioned on (default {V.inversion_prompt}; "
                         "vid2vid-zero: empty)")
