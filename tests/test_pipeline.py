@@ -87,6 +87,28 @@ def test_mmi_changes_result_and_motion_word_attention_follows_motion(pipe, squar
     assert off.attention.with_mmi is None and off.motion is None
 
 
+def test_mmi_writes_the_raw_maps_before_prompt_to_prompt(pipe, square_video, monkeypatch):
+    # the MMI reference injects into the maps the UNet made, and prompt-to-prompt edits them after that
+    from attentionflow.attention.p2p import P2PEdit
+    from attentionflow.mmi.inject import MotionInjector
+
+    calls: list[tuple[str, str, int]] = []
+    for name, cls in (("mmi", MotionInjector), ("p2p", P2PEdit)):
+        def recording(self, probs, site, state, _call=cls.__call__, _name=name):
+            calls.append((_name, site.name, state.step))
+            return _call(self, probs, site, state)
+
+        monkeypatch.setattr(cls, "__call__", recording)
+    frames, _ = square_video
+    _edit(pipe, frames, mmi=MMIConfig(motion_words=["moving"]), p2p=P2PConfig(cross_replace_steps=1.0))
+    both = {(site, step) for name, site, step in calls if name == "mmi"} & \
+        {(site, step) for name, site, step in calls if name == "p2p"}
+    assert both, "MMI and prompt-to-prompt never acted on the same layer call"
+    for site, step in both:
+        order = [name for name, s, t in calls if (s, t) == (site, step)]
+        assert order.index("mmi") < order.index("p2p"), (site, step, order)
+
+
 def test_static_video_gives_zero_maps_and_still_edits(pipe):
     frames = np.repeat(np.random.default_rng(0).integers(0, 255, (1, 16, 24, 3), dtype=np.uint8), 3, axis=0)
     out = _edit(pipe, frames, mmi=MMIConfig(motion_words=["moving"]))
