@@ -217,6 +217,18 @@ def test_docs_configuration_reference_is_the_generated_table():
     assert "| `validation_data.num_inference_steps` | int | `50` |" in table  # a default read from the class
 
 
+def test_docs_command_line_reference_is_the_generated_table():
+    """Each edit flag is defined once (attentionflow/options.py); docs/reference.md's flag table is generated."""
+    from pathlib import Path
+
+    from attentionflow.options import cli_reference_table
+
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text(encoding="utf-8")
+    table = cli_reference_table()
+    assert table in reference
+    assert "| `--steps` | `validation_data.num_inference_steps`, `validation_data.num_inv_steps` | DDIM" in table
+
+
 def test_relative_paths_in_a_config_are_relative_to_the_file(tmp_path, monkeypatch):
     from attentionflow.config import resolve_relative_paths
 

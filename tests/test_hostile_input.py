@@ -156,7 +156,7 @@ CASES = {
     "device-mps-off-apple": (lambda w: edit(w / "clip.mp4", "--device", "mps"), "MPS"),
     "fps-1e-9": (lambda w: edit(w / "clip.mp4", "--fps", "1e-9"), "fps must be from"),
     "yaml-fps-1e12": (lambda w: ["edit", "--config", _yaml(w, "fps: 1.0e12\n" + JOB)], "fps must be from"),
-    "reweight-1e308": (lambda w: edit(w / "clip.mp4", "--reweight", "road=1e308"), "reweight factor"),
+    "reweight-1e308": (lambda w: edit(w / "clip.mp4", "--reweight", "road=1e308"), "--reweight (p2p.reweight) factor"),
     "null-base-lr-negative": (lambda w: ["edit", "--config", _yaml(w, JOB + "  null_base_lr: -5\n")],
                               "null_base_lr"),
     "250-targets": (lambda w: ["edit", str(w / "clip.mp4"), "--source", SRC, *["--target", TGT] * 250, "--out", "o",

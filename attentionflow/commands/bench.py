@@ -161,8 +161,9 @@ def cmd_bench_motion(args: argparse.Namespace) -> int:
 
 
 def _add_motion_bench_parser(bench_parsers: argparse._SubParsersAction) -> None:
-    from attentionflow.commands.common import add_motion_args, parse_size
+    from attentionflow.commands.common import add_motion_args
     from attentionflow.evaluation.davis import Protocol
+    from attentionflow.options import parse_size
 
     m = bench_parsers.add_parser(
         "motion", help="moving-object masks and maps against true masks (DAVIS or toy scenes): J, F, mass",
