@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -522,11 +523,6 @@ class EditSession:
                           archive=archive, summary=summary)
 
 
-def _session_id(request: Any) -> str:
-    """Gradio's per-browser-session hash ('' outside a browser session, e.g. in tests)."""
-    return str(getattr(request, "session_hash", "") or "")
-
-
 def _inversion_note(info: dict[str, Any]) -> str:
     """'; direct inversion reused, reconstruction PSNR 31.2 dB' from the manifest's inversion section."""
     method = f"{info['method']} inversion" if info.get("method") else "inversion"
@@ -577,6 +573,9 @@ def build_app(session: EditSession) -> Any:
                     f"write one target prompt per line and press **Edit**. Limits: {s.max_upload_mb:g} MiB, "
                     f"{s.max_frames} frames, {s.max_size}px.")
         input_path = gr.State(None)  # server-side only: never a path sent by the browser
+        # the form is one mapping: EditForm's field name -> its component (a set input hands the edit handler
+        # {component: value})
+        form: dict[str, Any] = {}
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label="video (mp4/avi/mov/webm/mkv/gif) or png/jpg frames", file_count="multiple",
@@ -584,49 +583,75 @@ def build_app(session: EditSession) -> Any:
                 toy = gr.Button("Toy example", elem_id="af-toy")
                 preview = gr.Video(label="input video", interactive=False, elem_id="af-input-preview", loop=True)
             with gr.Column(scale=2):
-                source = gr.Textbox(label="source prompt (describes the video)", value=d.source, elem_id="af-source")
-                targets = gr.Textbox(label="target prompts (one per line)", value=d.targets, lines=3,
+                form["source"] = gr.Textbox(
+                    label="source prompt (describes the video)", value=d.source, elem_id="af-source"
+                )
+                form["targets"] = gr.Textbox(label="target prompts (one per line)", value=d.targets, lines=3,
                                      elem_id="af-targets")
                 with gr.Row():
-                    motion_word = gr.Dropdown(choices=["auto", "none"], value=d.motion_word, allow_custom_value=True,
-                                              label="motion word", info="auto, none, or word(s) of the prompts",
-                                              elem_id="af-motion-word")
-                    mmi = gr.Checkbox(value=d.mmi, label="Motion Map Injection")
-                    strength = gr.Slider(0.0, 1.0, value=d.strength, step=0.01, label="MMI strength")
-                    direction = gr.Dropdown(choices=list(DIRECTIONS), value=d.direction, allow_custom_value=True,
-                                            label="motion direction", info="compass word or angle in degrees")
+                    form["motion_word"] = gr.Dropdown(
+                        choices=["auto", "none"],
+                        value=d.motion_word,
+                        allow_custom_value=True,
+                        label="motion word",
+                        info="auto, none, or word(s) of the prompts",
+                        elem_id="af-motion-word",
+                    )
+                    form["mmi"] = gr.Checkbox(value=d.mmi, label="Motion Map Injection")
+                    form["strength"] = gr.Slider(0.0, 1.0, value=d.strength, step=0.01, label="MMI strength")
+                    form["direction"] = gr.Dropdown(
+                        choices=list(DIRECTIONS),
+                        value=d.direction,
+                        allow_custom_value=True,
+                        label="motion direction",
+                        info="compass word or angle in degrees",
+                    )
                 with gr.Row():
-                    frames = gr.Slider(1, s.max_frames, value=d.frames, step=1, label="frames")
-                    start = gr.Number(value=d.start, precision=0, minimum=0, label="start frame")
-                    stride = gr.Number(value=d.stride, precision=0, minimum=1, label="stride")
-                    width = gr.Slider(8, s.max_size, value=d.width, step=8, label="width", elem_id="af-width")
-                    height = gr.Slider(8, s.max_size, value=d.height, step=8, label="height", elem_id="af-height")
+                    form["frames"] = gr.Slider(1, s.max_frames, value=d.frames, step=1, label="frames")
+                    form["start"] = gr.Number(value=d.start, precision=0, minimum=0, label="start frame")
+                    form["stride"] = gr.Number(value=d.stride, precision=0, minimum=1, label="stride")
+                    form["width"] = gr.Slider(8, s.max_size, value=d.width, step=8, label="width", elem_id="af-width")
+                    form["height"] = gr.Slider(
+                        8, s.max_size, value=d.height, step=8, label="height", elem_id="af-height"
+                    )
                 with gr.Row():
-                    steps = gr.Slider(1, 100, value=d.steps, step=1, label="steps")
-                    guidance = gr.Slider(1.0, 20.0, value=d.guidance, step=0.5, label="guidance")
-                    seed = gr.Number(value=d.seed, precision=0, label="seed")
+                    form["steps"] = gr.Slider(1, 100, value=d.steps, step=1, label="steps")
+                    form["guidance"] = gr.Slider(1.0, 20.0, value=d.guidance, step=0.5, label="guidance")
+                    form["seed"] = gr.Number(value=d.seed, precision=0, label="seed")
                 with gr.Accordion("advanced: inversion and prompt-to-prompt", open=False, elem_id="af-advanced"):
                     with gr.Row():
-                        inversion = gr.Dropdown(choices=list(INVERSION_METHODS), value=d.inversion, label="inversion",
-                                                info="direct: exact reconstruction, no optimisation",
-                                                elem_id="af-inversion")
-                        cross_replace = gr.Slider(0.0, 1.0, value=d.cross_replace, step=0.05,
+                        form["inversion"] = gr.Dropdown(
+                            choices=list(INVERSION_METHODS),
+                            value=d.inversion,
+                            label="inversion",
+                            info="direct: exact reconstruction, no optimisation",
+                            elem_id="af-inversion",
+                        )
+                        form["cross_replace"] = gr.Slider(0.0, 1.0, value=d.cross_replace, step=0.05,
                                                   label="cross-attention replacement (fraction of steps)",
                                                   elem_id="af-cross-replace")
-                        self_replace = gr.Slider(0.0, 1.0, value=d.self_replace, step=0.05,
+                        form["self_replace"] = gr.Slider(0.0, 1.0, value=d.self_replace, step=0.05,
                                                  label="self-attention replacement (fraction of steps)",
                                                  elem_id="af-self-replace")
                     with gr.Row():
-                        blend_words = gr.Textbox(value=d.blend_words, label="local blend word(s)",
+                        form["blend_words"] = gr.Textbox(value=d.blend_words, label="local blend word(s)",
                                                  info="one word, or one per prompt (source first), comma-separated",
                                                  elem_id="af-blend")
-                        reweight = gr.Textbox(value=d.reweight, label="reweight", info="WORD=FACTOR, comma-separated",
-                                              elem_id="af-reweight")
-                        edit_region = gr.Dropdown(choices=list(EDIT_REGIONS), value=d.edit_region, label="edit region",
-                                                  info="moving: change only what moves (the direction above picks "
-                                                       "movers); static: keep the movers, change the rest",
-                                                  elem_id="af-edit-region")
-                        chunk_frames = gr.Textbox(value=d.chunk_frames, label="frames per model call",
+                        form["reweight"] = gr.Textbox(
+                            value=d.reweight,
+                            label="reweight",
+                            info="WORD=FACTOR, comma-separated",
+                            elem_id="af-reweight",
+                        )
+                        form["edit_region"] = gr.Dropdown(
+                            choices=list(EDIT_REGIONS),
+                            value=d.edit_region,
+                            label="edit region",
+                            info="moving: change only what moves (the direction above picks "
+                            "movers); static: keep the movers, change the rest",
+                            elem_id="af-edit-region",
+                        )
+                        form["chunk_frames"] = gr.Textbox(value=d.chunk_frames, label="frames per model call",
                                                   info="auto, or a number: bounds memory for long videos",
                                                   elem_id="af-chunk-frames")
                 run = gr.Button("Edit", variant="primary", elem_id="af-edit")
@@ -644,17 +669,15 @@ def build_app(session: EditSession) -> Any:
                                elem_id="af-attention", interactive=False, object_fit="contain", height="auto")
         archive = gr.File(label="download all outputs (zip)", elem_id="af-download", interactive=False)
 
-        form_fields = [source, targets, motion_word, mmi, strength, direction, frames, start, stride, width, height,
-                       steps, guidance, seed, inversion, cross_replace, self_replace, blend_words, reweight,
-                       edit_region, chunk_frames]
-        names = [f.name for f in dataclasses.fields(EditForm)]
+        assert set(form) == {f.name for f in dataclasses.fields(EditForm)}, "every EditForm field has a component"
+        session_key = gr.State(lambda: uuid.uuid4().hex)  # one per browser session: no handler needs gr.Request
 
-        def on_upload(files: Any, request: Any = None) -> tuple[Any, ...]:
+        def on_upload(files: Any, key: str) -> tuple[Any, ...]:
             keep = gr.update()
             if not files:
                 return None, None, _status("upload a video or click 'Toy example'"), keep, keep, keep
             try:
-                path, msg = session.accept_upload(files, demo.GRADIO_CACHE, session=_session_id(request))
+                path, msg = session.accept_upload(files, demo.GRADIO_CACHE, session=key)
                 size = session.frame_size(path)
             except AttentionFlowError as exc:
                 # the failed file leaves the upload box, so the next upload replaces it instead of joining it
@@ -662,26 +685,17 @@ def build_app(session: EditSession) -> Any:
             playable = path if path.suffix.lower() in (".mp4", ".webm") else None
             return str(path), playable, _status(msg), keep, size[0], size[1]
 
-        def on_toy() -> list[Any]:
-            path, form, msg = session.toy_example()
-            return [str(path), str(path), _status(msg), None] + [getattr(form, n) for n in names]
+        def on_toy() -> dict[Any, Any]:
+            path, values, msg = session.toy_example()
+            shown = {input_path: str(path), preview: str(path), status: _status(msg), upload: None}
+            return shown | {component: getattr(values, name) for name, component in form.items()}
 
         def precheck() -> tuple[str, str]:
             busy = session.busy_message()
             return (_status(busy) if busy else _status("edit queued")), ""
 
-        def on_edit(path: str | None, source: str, targets: str, motion_word: str, mmi: bool, strength: float,
-                    direction: str, frames: int, start: int, stride: int, width: int, height: int, steps: int,
-                    guidance: float, seed: int, inversion: str, cross_replace: float, self_replace: float,
-                    blend_words: str, reweight: str, edit_region: str, chunk_frames: str,
-                    progress: Any = gr.Progress(),
-                    request: Any = None) -> list[Any]:
-            # explicit parameters: Gradio injects gr.Progress only into a positional parameter
-            form = EditForm(source=source, targets=targets, motion_word=motion_word, mmi=mmi, strength=strength,
-                            direction=direction, frames=frames, start=start, stride=stride, width=width,
-                            height=height, steps=steps, guidance=guidance, seed=seed, inversion=inversion,
-                            cross_replace=cross_replace, self_replace=self_replace, blend_words=blend_words,
-                            reweight=reweight, edit_region=edit_region, chunk_frames=chunk_frames)
+        def on_edit(values: dict[Any, Any], progress: Any = gr.Progress()) -> list[Any]:
+            request = EditForm(**{name: values[component] for name, component in form.items()})
 
             def cb(stage: str, step: int, total: int) -> None:
                 if total <= 1:  # a stage without steps (loading the model, packing the zip)
@@ -691,7 +705,7 @@ def build_app(session: EditSession) -> Any:
 
             empty = [None] * 7
             try:
-                result = session.run_edit(form, path, progress=cb, session=_session_id(request))
+                result = session.run_edit(request, values[input_path], progress=cb, session=values[session_key])
             except AttentionFlowError as exc:
                 return [_status(str(exc), error=True), ""] + empty
             except Exception as exc:  # the server keeps running; details go to the log
@@ -702,15 +716,14 @@ def build_app(session: EditSession) -> Any:
                     [(str(p), c) for p, c in result.edits], [(str(p), c) for p, c in result.attention],
                     str(result.archive)]
 
-        # Gradio passes the browser session to a parameter annotated gr.Request (set here: gr is a local name)
-        on_upload.__annotations__["request"] = on_edit.__annotations__["request"] = gr.Request
-        upload.upload(on_upload, inputs=upload, outputs=[input_path, preview, status, upload, width, height])
+        upload.upload(on_upload, inputs=[upload, session_key],
+                      outputs=[input_path, preview, status, upload, form["width"], form["height"]])
         upload.clear(lambda: (None, None, _status("upload a video or click 'Toy example'")),
                      outputs=[input_path, preview, status])
-        toy.click(on_toy, outputs=[input_path, preview, status, upload, *form_fields])
+        toy.click(on_toy, outputs=[input_path, preview, status, upload, *form.values()])
         results = [status, summary, grid, in_video, rec_video, overlay, edit_videos, attention, archive]
         run.click(precheck, outputs=[status, summary], concurrency_limit=None, queue=False).then(
-            on_edit, inputs=[input_path, *form_fields], outputs=results, concurrency_limit=1,
+            on_edit, inputs={input_path, session_key, *form.values()}, outputs=results, concurrency_limit=1,
             concurrency_id="edit")
     demo.queue(default_concurrency_limit=1)
     return demo
