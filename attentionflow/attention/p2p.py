@@ -212,13 +212,18 @@ class AttentionStore(AttentionController):
         sums = self._step_sum if step else self._total
         return any(k[0] == cross and k[1] == size[0] * size[1] for k in sums)
 
-    def maps(self, size: tuple[int, int], *, cross: bool = True) -> torch.Tensor:
+    def maps(self, size: tuple[int, int], *, cross: bool = True, frames: slice | None = None) -> torch.Tensor:
         """Average over all recorded calls at resolution ``size``: ``(B, S, h, w, K)`` for the
-        :attr:`stored_frames` (S of them: every frame, or the ``frames`` given).
+        :attr:`stored_frames` (S of them: every frame, or the ``frames`` given at construction); ``frames`` here: only
+        these positions of the stored frames (a chunk's, whose later neighbours are not recorded yet).
 
         Raises KeyError when nothing of that size was recorded.
         """
-        return self._lookup(self._total, self._total_n, size, cross, "in this run")
+        sums, counts = self._total, self._total_n
+        if frames is not None:
+            sums = {k: v[:, frames] for k, v in sums.items()}
+            counts = {k: v[frames] for k, v in counts.items()}
+        return self._lookup(sums, counts, size, cross, "in this run")
 
     def step_maps(self, size: tuple[int, int], *, cross: bool = True) -> torch.Tensor:
         """Average over the current (or just finished) step's calls: ``(B, F, h, w, K)`` for the frames of the
@@ -312,11 +317,10 @@ class LocalBlend(AttentionController):
         target = self.target_size(state)
         if not self.store.has_maps(target):
             return None
-        maps = self.store.maps(target)  # (B, S, hr, wr, K): mean over the steps so far, every stored frame
         stored = self.store.stored_frames
         if stored != list(range(len(stored))):
             raise ValueError("local blend needs a store that keeps every frame's maps")
-        maps = maps[:, state.frames]  # (B, F, hr, wr, K)
+        maps = self.store.maps(target, frames=state.frames)  # (B, F, hr, wr, K): mean over the steps so far
         b, f, hr, wr, k = maps.shape
         word_mask = self._tables.on(maps)["word_mask"]
         if word_mask.shape != (b, k):
