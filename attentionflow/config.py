@@ -272,6 +272,8 @@ class EditConfig:
         if bad or not mmi.places:
             raise ConfigError(f"mmi.places must be a non-empty subset of down, mid, up; got {mmi.places}")
         _positive("mmi.auto_steps", mmi.auto_steps)
+        from attentionflow.io.video import check_fps  # the writers' own limit
+
         check_fps(self.fps)
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed}")
@@ -318,24 +320,10 @@ LEGACY_NULL_INV = {True: "null-text", False: "ddim"}
 MIN_FRAME_SIZE = 16
 #: Largest seed (the range NumPy and PyTorch generators both accept).
 MAX_SEED = 2**32 - 1
-#: Frame rates the writers accept: a GIF frame lasts at most 655.35 s (a 16-bit count of 1/100 s).
-MIN_FPS, MAX_FPS = 0.01, 240.0
 #: Most target prompts in one run (each adds a batch row to every UNet call and a column to the grid).
 MAX_TARGETS = 16
 #: Largest |factor| of an attention reweight (prompt-to-prompt's examples use -2..5).
 MAX_REWEIGHT = 100.0
-
-
-def check_fps(fps: float) -> float:
-    """``fps`` as a float when the writers accept it (:data:`MIN_FPS` ... :data:`MAX_FPS`); else a one-line error."""
-    try:
-        value = float(fps)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not MIN_FPS <= value <= MAX_FPS:
-        raise ConfigError(f"fps must be from {MIN_FPS:g} to {MAX_FPS:g} (what GIF and MP4 writers accept), "
-                          f"got {fps!r}")
-    return value
 
 
 def _check_finite(obj: Any, prefix: str = "") -> None:

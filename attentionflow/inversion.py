@@ -16,6 +16,7 @@ testable with a stub predictor; the pipeline passes a closure around the UNet. T
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 import torch
@@ -36,6 +37,43 @@ StepCallback = Callable[[int, int, torch.Tensor], None]
 ChunkHook = Callable[[int, slice], None]
 """``before_chunk(i, frames)`` before the model call of step ``i`` on the video frames ``frames`` (a slice with
 start and stop): the pipeline points its attention state at the chunk there."""
+
+
+@dataclass(frozen=True)
+class LoopHooks:
+    """How a sampling or null-text loop runs, besides its maths: frame chunks, hooks around each model call,
+    progress. ``chunks`` (:func:`frame_chunks`; None = all frames at once); ``before(i, frames)`` runs before the
+    model call of step ``i`` on a chunk; ``after`` maps a chunk's latents ``(B * n, C, h, w)`` after its step
+    (sampling only); ``callback(i, T, latents)`` gets every frame's latents after each step."""
+
+    chunks: Sequence[slice] | None = None
+    before: ChunkHook | None = None
+    after: Callable[[torch.Tensor], torch.Tensor] | None = None
+    progress: bool = True
+    callback: StepCallback | None = None
+
+
+@dataclass(frozen=True)
+class DirectTrajectory:
+    """Direct inversion's part of sampling: the trajectory ``[x_0 .. x_T]`` the source branch is put back onto,
+    each edit prompt's ``offsets`` ``(T, (B-1)*F, C, h, w)`` (:func:`target_offsets`; None = none) and whether the
+    unconditional half leaves out the source branch (:func:`skips_source_uncond`)."""
+
+    trajectory: Sequence[torch.Tensor]
+    offsets: torch.Tensor | None = None
+    skip_source_uncond: bool = False
+
+
+@dataclass(frozen=True)
+class NullTextOptions:
+    """Null-text optimisation: Adam ``inner_steps`` per step from ``base_lr`` (decaying as ``lr * (1 - i / 100)``),
+    early stop below ``epsilon + i * 2e-5``, and the steps sampling uses (``use_steps``, :func:`null_step_mask`;
+    None = all)."""
+
+    inner_steps: int = 1
+    base_lr: float = 1e-2
+    epsilon: float = 1e-5
+    use_steps: Sequence[bool] | None = None
 
 
 def frame_chunks(num_frames: int, chunk_frames: int) -> list[slice]:
@@ -108,17 +146,15 @@ def guided_noise(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scal
 
 def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, scheduler: DDIMScheduler,
                         cond_embeddings: torch.Tensor, uncond_embeddings: torch.Tensor, guidance_scale: float,
-                        *, num_inner_steps: int = 1, base_lr: float = 1e-2, epsilon: float = 1e-5,
-                        use_steps: Sequence[bool] | None = None, chunks: Sequence[slice] | None = None,
-                        before_chunk: ChunkHook | None = None, progress: bool = True,
-                        callback: StepCallback | None = None) -> list[torch.Tensor]:
+                        options: NullTextOptions = NullTextOptions(), loop: LoopHooks = LoopHooks()
+                        ) -> list[torch.Tensor]:
     """Optimise one unconditional embedding per sampling step (vid2vid-zero's null-text inversion).
 
     ``trajectory``: output of :func:`ddim_inversion` (``T + 1`` tensors (N, C, h, w)).
     ``cond_embeddings``/``uncond_embeddings``: (1, L, D), broadcast over the N frames by ``noise_fn``.
     For sampling step i (timestep ``t_i``, noisiest first) Adam with lr ``base_lr * (1 - i / 100)``
-    runs ``num_inner_steps`` iterations so that the guided DDIM step from the current latent lands on
-    ``trajectory[T - i - 1]``; it stops early once the loss < ``epsilon + i * 2e-5``. Returns ``T``
+    runs ``inner_steps`` iterations (:class:`NullTextOptions`) so that the guided DDIM step from the current latent
+    lands on ``trajectory[T - i - 1]``; it stops early once the loss < ``epsilon + i * 2e-5``. Returns ``T``
     embeddings (1, L, D), in sampling order.
 
     ``use_steps`` (see :func:`null_step_mask`): the steps whose optimised embedding sampling will
@@ -126,11 +162,14 @@ def null_text_inversion(trajectory: list[torch.Tensor], noise_fn: NoiseFn, sched
     it, exactly as sampling will, so the optimised steps aim from the trajectory sampling really
     takes; steps after the last used one are skipped. ``None``: every step.
 
-    ``chunks`` (:func:`frame_chunks`): frames go through the model one chunk at a time; the loss (the mean squared
+    ``loop.chunks`` (:func:`frame_chunks`): frames go through the model one chunk at a time; the loss (the mean squared
     error over all frames) is the sum of the chunks' parts, and their gradients are accumulated before each Adam
     step, so only one chunk's graph is alive at once. With per-frame attention this is the unchunked result; with
     cross-frame attention the gradient leaves out what flows between chunks (the forward pass stays exact).
     """
+    num_inner_steps, base_lr, epsilon, use_steps = options.inner_steps, options.base_lr, options.epsilon, \
+        options.use_steps
+    chunks, before_chunk, progress, callback = loop.chunks, loop.before, loop.progress, loop.callback
     num_steps = len(trajectory) - 1
     sched = sampling_scheduler(scheduler, num_steps, trajectory[0].device)
     use = list(use_steps) if use_steps is not None else [True] * num_steps
@@ -299,34 +338,28 @@ def skips_source_uncond(method: str, guidance_scale: float) -> bool:
 
 
 def guided_sampling(x_t: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMScheduler, num_steps: int,
-                    cond: torch.Tensor, unconds: Sequence[torch.Tensor], guidance_scale: float, *,
-                    trajectory: Sequence[torch.Tensor] | None = None, offsets: torch.Tensor | None = None,
-                    skip_source_uncond: bool = False, chunks: Sequence[slice] | None = None,
-                    before_step: ChunkHook | None = None,
-                    after_step: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    progress: bool = True, callback: StepCallback | None = None) -> torch.Tensor:
+                    cond: torch.Tensor, unconds: Sequence[torch.Tensor], guidance_scale: float,
+                    direct: DirectTrajectory | None = None, loop: LoopHooks = LoopHooks()) -> torch.Tensor:
     """Joint DDIM sampling of ``B`` branches from the shared ``x_t`` (F, C, h, w) -> (B*F, C, h, w), branch-major.
 
     ``cond``: (B, L, D) one prompt embedding per branch (source first); ``unconds``: the unconditional embedding
     (1, L, D) of each step (:func:`unconditional_schedule`); classifier-free guidance runs when
-    ``guidance_scale > 1`` (one ``noise_fn`` call on ``[uncond half, cond half]``). ``trajectory``: direct inversion's
-    ``[x_0 .. x_T]`` (:func:`ddim_inversion`); after step ``i`` the source branch becomes ``trajectory[T - i - 1]``
-    (:func:`direct_correction`), and with ``offsets`` ((T, (B-1)*F, C, h, w), :func:`target_offsets`) each edit
-    branch adds its own prompt's offset (PnP Inversion's "add target"). ``skip_source_uncond``
-    (:func:`skips_source_uncond`; direct inversion only): the unconditional half leaves out the source branch, whose
-    guided step is discarded.
+    ``guidance_scale > 1`` (one ``noise_fn`` call on ``[uncond half, cond half]``). ``direct``
+    (:class:`DirectTrajectory`, direct inversion): after step ``i`` the source branch becomes
+    ``trajectory[T - i - 1]`` (:func:`direct_correction`), each edit branch adds its own prompt's offset when
+    ``offsets`` are given (PnP Inversion's "add target"), and with ``skip_source_uncond`` the unconditional half leaves
+    out the source branch, whose guided step is discarded.
 
-    ``chunks`` (:func:`frame_chunks`; None = all frames at once): every step runs chunk by chunk, in frame order; a
-    chunk carries every branch and both guidance halves of its frames (``(G * B * n)`` rows). ``before_step(i,
-    frames)`` runs before the model call of step ``i`` on a chunk, and ``after_step`` maps the chunk's latents
-    ``(B * n, C, h, w)`` after its step and correction (the pipeline points its attention state at the chunk and
-    runs its controllers' ``step_end`` there). ``callback`` gets every frame's latents after each step.
+    ``loop`` (:class:`LoopHooks`): every step runs chunk by chunk, in frame order; a chunk carries every branch and
+    both guidance halves of its frames (``(G * B * n)`` rows). ``loop.before(i, frames)`` runs before the model call
+    of step ``i`` on a chunk, and ``loop.after`` maps the chunk's latents ``(B * n, C, h, w)`` after its step and
+    correction (the pipeline points its attention state at the chunk and runs its controllers' ``step_end`` there).
     """
+    trajectory, offsets = (direct.trajectory, direct.offsets) if direct is not None else (None, None)
+    skip_source_uncond = direct is not None and direct.skip_source_uncond
+    chunks, before_step, after_step = loop.chunks, loop.before, loop.after
+    progress, callback = loop.progress, loop.callback
     num_frames = x_t.shape[0]
-    if skip_source_uncond and trajectory is None:
-        raise ValueError("skip_source_uncond needs the direct trajectory")
-    if offsets is not None and trajectory is None:
-        raise ValueError("target offsets need the direct trajectory")
     sched = sampling_scheduler(scheduler, num_steps, x_t.device)
     chunks = list(chunks) if chunks is not None else [slice(0, num_frames)]
     num_branches = cond.shape[0]

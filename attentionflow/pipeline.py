@@ -36,6 +36,9 @@ from attentionflow.figures import figure_frames
 from attentionflow.flow.motion import MotionResult, motion_maps_for_resolutions
 from attentionflow.flow.regions import motion_for_edit
 from attentionflow.inversion import (
+    DirectTrajectory,
+    LoopHooks,
+    NullTextOptions,
     ddim_inversion,
     frame_chunks,
     guided_sampling,
@@ -46,7 +49,7 @@ from attentionflow.inversion import (
     unconditional_schedule,
 )
 from attentionflow.io.video import check_video
-from attentionflow.mmi.inject import MotionInjector
+from attentionflow.mmi.inject import InjectionSettings, MotionInjector
 from attentionflow.models.factory import Components
 from attentionflow.models.loading import load_components, select_device, select_dtype
 from attentionflow.plan import EditPlan
@@ -433,10 +436,10 @@ class AttentionFlowPipeline:
                 state.frame_mode = "per_frame" if settings.null_normal_infer else "cross_frame"
                 null_embeddings = null_text_inversion(
                     trajectory, noise_fn, self.scheduler, cond, uncond, settings.guidance_scale,
-                    num_inner_steps=settings.null_inner_steps, base_lr=settings.null_base_lr,
-                    use_steps=null_step_mask(num_inference_steps, settings.null_uncond_ratio),
-                    chunks=chunks, before_chunk=state.enter, progress=self.progress_bar,
-                    callback=report("null-text"))
+                    NullTextOptions(inner_steps=settings.null_inner_steps, base_lr=settings.null_base_lr,
+                                    use_steps=null_step_mask(num_inference_steps, settings.null_uncond_ratio)),
+                    LoopHooks(chunks=chunks, before=state.enter, progress=self.progress_bar,
+                              callback=report("null-text")))
                 timings["null_text"] = time.perf_counter() - start
         return Inversion(x_t=trajectory[-1], null_embeddings=null_embeddings, settings=key, timings=timings,
                          method=settings.inversion, trajectory=trajectory if settings.inversion == "direct" else None)
@@ -541,13 +544,14 @@ class AttentionFlowPipeline:
                                                                        region_mask)
             runtime.controller = controller
             controller.reset()
+            direct = None if inversion.trajectory is None else DirectTrajectory(inversion.trajectory, offsets, skip)
             final = guided_sampling(
-                inversion.x_t, self._noise_fn(), self.scheduler, num_inference_steps, cond, unconds,
-                guidance_scale, trajectory=inversion.trajectory, offsets=offsets,
-                skip_source_uncond=skip, chunks=frame_chunks(num_frames, chunk),
-                before_step=state.enter, after_step=lambda latents: controller.step_end(latents, state),
-                progress=self.progress_bar,
-                callback=None if callback is None else lambda i, n, latents: callback("editing", i + 1, n, latents))
+                inversion.x_t, self._noise_fn(), self.scheduler, num_inference_steps, cond, unconds, guidance_scale,
+                direct, LoopHooks(chunks=frame_chunks(num_frames, chunk), before=state.enter,
+                                  after=lambda latents: controller.step_end(latents, state),
+                                  progress=self.progress_bar,
+                                  callback=None if callback is None
+                                  else lambda i, n, latents: callback("editing", i + 1, n, latents)))
             runtime.controller = None
             timings["editing"] = time.perf_counter() - start
 
@@ -597,10 +601,10 @@ class AttentionFlowPipeline:
             injector = MotionInjector(
                 motion_maps=maps_by_size, motion_tokens=motion_tokens,
                 content_tokens=self._content_mask(plan).to(self.device),
-                strength=mmi.strength, similarity=mmi.similarity, branches=mmi.branches, places=tuple(mmi.places),
-                step_range=(mmi.step_start, mmi.step_end),
                 auto_candidates=list(plan.candidates) if plan.candidates is not None else None,
-                auto_steps=mmi.auto_steps)
+                settings=InjectionSettings(strength=mmi.strength, similarity=mmi.similarity, branches=mmi.branches,
+                                           places=tuple(mmi.places), step_range=(mmi.step_start, mmi.step_end),
+                                           auto_steps=mmi.auto_steps))
             stores["with_mmi"] = AttentionStore(resolution=size, frames=shown, keep_step=False, tokens=tokens)
             # MMI writes the raw maps and P2P edits them after it, as in the MMI reference; the figure's maps are the
             # raw ones (without) and the ones the model uses (with)

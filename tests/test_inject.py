@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from attentionflow.attention.base import AttentionSite, AttentionState, as_token_major, is_token_major
 from attentionflow.errors import ConfigError
-from attentionflow.mmi.inject import MotionInjector
+from attentionflow.mmi.inject import InjectionSettings, MotionInjector
 
 F, HEADS, H, W, K = 3, 2, 4, 5, 8  # non-square map on purpose
 Q = H * W
@@ -45,8 +47,9 @@ def _probs(state: AttentionState, seed: int = 1, q: int = Q) -> torch.Tensor:
 
 
 def _injector(motion: torch.Tensor, **kw) -> MotionInjector:
-    args = dict(motion_maps={(H, W): motion}, motion_tokens=MOTION_TOKENS, content_tokens=CONTENT,
-                strength=LAM)
+    fields = {f.name for f in dataclasses.fields(InjectionSettings)}
+    settings = InjectionSettings(**{"strength": LAM, **{k: kw.pop(k) for k in list(kw) if k in fields}})
+    args = dict(motion_maps={(H, W): motion}, motion_tokens=MOTION_TOKENS, content_tokens=CONTENT, settings=settings)
     args.update(kw)
     return MotionInjector(**args)
 
@@ -262,7 +265,7 @@ def test_auto_mode_picks_the_word_matching_motion_then_swaps():
     cands = [{"car": [2], "is": [3], "moving": [4]},
              {"red": [2], "car": [3], "is": [4], "moving": [5]}]
     inj = MotionInjector(motion_maps={(H, W): motion}, motion_tokens=None, content_tokens=CONTENT,
-                         strength=LAM, auto_candidates=cands, auto_steps=3)
+                         auto_candidates=cands, settings=InjectionSettings(strength=LAM, auto_steps=3))
     for step in range(5):
         state = _state(step=step)
         probs = _probs(state, seed=10 + step)

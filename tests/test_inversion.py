@@ -72,8 +72,16 @@ def test_null_text_inversion_recovers_trajectory_when_model_depends_on_embedding
         x = sched.step(e_u + 7.5 * (e_c - e_u), t, x).prev_sample
     err_plain = (x - x0).abs().max().item()
     # ... null-text inversion learns per-step embeddings that bring it back.
-    nulls = null_text_inversion(traj, fn, scheduler, cond, uncond0, 7.5, num_inner_steps=200,
-                                base_lr=0.05, progress=False)
+    nulls = null_text_inversion(
+        traj,
+        fn,
+        scheduler,
+        cond,
+        uncond0,
+        7.5,
+        NullTextOptions(inner_steps=200, base_lr=0.05),
+        LoopHooks(progress=False),
+    )
     assert len(nulls) == 8 and all(n.shape == uncond0.shape for n in nulls)
     x = traj[-1]
     for i, t in enumerate(sched.timesteps):
@@ -113,8 +121,16 @@ def test_null_text_only_optimises_the_steps_sampling_uses():
     uncond0 = torch.full((1, 3, 2), 0.3)
     mask = null_step_mask(8, -0.5)
     calls["n"] = 0
-    nulls = null_text_inversion(traj, fn, scheduler, cond, uncond0, 7.5, num_inner_steps=200, base_lr=0.05,
-                                use_steps=mask, progress=False)
+    nulls = null_text_inversion(
+        traj,
+        fn,
+        scheduler,
+        cond,
+        uncond0,
+        7.5,
+        NullTextOptions(inner_steps=200, base_lr=0.05, use_steps=mask),
+        LoopHooks(progress=False),
+    )
     assert all(torch.equal(n, uncond0) for n, m in zip(nulls, mask) if not m)
     assert all(not torch.equal(n, uncond0) for n, m in zip(nulls, mask) if m)
     sched = sampling_scheduler(scheduler, 8, "cpu")
@@ -129,8 +145,16 @@ def test_null_text_only_optimises_the_steps_sampling_uses():
     assert sample(nulls) < sample([uncond0] * 8) / 10  # the last half corrects the drift of the first
     # A schedule that uses nothing after step 2 stops optimising (and calling the model) early.
     calls["n"] = 0
-    null_text_inversion(traj, fn, scheduler, cond, uncond0, 7.5, num_inner_steps=1,
-                        use_steps=[True, True] + [False] * 6, progress=False)
+    null_text_inversion(
+        traj,
+        fn,
+        scheduler,
+        cond,
+        uncond0,
+        7.5,
+        NullTextOptions(inner_steps=1, use_steps=[True, True] + [False] * 6),
+        LoopHooks(progress=False),
+    )
     assert calls["n"] == 2 * 3  # per used step: cond, uncond (inner), uncond (advance)
 
 
@@ -138,7 +162,15 @@ def test_null_text_only_optimises_the_steps_sampling_uses():
 # The four inversion methods through the one sampling loop (guided_sampling), model-free
 
 from attentionflow.config import INVERSION_METHODS  # noqa: E402
-from attentionflow.inversion import direct_correction, guided_sampling, target_offsets, unconditional_schedule  # noqa: E402
+from attentionflow.inversion import (  # noqa: E402
+    DirectTrajectory,
+    LoopHooks,
+    NullTextOptions,
+    direct_correction,
+    guided_sampling,
+    target_offsets,
+    unconditional_schedule,
+)
 
 
 def _predictor(kind: str):
@@ -171,14 +203,14 @@ def _round_trip(method: str, kind: str, guidance: float, prompts: int = 1, direc
     traj = ddim_inversion(x0, fn, scheduler, steps, source, progress=False)
     nulls = None
     if method == "null-text" and null_fit:
-        nulls = null_text_inversion(traj, fn, scheduler, source, empty, guidance, num_inner_steps=1, progress=False)
+        nulls = null_text_inversion(traj, fn, scheduler, source, empty, guidance, loop=LoopHooks(progress=False))
     unconds = unconditional_schedule(method, steps, empty, source, nulls, null_ratio=1.0)
     cond = source.expand(prompts, -1, -1)
     if edit_values is not None:
         cond = torch.cat([source, *(torch.full_like(source, v) for v in edit_values)])
     offsets = target_offsets(traj, fn, scheduler, steps, cond[1:], unconds, guidance) if direct_targets else None
-    out = guided_sampling(traj[-1], fn, scheduler, steps, cond, unconds, guidance,
-                          trajectory=traj if method == "direct" else None, offsets=offsets, progress=False)
+    direct = DirectTrajectory(traj, offsets) if method == "direct" else None
+    out = guided_sampling(traj[-1], fn, scheduler, steps, cond, unconds, guidance, direct, LoopHooks(progress=False))
     return x0, traj, out
 
 
@@ -285,12 +317,11 @@ def test_skipping_the_source_uncond_pass_changes_nothing_but_the_batch():
     scheduler = sd_scheduler()
     traj = ddim_inversion(x0, fn, scheduler, steps, source, progress=False)
     unconds = unconditional_schedule("direct", steps, empty, source)
-    full = guided_sampling(traj[-1], counted, scheduler, steps, cond, unconds, 7.5, trajectory=traj, progress=False)
+    quiet = LoopHooks(progress=False)
+    full = guided_sampling(traj[-1], counted, scheduler, steps, cond, unconds, 7.5, DirectTrajectory(traj), quiet)
     assert rows == [2 * branches * frames] * steps
     rows.clear()
-    lean = guided_sampling(traj[-1], counted, scheduler, steps, cond, unconds, 7.5, trajectory=traj,
-                           skip_source_uncond=True, progress=False)
+    lean = guided_sampling(traj[-1], counted, scheduler, steps, cond, unconds, 7.5,
+                           DirectTrajectory(traj, skip_source_uncond=True), quiet)
     assert rows == [(2 * branches - 1) * frames] * steps
     torch.testing.assert_close(lean, full, atol=1e-12, rtol=0)
-    with pytest.raises(ValueError, match="direct"):
-        guided_sampling(traj[-1], fn, scheduler, steps, cond, unconds, 7.5, skip_source_uncond=True, progress=False)

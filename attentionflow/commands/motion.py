@@ -15,11 +15,11 @@ def cmd_motion(args: argparse.Namespace) -> int:
     """Handler of ``attentionflow motion``."""
     import numpy as np
 
-    from attentionflow.config import MIN_FRAME_SIZE, check_fps
+    from attentionflow.config import MIN_FRAME_SIZE
     from attentionflow.flow.export import box_mass, export_motion, load_boxes
     from attentionflow.flow.motion import MotionOptions, motion_maps
     from attentionflow.io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
-    from attentionflow.io.video import read_frames
+    from attentionflow.io.video import check_fps, read_frames
     from attentionflow.resources import check_memory, edit_memory_bytes
 
     opts = MotionOptions()

@@ -43,8 +43,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+import attentionflow.flow.segment as segment
 from attentionflow.errors import ConfigError, InputError
-from attentionflow.flow import segment
 from attentionflow.flow.estimators import FlowEstimator, available_flow_estimators, get_flow_estimator
 from attentionflow.flow.segment import forward_backward_error, pixel_grid
 from attentionflow.io.video import check_video

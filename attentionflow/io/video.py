@@ -38,7 +38,6 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageSequence
 
-from attentionflow.config import check_fps
 from attentionflow.errors import ConfigError, InputError, shown
 from attentionflow.io.outputs import atomic_file
 
@@ -74,6 +73,22 @@ _ACCEPTED = (
 
 FrameThunk = Callable[[], np.ndarray]
 """Zero-argument callable that decodes one frame to ``(H, W, 3)`` uint8 RGB (call it at once)."""
+
+
+#: Frame rates the writers accept: a GIF frame lasts at most 655.35 s (a 16-bit count of 1/100 s).
+MIN_FPS, MAX_FPS = 0.01, 240.0
+
+
+def check_fps(fps: float) -> float:
+    """``fps`` as a float when the writers accept it (:data:`MIN_FPS` ... :data:`MAX_FPS`); else a one-line error."""
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not MIN_FPS <= value <= MAX_FPS:
+        raise ConfigError(f"fps must be from {MIN_FPS:g} to {MAX_FPS:g} (what GIF and MP4 writers accept), "
+                          f"got {fps!r}")
+    return value
 
 
 @dataclass

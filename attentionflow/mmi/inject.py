@@ -81,6 +81,21 @@ class _CallMotion:
     """``(F, 1, 1, Q)`` ``strength * maps``, broadcast over branches, heads and tokens of the span's rows (swap)."""
 
 
+@dataclass(frozen=True)
+class InjectionSettings:
+    """How :class:`MotionInjector` injects (the numbers of an ``mmi:`` section); each field is documented there."""
+
+    strength: float = 0.09
+    similarity: str = "ncc"
+    branches: BranchChoice = "all"
+    places: Collection[str] = PLACES
+    sizes: Collection[tuple[int, int]] | None = None
+    step_range: tuple[float, float] = (0.0, 1.0)
+    auto_steps: int = 3
+    swap: bool = True
+    fusion: bool = True
+
+
 class MotionInjector(AttentionController):
     """Injects per-frame motion maps into cross-attention maps (fusion + swap + auto motion word).
 
@@ -92,6 +107,9 @@ class MotionInjector(AttentionController):
             be empty). ``None`` selects auto mode.
         content_tokens: ``(B, K)`` bool, True for real prompt tokens (not start/end/padding); only
             these receive fusion.
+        auto_candidates: auto mode only: per branch, candidate word -> its token indices in that
+            branch's prompt.
+        settings: :class:`InjectionSettings`, whose fields are:
         strength: lambda, the injection strength (>= 0; 0 disables the injector).
         similarity: similarity measure, one of :data:`~attentionflow.mmi.similarity.SIMILARITY_METHODS`.
         branches: which branches are edited: ``all``, ``source`` (branch 0) or ``edits`` (1..).
@@ -100,8 +118,6 @@ class MotionInjector(AttentionController):
         step_range: ``[start, end)`` fractions of the denoising steps during which injection
             applies; step ``t`` of ``T`` is in range when ``int(start * T) <= t < int(end * T)``
             (:func:`~attentionflow.attention.base.step_window`, the convention P2P uses too).
-        auto_candidates: auto mode only: per branch, candidate word -> its token indices in that
-            branch's prompt.
         auto_steps: auto mode only: number of initial steps that score the candidates.
         swap: apply the swap.
         fusion: apply the fusion.
@@ -113,17 +129,13 @@ class MotionInjector(AttentionController):
         motion_maps: Mapping[tuple[int, int], torch.Tensor],
         motion_tokens: Sequence[Sequence[int]] | None,
         content_tokens: torch.Tensor,
-        strength: float = 0.09,
-        similarity: str = "ncc",
-        branches: BranchChoice = "all",
-        places: Collection[str] = PLACES,
-        sizes: Collection[tuple[int, int]] | None = None,
-        step_range: tuple[float, float] = (0.0, 1.0),
         auto_candidates: Sequence[Mapping[str, Sequence[int]]] | None = None,
-        auto_steps: int = 3,
-        swap: bool = True,
-        fusion: bool = True,
+        settings: InjectionSettings = InjectionSettings(),
     ) -> None:
+        strength, similarity, branches, places = settings.strength, settings.similarity, settings.branches, \
+            settings.places
+        sizes, step_range, auto_steps = settings.sizes, settings.step_range, settings.auto_steps
+        swap, fusion = settings.swap, settings.fusion
         if similarity not in SIMILARITY_METHODS:
             raise ValueError(f"unknown similarity {similarity!r}; choose from: "
                               f"{', '.join(SIMILARITY_METHODS)}")
