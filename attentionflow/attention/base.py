@@ -170,23 +170,14 @@ class AttentionState:
 
     def cond_rows(self, probs: torch.Tensor, tokens: tuple[int, int]) -> torch.Tensor:
         """The conditional half's maps of the key tokens ``lo .. hi - 1`` as rows: a ``(B, F, heads, K', Q)`` view of
-        ``probs`` ``(G*B*F, heads, Q, K)`` (any strides), shares memory; the same values as
-        ``token_rows(self.cond_view(probs), tokens)``, each token's map one contiguous row when ``probs`` is
-        token-major.
-
-        Made by one ``as_strided`` instead of four view operations: the injector and the attention figure's stores
-        call this at every layer and step, where each operation's fixed cost (several microseconds with cold caches
-        between UNet layers) counts.
-        """
+        ``probs`` ``(G*B*F, heads, Q, K)``, shares memory; each token's map one contiguous row when ``probs`` is
+        token-major."""
         b, f = self.num_branches, self.num_frames
-        rows, heads, queries, keys = probs.shape
         lo, hi = tokens
-        if rows < b * f or not 0 <= lo <= hi <= keys:
+        if probs.shape[0] < b * f or not 0 <= lo <= hi <= probs.shape[-1]:
             raise ValueError(f"probabilities {tuple(probs.shape)} have no conditional half of B*F = {b}*{f} rows "
                              f"and key tokens [{lo}, {hi})")
-        s_row, s_head, s_query, s_key = probs.stride()
-        offset = probs.storage_offset() + (rows - b * f) * s_row + lo * s_key
-        return probs.as_strided((b, f, heads, hi - lo, queries), (f * s_row, s_row, s_head, s_key, s_query), offset)
+        return token_rows(self.cond_view(probs), tokens)
 
     def share_source(self, x: torch.Tensor, frames_folded: bool = False) -> torch.Tensor:
         """Copy of ``x`` whose conditional edit branches hold the conditional source branch's values.

@@ -139,9 +139,7 @@ class AttentionStore(AttentionController):
         if hi > num_keys:
             raise ValueError(f"stored tokens {self.tokens} outside the {num_keys} keys at {site.name}")
         rows = state.cond_rows(probs.detach() if probs.requires_grad else probs, (lo, hi))  # (B, F, heads, K', Q)
-        maps = head_sum(rows, 2)  # (B, F, K', Q)
-        if maps.dtype != torch.float32:
-            maps = maps.float()
+        maps = head_sum(rows, 2).float()  # (B, F, K', Q)
         if rows.shape[2] > 1:
             maps = maps / rows.shape[2]  # mean over heads
         key = (site.is_cross, num_queries, num_keys)

@@ -37,7 +37,6 @@ word from ``auto_candidates[b]`` and swaps from then on (see :attr:`MotionInject
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -205,7 +204,6 @@ class MotionInjector(AttentionController):
         self._map_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
         self._call_cache: dict[tuple, _CallMotion] = {}
         self._fuse_cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
-        self._swap_rects: list[tuple[slice, slice]] | None = None  # set by _swaps(), cleared with the motion word
         self.reset()
 
     @staticmethod
@@ -231,7 +229,6 @@ class MotionInjector(AttentionController):
         self._sim_calls: list[torch.Tensor] = []  # (B, F, K') similarity per call since the last fold
         self._sim_total: torch.Tensor | None = None  # (B, K') float32 sums over frames of the folded calls
         self._sim_count = 0  # frames in all calls
-        self._swap_rects = None
 
     def _full(self, span_values: torch.Tensor) -> torch.Tensor:
         """``(..., K')`` values of the scored token span -> ``(..., K)``, 0 outside the span."""
@@ -332,34 +329,6 @@ class MotionInjector(AttentionController):
             self._fuse_cache[key] = cached
         return cached
 
-    def _swaps(self, num_branches: int) -> list[tuple[slice, slice]]:
-        """The maps the swap replaces, as ``(branches, tokens)`` slice pairs: rectangles of branches and tokens
-        (token indices relative to the scored span) that together cover every selected branch's motion tokens
-        exactly once. Consecutive branches with the same tokens share a rectangle, so the usual case (the motion
-        word at the same position in every prompt) is one plain slice assignment. Cached until the motion word
-        changes; empty when nothing is swapped."""
-        if self._swap_rects is None:
-            lo = self._span[0]
-            per_branch: list[tuple[int, tuple[tuple[int, int], ...]]] = []  # (branch, its runs of tokens)
-            if self.motion_tokens is not None:
-                sel = self._branch_mask(num_branches)
-                for b, idx in enumerate(self.motion_tokens):
-                    runs: list[tuple[int, int]] = []  # maximal runs of consecutive tokens, span-relative
-                    for k in sorted({int(k) - lo for k in idx}):
-                        if runs and runs[-1][1] == k:
-                            runs[-1] = (runs[-1][0], k + 1)
-                        else:
-                            runs.append((k, k + 1))
-                    if sel[b] and runs:
-                        per_branch.append((b, tuple(runs)))
-            # consecutive branches (b - i constant) with equal runs share their rectangles
-            groups = itertools.groupby(enumerate(per_branch), key=lambda item: (item[1][0] - item[0], item[1][1]))
-            self._swap_rects = []
-            for (_, branch_runs), group in groups:
-                members = [b for _, (b, _) in group]
-                self._swap_rects += [(slice(members[0], members[-1] + 1), slice(k0, k1)) for k0, k1 in branch_runs]
-        return self._swap_rects
-
     # ------------------------------------------------------------------ auto mode
     def _decide(self) -> None:
         """Pick the best-scoring source candidate and set every branch's motion tokens."""
@@ -379,7 +348,6 @@ class MotionInjector(AttentionController):
             return
         self.chosen_word = self.ranking[0][0]
         self.motion_tokens = [list(c.get(self.chosen_word, [])) for c in self.auto_candidates]
-        self._swap_rects = None
         logger.info("MMI auto mode chose %r (ranking %s)", self.chosen_word, self.ranking)
 
     # ------------------------------------------------------------------ the edit
@@ -413,9 +381,7 @@ class MotionInjector(AttentionController):
         sums = head_sum(rows, 2)  # (B, F, K', Q) head sums (one head: a view)
         if self.similarity in CORRELATION_METHODS:  # Pearson with the motion side prepared once per video
             work = sums if sums.dtype in (torch.float32, torch.float64) else sums.float()
-            sim_span = correlation_score(work, motion.basis, self.similarity, nonnegative=True)  # (B, F, K')
-            if sim_span.dtype != probs.dtype:
-                sim_span = sim_span.to(probs.dtype)
+            sim_span = correlation_score(work, motion.basis, self.similarity).to(probs.dtype)  # (B, F, K')
         else:
             sim_span = _similarity(sums, motion.maps, self.similarity)  # (B, F, K')
         kept = sim_span.detach() if sim_span.requires_grad else sim_span  # fusion below keeps the graph
@@ -435,7 +401,9 @@ class MotionInjector(AttentionController):
             # += weight[b, f, k] * M[f, q] in every head
             rows.addcmul_(motion.fuse, weight.view(num_branches, -1, 1, hi - lo, 1))
 
-        if self.swap and in_range and not observing:
-            for branches, tokens in self._swaps(num_branches):
-                rows[branches, :, :, tokens] = motion.swap  # (b', F, heads, k', Q) <- strength * M: every head
+        if self.swap and in_range and not observing and self.motion_tokens is not None:
+            selected = self._branch_mask(num_branches)
+            for b, tokens in enumerate(self.motion_tokens):
+                if selected[b] and tokens:  # (F, heads, k', Q) <- strength * M, in every head
+                    rows[b, :, :, [k - lo for k in tokens]] = motion.swap
         return probs

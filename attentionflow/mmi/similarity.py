@@ -99,21 +99,8 @@ def motion_basis(motion: torch.Tensor) -> torch.Tensor:
     return torch.stack([unit, torch.full_like(unit, 1.0 / q), torch.full_like(unit, bound)], dim=-2)  # (..., 3, Q)
 
 
-_SCALARS: dict[tuple[float, torch.dtype, torch.device], torch.Tensor] = {}
-
-
-def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
-    """A 0-dim tensor holding ``value`` in ``like``'s dtype and device (made once per value, dtype and device: the
-    injector's per-call arithmetic then makes no tensor from a Python number)."""
-    key = (value, like.dtype, like.device)
-    out = _SCALARS.get(key)
-    if out is None:
-        out = _SCALARS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
-    return out
-
-
-def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0, scale: float = 1.0,
-                  nonnegative: bool = False) -> torch.Tensor:
+def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0, scale: float = 1.0
+                  ) -> torch.Tensor:
     """Pearson correlation of the maps ``maps`` ``(..., K, Q)`` (one map per row, any strides) with the motion map of
     ``basis`` (:func:`motion_basis`, ``(..., 3, Q)``, broadcast over leading dims) -> ``shift + scale * rho``
     ``(..., K)``, clamped to ``shift +- scale`` (``rho`` in ``[-1, 1]``; ``shift=0.5, scale=0.5`` gives ``ncc``
@@ -121,9 +108,7 @@ def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0
 
     ``rho`` is 0 where either map is constant: its sum of squared deviations at most ``(64 * eps)**2 * Q`` times
     its mean squared (what rounding leaves of a truly constant map), or zero. ``maps`` may carry any positive scale
-    (the correlation does not depend on it, so a sum over heads scores like their mean). ``nonnegative=True``
-    promises maps without negative values (attention probabilities and their sums), whose mean needs no ``abs``
-    in the constant-map test (one operation less; the result is the same for such maps).
+    (the correlation does not depend on it, so a sum over heads scores like their mean).
 
     Three passes over the maps and few operations on purpose: the injector calls this at every cross-attention layer
     and step, where each operation's fixed cost outweighs its arithmetic. One matrix product gives ``<a, u>``,
@@ -134,8 +119,8 @@ def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0
     stats = torch.matmul(maps, basis.mT)  # (..., K, Q) @ (..., Q, 3) -> (..., K, 3)
     dot, mean, bound = stats.unbind(-1)  # (..., K) each: <a, u>, mean(a), c * mean(a) (>= 0 for non-negative maps)
     dev = torch.linalg.vector_norm(maps - mean.unsqueeze(-1), dim=-1)  # (..., K) |a - mean(a)|
-    constant = dev <= (bound if nonnegative else bound.abs())  # (..., K); includes dev == 0
-    out = torch.addcdiv(_scalar(shift, stats), dot, dev, value=scale)  # shift + scale * rho, (..., K)
+    constant = dev <= bound.abs()  # (..., K); includes dev == 0
+    out = torch.full_like(dot, shift).addcdiv_(dot, dev, value=scale)  # shift + scale * rho, (..., K)
     return out.masked_fill_(constant, shift).clamp_(shift - scale, shift + scale)
 
 
@@ -143,14 +128,13 @@ def pearson_basis(maps: torch.Tensor, basis: torch.Tensor, *, shift: float = 0.0
 CORRELATION_METHODS: tuple[str, ...] = ("ncc", "zncc")
 
 
-def correlation_score(maps: torch.Tensor, basis: torch.Tensor, method: str, *, nonnegative: bool = False
-                      ) -> torch.Tensor:
+def correlation_score(maps: torch.Tensor, basis: torch.Tensor, method: str) -> torch.Tensor:
     """``ncc`` ``(rho + 1) / 2`` or ``zncc`` ``max(rho, 0)`` of the maps ``(..., K, Q)`` (one map per row) against
     the motion map of ``basis`` (:func:`motion_basis`, ``(..., 3, Q)``) -> ``(..., K)``; ``method`` one of
-    :data:`CORRELATION_METHODS`; ``nonnegative`` as in :func:`pearson_basis`."""
+    :data:`CORRELATION_METHODS`."""
     if method == "ncc":
-        return pearson_basis(maps, basis, shift=0.5, scale=0.5, nonnegative=nonnegative)
-    return pearson_basis(maps, basis, nonnegative=nonnegative).clamp_min_(0.0)
+        return pearson_basis(maps, basis, shift=0.5, scale=0.5)
+    return pearson_basis(maps, basis).clamp_min_(0.0)
 
 
 def _ncc(a: torch.Tensor, m: torch.Tensor, bins: int) -> torch.Tensor:
