@@ -14,7 +14,7 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState, head_sum, is_token_major
+from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState, head_sum
 from attentionflow.attention.tokens import (
     check_prompt_length,
     choose_edit_mode,
@@ -596,21 +596,16 @@ class P2PEdit(AttentionController):
         cond = state.cond_view(probs)  # (B, F, heads, Q, K)
         alpha = tables["cross_alpha"][state.step]  # (E, K)
         equalizer = self._reweight_factors(tables, state.step)  # (E, K) or None
-        # edit <- edit + alpha * (mapped - edit) [* equalizer], in place, in the probabilities' memory order (the
-        # processor makes them token-major: each token's map one contiguous row)
-        token_major = is_token_major(probs)
+        # edit <- edit + alpha * (mapped - edit) [* equalizer], in place, token by token: each token's map is one
+        # contiguous row where the processor makes the probabilities token-major (every SD layer; any layout works)
         tokens = cond.transpose(-1, -2)  # (B, F, heads, K, Q)
         mapper = tables["mapper"]  # (E, K, K): source token w -> edit token n
         for e in range(mapper.shape[0]):
-            if token_major:
-                mapped = torch.matmul(mapper[e].T, tokens[0])  # (K, K) @ (F, heads, K, Q) -> (F, heads, K, Q)
-                edit, per_token = tokens[1 + e], (num_keys, 1)
-            else:
-                mapped = torch.matmul(cond[0], mapper[e])  # (F, heads, Q, K) @ (K, K) -> (F, heads, Q, K)
-                edit, per_token = cond[1 + e], (num_keys,)
-            edit.add_(mapped.sub_(edit).mul_(alpha[e].view(per_token)))
+            mapped = torch.matmul(mapper[e].T, tokens[0])  # (K, K) @ (F, heads, K, Q) -> (F, heads, K, Q)
+            edit = tokens[1 + e]
+            edit.add_(mapped.sub_(edit).mul_(alpha[e].view(num_keys, 1)))
             if equalizer is not None:
-                edit.mul_(equalizer[e].view(per_token))
+                edit.mul_(equalizer[e].view(num_keys, 1))
         return probs
 
     def step_end(self, latents: torch.Tensor, state: AttentionState) -> torch.Tensor:
