@@ -148,8 +148,7 @@ def check_job(config: EditConfig, overwrite: bool, inputs: Sequence[str | os.Pat
     from attentionflow.flow.regions import motion_for_edit
 
     start = time.perf_counter()
-    motion = motion_for_edit(frames, config.mmi.motion_options(), mmi=config.mmi.enabled,
-                             region=config.p2p.edit_region)
+    motion = motion_for_edit(frames, plan.motion, mmi=plan.mmi.enabled, region=plan.p2p.edit_region)
     return CheckedJob(frames=frames, model_dir=model_dir, plan=plan, motion=motion,
                       motion_seconds=time.perf_counter() - start, inputs=protect)
 

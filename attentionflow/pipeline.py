@@ -489,7 +489,7 @@ class AttentionFlowPipeline:
         sizes = self.attention_resolutions(latent_size)
         start = time.perf_counter()
         if motion is None:
-            motion = motion_for_edit(frames, mmi.motion_options(), mmi=mmi.enabled, region=p2p.edit_region)
+            motion = motion_for_edit(frames, plan.motion, mmi=mmi.enabled, region=p2p.edit_region)
         motion_result, region = motion
         maps_by_size: dict[tuple[int, int], torch.Tensor] = {}
         if mmi.enabled and motion_result is not None:
@@ -583,12 +583,11 @@ class AttentionFlowPipeline:
         """The controller chain of one edit (store, MMI, P2P with its local blend, store, region blend), built from the
         checked plan. The stores keep the maps of :func:`figure_frames` of the ``num_frames`` and of the prompts' words
         only. ``region_mask``: ``(F, 1, h, w)`` of :func:`region_blend_mask` (None: edit everywhere)."""
-        p2p, mmi, prompts = plan.p2p, plan.mmi, plan.prompts
-        blend = LocalBlend(self.tokenizer, prompts, plan.blend_words, threshold=p2p.blend_threshold) \
-            if plan.blend_words else None
-        p2p_ctrl = P2PEdit(self.tokenizer, prompts, plan.settings.num_inference_steps,
-                           cross_replace_steps=p2p.cross_replace_steps, self_replace_steps=p2p.self_replace_steps,
-                           mode=p2p.mode, reweight=p2p.reweight, local_blend=blend)
+        p2p, mmi = plan.p2p, plan.mmi
+        tables = plan.p2p_tables
+        blend = None if tables.blend_positions is None else \
+            LocalBlend(tables.blend_positions, tables.num_tokens, threshold=p2p.blend_threshold)
+        p2p_ctrl = P2PEdit(tables, local_blend=blend)
         size = sizes[min(plan.attention_map_level, len(sizes) - 1)]
         shown = figure_frames(num_frames)
         tokens = index_span(k for positions in plan.content_positions for k in positions)  # all the figure shows

@@ -10,20 +10,13 @@ builds its attention controllers from the plan (:meth:`attentionflow.pipeline.At
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from attentionflow.attention.tokens import (
-    check_prompt_length,
-    check_replace,
-    choose_edit_mode,
-    content_positions,
-    edit_positions,
-    prompt_words,
-    word_token_indices,
-)
-from attentionflow.attention.windows import parse_window
+from attentionflow.attention.tables import P2PTables, p2p_tables
+from attentionflow.attention.tokens import check_prompt_length, content_positions, prompt_words, word_token_indices
 from attentionflow.config import (
     AttentionSettings,
     EditConfig,
@@ -38,8 +31,6 @@ from attentionflow.config import (
 STOPWORDS = frozenset("a an the is are was were be on in at of to and or with by for from into onto over under "
                       "its it this that his her their".split())
 
-_DEFAULT_KEY = "default_"  # the per-word cross_replace_steps table's default entry (prompt-to-prompt's name)
-
 
 @dataclass(frozen=True)
 class EditPlan:
@@ -52,14 +43,16 @@ class EditPlan:
     attention: AttentionSettings
     """Cross-frame attention."""
     p2p: P2PConfig
-    """Prompt-to-prompt section."""
+    """Prompt-to-prompt section (a copy: the config is never aliased)."""
     mmi: MMIConfig
-    """Motion Map Injection section."""
+    """Motion Map Injection section (a copy)."""
+    p2p_tables: P2PTables
+    """Prompt-to-prompt resolved with the tokenizer: modes, token maps, windows, reweighting, blend positions."""
+    motion: Any
+    """The :class:`~attentionflow.flow.motion.MotionOptions` the motion maps and the edit region are built with."""
     attention_map_level: int
     """Resolution level of the stored attention maps (0 = latent size)."""
     seed: int
-    edit_modes: tuple[str, ...]
-    """'replace' or 'refine' per target prompt."""
     motion_words: tuple[str, ...]
     """The motion words given (empty in auto mode or without MMI)."""
     motion_tokens: tuple[tuple[int, ...], ...] | None
@@ -75,12 +68,9 @@ class EditPlan:
         return [self.source_prompt, *self.target_prompts]
 
     @property
-    def blend_words(self) -> list[str] | None:
-        """Local-blend word per prompt (source first), or None without local blend."""
-        words = self.p2p.blend_words
-        if not words:
-            return None
-        return list(words) if len(words) > 1 else list(words) * len(self.prompts)
+    def edit_modes(self) -> tuple[str, ...]:
+        """'replace' or 'refine' per target prompt."""
+        return self.p2p_tables.modes
 
     @classmethod
     def build(cls, config: EditConfig, tokenizer: Any) -> "EditPlan":
@@ -91,27 +81,10 @@ class EditPlan:
         prompts = [source, *targets]
         for p in prompts:
             check_prompt_length(p, tokenizer)
-        steps = val.num_inference_steps
-        p2p, mmi = config.p2p, config.mmi
-        blend = p2p.blend_words if not p2p.blend_words or len(p2p.blend_words) > 1 else p2p.blend_words * len(prompts)
-        for prompt, word in zip(prompts, blend or []):
-            word_token_indices(prompt, word, tokenizer)
-        modes = []
-        for target in targets:
-            mode = choose_edit_mode(source, target, tokenizer) if p2p.mode == "auto" else p2p.mode
-            if mode == "replace":
-                check_replace(source, target, tokenizer)
-            modes.append(mode)
-        table = dict(p2p.cross_replace_steps) if isinstance(p2p.cross_replace_steps, dict) \
-            else {_DEFAULT_KEY: p2p.cross_replace_steps}
-        for word, window in table.items():
-            parse_window(window, steps, "cross_replace_steps" if word == _DEFAULT_KEY
-                         else f"cross_replace_steps[{word!r}]", cross=True)
-            if word != _DEFAULT_KEY:
-                edit_positions(word, targets, tokenizer, "cross_replace_steps word")
-        parse_window(p2p.self_replace_steps, steps, "self_replace_steps")
-        for word in p2p.reweight or {}:
-            edit_positions(word, targets, tokenizer, "reweight word")
+        p2p, mmi = copy.deepcopy(config.p2p), copy.deepcopy(config.mmi)
+        tables = p2p_tables(tokenizer, prompts, val.num_inference_steps, cross_replace_steps=p2p.cross_replace_steps,
+                            self_replace_steps=p2p.self_replace_steps, mode=p2p.mode, reweight=p2p.reweight,
+                            blend_words=p2p.blend_words)
         words: tuple[str, ...] = ()
         motion_tokens = candidates = None
         if mmi.enabled:
@@ -125,8 +98,8 @@ class EditPlan:
                 motion_tokens = tuple(tuple(sorted({i for w in words for i in word_token_indices(p, w, tokenizer)}))
                                       for p in prompts)
         return cls(source_prompt=source, target_prompts=targets, settings=InversionSettings.from_config(config),
-                   attention=AttentionSettings.from_config(config), p2p=p2p, mmi=mmi,
-                   attention_map_level=config.attention_map_level, seed=config.seed, edit_modes=tuple(modes),
+                   attention=AttentionSettings.from_config(config), p2p=p2p, mmi=mmi, p2p_tables=tables,
+                   motion=mmi.motion_options(), attention_map_level=config.attention_map_level, seed=config.seed,
                    motion_words=words, motion_tokens=motion_tokens, candidates=candidates,
                    content_positions=tuple(tuple(content_positions(p, tokenizer)) for p in prompts))
 

@@ -158,10 +158,11 @@ def p2p_by_layout(frames: int, heads: int, size: int, tokens: int, device: torch
     fresh copy (untimed)."""
     from attentionflow.attention.base import AttentionSite, AttentionState
     from attentionflow.attention.p2p import P2PEdit
+    from attentionflow.attention.tables import p2p_tables
     from benchmarks._tokenizer import clip_tokenizer
 
-    ctrl = P2PEdit(clip_tokenizer(), ["a car is moving on the road", "a car is moving on the snow"],
-                   num_steps=10, cross_replace_steps=0.8, self_replace_steps=0.0)
+    ctrl = P2PEdit(p2p_tables(clip_tokenizer(), ["a car is moving on the road", "a car is moving on the snow"], 10,
+                              cross_replace_steps=0.8, self_replace_steps=0.0))
     q = size * size
     state = AttentionState(num_frames=frames, num_branches=2, cfg=True, step=2, num_steps=10, latent_size=(size, size),
                            resolutions={q: (size, size)})

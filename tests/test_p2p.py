@@ -15,6 +15,7 @@ from attentionflow.attention.base import (
     token_rows,
 )
 from attentionflow.attention.p2p import AttentionStore, LocalBlend, P2PEdit
+from attentionflow.attention.tables import p2p_tables
 from attentionflow.config import P2PConfig, config_from_dict
 from attentionflow.errors import ConfigError, PromptError
 from attentionflow.plan import EditPlan
@@ -26,6 +27,17 @@ SELF = AttentionSite(name="down_blocks.0.attentions.0.transformer_blocks.0.attn1
 ROAD = "a car is moving on the road"
 SNOW = "a car is moving on the snow"
 HEADS = 2
+
+
+def _p2p(tokenizer, prompts, num_steps, local_blend=None, self_max_queries=32 * 32, **kw) -> P2PEdit:
+    """A P2PEdit from the resolved tables (what EditPlan.build keeps), as the pipeline makes it."""
+    return P2PEdit(p2p_tables(tokenizer, prompts, num_steps, **kw), local_blend=local_blend,
+                   self_max_queries=self_max_queries)
+
+
+def _blend(tokenizer, prompts, words, **kw) -> LocalBlend:
+    tables = p2p_tables(tokenizer, prompts, 1, blend_words=words)
+    return LocalBlend(tables.blend_positions, tables.num_tokens, **kw)
 
 
 def _state(branches: int = 2, frames: int = 2, step: int = 0, steps: int = 10, cfg: bool = True) -> AttentionState:
@@ -56,7 +68,7 @@ def _halves(probs: torch.Tensor, state: AttentionState) -> torch.Tensor:
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_replace_copies_source_maps_only_in_the_replace_steps(clip_tokenizer, layout):
-    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0)
+    ctrl = _p2p(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0)
     assert ctrl.modes == ["replace"]
     for step in range(10):
         state = _state(step=step)
@@ -76,7 +88,7 @@ def test_replace_copies_source_maps_only_in_the_replace_steps(clip_tokenizer, la
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_replace_maps_through_the_token_mapper(clip_tokenizer, layout):
     source, target = "a blackswan near a duck", "a duck near a blackswan"
-    ctrl = P2PEdit(clip_tokenizer, [source, target], num_steps=4, cross_replace_steps=1.0, self_replace_steps=0.0)
+    ctrl = _p2p(clip_tokenizer, [source, target], num_steps=4, cross_replace_steps=1.0, self_replace_steps=0.0)
     state = _state()
     before = _halves(_probs(state, queries=4, layout=layout), state)[1]  # (B, F, heads, Q, K)
     out = _halves(ctrl(_probs(state, queries=4, layout=layout), CROSS, state), state)[1]
@@ -89,7 +101,7 @@ def test_replace_maps_through_the_token_mapper(clip_tokenizer, layout):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_refine_keeps_new_tokens_own_maps(clip_tokenizer, layout):
     target = "a jeep car is moving on the desert"
-    ctrl = P2PEdit(clip_tokenizer, [ROAD, target], num_steps=10, cross_replace_steps=0.8, self_replace_steps=0.0)
+    ctrl = _p2p(clip_tokenizer, [ROAD, target], num_steps=10, cross_replace_steps=0.8, self_replace_steps=0.0)
     assert ctrl.modes == ["refine"]
     state = _state(step=3)
     before = _halves(_probs(state, queries=4, seed=3, layout=layout), state)[1]
@@ -102,11 +114,11 @@ def test_refine_keeps_new_tokens_own_maps(clip_tokenizer, layout):
 
 def test_forced_replace_on_different_token_counts_fails(clip_tokenizer):
     with pytest.raises(PromptError, match="use refine"):
-        P2PEdit(clip_tokenizer, [ROAD, "a jeep car is moving on the road"], num_steps=10, mode="replace")
+        _p2p(clip_tokenizer, [ROAD, "a jeep car is moving on the road"], num_steps=10, mode="replace")
     with pytest.raises(ConfigError):  # the one step-window parser (attention/windows.py), shared with EditPlan.build
-        P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=1.5)
+        _p2p(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=1.5)
     with pytest.raises(ValueError):  # a programming-error guard; users meet EditPlan.build's ConfigError (below)
-        P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, mode="swap")
+        _p2p(clip_tokenizer, [ROAD, SNOW], num_steps=10, mode="swap")
     with pytest.raises(ConfigError, match="cross_replace_steps"):
         EditPlan.from_prompts(clip_tokenizer, ROAD, [SNOW], p2p=P2PConfig(cross_replace_steps=1.5))
     with pytest.raises(ConfigError, match="'swap'"):
@@ -116,7 +128,7 @@ def test_forced_replace_on_different_token_counts_fails(clip_tokenizer):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_per_word_cross_replace_window(clip_tokenizer, layout):
-    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10,
+    ctrl = _p2p(clip_tokenizer, [ROAD, SNOW], num_steps=10,
                    cross_replace_steps={"default_": 0.8, "snow": 0.2}, self_replace_steps=0.0)
     state = _state(step=3)  # inside the default window, after the "snow" window
     before = _halves(_probs(state, queries=4, layout=layout), state)[1]
@@ -124,7 +136,7 @@ def test_per_word_cross_replace_window(clip_tokenizer, layout):
     torch.testing.assert_close(out[1, ..., 7], before[1, ..., 7])  # snow keeps its own map
     torch.testing.assert_close(out[1, ..., 4], before[0, ..., 4])  # moving replaced
     with pytest.raises(PromptError, match="'tiger'"):
-        P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps={"tiger": 0.5})
+        _p2p(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps={"tiger": 0.5})
 
 
 @pytest.mark.parametrize("num_steps, fraction, replaced", [
@@ -135,7 +147,7 @@ def test_per_word_cross_replace_window(clip_tokenizer, layout):
     (4, 1.0, 4),  # int(1.0 * 5) = 5, clipped to the 4 steps there are
 ])
 def test_cross_window_ends_where_prompt_to_prompts_alpha_table_ends(clip_tokenizer, num_steps, fraction, replaced):
-    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=num_steps, cross_replace_steps=fraction,
+    ctrl = _p2p(clip_tokenizer, [ROAD, SNOW], num_steps=num_steps, cross_replace_steps=fraction,
                    self_replace_steps=fraction)
     cross = [s for s in range(num_steps) if ctrl.wants_probs(CROSS, _state(step=s, steps=num_steps))]
     assert cross == list(range(replaced))
@@ -148,7 +160,7 @@ def test_cross_window_ends_where_prompt_to_prompts_alpha_table_ends(clip_tokeniz
 def test_reweight_acts_inside_each_words_own_cross_window(clip_tokenizer, layout):
     # google's AttentionReweight scales the replaced maps, and the word's time alpha blends them in: outside the
     # word's own window the edit keeps its own map, unscaled, even inside the default window
-    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps={"default_": 0.8, "snow": 0.3},
+    ctrl = _p2p(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps={"default_": 0.8, "snow": 0.3},
                    self_replace_steps=0.0, reweight={"snow": 2.0})
     for step in range(10):
         state = _state(step=step)
@@ -167,7 +179,7 @@ def test_reweight_acts_inside_each_words_own_cross_window(clip_tokenizer, layout
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_reweight_scales_a_new_word_of_a_refine_edit(clip_tokenizer, layout):
     # refine keeps a new token's own map (alpha 0), and the equalizer scales it inside the cross window
-    ctrl = P2PEdit(clip_tokenizer, [ROAD, "a red car is moving on the road"], num_steps=10, cross_replace_steps=0.5,
+    ctrl = _p2p(clip_tokenizer, [ROAD, "a red car is moving on the road"], num_steps=10, cross_replace_steps=0.5,
                    self_replace_steps=0.0, reweight={"red": 3.0})
     state = _state(step=1)
     before = _halves(_probs(state, queries=4, layout=layout), state)[1]
@@ -178,7 +190,7 @@ def test_reweight_scales_a_new_word_of_a_refine_edit(clip_tokenizer, layout):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_reweight_scales_the_chosen_word(clip_tokenizer, layout):
-    ctrl = P2PEdit(clip_tokenizer, [ROAD, ROAD], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0,
+    ctrl = _p2p(clip_tokenizer, [ROAD, ROAD], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0,
                    reweight={"moving": 3.0})
     state = _state(step=1)
     before = _halves(_probs(state, queries=4, layout=layout), state)[1]
@@ -187,7 +199,7 @@ def test_reweight_scales_the_chosen_word(clip_tokenizer, layout):
     torch.testing.assert_close(out[1, ..., 6], before[0, ..., 6])
     assert not ctrl.wants_probs(CROSS, _state(step=7))  # reweight lives in the replace window by default
 
-    late = P2PEdit(clip_tokenizer, [ROAD, ROAD], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0,
+    late = _p2p(clip_tokenizer, [ROAD, ROAD], num_steps=10, cross_replace_steps=0.5, self_replace_steps=0.0,
                    reweight={"moving": 3.0}, reweight_steps=1.0)
     state = _state(step=7)
     assert late.wants_probs(CROSS, state)
@@ -196,11 +208,11 @@ def test_reweight_scales_the_chosen_word(clip_tokenizer, layout):
     torch.testing.assert_close(out[1, ..., 4], 3.0 * before[1, ..., 4])  # edit's own map, scaled
     torch.testing.assert_close(out[1, ..., 6], before[1, ..., 6])
     with pytest.raises(PromptError, match="'tiger'"):
-        P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, reweight={"tiger": 2.0})
+        _p2p(clip_tokenizer, [ROAD, SNOW], num_steps=10, reweight={"tiger": 2.0})
 
 
 def test_self_replace_only_small_maps_and_first_steps(clip_tokenizer):
-    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=0.0, self_replace_steps=0.4,
+    ctrl = _p2p(clip_tokenizer, [ROAD, SNOW], num_steps=10, cross_replace_steps=0.0, self_replace_steps=0.4,
                    self_max_queries=16)
     small = AttentionSite(name="s", is_cross=False, place="down", block_index=1, level=1)  # 4x4 = 16 queries
     large = AttentionSite(name="l", is_cross=False, place="down", block_index=0, level=0)  # 8x8 = 64 queries
@@ -228,7 +240,7 @@ def test_self_replace_only_small_maps_and_first_steps(clip_tokenizer):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_three_branches_without_cfg(clip_tokenizer, layout):
-    ctrl = P2PEdit(clip_tokenizer, [ROAD, SNOW, "a jeep car is moving on the desert"], num_steps=10,
+    ctrl = _p2p(clip_tokenizer, [ROAD, SNOW, "a jeep car is moving on the desert"], num_steps=10,
                    cross_replace_steps=0.5, self_replace_steps=0.0)
     assert ctrl.modes == ["replace", "refine"]
     state = _state(branches=3, cfg=False)
@@ -321,7 +333,7 @@ def _blend_probs(state: AttentionState, word_cells: list[list[dict[tuple[int, in
 
 def test_local_blend_mask_and_latents(clip_tokenizer):
     prompts = ["a cat on the grass", "a dog on the grass"]
-    blend = LocalBlend(clip_tokenizer, prompts, ["cat", "dog"], threshold=0.3)
+    blend = _blend(clip_tokenizer, prompts, ["cat", "dog"], threshold=0.3)
     state = _state(branches=2, frames=2, step=2)  # latents 8x8 -> blend maps 4x4; int(0.2 * 10): blending is on
     assert blend.target_size(state) == (4, 4)
     cells = [
@@ -342,16 +354,16 @@ def test_local_blend_mask_and_latents(clip_tokenizer):
     torch.testing.assert_close(out[1], expected[:, None].expand(2, c, 8, 8))
 
     with pytest.raises(PromptError, match="'tiger'"):
-        LocalBlend(clip_tokenizer, prompts, ["cat", "tiger"])
+        _blend(clip_tokenizer, prompts, ["cat", "tiger"])
     with pytest.raises(PromptError):
-        LocalBlend(clip_tokenizer, prompts, ["cat"])
+        _blend(clip_tokenizer, prompts, ["cat"])
 
 
 @pytest.mark.parametrize("num_steps, first", [(10, 2), (50, 10), (7, 1), (4, 0)])
 def test_local_blend_starts_after_a_fifth_of_the_steps(clip_tokenizer, num_steps, first):
     # prompt-to-prompt's LocalBlend counts its calls and blends once the count exceeds int(0.2 * T)
     prompts = ["a cat on the grass", "a dog on the grass"]
-    blend = LocalBlend(clip_tokenizer, prompts, ["cat", "dog"])
+    blend = _blend(clip_tokenizer, prompts, ["cat", "dog"])
     cells = [[{(0, 0): 0.9}, {(0, 0): 0.9}], [{(0, 0): 0.9}, {(0, 0): 0.9}]]
     latents = torch.cat([torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8)])
     blended = []
@@ -365,7 +377,7 @@ def test_local_blend_starts_after_a_fifth_of_the_steps(clip_tokenizer, num_steps
 def test_local_blend_mask_comes_from_every_step_so_far(clip_tokenizer):
     # prompt-to-prompt's mask reads the running attention store (all steps so far), not the current step alone
     prompts = ["a cat on the grass", "a dog on the grass"]
-    blend = LocalBlend(clip_tokenizer, prompts, ["cat", "dog"], threshold=0.3, start_blend=0.0)
+    blend = _blend(clip_tokenizer, prompts, ["cat", "dog"], threshold=0.3, start_blend=0.0)
     latents = torch.cat([torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8)])
     early = [[{(0, 0): 0.9}] * 2] * 2  # both words top-left at step 0
     late = [[{(3, 3): 0.9}] * 2] * 2  # bottom-right at step 1
@@ -380,8 +392,8 @@ def test_local_blend_mask_comes_from_every_step_so_far(clip_tokenizer):
 
 def test_p2p_edit_drives_local_blend(clip_tokenizer):
     prompts = ["a cat on the grass", "a dog on the grass"]
-    blend = LocalBlend(clip_tokenizer, prompts, ["cat", "dog"])
-    ctrl = P2PEdit(clip_tokenizer, prompts, num_steps=10, cross_replace_steps=0.2, self_replace_steps=0.0,
+    blend = _blend(clip_tokenizer, prompts, ["cat", "dog"])
+    ctrl = _p2p(clip_tokenizer, prompts, num_steps=10, cross_replace_steps=0.2, self_replace_steps=0.0,
                    local_blend=blend)
     state = _state(step=5)  # after cross replacement, blend still needs the maps
     assert ctrl.wants_probs(CROSS, state)
@@ -398,7 +410,7 @@ def test_p2p_in_a_unet_leaves_source_and_uncond_alone(tiny):
 
     unet, tok = tiny.unet, tiny.tokenizer
     b, f = 2, 3
-    ctrl = P2PEdit(tok, [ROAD, SNOW], num_steps=4, cross_replace_steps=1.0, self_replace_steps=1.0,
+    ctrl = _p2p(tok, [ROAD, SNOW], num_steps=4, cross_replace_steps=1.0, self_replace_steps=1.0,
                    self_max_queries=64)
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(b * f, 4, 8, 8, generator=g).repeat(2, 1, 1, 1)  # (G*B*F, C, h, w)
@@ -459,3 +471,29 @@ def test_cond_rows_rejects_impossible_requests(rows, tokens):
     state = AttentionState(num_frames=2, num_branches=3)
     with pytest.raises(ValueError, match="conditional half"):
         state.cond_rows(torch.rand(rows, 1, 4, 5), tokens)
+
+
+def test_the_plan_holds_the_resolved_tables_and_copies_of_the_sections(clip_tokenizer):
+    import dataclasses
+    import inspect
+
+    config = config_from_dict({"input_data": {"prompt": ROAD}, "validation_data": {"prompts": [SNOW]},
+                               "p2p": {"cross_replace_steps": {"default_": 0.8, "snow": 0.3},
+                                       "reweight": {"snow": 2.0}}})
+    plan = EditPlan.build(config, clip_tokenizer)
+    assert plan.p2p is not config.p2p and plan.mmi is not config.mmi  # copies, never aliases
+    config.p2p.reweight["snow"] = 5.0
+    config.mmi.strength = 0.5
+    assert plan.p2p.reweight == {"snow": 2.0} and plan.mmi.strength != 0.5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.p2p_tables = None  # type: ignore[misc]
+    tables = plan.p2p_tables
+    steps = config.validation_data.num_inference_steps  # 50: cross windows end at int(f * 51)
+    assert tables.modes == ("replace",) and plan.edit_modes == ("replace",)
+    assert tables.cross_windows[0][7] == (0, int(0.3 * (steps + 1)))  # "snow"
+    assert tables.cross_windows[0][4] == (0, int(0.8 * (steps + 1)))  # "moving": the default window
+    assert tables.self_window == (0, int(0.4 * steps))
+    assert tables.reweight == (((7, 2.0),),)
+    # the controllers are built from these tables: none of them takes a tokenizer
+    for cls in (P2PEdit, LocalBlend):
+        assert "tokenizer" not in inspect.signature(cls).parameters

@@ -9,22 +9,14 @@ ask for explicit probabilities (``wants_probs``) only where and when they act.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from attentionflow.attention.base import AttentionController, AttentionSite, AttentionState, head_sum
-from attentionflow.attention.tokens import (
-    check_prompt_length,
-    choose_edit_mode,
-    edit_positions,
-    max_length,
-    refine_mapper,
-    replace_mapper,
-    word_token_indices,
-)
-from attentionflow.attention.windows import StepWindow, parse_window
+from attentionflow.attention.tables import P2PTables
+from attentionflow.attention.windows import StepWindow
 from attentionflow.errors import PromptError
 
 __all__ = ["AttentionStore", "LocalBlend", "P2PEdit", "StepWindow"]
@@ -248,9 +240,9 @@ class LocalBlend(AttentionController):
     union of its own and the source's masks, and takes the source's latents outside.
 
     Args:
-        tokenizer: the pipeline's tokenizer.
-        prompts: all prompts, source first.
-        words: per prompt, one blend word or a list of them (``len(words) == len(prompts)``).
+        positions: per prompt (source first), the token positions of its blend words
+            (:attr:`attentionflow.attention.tables.P2PTables.blend_positions`).
+        num_tokens: L, the padded token sequence's length.
         threshold: mask threshold after max-normalisation.
         resolution_hint: latent side / attention side to aim for (4: 16x16 maps for 64x64 latents).
         start_blend: the fraction of the steps before blending starts (prompt-to-prompt's 0.2: the first steps'
@@ -259,12 +251,8 @@ class LocalBlend(AttentionController):
             chain); None = an own store fed by this controller at the blend resolution only.
     """
 
-    def __init__(self, tokenizer: Any, prompts: Sequence[str], words: Sequence[str] | Sequence[Sequence[str]],
-                 threshold: float = 0.3, resolution_hint: int = 4, store: AttentionStore | None = None,
-                 start_blend: float = 0.2) -> None:
-        if isinstance(words, str) or len(words) != len(prompts):
-            raise PromptError(f"local blend needs one word (or list of words) per prompt: got {words!r} "
-                              f"for {len(prompts)} prompts")
+    def __init__(self, positions: Sequence[Sequence[int]], num_tokens: int, threshold: float = 0.3,
+                 resolution_hint: int = 4, store: AttentionStore | None = None, start_blend: float = 0.2) -> None:
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"local blend threshold {threshold!r} must be in [0, 1)")
         if resolution_hint < 1:
@@ -272,10 +260,9 @@ class LocalBlend(AttentionController):
         if not 0.0 <= start_blend <= 1.0:
             raise ValueError(f"local blend start_blend {start_blend!r} must be in [0, 1]")
         self.start_blend = float(start_blend)
-        mask = torch.zeros(len(prompts), max_length(tokenizer))
-        for b, (prompt, ws) in enumerate(zip(prompts, words)):
-            for word in ([ws] if isinstance(ws, str) else list(ws)):
-                mask[b, word_token_indices(prompt, word, tokenizer)] = 1.0
+        mask = torch.zeros(len(positions), num_tokens)
+        for b, ks in enumerate(positions):
+            mask[b, list(ks)] = 1.0
         self.word_mask = mask  # (B, L)
         self.threshold = float(threshold)
         self.resolution_hint = int(resolution_hint)
@@ -410,9 +397,10 @@ class RegionBlend(AttentionController):
 
 
 class P2PEdit(AttentionController):
-    """Prompt-to-prompt control of ``len(prompts) - 1`` edits of the source (branch 0).
+    """Prompt-to-prompt control of the edits of the source (branch 0), from tables resolved once
+    (:func:`attentionflow.attention.tables.p2p_tables`; the controller never sees a tokenizer).
 
-    Cross-attention, for the steps in ``cross_replace_steps`` (per word if a dict
+    Cross-attention, for the steps of each token's window (``cross_replace_steps``, per word if a dict
     ``{word: window, "default_": window}`` is given, as P2P's ``get_time_words_attention_alpha``):
     ``edit := a * mapped(source) + (1 - a) * edit``; *replace* maps with the ``(L, L)`` token mapper,
     *refine* takes the aligned source token (``a`` = 0 for new tokens). Then *reweight* multiplies the
@@ -423,107 +411,57 @@ class P2PEdit(AttentionController):
     at most ``self_max_queries`` queries: ``edit := source``.
 
     Args:
-        tokenizer: the pipeline's tokenizer.
-        prompts: source prompt first, then one prompt per edit branch.
-        num_steps: number of denoising steps T.
-        cross_replace_steps: fraction of the steps, ``(start, end)`` fractions, or a per-word dict.
-        self_replace_steps: fraction of the steps or ``(start, end)`` fractions.
-        mode: ``auto`` (replace if the token counts match, else refine), ``replace`` or ``refine``.
-        reweight: ``{word: factor}`` for the edit prompts (equalizer).
+        tables: :class:`~attentionflow.attention.tables.P2PTables`: modes, token maps, windows, reweighting.
         local_blend: optional :class:`LocalBlend` (called after each step).
         self_max_queries: largest self-attention query count that is replaced.
-        reweight_steps: a window of its own for the reweighting (an extension); None = prompt-to-prompt's rule,
-            each token's cross window.
     """
 
-    def __init__(self, tokenizer: Any, prompts: Sequence[str], num_steps: int,
-                 cross_replace_steps: StepWindow | dict[str, StepWindow] = 0.8,
-                 self_replace_steps: StepWindow = 0.4,
-                 mode: Literal["auto", "replace", "refine"] = "auto",
-                 reweight: dict[str, float] | None = None,
-                 local_blend: LocalBlend | None = None,
-                 self_max_queries: int = 32 * 32,
-                 reweight_steps: StepWindow | None = None) -> None:
-        prompts = list(prompts)
-        if not prompts:
-            raise PromptError("prompt-to-prompt needs at least the source prompt")
-        if mode not in ("auto", "replace", "refine"):
-            raise ValueError(f"edit mode {mode!r} is not one of: auto, replace, refine")
-        if int(num_steps) < 1:
-            raise ValueError(f"num_steps {num_steps!r} must be >= 1")
-        for p in prompts:
-            check_prompt_length(p, tokenizer)
-        if local_blend is not None and local_blend.num_branches != len(prompts):
+    def __init__(self, tables: P2PTables, local_blend: LocalBlend | None = None,
+                 self_max_queries: int = 32 * 32) -> None:
+        if int(tables.num_steps) < 1:
+            raise ValueError(f"num_steps {tables.num_steps!r} must be >= 1")
+        num_edits, size = len(tables.token_maps), tables.num_tokens
+        if local_blend is not None and local_blend.num_branches != num_edits + 1:
             raise PromptError(f"local blend has words for {local_blend.num_branches} prompts, "
-                              f"the edit has {len(prompts)} prompts")
-        self.prompts = prompts
-        self.num_steps = int(num_steps)
+                              f"the edit has {num_edits + 1} prompts")
+        self.tables = tables
+        self.num_steps = int(tables.num_steps)
         self.self_max_queries = int(self_max_queries)
         self.local_blend = local_blend
-        size = max_length(tokenizer)
-        source, edits = prompts[0], prompts[1:]
-
-        self.modes: list[str] = []
-        mapper = torch.zeros(len(edits), size, size)  # (E, L, L): target = source @ mapper
-        token_alpha = torch.ones(len(edits), size)  # (E, L): 0 at refine's new tokens
-        for e, target in enumerate(edits):
-            m = choose_edit_mode(source, target, tokenizer) if mode == "auto" else mode
-            if m == "replace":
-                mapper[e] = replace_mapper(source, target, tokenizer)
-            else:
-                idx, alphas = refine_mapper(source, target, tokenizer)
-                mapper[e, idx, torch.arange(size)] = 1.0  # one-hot columns: target j <- source idx[j]
-                token_alpha[e] = alphas
-            self.modes.append(m)
-
-        self.time_alpha = self._time_alphas(tokenizer, cross_replace_steps)  # (T, E, L)
-        self.cross_alpha = self.time_alpha * token_alpha  # (T, E, L)
+        self.modes: list[str] = list(tables.modes)
+        mapper = torch.stack([m.matrix() for m in tables.token_maps]) if num_edits \
+            else torch.zeros(0, size, size)  # (E, L, L): target = source @ mapper
+        token_alpha = torch.tensor([m.alphas for m in tables.token_maps]).reshape(num_edits, size)  # (E, L)
+        steps = torch.arange(self.num_steps)
+        time_alpha = torch.zeros(self.num_steps, num_edits, size)  # (T, E, L)
+        for e, windows in enumerate(tables.cross_windows):
+            for k, (lo, hi) in enumerate(windows):
+                time_alpha[lo:hi, e, k] = 1.0
+        self.time_alpha = time_alpha
+        self.cross_alpha = time_alpha * token_alpha  # (T, E, L)
 
         self.equalizer: torch.Tensor | None = None
-        self._reweight_window = (0, 0)
-        if reweight:
-            eq = torch.ones(len(edits), size)  # (E, L)
-            for word, factor in reweight.items():
-                hits = edit_positions(word, edits, tokenizer, "reweight word")
-                for e, positions in enumerate(hits):
-                    eq[e, positions] = float(factor)
+        if any(tables.reweight):
+            eq = torch.ones(num_edits, size)  # (E, L)
+            for e, factors in enumerate(tables.reweight):
+                for k, factor in factors:
+                    eq[e, k] = factor
             self.equalizer = eq
-            if reweight_steps is not None:
-                self._reweight_window = parse_window(reweight_steps, self.num_steps, "reweight_steps", cross=True)
-        self._self_window = parse_window(self_replace_steps, self.num_steps, "self_replace_steps")
-
-        steps = torch.arange(self.num_steps)
+        self._self_window = tables.self_window
+        self._reweight_own_window = tables.reweight_window is not None
+        self._reweight_window = tables.reweight_window or (0, 0)
         rw_lo, rw_hi = self._reweight_window
         # a step is active where a token is replaced, or reweighted (inside its time window or reweight_steps)
-        reweighted = self.time_alpha.flatten(1).ne(0).any(dim=1) if reweight_steps is None \
-            else (steps >= rw_lo) & (steps < rw_hi)
+        reweighted = (steps >= rw_lo) & (steps < rw_hi) if self._reweight_own_window \
+            else self.time_alpha.flatten(1).ne(0).any(dim=1)
         self._cross_active = (self.cross_alpha.flatten(1).ne(0).any(dim=1)
                               | (reweighted & (self.equalizer is not None)))  # (T,)
-        self._reweight_own_window = reweight_steps is not None
         self._tables = _DeviceTables(mapper=mapper, cross_alpha=self.cross_alpha, time_alpha=self.time_alpha,
                                      equalizer=self.equalizer if self.equalizer is not None else torch.ones(1))
 
-    def _time_alphas(self, tokenizer: Any, spec: StepWindow | dict[str, StepWindow]) -> torch.Tensor:
-        """Per-step, per-edit, per-token replacement weights ``(T, E, L)`` in {0, 1}."""
-        edits = self.prompts[1:]
-        alpha = torch.zeros(self.num_steps, len(edits), max_length(tokenizer))
-        table = dict(spec) if isinstance(spec, dict) else {_DEFAULT_KEY: spec}
-        lo, hi = parse_window(table.get(_DEFAULT_KEY, (0.0, 1.0)), self.num_steps, "cross_replace_steps", cross=True)
-        alpha[lo:hi] = 1.0
-        for word, value in table.items():
-            if word == _DEFAULT_KEY:
-                continue
-            lo, hi = parse_window(value, self.num_steps, f"cross_replace_steps[{word!r}]", cross=True)
-            hits = edit_positions(word, edits, tokenizer, "cross_replace_steps word")
-            for e, positions in enumerate(hits):
-                if positions:
-                    alpha[:, e, positions] = 0.0
-                    alpha[lo:hi, e, positions] = 1.0
-        return alpha
-
     @property
     def num_branches(self) -> int:
-        return len(self.prompts)
+        return len(self.tables.token_maps) + 1
 
     def _in_self_window(self, step: int) -> bool:
         return self._self_window[0] <= step < self._self_window[1]

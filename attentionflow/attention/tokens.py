@@ -12,6 +12,7 @@ A *word* of a prompt is a run of tokens ending with a token that carries CLIP's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from attentionflow.errors import PromptError, one_line
@@ -32,6 +33,8 @@ __all__ = [
     "refine_mapper",
     "replace_mapper",
     "reweight_vector",
+    "TokenMap",
+    "token_map",
     "word_positions",
     "word_token_indices",
 ]
@@ -175,6 +178,26 @@ def check_replace(source: str, target: str, tokenizer: Any) -> None:
                           f"{n_src}, '{one_line(target)}' has {n_tgt}; use refine")
 
 
+def _replace_pairs(source: str, target: str, tokenizer: Any) -> list[tuple[int, int, float]]:
+    """Prompt-to-prompt Replace as ``(source position i, target position j, weight)`` triples (:func:`replace_mapper`
+    has the rule)."""
+    check_replace(source, target, tokenizer)
+    src_tokens = _content_tokens(source, tokenizer)
+    tgt_tokens = _content_tokens(target, tokenizer)
+    size = max_length(tokenizer)
+    n = len(src_tokens)
+    pairs = [(0, 0, 1.0)] + [(k, k, 1.0) for k in range(n + 1, size)]  # start token; end token and padding
+    src_words, tgt_words = _word_spans(src_tokens), _word_spans(tgt_tokens)
+    if len(src_words) != len(tgt_words):
+        return pairs + [(k, k, 1.0) for k in range(1, n + 1)]  # token by token, by position
+    for s_span, t_span in zip(src_words, tgt_words):
+        if len(s_span) == len(t_span):
+            pairs += [(i, j, 1.0) for i, j in zip(s_span, t_span)]  # one to one
+        else:
+            pairs += [(i, j, 1.0 / len(t_span)) for i in s_span for j in t_span]
+    return pairs
+
+
 def replace_mapper(source: str, target: str, tokenizer: Any) -> torch.Tensor:
     """Prompt-to-prompt Replace mapper ``M`` ``(L, L)``: ``target_maps = source_maps @ M``.
 
@@ -184,29 +207,7 @@ def replace_mapper(source: str, target: str, tokenizer: Any) -> torch.Tensor:
     tokens times ``1 / len(target word)``, as P2P's ``get_replacement_mapper``); with different
     word counts tokens map by position. Start, end and padding positions map to themselves.
     """
-    import torch
-
-    check_replace(source, target, tokenizer)
-    src_tokens = _content_tokens(source, tokenizer)
-    tgt_tokens = _content_tokens(target, tokenizer)
-    size = max_length(tokenizer)
-    n = len(src_tokens)
-    mapper = torch.zeros(size, size)
-    mapper[0, 0] = 1.0  # start token
-    tail = torch.arange(n + 1, size)
-    mapper[tail, tail] = 1.0  # end token and padding
-    src_words, tgt_words = _word_spans(src_tokens), _word_spans(tgt_tokens)
-    if len(src_words) != len(tgt_words):
-        content = torch.arange(1, n + 1)
-        mapper[content, content] = 1.0  # token by token, by position
-        return mapper
-    for s_span, t_span in zip(src_words, tgt_words):
-        if len(s_span) == len(t_span):
-            mapper[s_span, t_span] = 1.0  # one to one
-        else:
-            for j in t_span:
-                mapper[s_span, j] = 1.0 / len(t_span)
-    return mapper
+    return token_map(source, target, "replace", tokenizer).matrix()
 
 
 def _global_align(x: list[int], y: list[int]) -> list[int]:
@@ -243,6 +244,18 @@ def _global_align(x: list[int], y: list[int]) -> list[int]:
     return y_to_x
 
 
+def _refine_pairs(source: str, target: str, tokenizer: Any) -> tuple[list[tuple[int, int, float]], list[float]]:
+    """Prompt-to-prompt Refine as ``(source i, target j, 1.0)`` triples, one per target position, and the alphas
+    (:func:`refine_mapper` has the rule)."""
+    x = prompt_token_ids(source, tokenizer)
+    y = prompt_token_ids(target, tokenizer)
+    size = max_length(tokenizer)
+    y_to_x = _global_align(x, y)
+    pairs = [(max(i, 0), j, 1.0) for j, i in enumerate(y_to_x)] + [(j, j, 1.0) for j in range(len(y), size)]
+    alphas = [1.0 if i >= 0 else 0.0 for i in y_to_x] + [1.0] * (size - len(y))
+    return pairs, alphas
+
+
 def refine_mapper(source: str, target: str, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompt-to-prompt Refine mapper from a global alignment of the two token sequences.
 
@@ -253,17 +266,41 @@ def refine_mapper(source: str, target: str, tokenizer: Any) -> tuple[torch.Tenso
     """
     import torch
 
-    x = prompt_token_ids(source, tokenizer)
-    y = prompt_token_ids(target, tokenizer)
-    size = max_length(tokenizer)
-    y_to_x = _global_align(x, y)
-    mapper = torch.zeros(size, dtype=torch.long)
-    alphas = torch.ones(size)
-    aligned = torch.tensor(y_to_x, dtype=torch.long)
-    mapper[: len(y)] = aligned.clamp_min(0)
-    alphas[: len(y)] = (aligned >= 0).float()
-    mapper[len(y) :] = torch.arange(len(y), size)
-    return mapper, alphas
+    pairs, alphas = _refine_pairs(source, target, tokenizer)
+    return torch.tensor([i for i, _, _ in pairs], dtype=torch.long), torch.tensor(alphas)
+
+
+@dataclass(frozen=True)
+class TokenMap:
+    """How one edit prompt's tokens take the source's cross-attention, resolved (torch-free).
+
+    ``pairs``: ``(source position i, target position j, weight)``: target token ``j``'s map is the weighted sum of
+    the source maps ``i``; ``alphas`` ``(L,)``: 1 where target token ``j`` takes that map, 0 where it keeps its own
+    (Refine's new tokens).
+    """
+
+    mode: EditMode
+    pairs: tuple[tuple[int, int, float], ...]
+    alphas: tuple[float, ...]
+
+    def matrix(self) -> torch.Tensor:
+        """The ``(L, L)`` mapper ``M``: ``target_maps = source_maps @ M``."""
+        import torch
+
+        size = len(self.alphas)
+        m = torch.zeros(size, size)
+        for i, j, w in self.pairs:
+            m[i, j] = w
+        return m
+
+
+def token_map(source: str, target: str, mode: EditMode, tokenizer: Any) -> TokenMap:
+    """The :class:`TokenMap` of ``target`` against ``source`` for ``mode`` ``replace`` or ``refine``."""
+    if mode == "replace":
+        pairs = _replace_pairs(source, target, tokenizer)
+        return TokenMap("replace", tuple(pairs), (1.0,) * max_length(tokenizer))
+    pairs, alphas = _refine_pairs(source, target, tokenizer)
+    return TokenMap("refine", tuple(pairs), tuple(alphas))
 
 
 def reweight_vector(prompt: str, words: dict[str, float], tokenizer: Any) -> torch.Tensor:
