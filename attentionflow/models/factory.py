@@ -27,6 +27,10 @@ SD_SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
+#: Stable Diffusion 2.x (768, "v2-1") scheduler configuration: the same betas, v-prediction.
+SD2_SCHEDULER_CONFIG: dict[str, Any] = {**SD_SCHEDULER_CONFIG, "prediction_type": "v_prediction"}
+
+
 @dataclass
 class Components:
     """The five parts of a Stable Diffusion model."""
@@ -39,10 +43,15 @@ class Components:
 
 
 def tiny_unet(cross_attention_dim: int = 32, block_out_channels: tuple[int, ...] = (32, 64),
-              sample_size: int = 8, attention_heads: int = 2) -> UNet2DConditionModel:
-    """A UNet2DConditionModel with cross-attention in every block (random weights)."""
+              sample_size: int = 8, attention_heads: int | tuple[int, ...] = 2, sd2: bool = False
+              ) -> UNet2DConditionModel:
+    """A UNet2DConditionModel with cross-attention in every block (random weights). ``sd2``: Stable Diffusion 2.x's
+    layout: linear projections in and out of the transformers, attention upcast to float32 (v2-1), and
+    ``attention_heads`` as a per-block list."""
     n = len(block_out_channels)
+    extra: dict[str, Any] = {"use_linear_projection": True, "upcast_attention": True} if sd2 else {}
     return UNet2DConditionModel(
+        **extra,
         sample_size=sample_size,
         in_channels=4,
         out_channels=4,
@@ -87,9 +96,9 @@ def tiny_text_encoder(vocab_size: int, hidden_size: int = 32, layers: int = 2) -
     return CLIPTextModel(config)
 
 
-def sd_scheduler() -> DDIMScheduler:
-    """A DDIM scheduler with Stable Diffusion's training configuration."""
-    return DDIMScheduler(**SD_SCHEDULER_CONFIG)
+def sd_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
+    """A DDIM scheduler with Stable Diffusion's training configuration (``v_prediction``: SD 2.x at 768)."""
+    return DDIMScheduler(**{**SD_SCHEDULER_CONFIG, "prediction_type": prediction_type})
 
 
 def tiny_components(tokenizer: CLIPTokenizer, seed: int = 0) -> Components:
@@ -99,3 +108,15 @@ def tiny_components(tokenizer: CLIPTokenizer, seed: int = 0) -> Components:
     vae = tiny_vae().eval()
     text_encoder = tiny_text_encoder(len(tokenizer)).eval()
     return Components(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=sd_scheduler())
+
+
+def tiny_sd2_components(tokenizer: CLIPTokenizer, seed: int = 0) -> Components:
+    """Random-weight tiny components in Stable Diffusion 2.x's layout: a v-prediction scheduler, a UNet with linear
+    projections, upcast attention and per-block head counts (2, 4), and a text encoder 1.5x as wide as
+    :func:`tiny_components`' (SD 2's 1024 against SD 1's 768, scaled down)."""
+    torch.manual_seed(seed)
+    unet = tiny_unet(cross_attention_dim=48, attention_heads=(2, 4), sd2=True).eval()
+    vae = tiny_vae().eval()
+    text_encoder = tiny_text_encoder(len(tokenizer), hidden_size=48).eval()
+    return Components(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                      scheduler=sd_scheduler("v_prediction"))

@@ -20,6 +20,9 @@ from attentionflow.errors import ModelError, shown
 
 EMBEDDED = "embedded"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+#: What the model predicts (the scheduler's ``prediction_type``): every one diffusers' DDIM and DDIM inverse schedulers
+#: turn into latents (SD 1.x: epsilon; SD 2.x at 768: v_prediction).
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 _WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder")
 
 
@@ -241,6 +244,10 @@ def check_model_files(folder: Path) -> dict[str, dict[str, Any]]:
     configs = {name: read_json_file(folder / name / "config.json") for name in _WEIGHT_COMPONENTS}
     configs["scheduler"] = read_json_file(sched_path)
     _config_types(sched_path, configs["scheduler"], {"num_train_timesteps": "int"})
+    prediction = configs["scheduler"].get("prediction_type", "epsilon")
+    if prediction not in PREDICTION_TYPES:
+        raise ModelError(f"{sched_path}: prediction_type {shown(prediction)} is not one DDIM can sample and invert; "
+                         f"use one of: {', '.join(PREDICTION_TYPES)}")
     _config_types(folder / "unet" / "config.json", configs["unet"], {
         "down_block_types": "strs", "up_block_types": "strs", "block_out_channels": "ints", "in_channels": "int",
         "out_channels": "int", "sample_size": "int|ints", "cross_attention_dim": "int|ints",
