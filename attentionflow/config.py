@@ -8,6 +8,7 @@ options) and ``mmi:`` (Motion Map Injection). Unknown keys and wrong types are e
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -706,8 +707,10 @@ def reference_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> doc (the string literal under each field), for :func:`reference_table`."""
+    """Field name -> doc (the string literal under each field), for :func:`reference_table` and the flags' help
+    (read once per class: parsing the source takes milliseconds, and every command line builds the parser)."""
     import ast
     import inspect
 

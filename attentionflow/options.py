@@ -10,6 +10,7 @@ Torch-free: building the parser must stay fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Sequence
@@ -110,6 +111,7 @@ def doc_of(key: str) -> str:
     return " ".join(field_docs(cls).get(name, "").split())
 
 
+@functools.cache
 def _choices_of(key: str) -> tuple[str, ...] | None:
     cls, name = _key_class(key)
     args = typing.get_args(typing.get_type_hints(cls)[name])
