@@ -291,6 +291,7 @@ def target_offsets(trajectory: Sequence[torch.Tensor], noise_fn: NoiseFn, schedu
     chunks = list(chunks) if chunks is not None else [slice(0, num_frames)]
     out = torch.empty(num_steps, num_edits * num_frames, *trajectory[0].shape[1:], dtype=trajectory[0].dtype,
                       device=trajectory[0].device)
+    cond_rows: dict[int, torch.Tensor] = {}
     for i, t in enumerate(tqdm(sched.timesteps, desc="direct offsets", disable=not progress, leave=False)):
         start, goal = trajectory[num_steps - i], trajectory[num_steps - i - 1]
         for frames in chunks:
@@ -298,13 +299,15 @@ def target_offsets(trajectory: Sequence[torch.Tensor], noise_fn: NoiseFn, schedu
                 before_chunk(i, frames)
             x = start[frames]  # (n, C, h, w)
             n = x.shape[0]
-            cond_rows = cond.repeat_interleave(n, dim=0)  # (E*n, L, D)
+            if n not in cond_rows:
+                cond_rows[n] = cond.repeat_interleave(n, dim=0)  # (E*n, L, D), once per chunk size
+            rows = cond_rows[n]
             if guidance_scale > 1.0:  # one unconditional pass: every prompt shares it at the same latent
-                emb = torch.cat([unconds[i].expand(n, -1, -1), cond_rows])  # ((1 + E) * n, L, D)
+                emb = torch.cat([unconds[i].expand(n, -1, -1), rows])  # ((1 + E) * n, L, D)
                 eps = noise_fn(x.repeat(1 + num_edits, 1, 1, 1), t, emb)
                 eps = guided_noise(eps[:n].repeat(num_edits, 1, 1, 1), eps[n:], guidance_scale)
             else:
-                eps = noise_fn(x.repeat(num_edits, 1, 1, 1), t, cond_rows)
+                eps = noise_fn(x.repeat(num_edits, 1, 1, 1), t, rows)
             stepped = sched.step(eps, t, x.repeat(num_edits, 1, 1, 1)).prev_sample  # (E*n, C, h, w)
             _put_rows(out[i], num_frames, frames, goal[frames].repeat(num_edits, 1, 1, 1) - stepped)
     return out

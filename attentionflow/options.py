@@ -42,13 +42,25 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must be N or WIDTHxHEIGHT (e.g. 512 or 768x432), got '{text}'")
 
 
-def parse_reweight(text: str) -> tuple[str, float]:
-    """``WORD=FACTOR`` -> (word, factor)."""
-    word, _, factor = text.rpartition("=")
+def reweight_pair(text: str) -> tuple[str, float]:
+    """``WORD=FACTOR`` -> (word, factor): the one reweight parser of the CLI and the app (the config's validator
+    checks the factor's range); a ConfigError for anything else."""
+    word, sep, factor = text.strip().rpartition("=")
     try:
-        return word, float(factor)
+        value = float(factor)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"reweight must be WORD=FACTOR (e.g. snow=2.0), got '{text}'")
+        sep = ""
+    if not sep or not word.strip():
+        raise ConfigError(f"reweight {text.strip()!r} is invalid; use WORD=FACTOR, e.g. snow=2.0")
+    return word.strip(), value
+
+
+def parse_reweight(text: str) -> tuple[str, float]:
+    """``--reweight WORD=FACTOR`` (argparse type: its message becomes the usage error)."""
+    try:
+        return reweight_pair(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_direction(text: str) -> str | float:
@@ -56,7 +68,7 @@ def parse_direction(text: str) -> str | float:
     try:
         return float(text)
     except ValueError:
-        return text
+        return text.strip()
 
 
 def motion_words(values: list[str]) -> list[str] | str:

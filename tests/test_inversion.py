@@ -72,16 +72,8 @@ def test_null_text_inversion_recovers_trajectory_when_model_depends_on_embedding
         x = sched.step(e_u + 7.5 * (e_c - e_u), t, x).prev_sample
     err_plain = (x - x0).abs().max().item()
     # ... null-text inversion learns per-step embeddings that bring it back.
-    nulls = null_text_inversion(
-        traj,
-        fn,
-        scheduler,
-        cond,
-        uncond0,
-        7.5,
-        NullTextOptions(inner_steps=200, base_lr=0.05),
-        LoopHooks(progress=False),
-    )
+    nulls = null_text_inversion(traj, fn, scheduler, cond, uncond0, 7.5,
+                                NullTextOptions(inner_steps=200, base_lr=0.05), LoopHooks(progress=False))
     assert len(nulls) == 8 and all(n.shape == uncond0.shape for n in nulls)
     x = traj[-1]
     for i, t in enumerate(sched.timesteps):
@@ -121,16 +113,9 @@ def test_null_text_only_optimises_the_steps_sampling_uses():
     uncond0 = torch.full((1, 3, 2), 0.3)
     mask = null_step_mask(8, -0.5)
     calls["n"] = 0
-    nulls = null_text_inversion(
-        traj,
-        fn,
-        scheduler,
-        cond,
-        uncond0,
-        7.5,
-        NullTextOptions(inner_steps=200, base_lr=0.05, use_steps=mask),
-        LoopHooks(progress=False),
-    )
+    nulls = null_text_inversion(traj, fn, scheduler, cond, uncond0, 7.5,
+                                NullTextOptions(inner_steps=200, base_lr=0.05, use_steps=mask),
+                                LoopHooks(progress=False))
     assert all(torch.equal(n, uncond0) for n, m in zip(nulls, mask) if not m)
     assert all(not torch.equal(n, uncond0) for n, m in zip(nulls, mask) if m)
     sched = sampling_scheduler(scheduler, 8, "cpu")
@@ -145,16 +130,9 @@ def test_null_text_only_optimises_the_steps_sampling_uses():
     assert sample(nulls) < sample([uncond0] * 8) / 10  # the last half corrects the drift of the first
     # A schedule that uses nothing after step 2 stops optimising (and calling the model) early.
     calls["n"] = 0
-    null_text_inversion(
-        traj,
-        fn,
-        scheduler,
-        cond,
-        uncond0,
-        7.5,
-        NullTextOptions(inner_steps=1, use_steps=[True, True] + [False] * 6),
-        LoopHooks(progress=False),
-    )
+    null_text_inversion(traj, fn, scheduler, cond, uncond0, 7.5,
+                        NullTextOptions(inner_steps=1, use_steps=[True, True] + [False] * 6),
+                        LoopHooks(progress=False))
     assert calls["n"] == 2 * 3  # per used step: cond, uncond (inner), uncond (advance)
 
 

@@ -45,7 +45,8 @@ class AttentionStore(AttentionController):
     """Accumulates head-averaged attention maps of the conditional half, per resolution.
 
     Keeps running sums (memory bounded by one map per resolution and stored frame, not per step): over the whole
-    run (:meth:`maps`) and over the current step (:meth:`step_maps`, what :class:`LocalBlend` uses). When the video
+    run (:meth:`maps`, what :class:`LocalBlend` and the attention figure read) and over the current step
+    (:meth:`step_maps`). When the video
     is processed in frame chunks, the step's maps are the current chunk's (a chunk's ``step_end`` reads them), and
     the run's maps are kept per video frame.
 
@@ -55,7 +56,7 @@ class AttentionStore(AttentionController):
             (never 64x64 self-attention: 4096 x 8192 per head and frame).
         max_self_queries: the self-attention query limit.
         frames: the video frames whose run maps are kept (e.g. the few an attention figure shows); None = all.
-        keep_total: False keeps the current step's maps only (a :class:`LocalBlend`'s own store).
+        keep_total: False keeps the current step's maps only.
         keep_step: False keeps the run's maps only (an attention figure's store: nothing reads its step maps).
         tokens: ``(lo, hi)``: keep the maps of the key tokens ``lo .. hi - 1`` only (e.g. the prompts' words, all an
             attention figure shows); the maps read 0 at the other tokens. None keeps every token.
@@ -437,27 +438,30 @@ class P2PEdit(AttentionController):
         for e, windows in enumerate(tables.cross_windows):
             for k, (lo, hi) in enumerate(windows):
                 time_alpha[lo:hi, e, k] = 1.0
-        self.time_alpha = time_alpha
         self.cross_alpha = time_alpha * token_alpha  # (T, E, L)
 
-        self.equalizer: torch.Tensor | None = None
+        # the reweighting's factor of every step, edit and token, once: the equalizer inside each token's cross window
+        # (prompt-to-prompt) or inside reweight_steps (the extension), 1 elsewhere
+        self.reweight_factors: torch.Tensor | None = None  # (T, E, L)
         if any(tables.reweight):
             eq = torch.ones(num_edits, size)  # (E, L)
             for e, factors in enumerate(tables.reweight):
                 for k, factor in factors:
                     eq[e, k] = factor
-            self.equalizer = eq
+            if tables.reweight_window is None:
+                inside = time_alpha.bool()
+            else:
+                lo, hi = tables.reweight_window
+                inside = ((steps >= lo) & (steps < hi)).view(-1, 1, 1).expand_as(time_alpha)
+            self.reweight_factors = torch.where(inside, eq.expand_as(time_alpha), torch.ones(()))
+        reweighted = self.reweight_factors.ne(1).flatten(1).any(dim=1) if self.reweight_factors is not None \
+            else torch.zeros(self.num_steps, dtype=torch.bool)  # (T,)
+        self._reweighted = reweighted.tolist()
         self._self_window = tables.self_window
-        self._reweight_own_window = tables.reweight_window is not None
-        self._reweight_window = tables.reweight_window or (0, 0)
-        rw_lo, rw_hi = self._reweight_window
-        # a step is active where a token is replaced, or reweighted (inside its time window or reweight_steps)
-        reweighted = (steps >= rw_lo) & (steps < rw_hi) if self._reweight_own_window \
-            else self.time_alpha.flatten(1).ne(0).any(dim=1)
-        self._cross_active = (self.cross_alpha.flatten(1).ne(0).any(dim=1)
-                              | (reweighted & (self.equalizer is not None)))  # (T,)
-        self._tables = _DeviceTables(mapper=mapper, cross_alpha=self.cross_alpha, time_alpha=self.time_alpha,
-                                     equalizer=self.equalizer if self.equalizer is not None else torch.ones(1))
+        self._cross_active = (self.cross_alpha.flatten(1).ne(0).any(dim=1) | reweighted).tolist()  # (T,)
+        self._tables = _DeviceTables(mapper=mapper, cross_alpha=self.cross_alpha,
+                                     reweight=self.reweight_factors if self.reweight_factors is not None
+                                     else torch.ones(1))
 
     @property
     def num_branches(self) -> int:
@@ -467,18 +471,7 @@ class P2PEdit(AttentionController):
         return self._self_window[0] <= step < self._self_window[1]
 
     def _cross_on(self, step: int) -> bool:
-        return 0 <= step < self.num_steps and bool(self._cross_active[step])
-
-    def _reweight_factors(self, tables: dict[str, torch.Tensor], step: int) -> torch.Tensor | None:
-        """``(E, K)`` factors of step ``step``: the equalizer inside each token's time window (or inside
-        ``reweight_steps``), 1 elsewhere; None when nothing is reweighted."""
-        if self.equalizer is None:
-            return None
-        if self._reweight_own_window:
-            lo, hi = self._reweight_window
-            return tables["equalizer"] if lo <= step < hi else None
-        time_alpha = tables["time_alpha"][step]  # (E, K) in {0, 1}
-        return 1.0 + time_alpha * (tables["equalizer"] - 1.0)
+        return 0 <= step < self.num_steps and self._cross_active[step]
 
     def _check(self, state: AttentionState) -> None:
         if state.num_branches != self.num_branches:
@@ -533,7 +526,7 @@ class P2PEdit(AttentionController):
         probs = self._writable(probs)
         cond = state.cond_view(probs)  # (B, F, heads, Q, K)
         alpha = tables["cross_alpha"][state.step]  # (E, K)
-        equalizer = self._reweight_factors(tables, state.step)  # (E, K) or None
+        equalizer = tables["reweight"][state.step] if self._reweighted[state.step] else None  # (E, K)
         # edit <- edit + alpha * (mapped - edit) [* equalizer], in place, token by token: each token's map is one
         # contiguous row where the processor makes the probabilities token-major (every SD layer; any layout works)
         tokens = cond.transpose(-1, -2)  # (B, F, heads, K, Q)

@@ -44,6 +44,7 @@ from attentionflow.config import (
     parse_chunk_frames,
 )
 from attentionflow.errors import AttentionFlowError, ConfigError, InputError, first_line
+from attentionflow.options import parse_direction, reweight_pair
 
 logger = logging.getLogger(__name__)
 
@@ -208,22 +209,8 @@ def form_from_config(config: Any) -> EditForm:
 
 
 def _reweight_pairs(text: str) -> dict[str, float] | None:
-    """'desert=2, car=0.5' -> {'desert': 2.0, 'car': 0.5}; empty -> None; a malformed pair is a ConfigError."""
-    import math
-
-    pairs: dict[str, float] = {}
-    for item in (text or "").split(","):
-        if not item.strip():
-            continue
-        word, sep, factor = item.partition("=")
-        try:
-            value = float(factor)
-        except ValueError:
-            value = math.nan
-        if not sep or not word.strip() or not math.isfinite(value):
-            raise ConfigError(f"reweight {item.strip()!r} is invalid; use WORD=FACTOR pairs separated by commas, "
-                              f"e.g. desert=2")
-        pairs[word.strip()] = value
+    """'desert=2, car=0.5' -> {'desert': 2.0, 'car': 0.5} (each pair by the CLI's parser); empty -> None."""
+    pairs = dict(reweight_pair(item) for item in (text or "").split(",") if item.strip())
     return pairs or None
 
 
@@ -408,14 +395,8 @@ class EditSession:
             words = "auto"
         else:
             words = [w.strip() for w in word.split(",") if w.strip()]
-        direction: str | float | None = (form.direction or "any").strip()
-        if direction in ("", "any"):
-            direction = None
-        else:
-            try:
-                direction = float(direction)
-            except ValueError:
-                pass
+        text = (form.direction or "any").strip()
+        direction = None if text in ("", "any") else parse_direction(text)
         cfg = dataclasses.replace(self._base_config)
         cfg.pretrained_model_path = s.model
         cfg.output_dir = str(output_dir)
