@@ -13,6 +13,7 @@ import pytest
 
 from attentionflow.evaluation.segmentation import boundary_f, jaccard, map_mass, score_masks
 from attentionflow.flow.motion import MotionOptions, motion_maps
+from attentionflow.flow.segment import hysteresis
 from tests.synthetic import MovingSquare, make_video, texture
 
 SIZE = 96
@@ -134,6 +135,25 @@ def test_boundary_f_tolerates_a_shift_within_the_tolerance_and_not_beyond() -> N
     assert float(boundary_f(np.roll(truth, 6, axis=1), truth)) < 0.3
     assert float(boundary_f(np.zeros_like(truth), truth)) == 0.0
     assert float(boundary_f(np.zeros_like(truth), np.zeros_like(truth))) == 1.0
+
+
+def _score_row(*values: float) -> np.ndarray:
+    """A ``(1, len(values))`` score image: one row of pixels, 8-connected left to right."""
+    return np.array([values], np.float32)
+
+
+@pytest.mark.parametrize(("score", "want"), [
+    # a weak part touching the strong core joins it; a weak part cut off from it by a gap does not
+    (_score_row(0.2, 0.5, 0.2, 0.0, 0.2), [True, True, True, False, False]),
+    # a chain of weak pixels joins through each other
+    (_score_row(0.5, 0.2, 0.2, 0.2, 0.0), [True, True, True, True, False]),
+    # weak motion with no strong core anywhere is not an object
+    (_score_row(0.2, 0.29, 0.2, 0.0, 0.0), [False] * 5),
+    # below the low threshold nothing joins, even touching the core
+    (_score_row(0.1, 0.5, 0.1, 0.5, 0.0), [False, True, False, True, False]),
+], ids=["touching-vs-cut-off", "chain", "no-core", "below-low"])
+def test_hysteresis_keeps_weak_parts_connected_to_a_strong_core(score, want) -> None:
+    assert hysteresis(score, low=0.15, high=0.3)[0].tolist() == want
 
 
 def test_map_mass_is_the_share_on_the_object() -> None:

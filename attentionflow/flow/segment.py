@@ -23,10 +23,13 @@ Steps (every constant below is a module constant; the figures that chose them ar
    look-alike of the mover stays out).
 5. **Edges and time**: a guided filter (He et al.) on the frame's grey levels snaps the score to image edges, then
    the score is averaged with its neighbours' carried along the flow.
-6. **Masks**: ``score >= THRESHOLD``; connected parts holding less than :data:`PART_SHARE` of the largest part's
-   score are dropped; a frame left empty between frames that hold the object takes its neighbour's mask carried
-   along the flow. Each mask is then snapped to the frame's colour edges with GrabCut (:func:`snap_to_edges`), kept
-   only where the snapped mask still agrees with it.
+6. **Masks**, by hysteresis (as Canny's edges): a pixel is in when its score reaches :data:`THRESHOLD`, or reaches a
+   lower threshold (:data:`LOW_RATIO` of the clip's median score over :data:`THRESHOLD`) and is connected to such a
+   pixel through pixels that do (:func:`hysteresis`): the weakly moving parts of an object joined to its strongly
+   moving core stay in, weak motion elsewhere stays out. Connected parts holding less than :data:`PART_SHARE` of the
+   largest part's score are dropped; a frame left empty between frames that hold the object takes its neighbour's
+   mask carried along the flow. Each mask is then snapped to the frame's colour edges with GrabCut
+   (:func:`snap_to_edges`), kept only where the snapped mask still agrees with it.
 
 Pure NumPy/OpenCV: this module knows nothing about diffusers or torch.
 """
@@ -42,6 +45,7 @@ __all__ = [
     "CARRY",
     "FB_PIXELS",
     "FB_SHARE",
+    "LOW_RATIO",
     "PART_SHARE",
     "SPREAD_FLOOR",
     "THRESHOLD",
@@ -50,6 +54,7 @@ __all__ = [
     "coherence",
     "forward_backward_error",
     "guided_filter",
+    "hysteresis",
     "pixel_grid",
     "reliable",
     "segment_motion",
@@ -79,8 +84,11 @@ COLOUR_WEIGHT: float = 0.7
 COLOUR_SEPARATION: tuple[float, float] = (0.1, 0.2)
 #: Weight of the neighbours' scores (carried along the flow) in a frame's final score.
 TEMPORAL_WEIGHT: float = 0.5
-#: Score at and above which a pixel is in the moving-object mask.
+#: Score at and above which a pixel is in the moving-object mask ...
 THRESHOLD: float = 0.3
+#: ... and, connected to such pixels, this share of the clip's median score over :data:`THRESHOLD` (at most
+#: :data:`THRESHOLD`): the hysteresis's low threshold scales with how strongly the clip's objects stand out.
+LOW_RATIO: float = 0.5
 #: A connected part of a mask is kept when it holds at least this share of the largest part's score.
 PART_SHARE: float = 0.3
 #: A mask snapped to colour edges (:func:`snap_to_edges`) is kept only if its IoU with the unsnapped mask is at least
@@ -215,6 +223,13 @@ def _evidence(magnitudes: np.ndarray, min_motion: float) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def hysteresis(score: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``(H, W)`` bool: the connected parts (8-connected) of ``score (H, W) >= low`` that hold a pixel ``>= high``."""
+    count, labels = cv2.connectedComponents((score >= low).astype(np.uint8), connectivity=8)
+    seeds = np.unique(labels[score >= high])
+    return np.isin(labels, seeds[seeds > 0])
+
+
 def _keep_strong_parts(mask: np.ndarray, score: np.ndarray) -> np.ndarray:
     count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     if count <= 2:
@@ -317,7 +332,9 @@ def segment_motion(frames: np.ndarray, magnitudes: np.ndarray, forward: np.ndarr
             near.append(warp(score[i + 1], forward[i]))
         smoothed[i] = (1 - TEMPORAL_WEIGHT) * score[i] + TEMPORAL_WEIGHT * np.mean(near, axis=0)
     score = smoothed
-    masks = np.stack([_keep_strong_parts(score[i] >= THRESHOLD, score[i]) for i in range(n)])
+    strong = score[score >= THRESHOLD]
+    low = min(THRESHOLD, LOW_RATIO * float(np.median(strong))) if strong.size else THRESHOLD
+    masks = np.stack([_keep_strong_parts(hysteresis(score[i], low, THRESHOLD), score[i]) for i in range(n)])
     masks = _fill_empty(masks, forward, backward)
     masks = np.stack([snap_to_edges(frames[i], masks[i], radius) for i in range(n)])
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
