@@ -34,8 +34,16 @@ from attentionflow.errors import ConfigError, InputError
 from attentionflow.figures import figure_frames
 from attentionflow.io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
 from attentionflow.io.video import grid_frames, read_frames, write_frames, write_gif, write_mp4
-from attentionflow.models.paths import EMBEDDED, embedded_model_path, model_limits, resolve_model_path
-from attentionflow.resources import check_device, check_memory, edit_memory_bytes
+from attentionflow.models.paths import EMBEDDED, ModelLimits, embedded_model_path, model_limits, resolve_model_path
+from attentionflow.resources import (
+    auto_chunk,
+    available_memory,
+    check_device,
+    check_memory,
+    data_bytes,
+    edit_memory,
+    unet_activation_bytes,
+)
 
 if TYPE_CHECKING:  # the pipeline imports torch: only after every cheap check has passed
     from attentionflow.pipeline import AttentionFlowPipeline, AttentionMaps, EditOutput, ProgressCallback
@@ -107,8 +115,31 @@ def job_inputs(config: EditConfig, extra: Sequence[str | os.PathLike[str]] = ())
     return tuple(p for p in paths if p)
 
 
-def _vae_on_host(device: str) -> bool:
-    """Whether the VAE will run in host memory (a CPU device; ``auto`` on a machine without an NVIDIA driver)."""
+def host_memory_needed(config: EditConfig, limits: ModelLimits, available: int | None = None) -> int:
+    """Bytes of host memory an edit needs at its peak (:func:`attentionflow.resources.edit_memory`): on a CPU the
+    weights, the frame data, the UNet's activations for the chunk ``chunk_frames`` gives (``auto``: the chunk the
+    pipeline will pick from the memory left once the weights are loaded) and the VAE's; on a GPU the frame data only
+    (the model and its activations live on the GPU, where ``auto`` chunks fit its free memory)."""
+    inp, val = config.input_data, config.validation_data
+    branches = 1 + len(val.prompts)
+    rows = 2 * branches if val.guidance_scale > 1.0 else branches  # guidance halves; at most one fewer with direct
+    dtype_bytes = 4 if config.mixed_precision == "no" else 2
+    shape = limits.shape
+    if not _runs_on_host(config.device):
+        return data_bytes(inp.n_sample_frames, inp.width, inp.height, branches)
+    chunk = config.chunk_frames
+    if chunk == "auto":
+        available = available_memory() if available is None else available
+        free = None if available is None else max(0, available - shape.parameters * dtype_bytes)
+        latent = (inp.height // shape.vae_scale, inp.width // shape.vae_scale)
+        chunk = auto_chunk(free, rows * unet_activation_bytes(shape.unet_channels, latent, dtype_bytes),
+                           inp.n_sample_frames)
+    return edit_memory(inp.n_sample_frames, inp.width, inp.height, branches, shape, rows_per_frame=rows,
+                       chunk=int(chunk), dtype_bytes=dtype_bytes).total
+
+
+def _runs_on_host(device: str) -> bool:
+    """Whether the edit will run in host memory (a CPU device; ``auto`` on a machine without an NVIDIA driver)."""
     return device == "cpu" or (device == "auto" and not Path("/proc/driver/nvidia").exists())
 
 
@@ -137,9 +168,8 @@ def check_job(config: EditConfig, overwrite: bool, inputs: Sequence[str | os.Pat
         if value < limits.min_size:
             raise ConfigError(f"{key} must be at least {limits.min_size} for this model (its UNet halves the latent "
                               f"grid {limits.unet_factor.bit_length() - 1} times), got {value}")
-    needed = edit_memory_bytes(inp.n_sample_frames, inp.width, inp.height, 1 + len(val.prompts),
-                               vae_channels=limits.vae_channels, vae_on_host=_vae_on_host(config.device))
-    check_memory(needed, f"editing {inp.n_sample_frames} frames of {inp.width}x{inp.height}")
+    check_memory(host_memory_needed(config, limits),
+                 f"editing {inp.n_sample_frames} frames of {inp.width}x{inp.height}")
     frames = load_input_frames(config)
     from attentionflow.models.tokenizer import load_tokenizer
     from attentionflow.plan import EditPlan

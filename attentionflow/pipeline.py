@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -53,7 +52,15 @@ from attentionflow.mmi.inject import InjectionSettings, MotionInjector
 from attentionflow.models.factory import Components
 from attentionflow.models.loading import load_components, select_device, select_dtype
 from attentionflow.plan import EditPlan
-from attentionflow.resources import available_memory
+from attentionflow.resources import (
+    EditMemory,
+    ModelShape,
+    auto_chunk,
+    available_memory,
+    edit_memory,
+    unet_activation_bytes,
+    vae_activation_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -165,26 +172,8 @@ class Inversion:
 
 
 #: ``auto`` frame chunks may use this share of the free memory for the model's activations.
-AUTO_CHUNK_MEMORY_SHARE = 0.5
 #: ``auto``: the most frames per VAE call.
 AUTO_VAE_BATCH = 8
-
-
-def activation_bytes_per_row(unet_config: Any, latent_size: tuple[int, int], dtype_bytes: int) -> int:
-    """A generous estimate of the activation memory one latent row (one frame of one branch and guidance half) takes
-    in a UNet call without gradients, for ``auto`` frame chunks.
-
-    Per resolution level ``l`` of the UNet (``block_out_channels[l]`` channels on ``(h / 2**l) x (w / 2**l)``
-    pixels): about 32 such feature maps alive at once (the skip connections kept for the up path, the resnets' and
-    transformers' temporaries, the 4x feed-forward). Calibrated against peak memory on the embedded model and an
-    SD-1.4-architecture UNet (docs/long_videos.md); attention itself runs on SDPA (no score matrix) except where a
-    controller reads probabilities (cross-attention: queries x 77, small beside the feature maps).
-    """
-    h, w = latent_size
-    total = 0
-    for level, channels in enumerate(unet_config.block_out_channels):
-        total += math.ceil(h / 2 ** level) * math.ceil(w / 2 ** level) * int(channels)
-    return 32 * total * dtype_bytes
 
 
 def frames_digest(frames: np.ndarray) -> str:
@@ -331,38 +320,50 @@ class AttentionFlowPipeline:
             return int(torch.cuda.mem_get_info(self.device)[0])
         return available_memory()
 
+    @property
+    def shape(self) -> ModelShape:
+        """What the memory estimate needs of this model (:func:`attentionflow.resources.edit_memory`)."""
+        return ModelShape(unet_channels=tuple(self.unet.config.block_out_channels),
+                          vae_channels=int(self.vae.config.block_out_channels[0]), vae_scale=self.vae_scale_factor,
+                          parameters=sum(p.numel() for m in (self.unet, self.vae, self.text_encoder)
+                                         for p in m.parameters()))
+
+    def memory_estimate(self, num_frames: int, frame_size: tuple[int, int], num_branches: int, rows_per_frame: int,
+                        chunk: int, vae_batch: int = AUTO_VAE_BATCH) -> EditMemory:
+        """The peak memory of an edit of ``num_frames`` frames of ``frame_size`` ``(H, W)`` on this model and dtype
+        (:func:`attentionflow.resources.edit_memory`, the figure that sizes ``auto`` chunks too)."""
+        height, width = frame_size
+        return edit_memory(num_frames, width, height, num_branches, self.shape, rows_per_frame=rows_per_frame,
+                           chunk=chunk, dtype_bytes=torch.finfo(self.dtype).bits // 8, vae_batch=vae_batch)
+
     def chunk_size(self, chunk_frames: int | str, num_frames: int, latent_size: tuple[int, int],
                    rows_per_frame: int) -> int:
         """Frames per model call for ``chunk_frames`` (:attr:`AttentionSettings.chunk_frames`).
 
-        A number: that many (at most ``num_frames``). ``auto``: the most frames whose activations
-        (:func:`activation_bytes_per_row` x ``rows_per_frame`` latent rows per frame: branches x guidance halves) fit
-        in :data:`AUTO_CHUNK_MEMORY_SHARE` of :meth:`free_memory`; every frame when they fit, which is the unchunked
-        computation exactly; every frame too when the free memory is unknown.
+        A number: that many (at most ``num_frames``). ``auto``: the most frames whose UNet activations
+        (:func:`attentionflow.resources.unet_activation_bytes` x ``rows_per_frame`` latent rows per frame: branches x
+        guidance halves) fit in :data:`attentionflow.resources.AUTO_CHUNK_MEMORY_SHARE` of :meth:`free_memory` (on CUDA
+        ``torch.cuda.mem_get_info``); every frame when they fit, which is the unchunked computation exactly; every
+        frame too when the free memory is unknown.
         """
         if chunk_frames != "auto":
             return max(1, min(int(chunk_frames), num_frames))
-        free = self.free_memory()
-        if free is None:
-            return num_frames
         dtype_bytes = torch.finfo(self.dtype).bits // 8
-        per_frame = rows_per_frame * activation_bytes_per_row(self.unet.config, latent_size, dtype_bytes)
-        return max(1, min(num_frames, int(free * AUTO_CHUNK_MEMORY_SHARE) // max(per_frame, 1)))
+        per_frame = rows_per_frame * unet_activation_bytes(self.unet.config.block_out_channels, latent_size,
+                                                           dtype_bytes)
+        return auto_chunk(self.free_memory(), per_frame, num_frames)
 
     def vae_batch(self, chunk_frames: int | str, chunk: int, frame_size: tuple[int, int]) -> int:
         """Frames per VAE call: the chunk when ``chunk_frames`` is a number; with ``auto``, at most
         :data:`AUTO_VAE_BATCH` (what every edit used before chunks existed, so short videos decode as they did), at
-        most the chunk, and at most what fits in :data:`AUTO_CHUNK_MEMORY_SHARE` of the free memory at about six
-        full-resolution feature maps of the VAE's first block per frame (its outer blocks work at the frame size)."""
+        most the chunk, and at most what fits in the same share of the free memory
+        (:func:`attentionflow.resources.vae_activation_bytes` per frame)."""
         if chunk_frames != "auto":
             return chunk
-        batch = min(chunk, AUTO_VAE_BATCH)
-        free = self.free_memory()
-        if free is None:
-            return batch
         height, width = frame_size
-        per_frame = 6 * height * width * self.vae.config.block_out_channels[0] * (torch.finfo(self.dtype).bits // 8)
-        return max(1, min(batch, int(free * AUTO_CHUNK_MEMORY_SHARE) // per_frame))
+        per_frame = vae_activation_bytes(self.vae.config.block_out_channels[0], width, height,
+                                         torch.finfo(self.dtype).bits // 8)
+        return auto_chunk(self.free_memory(), per_frame, min(chunk, AUTO_VAE_BATCH))
 
     # ---------------------------------------------------------------------------------------------
 

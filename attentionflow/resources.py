@@ -1,15 +1,18 @@
 """Memory estimates made before any video is read or model loaded (no torch import).
 
-A job whose frames, latents and decoded videos cannot fit in this machine's available memory is
-refused up front with the figure and a way out, instead of growing until the kernel kills it.
-The estimate counts what grows with frames x pixels; the model's own weights come on top.
+A job whose weights, frames, activations and decoded videos cannot fit in this machine's available memory is
+refused up front with the figure and a way out, instead of growing until the kernel kills it. The same
+activation estimate sizes ``auto`` frame chunks (:func:`auto_chunk`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from attentionflow.errors import ConfigError, InputError
@@ -31,22 +34,92 @@ def available_memory() -> int | None:
         return None
 
 
-def edit_memory_bytes(n_frames: int, width: int, height: int, n_branches: int, *, vae_channels: int = 128,
-                      vae_on_host: bool = True, vae_batch: int = 8) -> int:
-    """Bytes an edit of ``n_frames`` frames of ``width`` x ``height`` holds at its peak, roughly.
+#: Feature maps of one UNet level alive at once in a call without gradients (the skip connections kept for the up
+#: path, the resnets' and transformers' temporaries, the 4x feed-forward): measured, docs/benchmarks.md.
+UNET_MAPS = 32
+#: Full-resolution feature maps of the VAE's first block alive at once per decoded frame (measured likewise).
+VAE_MAPS = 6
+#: Share of the free memory that ``auto`` frame chunks and VAE batches may fill with activations.
+AUTO_CHUNK_MEMORY_SHARE = 0.5
 
-    Per frame pixel: the uint8 input (3), flow and motion maps (12); per branch and frame pixel: the uint8 video
-    (3). Per VAE call (``vae_batch`` frames): the float32 frames in and out (12 + 12), and when the VAE runs on the
-    host its widest full-resolution activations (``vae_channels`` float32, about three alive at once). The UNet's
-    activations are bounded by frame chunks (``chunk_frames``) and not counted; the grid is written frame by frame.
-    """
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the memory estimate needs to know of a model, read from its configs and weight headers (no torch)."""
+
+    unet_channels: tuple[int, ...]
+    """The UNet's ``block_out_channels``: the channels of each resolution level."""
+    vae_channels: int
+    """The VAE's first block's channels: its widest feature map at full resolution."""
+    vae_scale: int
+    """Pixels per latent cell (8 for Stable Diffusion)."""
+    parameters: int
+    """Weights of the UNet, VAE and text encoder together (elements)."""
+
+
+@dataclass(frozen=True)
+class EditMemory:
+    """Bytes an edit holds at its peak, by part (:func:`edit_memory`)."""
+
+    weights: int
+    """The model's weights."""
+    data: int
+    """What grows with frames x pixels outside the model: the video, flows, motion maps and the decoded videos."""
+    unet: int
+    """The UNet's activations in one call of one chunk of frames."""
+    vae: int
+    """The VAE's activations for one batch of frames."""
+
+    @property
+    def total(self) -> int:
+        """The sum: the allocator keeps the UNet's freed memory for the decoder, so the two phases add up."""
+        return self.weights + self.data + self.unet + self.vae
+
+
+def unet_activation_bytes(unet_channels: Sequence[int], latent_size: tuple[int, int], dtype_bytes: int) -> int:
+    """Activation bytes of one latent row (one frame of one branch and guidance half) in a UNet call without
+    gradients: :data:`UNET_MAPS` feature maps per resolution level ``l`` (``unet_channels[l]`` channels on
+    ``(h / 2**l) x (w / 2**l)``). Attention runs on SDPA (no score matrix) except where a controller reads
+    probabilities (cross-attention: queries x 77, small beside the feature maps)."""
+    h, w = latent_size
+    total = sum(math.ceil(h / 2**level) * math.ceil(w / 2**level) * int(c) for level, c in enumerate(unet_channels))
+    return UNET_MAPS * total * int(dtype_bytes)
+
+
+def vae_activation_bytes(vae_channels: int, width: int, height: int, dtype_bytes: int) -> int:
+    """Bytes of decoding one ``width`` x ``height`` frame: :data:`VAE_MAPS` maps of ``vae_channels``, and the float32
+    frame out of the VAE and into the uint8 conversion (24 per pixel)."""
+    return int(width) * int(height) * (VAE_MAPS * int(vae_channels) * int(dtype_bytes) + 24)
+
+
+def auto_chunk(free: int | None, per_frame: int, num_frames: int) -> int:
+    """Frames per chunk under ``auto``: the most whose ``per_frame`` bytes fit in :data:`AUTO_CHUNK_MEMORY_SHARE` of
+    ``free`` bytes, at least 1 and at most ``num_frames`` (all of them when ``free`` is unknown)."""
+    if free is None:
+        return num_frames
+    return max(1, min(num_frames, int(free * AUTO_CHUNK_MEMORY_SHARE) // max(per_frame, 1)))
+
+
+def data_bytes(n_frames: int, width: int, height: int, n_branches: int) -> int:
+    """Bytes of an edit's frame-sized data: per frame pixel the uint8 input (3), flow and motion maps (12); per
+    branch and frame pixel the uint8 video (3)."""
     pixels = int(n_frames) * int(width) * int(height)
-    total = pixels * (3 + 12) + pixels * int(n_branches) * 3
-    batch = min(int(n_frames), vae_batch) * int(width) * int(height)
-    total += batch * (12 + 12)
-    if vae_on_host:
-        total += batch * int(vae_channels) * 4 * 3
-    return total
+    return pixels * (3 + 12) + pixels * int(n_branches) * 3
+
+
+def edit_memory(n_frames: int, width: int, height: int, n_branches: int, model: ModelShape, *,
+                rows_per_frame: int, chunk: int, dtype_bytes: int = 4, vae_batch: int = 8) -> EditMemory:
+    """The peak memory of an edit of ``n_frames`` frames of ``width`` x ``height`` with ``n_branches`` prompts,
+    ``chunk`` frames per UNet call of ``rows_per_frame`` latent rows each, decoded ``vae_batch`` frames at a time, in
+    ``dtype_bytes`` floats. Within 25% of the measured peak on the toy model and the SD-1.4 architecture
+    (``benchmarks/bench_memory.py``)."""
+    latent = (int(height) // model.vae_scale, int(width) // model.vae_scale)
+    chunk = max(1, min(int(chunk), int(n_frames)))
+    return EditMemory(
+        weights=int(model.parameters) * int(dtype_bytes),
+        data=data_bytes(n_frames, width, height, n_branches),
+        unet=chunk * int(rows_per_frame) * unet_activation_bytes(model.unet_channels, latent, dtype_bytes),
+        vae=min(int(n_frames), int(vae_batch)) * vae_activation_bytes(model.vae_channels, width, height, dtype_bytes))
 
 
 FEWER_OR_SMALLER = "use fewer frames (--frames) or a smaller size (--size)"

@@ -77,9 +77,9 @@ def test_auto_uses_every_frame_when_they_fit(pipe, square_video):
 
 
 def test_auto_picks_the_largest_chunk_that_fits(pipe, monkeypatch):
-    from attentionflow.pipeline import AUTO_CHUNK_MEMORY_SHARE, activation_bytes_per_row
+    from attentionflow.resources import AUTO_CHUNK_MEMORY_SHARE, unet_activation_bytes
 
-    per_row = activation_bytes_per_row(pipe.unet.config, (16, 16), 8)
+    per_row = unet_activation_bytes(pipe.unet.config.block_out_channels, (16, 16), 8)
     assert per_row == 32 * 8 * (16 * 16 * 32 + 8 * 8 * 64)  # the tiny UNet: 32 and 64 channels; float64
     rows = 3
     monkeypatch.setattr(pipe, "free_memory", lambda: int(5.5 * rows * per_row / AUTO_CHUNK_MEMORY_SHARE))
@@ -88,6 +88,30 @@ def test_auto_picks_the_largest_chunk_that_fits(pipe, monkeypatch):
     monkeypatch.setattr(pipe, "free_memory", lambda: 1)
     assert pipe.chunk_size("auto", 40, (16, 16), rows) == 1  # never less than one frame
     assert pipe.chunk_size(7, 40, (16, 16), rows) == 7 and pipe.chunk_size(70, 40, (16, 16), rows) == 40
+
+
+@pytest.mark.parametrize("fits", [1, 6, 40])
+def test_auto_chunks_on_cuda_fit_the_memory_estimate_in_the_gpus_free_memory(pipe, monkeypatch, fits):
+    """On CUDA, ``auto`` asks the GPU (``torch.cuda.mem_get_info``, faked here) and sizes the chunk by the same
+    estimate the memory benchmark checks (:meth:`memory_estimate`): the chunk's UNet activations fit in the share of
+    the free memory, one frame more would not."""
+    from attentionflow.resources import AUTO_CHUNK_MEMORY_SHARE
+
+    rows, latent = 3, (16, 16)
+    frame = (latent[0] * pipe.vae_scale_factor, latent[1] * pipe.vae_scale_factor)
+
+    def unet(chunk: int) -> int:
+        return pipe.memory_estimate(40, frame, 2, rows, chunk).unet
+
+    free = int((unet(fits) + unet(1) // 2) / AUTO_CHUNK_MEMORY_SHARE)  # room for `fits` frames and a half
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (asked.append(device), (free, 80 << 30))[1])
+    monkeypatch.setattr(pipe, "device", torch.device("cuda", 0))
+    chunk = pipe.chunk_size("auto", 40, latent, rows)
+    assert asked == [torch.device("cuda", 0)]  # the GPU's free memory, not the host's
+    assert chunk == fits
+    room = AUTO_CHUNK_MEMORY_SHARE * free
+    assert unet(chunk) <= room and (chunk == 40 or unet(chunk + 1) > room)
 
 
 class _Identity(AttentionController):
@@ -274,7 +298,7 @@ def test_frame_chunks_cover_the_video_in_order():
 
 
 def test_the_vae_batch_follows_the_chunk_and_auto_fits_the_frames_in_memory(pipe, monkeypatch):
-    from attentionflow.pipeline import AUTO_CHUNK_MEMORY_SHARE
+    from attentionflow.resources import AUTO_CHUNK_MEMORY_SHARE
 
     assert pipe.vae_batch(4, 4, (512, 512)) == 4  # a number given: the chunk, whatever the memory
     per_frame = 6 * 512 * 512 * pipe.vae.config.block_out_channels[0] * 8  # float64

@@ -20,7 +20,7 @@ def cmd_motion(args: argparse.Namespace) -> int:
     from attentionflow.flow.motion import MotionOptions, motion_maps
     from attentionflow.io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
     from attentionflow.io.video import check_fps, read_frames
-    from attentionflow.resources import check_memory, edit_memory_bytes
+    from attentionflow.resources import check_memory, data_bytes
 
     opts = MotionOptions()
     apply_motion_args(args, opts)
@@ -32,7 +32,7 @@ def cmd_motion(args: argparse.Namespace) -> int:
     if min(width, height) < MIN_FRAME_SIZE:
         raise ConfigError(f"--size must be at least {MIN_FRAME_SIZE} (the smallest size optical flow accepts), "
                           f"got {width}x{height}")
-    check_memory(edit_memory_bytes(n_frames, width, height, 0, vae_on_host=False),
+    check_memory(data_bytes(n_frames, width, height, 0),
                  f"motion maps of {n_frames} frames of {width}x{height}")
     inputs = [args.video, *([args.boxes] if args.boxes else [])]
     check_output_dir(args.out, args.overwrite, protect=inputs)

@@ -8,6 +8,7 @@ checked folder; :func:`model_limits` reads the few configuration values that bou
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from attentionflow.errors import ModelError, shown
+from attentionflow.resources import ModelShape
 
 EMBEDDED = "embedded"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -152,6 +154,16 @@ class ModelLimits:
     trained_size: int | None = None
     """Frame side the UNet was trained at (its ``sample_size`` x ``vae_scale``: 512 for SD 1.x, 64 for the toy
     model)."""
+    unet_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    """The UNet's ``block_out_channels`` (for memory estimates)."""
+    parameters: int = 0
+    """Weights of the UNet, VAE and text encoder (elements, from the weight files' headers; for memory estimates)."""
+
+    @property
+    def shape(self) -> ModelShape:
+        """What :func:`attentionflow.resources.edit_memory` needs of this model."""
+        return ModelShape(unet_channels=self.unet_channels, vae_channels=self.vae_channels,
+                          vae_scale=self.vae_scale, parameters=self.parameters)
 
     @property
     def min_size(self) -> int:
@@ -286,6 +298,29 @@ def _first(config: dict[str, Any], key: str) -> int | None:
     return value[0] if isinstance(value, list) and value else None
 
 
+def parameter_count(folder: Path) -> int:
+    """Weights of a model folder's UNet, VAE and text encoder, as diffusers loads them: the elements the
+    ``.safetensors`` headers list (the files without a variant such as ``.fp16`` when there are any, else one
+    variant's), or, for ``.bin`` files only (no header to read without unpickling), their size over 4."""
+    count = 0
+    for comp in _WEIGHT_COMPONENTS:
+        files = _one_variant(sorted((folder / comp).glob("*.safetensors")))
+        for weights in files:
+            count += sum(math.prod(int(d) for d in t["shape"]) for t in safetensors_header(weights).values())
+        if not files:
+            count += sum(path.stat().st_size // 4 for path in _one_variant(sorted((folder / comp).glob("*.bin"))))
+    return count
+
+
+def _one_variant(files: list[Path]) -> list[Path]:
+    """The files of one checkpoint: those without a variant (``name.ext``), else those of the first file's."""
+    plain = [f for f in files if f.name.count(".") == 1]
+    if plain or not files:
+        return plain
+    variant = files[0].name.split(".")[-2]
+    return [f for f in files if f.name.split(".")[-2] == variant]
+
+
 def model_limits(folder: Path) -> ModelLimits:
     """Read the limits of a resolved model folder (see :func:`resolve_model_path`); a broken JSON file of its
     scheduler, UNet, VAE or tokenizer, a config value of the wrong type, or weights that are broken or disagree
@@ -296,7 +331,9 @@ def model_limits(folder: Path) -> ModelLimits:
         read_json_file(folder / "tokenizer" / name)
     vae_blocks = vae.get("block_out_channels") or [128, 256, 512, 512]
     down = unet.get("down_block_types") or [None] * 4
-    return ModelLimits(num_train_timesteps=int(sched.get("num_train_timesteps", 1000)),
+    return ModelLimits(unet_channels=tuple(unet.get("block_out_channels") or (320, 640, 1280, 1280)),
+                       parameters=parameter_count(folder),
+                       num_train_timesteps=int(sched.get("num_train_timesteps", 1000)),
                        vae_scale=2 ** (len(vae_blocks) - 1), unet_factor=2 ** (len(down) - 1),
                        vae_channels=int(vae_blocks[0]),
                        trained_size=int(unet["sample_size"]) * 2 ** (len(vae_blocks) - 1)
