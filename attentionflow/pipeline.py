@@ -21,13 +21,15 @@ import torch
 import torch.nn.functional as F
 
 from attentionflow.attention.base import AttentionController, AttentionState, ControllerChain, index_span
-from attentionflow.attention.p2p import AttentionStore, LocalBlend, P2PEdit, RegionBlend, region_blend_mask
+from attentionflow.attention.blend import LocalBlend, RegionBlend, region_blend_mask
+from attentionflow.attention.p2p import P2PEdit
 from attentionflow.attention.processors import (
     AttentionRuntime,
     attention_resolutions,
     attention_sites,
     install_attention,
 )
+from attentionflow.attention.store import AttentionStore
 from attentionflow.attention.tokens import check_prompt_length, max_length, word_spans
 from attentionflow.config import AttentionSettings, EditConfig, InversionSettings
 from attentionflow.errors import InputError
@@ -194,7 +196,7 @@ def composite_region(videos: np.ndarray, region_mask: torch.Tensor, scale: int) 
 
     Args:
         videos: ``(B, F, H, W, 3)`` uint8, the source branch first.
-        region_mask: ``(F, 1, h, w)`` in {0, 1} (:func:`attentionflow.attention.p2p.region_blend_mask`).
+        region_mask: ``(F, 1, h, w)`` in {0, 1} (:func:`attentionflow.attention.blend.region_blend_mask`).
         scale: pixels per latent pixel.
     """
     b, f, h, w, _ = videos.shape

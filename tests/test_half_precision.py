@@ -21,7 +21,7 @@ SOURCE = "a red circle is moving on the road"
 ALLOWED_UPCASTS = {
     "mmi/inject.py": "the scored token span's head sum, for the similarity (B, F, K', Q)",
     "mmi/similarity.py": "the same span for mutual information's histograms",
-    "attention/p2p.py": "the attention figure's and local blend's head-summed maps",
+    "attention/store.py": "the attention figure's and local blend's head-summed maps",
     "pipeline.py": "the decoded images, once, to make uint8 frames",
 }
 _CONVERSIONS = {"to", "type_as", "float", "double", "half", "bfloat16", "copy_", "type"}

@@ -14,7 +14,9 @@ from attentionflow.attention.base import (
     is_token_major,
     token_rows,
 )
-from attentionflow.attention.p2p import AttentionStore, LocalBlend, P2PEdit
+from attentionflow.attention.blend import LocalBlend
+from attentionflow.attention.p2p import P2PEdit
+from attentionflow.attention.store import AttentionStore
 from attentionflow.attention.tables import p2p_tables
 from attentionflow.config import P2PConfig, config_from_dict
 from attentionflow.errors import ConfigError, PromptError

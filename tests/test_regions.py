@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from attentionflow.attention.base import AttentionState
-from attentionflow.attention.p2p import RegionBlend, region_blend_mask
+from attentionflow.attention.blend import RegionBlend, region_blend_mask
 from attentionflow.config import EditConfig, MMIConfig, P2PConfig
 from attentionflow.errors import ConfigError, InputError
 from attentionflow.flow.motion import MotionOptions, motion_maps

@@ -252,3 +252,18 @@ class ControllerChain(AttentionController):
     def reset(self) -> None:
         for c in self.controllers:
             c.reset()
+
+
+class DeviceTables:
+    """Small constant tensors, copied once per (device, dtype) instead of on every layer call."""
+
+    def __init__(self, **tables: torch.Tensor) -> None:
+        self._cpu = tables
+        self._cache: dict[tuple[torch.device, torch.dtype], dict[str, torch.Tensor]] = {}
+
+    def on(self, like: torch.Tensor) -> dict[str, torch.Tensor]:
+        key = (like.device, like.dtype)
+        if key not in self._cache:
+            self._cache[key] = {k: (v.to(like.device, like.dtype) if v.is_floating_point() else v.to(like.device))
+                                for k, v in self._cpu.items()}
+        return self._cache[key]

@@ -3,7 +3,7 @@
 :func:`p2p_tables` turns the ``p2p:`` section and the prompts into :class:`P2PTables`: per edit its mode and token
 map, the step window of every token's cross-attention replacement, the self-attention window, the reweighting
 factors and the local-blend token positions. :class:`~attentionflow.plan.EditPlan` keeps them;
-:class:`~attentionflow.attention.p2p.P2PEdit` and :class:`~attentionflow.attention.p2p.LocalBlend` are built from
+:class:`~attentionflow.attention.p2p.P2PEdit` and :class:`~attentionflow.attention.blend.LocalBlend` are built from
 them and never see a tokenizer.
 """
 

@@ -3,7 +3,7 @@
 The moving-object masks themselves come with the motion maps (:func:`attentionflow.flow.motion.motion_maps`, made
 by :mod:`attentionflow.flow.segment`): one understanding of what moves serves both MMI's maps and the region.
 Pure NumPy: this module knows nothing about diffusers; the pipeline turns the mask into a latent blend mask
-(``attentionflow/attention/p2p.py``).
+(``attentionflow/attention/blend.py``).
 """
 
 from __future__ import annotations
