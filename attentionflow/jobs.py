@@ -46,7 +46,8 @@ from attentionflow.resources import (
 )
 
 if TYPE_CHECKING:  # the pipeline imports torch: only after every cheap check has passed
-    from attentionflow.pipeline import AttentionFlowPipeline, AttentionMaps, EditOutput, ProgressCallback
+    from attentionflow.pipeline import AttentionFlowPipeline, ProgressCallback
+    from attentionflow.pipeline_output import AttentionMaps, EditOutput
     from attentionflow.plan import EditPlan
 
 logger = logging.getLogger(__name__)

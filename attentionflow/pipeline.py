@@ -13,7 +13,6 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -53,6 +52,7 @@ from attentionflow.io.video import check_video
 from attentionflow.mmi.inject import InjectionSettings, MotionInjector
 from attentionflow.models.factory import Components
 from attentionflow.models.loading import load_components, select_device, select_dtype
+from attentionflow.pipeline_output import AttentionMaps, EditOutput, Inversion
 from attentionflow.plan import EditPlan
 from attentionflow.resources import (
     EditMemory,
@@ -72,108 +72,6 @@ ProgressCallback = Callable[[str, int, int, torch.Tensor], None]
 pipeline, beside its progress-bar setting (:meth:`AttentionFlowPipeline.set_progress_bar_config`)."""
 
 
-@dataclass
-class AttentionMaps:
-    """Head-, step- and layer-averaged cross-attention maps at one resolution, per branch."""
-
-    size: tuple[int, int]
-    """(h, w) of the maps."""
-    words: list[list[tuple[str, list[int]]]]
-    """Per branch: the prompt's words in order, each with its token positions (a word may span several tokens)."""
-    without_mmi: torch.Tensor
-    """(B, F, h, w, K) maps before injection (K = 77 token positions; F: the :attr:`frames` kept)."""
-    with_mmi: torch.Tensor | None
-    """(B, F, h, w, K) maps after injection; None when MMI is off."""
-    motion: torch.Tensor | None
-    """(F, h, w) motion maps at this resolution (the same frames as the maps); None when MMI is off."""
-    frames: list[int] | None = None
-    """The video frames of the maps' F axis (at most ``figures.ATTENTION_FIGURE_FRAMES``, evenly spaced: nothing stores
-    every frame's maps of a long video); None = frames 0 .. F-1."""
-    total_frames: int = 0
-    """Frames of the edited video (0: F)."""
-
-    @property
-    def frame_indices(self) -> list[int]:
-        """The video frame of each map along F."""
-        return list(self.frames) if self.frames is not None else list(range(self.without_mmi.shape[1]))
-
-    @property
-    def video_frames(self) -> int:
-        """Frames of the edited video."""
-        return self.total_frames or self.without_mmi.shape[1]
-
-
-@dataclass
-class EditOutput:
-    """Result of :meth:`AttentionFlowPipeline.edit`; videos are (F, H, W, 3) uint8 RGB arrays."""
-
-    source_prompt: str
-    target_prompts: list[str]
-    reconstruction: np.ndarray
-    """The source branch: the inverted video regenerated with the source prompt."""
-    edits: list[np.ndarray]
-    """One video per target prompt."""
-    motion: MotionResult | None
-    """Full-resolution motion maps (F, H, W) in [0, 1] and the flows behind them (None without MMI and edit_region
-    all)."""
-    attention: AttentionMaps | None
-    """Stored cross-attention maps for visualisation."""
-    edit_modes: list[str]
-    """'replace' or 'refine' per target prompt."""
-    motion_words: list[str]
-    """Motion word(s) used (the chosen one in auto mode)."""
-    motion_ranking: list[tuple[str, float]] = field(default_factory=list)
-    """Auto mode: words ranked by attention-motion similarity (best first)."""
-    timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per stage."""
-    inversion_reused: bool = False
-    """True when the edit started from a given or cached :class:`Inversion` (no inversion ran)."""
-    inversion_method: str = ""
-    """The inversion method of the edit (direct, negative-prompt, null-text or ddim)."""
-    inversion_carries: str = ""
-    """What the inversion handed to sampling (:attr:`Inversion.carries`)."""
-    region: np.ndarray | None = None
-    """(F, H, W) bool pixel masks of the moving object(s) that ``p2p.edit_region`` used (None for all)."""
-    edit_region: str = "all"
-    """``p2p.edit_region`` of the edit: all, moving or static."""
-    chunk_frames: int = 0
-    """Frames per model call (``chunk_frames``; ``auto`` resolved): the number of frames when they all went at once."""
-
-
-@dataclass
-class Inversion:
-    """The source video inverted once; any number of edits with the same settings can start from it.
-
-    Made by :meth:`AttentionFlowPipeline.invert` and accepted by :meth:`AttentionFlowPipeline.edit`
-    (``inversion=``), which checks that it was made with the edit's own frames, source prompt and
-    inversion settings. It does not depend on the target prompts, P2P or MMI.
-    """
-
-    x_t: torch.Tensor
-    """(F, C, h, w) the noisiest latent of the DDIM inversion trajectory (sampling starts here)."""
-    null_embeddings: list[torch.Tensor] | None
-    """Null-text inversion: one (1, L, D) unconditional embedding per sampling step; None otherwise."""
-    settings: dict[str, Any]
-    """What it was computed with (frames digest, source prompt, method, steps, null-text settings, attention)."""
-    method: str = "ddim"
-    """The inversion method that made it: direct, negative-prompt, null-text or ddim."""
-    trajectory: list[torch.Tensor] | None = None
-    """Direct inversion: the DDIM inversion trajectory ``[x_0 .. x_T]`` (T + 1 latents (F, C, h, w)) that the source
-    branch follows while sampling; None for the other methods."""
-    timings: dict[str, float] = field(default_factory=dict)
-    """Seconds of the ``encode`` (frames and source prompt), ``inversion`` and ``null_text`` stages."""
-
-    @property
-    def carries(self) -> str:
-        """What sampling starts from, in words (the manifest records it)."""
-        if self.trajectory is not None:
-            return f"the inversion trajectory ({len(self.trajectory)} latents)"
-        if self.null_embeddings is not None:
-            return f"x_T and {len(self.null_embeddings)} null-text embeddings"
-        return "x_T"
-
-
-#: ``auto`` frame chunks may use this share of the free memory for the model's activations.
 #: ``auto``: the most frames per VAE call.
 AUTO_VAE_BATCH = 8
 
@@ -467,6 +365,7 @@ class AttentionFlowPipeline:
         source_prompt, target_prompts, seed = plan.source_prompt, list(plan.target_prompts), plan.seed
         num_inference_steps, guidance_scale = settings.num_inference_steps, settings.guidance_scale
         timings: dict[str, float] = {}
+        # 1. Check the frames, and find a given or cached inversion
         self._check_frames(frames)
         num_frames, height, width = frames.shape[:3]
         if mmi.enabled and num_frames < 2:
@@ -487,7 +386,7 @@ class AttentionFlowPipeline:
                 inversion = self._inversions[key]
                 self._inversions.move_to_end(key)
 
-        # Motion maps: once per video, then once per attention resolution; the edit region's masks from them.
+        # 2. Motion maps: once per video, then once per attention resolution; the edit region's masks from them.
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
         sizes = self.attention_resolutions(latent_size)
         start = time.perf_counter()
@@ -506,6 +405,7 @@ class AttentionFlowPipeline:
             region_mask = region_blend_mask(moving, latent_size, p2p.edit_region,
                                             p2p.region_dilation).to(self.dtype)  # (F, 1, h, w), once per edit
 
+        # 3. Invert the source video (unless an inversion was given or cached)
         reused = inversion is not None
         if inversion is None:
             inversion = self.invert(frames, source_prompt, settings, attention, seed=seed, callback=callback)
@@ -515,6 +415,7 @@ class AttentionFlowPipeline:
                 while len(self._inversions) > self.inversion_cache_size:
                     self._inversions.popitem(last=False)
 
+        # 4. Frame chunks and the attention processors
         torch.manual_seed(seed)
         skip = skips_source_uncond(settings.inversion, guidance_scale)
         rows_per_frame = (2 * num_branches - int(skip)) if guidance_scale > 1.0 else num_branches
@@ -526,6 +427,7 @@ class AttentionFlowPipeline:
 
         with install_attention(self.unet, runtime, use_sc=attention.use_sc_attn, use_st=attention.use_st_attn,
                                st_attn_idx=attention.st_attn_idx):
+            # 5. Encode the prompts; the unconditional embedding of every step
             start = time.perf_counter()
             embeddings = self.encode_prompts([*prompts, ""])  # (B + 1, L, D)
             cond, uncond = embeddings[:-1], embeddings[-1:]
@@ -533,6 +435,7 @@ class AttentionFlowPipeline:
 
             unconds = unconditional_schedule(settings.inversion, num_inference_steps, uncond, cond[:1],
                                              inversion.null_embeddings, settings.null_uncond_ratio)
+            # 6. Direct inversion: each target prompt's offsets, from the plain model
             offsets = None
             if settings.direct_targets and inversion.trajectory is not None and num_branches > 1:
                 start = time.perf_counter()  # no controller is on yet: the offsets come from the plain model
@@ -542,6 +445,7 @@ class AttentionFlowPipeline:
                                          progress=self.progress_bar)
                 timings["direct_offsets"] = time.perf_counter() - start
 
+            # 7. The controllers, then the denoising loop under them
             start = time.perf_counter()
             controller, stores, injector, p2p_ctrl = self._controllers(plan, maps_by_size, sizes, num_frames,
                                                                        region_mask)
@@ -558,6 +462,7 @@ class AttentionFlowPipeline:
             runtime.controller = None
             timings["editing"] = time.perf_counter() - start
 
+        # 8. Decode (and paste the region's edit into the source outside it)
         start = time.perf_counter()
         vae_batch = self.vae_batch(attention.chunk_frames, chunk, (height, width))
         videos = self.decode_latents(final, vae_batch).reshape(num_branches, num_frames, height, width, 3)
@@ -565,6 +470,7 @@ class AttentionFlowPipeline:
             videos = composite_region(videos, region_mask, self.vae_scale_factor)
         timings["decode"] = time.perf_counter() - start
 
+        # 9. The attention maps and the output
         maps = self._attention_maps(plan, stores, maps_by_size, num_frames)
         motion_words = list(plan.motion_words)
         ranking: list[tuple[str, float]] = []

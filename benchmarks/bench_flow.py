@@ -23,7 +23,7 @@ import cv2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attentionflow.flow import MotionOptions, available_flow_estimators, get_flow_estimator, motion_maps  # noqa: E402
-from attentionflow.flow.motion import compensate_camera_motion  # noqa: E402
+from attentionflow.flow.camera import compensate_camera_motion  # noqa: E402
 from tests.synthetic import MovingSquare, make_video  # noqa: E402
 
 

@@ -32,15 +32,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from attentionflow.flow.camera import compensate_camera_motion, compensate_camera_motion_robust  # noqa: E402
 from attentionflow.flow.estimators import get_flow_estimator  # noqa: E402
-from attentionflow.flow.motion import (  # noqa: E402
-    MotionOptions,
-    compensate_camera_motion,
-    compensate_camera_motion_robust,
-    compute_flows,
-    forward_backward_error,
-    motion_maps,
-)
+from attentionflow.flow.motion import MotionOptions, compute_flows, motion_maps  # noqa: E402
+from attentionflow.flow.segment import forward_backward_error  # noqa: E402
 from attentionflow.io.video import read_frames  # noqa: E402
 from benchmarks.bench_flow import _best_of  # noqa: E402
 from tests.synthetic import MovingSquare, iou, make_video  # noqa: E402

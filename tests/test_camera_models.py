@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attentionflow.flow.motion import MotionOptions, gric, motion_maps, sampson_distance
+from attentionflow.flow.camera import gric, sampson_distance
+from attentionflow.flow.motion import MotionOptions, motion_maps
 from tests.synthetic import MovingSquare, iou, make_video, texture
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -173,7 +173,7 @@ def test_attention_figure_has_one_row_per_word_frame_indices_and_a_colour_bar():
     from attentionflow.jobs import attention_grid, attention_rows
     from attentionflow.models.paths import embedded_model_path
     from attentionflow.models.tokenizer import load_tokenizer
-    from attentionflow.pipeline import AttentionMaps
+    from attentionflow.pipeline_output import AttentionMaps
 
     tok = load_tokenizer(embedded_model_path() / "tokenizer")
     prompt = "a jeep is moving on the road"
@@ -204,7 +204,7 @@ def test_attention_figure_shows_at_most_eight_evenly_spaced_frames(frames, expec
     import torch
 
     from attentionflow.jobs import attention_grid, figure_frames
-    from attentionflow.pipeline import AttentionMaps
+    from attentionflow.pipeline_output import AttentionMaps
 
     assert figure_frames(frames) == expected
     words = [[("a", [1]), ("circle", [2])]]

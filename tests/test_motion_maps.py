@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from attentionflow.errors import AttentionFlowError, ConfigError, InputError
+from attentionflow.flow.camera import camera_flow
 from attentionflow.flow.motion import (
     MotionOptions,
-    camera_flow,
     motion_maps,
     motion_maps_for_resolutions,
     parse_direction,

@@ -160,7 +160,7 @@ def _judge_video(frames: np.ndarray) -> list[Any]:
 def motion_word_maps(attention: Any, tokenizer: Any, prompt: str, branch: int, use_mmi: bool) -> torch.Tensor | None:
     """The motion word's cross-attention maps ``(F, h, w)`` of one branch (summed over its tokens).
 
-    ``attention`` is :class:`attentionflow.pipeline.AttentionMaps`; ``use_mmi`` picks the maps after
+    ``attention`` is :class:`attentionflow.pipeline_output.AttentionMaps`; ``use_mmi`` picks the maps after
     injection. None when no maps were stored.
     """
     from attentionflow.attention.tokens import word_positions
