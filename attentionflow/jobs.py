@@ -21,7 +21,7 @@ import platform
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -186,25 +186,36 @@ def check_job(config: EditConfig, overwrite: bool, inputs: Sequence[str | os.Pat
 
 @dataclass
 class JobResult:
-    """What :func:`run_edit_job` made: the folder, the pipeline's result and the manifest it wrote."""
+    """What :func:`run_edit_job` made, typed: the folder, the plan it ran, the pipeline's result and the facts of the
+    run. The manifest is written from these (:func:`build_manifest`), and so are the CLI's notes and the app's
+    summary: nothing reads the manifest back."""
 
     output_dir: Path
     """The output folder (as the config names it)."""
+    plan: EditPlan
+    """The resolved plan the pipeline ran."""
     output: EditOutput
     """The edit itself: videos, attention maps, motion maps, modes, timings."""
-    manifest: dict[str, Any]
-    """Exactly what ``manifest.json`` holds."""
-
-    @property
-    def reconstruction_psnr_db(self) -> float | None:
-        """How closely the inversion reproduced the input (None: exactly)."""
-        return self.manifest["inversion"]["reconstruction_psnr_db"]
+    edit_names: list[str]
+    """Per target prompt, the file stem of its outputs (``edit_1_<words>``)."""
+    reconstruction_psnr_db: float | None
+    """How closely the source branch reproduced the input video (None: exactly)."""
+    timings: dict[str, float]
+    """Seconds per stage of the whole job, ``total`` included."""
+    device: str
+    """Where the edit ran (``cpu``, ``cuda:0``, ...)."""
+    embedded: bool
+    """Whether the model was the embedded toy model."""
+    command: str = "edit"
+    """The command that ran the job (edit, demo, app, batch)."""
+    manifest: dict[str, Any] = field(default_factory=dict)
+    """Exactly what ``manifest.json`` holds (written from the fields above and the config)."""
 
     def notes(self) -> list[str]:
         """One-line readings of the run for a person (the CLI prints them): the reconstruction PSNR with what it
         means, which motion words MMI used, and, for the embedded toy model, what it knows."""
-        m = self.manifest
-        method = m["inversion"].get("method", "")
+        out = self.output
+        method = out.inversion_method
         db = self.reconstruction_psnr_db
         if db is None:
             reading = "exact"
@@ -218,27 +229,25 @@ class JobResult:
         else:
             reading = f"{db:.1f} dB, poor: the source branch does not reproduce the video; see --inversion direct"
         notes = [f"reconstruction PSNR {reading} ({method or 'the'} inversion)"]
-        mmi = m["mmi"]
-        if mmi["enabled"]:
-            words = mmi["motion_words"]
-            if not mmi["auto_ranking"] and m.get("config", {}).get("mmi", {}).get("motion_words") == "auto":
+        if self.plan.mmi.enabled:
+            words = out.motion_words
+            if self.plan.candidates is not None and not out.motion_ranking:
                 notes.append("MMI: auto mode chose no word (it decides after mmi.auto_steps steps and none scored), "
                              "fusion only")
-            elif mmi["auto_ranking"]:
+            elif out.motion_ranking:
                 chosen = f"auto chose '{words[0]}'" if words else "auto chose none"
                 notes.append(f"MMI: {chosen} (ranking: " + ", ".join(
-                    f"{r['word']} {r['score']:.3f}" for r in mmi["auto_ranking"][:4]) + ")")
+                    f"{w} {s:.3f}" for w, s in out.motion_ranking[:4]) + ")")
             elif words:
                 notes.append("MMI: motion word(s) " + ", ".join(f"'{w}'" for w in words) + " (fusion + swap)")
             else:
                 notes.append("MMI: no motion word, fusion only (name one with --motion-word WORD, or --motion-word "
                              "auto)")
-        region = m.get("edit_region", {})
-        if region.get("mode") in ("moving", "static"):
-            kept = "changed only" if region["mode"] == "moving" else "kept"
-            notes.append(f"edit region {region['mode']}: the moving object(s), {100 * region['moving_share']:.1f}% of "
-                         f"the frame, {kept} (see motion/edit_mask_overlay.gif)")
-        if m["model"].get("embedded") and m.get("command") != "demo":
+        if out.edit_region in ("moving", "static") and out.region is not None:
+            kept = "changed only" if out.edit_region == "moving" else "kept"
+            notes.append(f"edit region {out.edit_region}: the moving object(s), {100 * float(out.region.mean()):.1f}% "
+                         f"of the frame, {kept} (see motion/edit_mask_overlay.gif)")
+        if self.embedded and self.command != "demo":
             size = model_limits(embedded_model_path()).trained_size
             notes.append(f"note: the embedded toy model knows only the toy world (coloured shapes on plain "
                          f"backgrounds) and was trained at {size}x{size}; real videos need Stable Diffusion "
@@ -334,14 +343,20 @@ def run_edit_job(config: EditConfig, *, overwrite: bool = False, progress: bool 
         names = write_outputs(tmp, frames, out, config.fps)
         timings["write_outputs"] = time.perf_counter() - start
         timings["total"] = time.perf_counter() - started
-        manifest = build_manifest(config, pipeline, out, frames, timings, names, model_dir, command)
+        from attentionflow.evaluation.metrics import psnr
+
+        job = JobResult(output_dir=Path(config.output_dir), plan=checked.plan, output=out, edit_names=names,
+                        reconstruction_psnr_db=_round_db(psnr(frames, out.reconstruction)), timings=timings,
+                        device=str(pipeline.device), embedded=config.pretrained_model_path == EMBEDDED,
+                        command=command)
+        manifest = build_manifest(job, config, pipeline, model_dir)
         config_text = dump_config(config)
         if public is not None:
             manifest = public.apply({k: v for k, v in manifest.items() if k != "argv"})
             config_text = public.apply(config_text)
         (tmp / "config.yaml").write_text(config_text, encoding="utf-8")
-        manifest = seal_output(tmp, manifest)  # last: lists every file, marks it complete
-    return JobResult(output_dir=Path(config.output_dir), output=out, manifest=manifest)
+        job.manifest = seal_output(tmp, manifest)  # last: lists every file, marks it complete
+    return job
 
 
 def write_outputs(folder: Path, frames: np.ndarray, out: EditOutput, fps: float) -> list[str]:
@@ -460,63 +475,64 @@ def _round_db(value: float) -> float | None:
     return round(value, 3) if np.isfinite(value) else None
 
 
-def build_manifest(config: EditConfig, pipeline: AttentionFlowPipeline, out: EditOutput, frames: np.ndarray,
-                   timings: dict[str, float], names: list[str], model_dir: Path, command: str) -> dict[str, Any]:
-    """Run manifest: what ran, on what, how long each stage took, and what MMI did."""
+def build_manifest(job: JobResult, config: EditConfig, pipeline: AttentionFlowPipeline, model_dir: Path
+                   ) -> dict[str, Any]:
+    """Run manifest, from the job's typed result and plan (the config is recorded whole under ``config``): what ran,
+    on what, how long each stage took, and what MMI did."""
     import torch
 
-    from attentionflow.evaluation.metrics import psnr
-
-    embedded = config.pretrained_model_path == EMBEDDED
+    out, plan = job.output, job.plan
+    frames = out.reconstruction  # (F, H, W, 3): the size of the input as edited
     model_note = None
-    if embedded:
+    if job.embedded:
         readme = model_dir / "README.md"
         model_note = readme.read_text(encoding="utf-8").splitlines()[0].lstrip("# ") if readme.exists() else None
     return {
-        "command": command,
+        "command": job.command,
         "argv": sys.argv,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": package_versions(),
         "model": {
             "path": str(model_dir),
             "name": config.pretrained_model_path,
-            "embedded": embedded,
+            "embedded": job.embedded,
             "note": model_note,
         },
-        "seed": config.seed,
+        "seed": plan.seed,
         "seed_note": SEED_NOTE,
-        "device": str(pipeline.device),
+        "device": job.device,
         "threads": torch.get_num_threads(),
         "dtype": str(pipeline.dtype).replace("torch.", ""),
         "frames": int(frames.shape[0]),
         "size": {"width": int(frames.shape[2]), "height": int(frames.shape[1])},
         "source_prompt": out.source_prompt,
         "edits": [
-            {"prompt": p, "mode": m, "outputs": n} for p, m, n in zip(out.target_prompts, out.edit_modes, names)
+            {"prompt": p, "mode": m, "outputs": n}
+            for p, m, n in zip(out.target_prompts, out.edit_modes, job.edit_names)
         ],
         "mmi": {
-            "enabled": config.mmi.enabled,
+            "enabled": plan.mmi.enabled,
             "motion_words": out.motion_words,
             "auto_ranking": [{"word": w, "score": round(float(s), 6)} for w, s in out.motion_ranking],
-            "strength": config.mmi.strength,
-            "similarity": config.mmi.similarity,
-            "flow": config.mmi.flow,
-            "camera_motion": config.mmi.camera_motion,
+            "strength": plan.mmi.strength,
+            "similarity": plan.mmi.similarity,
+            "flow": plan.motion.flow,
+            "camera_motion": plan.motion.camera_motion,
             "camera_models": None if out.motion is None else list(out.motion.camera_model_kinds),
         },
         "edit_region": {
             "mode": out.edit_region,
-            "dilation_latent_px": config.p2p.region_dilation,
+            "dilation_latent_px": plan.p2p.region_dilation,
             "moving_share": None if out.region is None else round(float(out.region.mean()), 4),
             "mask": None if out.region is None else "motion/edit_mask.npy",
         },
-        "chunk_frames": {"setting": config.chunk_frames, "used": out.chunk_frames},
+        "chunk_frames": {"setting": plan.attention.chunk_frames, "used": out.chunk_frames},
         "inversion": {
             "method": out.inversion_method,
             "carries": out.inversion_carries,
             "reused": out.inversion_reused,
-            "reconstruction_psnr_db": _round_db(psnr(frames, out.reconstruction)),
+            "reconstruction_psnr_db": job.reconstruction_psnr_db,
         },
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "timings_s": {k: round(v, 4) for k, v in job.timings.items()},
         "config": config_to_dict(config),
     }

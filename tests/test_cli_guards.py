@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -361,9 +362,10 @@ def test_edit_says_what_it_did(work, capsys, extra, mmi_line):
 def test_reconstruction_reading(db, method, reading):
     from attentionflow.jobs import JobResult
 
-    manifest = {"inversion": {"method": method, "reconstruction_psnr_db": db}, "mmi": {"enabled": False},
-                "model": {"embedded": False}, "command": "edit"}
-    notes = JobResult(output_dir=Path("x"), output=None, manifest=manifest).notes()  # type: ignore[arg-type]
+    out = SimpleNamespace(inversion_method=method, edit_region="all", region=None, motion_words=[], motion_ranking=[])
+    plan = SimpleNamespace(mmi=SimpleNamespace(enabled=False), candidates=None)
+    notes = JobResult(output_dir=Path("x"), plan=plan, output=out, edit_names=[], reconstruction_psnr_db=db,  # type: ignore[arg-type]
+                      timings={}, device="cpu", embedded=False).notes()
     assert notes[0].startswith("reconstruction PSNR") and reading in notes[0] and len(notes) == 1
 
 

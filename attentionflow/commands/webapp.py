@@ -31,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from attentionflow.config import (
     EDIT_REGIONS,
@@ -45,6 +45,9 @@ from attentionflow.config import (
 )
 from attentionflow.errors import AttentionFlowError, ConfigError, InputError, first_line
 from attentionflow.options import parse_direction, reweight_pair
+
+if TYPE_CHECKING:  # jobs imports the model stack lazily; the app imports it when an edit runs
+    from attentionflow.jobs import JobResult
 
 logger = logging.getLogger(__name__)
 
@@ -482,35 +485,34 @@ class EditSession:
                 progress("packing outputs", 0, 1)
             archive = Path(shutil.make_archive(str(request / "attentionflow_result"), "zip", root_dir=request,
                                                base_dir=out.name))
-        manifest = job.manifest
-        edits = [(out / f"{e['outputs']}.gif", e["prompt"]) for e in manifest["edits"]]
+        result = job.output
+        edits = [(out / f"{name}.gif", prompt) for name, prompt in zip(job.edit_names, result.target_prompts)]
         attention = [(p, p.stem.replace("_", " ")) for p in sorted((out / "attention").glob("*.png"))] \
             if (out / "attention").is_dir() else []
         overlay = out / "motion" / "overlay.mp4"
         region = out / "motion" / "edit_mask_overlay.mp4"
         if region.is_file():  # an edit region: show what it changed rather than the raw motion
             overlay = region
-        mmi = manifest["mmi"]
-        words = ", ".join(mmi["motion_words"]) or "none"
-        modes = ", ".join(f"{e['prompt']!r}: {e['mode']}" for e in manifest["edits"])
-        t = manifest["timings_s"]
-        summary = (f"**done** in {t.get('total', 0):.1f} s on {manifest['device']} — {manifest['frames']} frames "
-                   f"of {manifest['size']['width']}x{manifest['size']['height']}; MMI "
-                   f"{'on' if mmi['enabled'] else 'off'}, motion word(s): {words}; edit modes: {modes}"
-                   + _inversion_note(manifest.get("inversion", {})))
+        words = ", ".join(result.motion_words) or "none"
+        modes = ", ".join(f"{p!r}: {m}" for p, m in zip(result.target_prompts, result.edit_modes))
+        frames, height, width = result.reconstruction.shape[:3]
+        summary = (f"**done** in {job.timings.get('total', 0):.1f} s on {job.device} — {frames} frames "
+                   f"of {width}x{height}; MMI {'on' if job.plan.mmi.enabled else 'off'}, motion word(s): {words}; "
+                   f"edit modes: {modes}" + _inversion_note(job))
         return EditResult(output_dir=out, grid=out / "grid.mp4", input=out / "input.mp4",
                           reconstruction=out / "reconstruction.mp4", edits=edits,
                           motion_overlay=overlay if overlay.is_file() else None, attention=attention,
                           archive=archive, summary=summary)
 
 
-def _inversion_note(info: dict[str, Any]) -> str:
-    """'; direct inversion reused, reconstruction PSNR 31.2 dB' from the manifest's inversion section."""
-    method = f"{info['method']} inversion" if info.get("method") else "inversion"
-    parts = [f"{method} reused (same clip, source prompt and settings)" if info.get("reused") else method]
-    if info.get("reconstruction_psnr_db") is not None:
-        parts.append(f"reconstruction PSNR {info['reconstruction_psnr_db']:.1f} dB")
-    return "; " + ", ".join(parts) if parts else ""
+def _inversion_note(job: JobResult) -> str:
+    """'; direct inversion reused, reconstruction PSNR 31.2 dB' from the job's typed result."""
+    out = job.output
+    method = f"{out.inversion_method} inversion" if out.inversion_method else "inversion"
+    parts = [f"{method} reused (same clip, source prompt and settings)" if out.inversion_reused else method]
+    if job.reconstruction_psnr_db is not None:
+        parts.append(f"reconstruction PSNR {job.reconstruction_psnr_db:.1f} dB")
+    return "; " + ", ".join(parts)
 
 
 # -------------------------------------------------------------------------------------------------
