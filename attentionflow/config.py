@@ -273,7 +273,7 @@ class EditConfig:
         if bad or not mmi.places:
             raise ConfigError(f"mmi.places must be a non-empty subset of down, mid, up; got {mmi.places}")
         _positive("mmi.auto_steps", mmi.auto_steps)
-        from attentionflow.io.video import check_fps  # the writers' own limit
+        from attentionflow.io.writers import check_fps  # the writers' own limit
 
         check_fps(self.fps)
         if not 0 <= self.seed <= MAX_SEED:

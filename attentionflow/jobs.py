@@ -32,8 +32,10 @@ import numpy as np
 from attentionflow.config import EditConfig, config_to_dict, dump_config
 from attentionflow.errors import ConfigError, InputError
 from attentionflow.figures import figure_frames
+from attentionflow.io.grid import grid_frames
 from attentionflow.io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
-from attentionflow.io.video import grid_frames, read_frames, write_frames, write_gif, write_mp4
+from attentionflow.io.video import read_frames
+from attentionflow.io.writers import write_frames, write_gif, write_mp4
 from attentionflow.models.paths import EMBEDDED, ModelLimits, embedded_model_path, model_limits, resolve_model_path
 from attentionflow.resources import (
     auto_chunk,

@@ -86,7 +86,7 @@ def main() -> int:
         import torch
 
         from attentionflow.commands.demo import DEMO_FRAMES, demo_clip, demo_config
-        from attentionflow.io.video import write_frames
+        from attentionflow.io.writers import write_frames
         from attentionflow.jobs import run_edit_job
 
         torch.set_num_threads(args.threads)

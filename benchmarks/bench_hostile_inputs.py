@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attentionflow.io.video import write_frames, write_mp4  # noqa: E402
+from attentionflow.io.writers import write_frames, write_mp4  # noqa: E402
 from attentionflow.toyworld.world import make_video  # noqa: E402
 from tests.test_hostile_input import CASES, SRC, TGT  # noqa: E402  (the same cases as the tests)
 

@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from attentionflow.commands.demo import DEMO_SOURCE, DEMO_TARGETS, demo_clip, demo_config  # noqa: E402
 from attentionflow.config import INVERSION_METHODS, InversionSettings, MMIConfig  # noqa: E402
 from attentionflow.evaluation.metrics import psnr  # noqa: E402
-from attentionflow.io.video import read_frames, write_frames  # noqa: E402
+from attentionflow.io.video import read_frames  # noqa: E402
+from attentionflow.io.writers import write_frames  # noqa: E402
 from attentionflow.pipeline import AttentionFlowPipeline  # noqa: E402
 from attentionflow.toyworld.world import make_video  # noqa: E402
 

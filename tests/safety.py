@@ -18,7 +18,7 @@ TGT = "a blue circle is moving on the road"
 
 def toy_work(folder: Path, frames: int, video: str = "clip.mp4") -> Path:
     """``folder`` holding a toy clip of SRC twice: as a frame folder (``frames/``) and as ``video`` (an mp4)."""
-    from attentionflow.io.video import write_frames, write_mp4
+    from attentionflow.io.writers import write_frames, write_mp4
     from attentionflow.toyworld.world import make_video
 
     clip = make_video(SRC, frames=frames, size=64, seed=0).frames

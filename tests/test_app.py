@@ -66,7 +66,7 @@ def test_upload_of_a_non_video_is_a_one_line_error(session, upload_root):
 
 
 def test_upload_refuses_paths_outside_the_upload_cache_types_and_size(session, upload_root, tmp_path):
-    from attentionflow.io.video import write_mp4
+    from attentionflow.io.writers import write_mp4
 
     outside = tmp_path / "secret.mp4"
     write_mp4(np.zeros((3, 16, 16, 3), np.uint8), outside)
@@ -87,7 +87,8 @@ def test_upload_refuses_paths_outside_the_upload_cache_types_and_size(session, u
 
 
 def test_upload_of_a_video_and_of_frames_in_natural_order(session, upload_root):
-    from attentionflow.io.video import read_frames, write_mp4
+    from attentionflow.io.video import read_frames
+    from attentionflow.io.writers import write_mp4
 
     video = np.zeros((5, 32, 48, 3), np.uint8)
     write_mp4(video, upload_root / "clip.mp4")
@@ -150,7 +151,7 @@ def test_bad_advanced_fields_are_one_line_errors(session, tmp_path, field, value
     ((100, 60), 1024, (96, 56)),  # multiples of 8
 ])
 def test_form_size_follows_the_uploaded_video(tmp_path, size, limit, expected):
-    from attentionflow.io.video import write_mp4
+    from attentionflow.io.writers import write_mp4
 
     s = EditSession(AppSettings(device="cpu", max_size=limit, defaults=fast_defaults(), workdir=tmp_path / "w"))
     try:
@@ -237,7 +238,7 @@ def test_toy_example_and_one_edit_without_a_browser(session):
 
 
 def test_a_new_upload_replaces_the_sessions_previous_one_and_the_total_is_capped(tmp_path, upload_root):
-    from attentionflow.io.video import write_mp4
+    from attentionflow.io.writers import write_mp4
 
     s = EditSession(AppSettings(device="cpu", max_frames=8, max_upload_mb=1, max_size=128, defaults=fast_defaults(),
                                 workdir=tmp_path / "work", max_uploads_total_mb=0.02))
@@ -260,7 +261,7 @@ def test_a_new_upload_replaces_the_sessions_previous_one_and_the_total_is_capped
 
 def test_gradios_upload_cache_lives_in_the_work_folder_is_pruned_and_removed_at_exit(tmp_path, monkeypatch):
     """Issue 28 item 15: six uploads no longer pile up in gradio's cache, and nothing is left after the app stops."""
-    from attentionflow.io.video import write_mp4
+    from attentionflow.io.writers import write_mp4
 
     s = EditSession(AppSettings(device="cpu", max_frames=8, max_upload_mb=1, max_size=128, defaults=fast_defaults(),
                                 workdir=tmp_path / "work", max_uploads_total_mb=0.05))
@@ -304,7 +305,7 @@ def test_the_server_checks_form_values_like_the_cli(session, tmp_path, field, va
 
 
 def test_errors_and_the_zip_show_no_server_paths(session, upload_root):
-    from attentionflow.io.video import write_mp4
+    from attentionflow.io.writers import write_mp4
     from attentionflow.toyworld.world import make_video
 
     write_mp4(make_video("a red circle is moving on the road", frames=4, size=64).frames, upload_root / "holiday.mp4")

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
     """A 3-frame 64x64 toy clip as a PNG folder."""
-    from attentionflow.io.video import write_frames
+    from attentionflow.io.writers import write_frames
     from attentionflow.toyworld import make_video
 
     folder = tmp_path_factory.mktemp("batch_clip") / "clip"

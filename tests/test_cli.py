@@ -13,7 +13,8 @@ import yaml
 from attentionflow.commands.cli import main
 from attentionflow.config import load_config
 from attentionflow.evaluation.metrics import psnr
-from attentionflow.io.video import read_frames, write_frames
+from attentionflow.io.video import read_frames
+from attentionflow.io.writers import write_frames
 
 SRC = "a square is moving on the road"
 

@@ -23,7 +23,7 @@ import pytest
 from attentionflow.commands.cli import main
 from attentionflow.errors import InputError
 from attentionflow.io.outputs import OLD_MARKER, TMP_MARKER, atomic_output_dir, remove_stale_siblings, seal_output
-from attentionflow.io.video import write_frames, write_mp4
+from attentionflow.io.writers import write_frames, write_mp4
 from attentionflow.models.paths import embedded_model_path
 from tests.safety import tree_hashes
 

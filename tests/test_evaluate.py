@@ -12,7 +12,7 @@ import torch
 
 from attentionflow.commands.cli import main
 from attentionflow.evaluation import evaluate as ev
-from attentionflow.io.video import write_frames, write_gif, write_mp4
+from attentionflow.io.writers import write_frames, write_gif, write_mp4
 from attentionflow.toyworld import make_video
 
 SOURCE = "a red circle is moving on the road"

@@ -168,7 +168,7 @@ def test_region_blend_keeps_source_latents_outside_and_intersects_with_another_b
 
 
 def _scene_clip(tmp_path, frames=4, moving=True):
-    from attentionflow.io.video import write_frames
+    from attentionflow.io.writers import write_frames
 
     scene = make_scene([ObjectSpec("red", "circle", moving), ObjectSpec("red", "circle")], "grass", frames=frames,
                        size=64, seed=3, radius_range=(0.13, 0.13))

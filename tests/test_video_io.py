@@ -364,7 +364,7 @@ def test_make_grid_labels_add_a_strip_above_each_column() -> None:
 def test_grid_labels_wrap_instead_of_being_cut(text) -> None:
     from PIL import Image, ImageDraw, ImageFont
 
-    from attentionflow.io.video import wrap_label
+    from attentionflow.io.grid import wrap_label
 
     font = ImageFont.load_default(size=10)
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -476,7 +476,7 @@ def test_writers_take_frames_one_at_a_time_and_write_the_same_file(tmp_path: Pat
 
 
 def test_grid_frames_are_the_grid_one_frame_at_a_time() -> None:
-    from attentionflow.io.video import grid_frames
+    from attentionflow.io.grid import grid_frames
 
     a = smooth_video(4)
     b = smooth_video(4, height=24, width=20)  # another height: resized

@@ -57,7 +57,8 @@ def run_demo(out: str | Path, steps: int | None = None, *, overwrite: bool = Fal
     An earlier demo output in ``out`` is replaced without ``overwrite``; a folder ``OUT_input`` that holds
     anything but the demo clip is never touched (InputError).
     """
-    from attentionflow.io.video import read_frames, write_frames
+    from attentionflow.io.video import read_frames
+    from attentionflow.io.writers import write_frames
 
     out = Path(out)
     clip_dir = out.parent / f"{out.name}_input"

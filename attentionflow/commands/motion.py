@@ -19,7 +19,8 @@ def cmd_motion(args: argparse.Namespace) -> int:
     from attentionflow.flow.export import box_mass, export_motion, load_boxes
     from attentionflow.flow.motion import MotionOptions, motion_maps
     from attentionflow.io.outputs import atomic_output_dir, check_output_dir, probe_output_location, seal_output
-    from attentionflow.io.video import check_fps, read_frames
+    from attentionflow.io.video import read_frames
+    from attentionflow.io.writers import check_fps
     from attentionflow.resources import check_memory, data_bytes
 
     opts = MotionOptions()

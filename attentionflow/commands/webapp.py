@@ -270,7 +270,7 @@ class EditSession:
     def toy_example(self) -> tuple[Path, EditForm, str]:
         """Render the built-in toy clip on the server; returns (its path, form values for it, message)."""
         from attentionflow.commands.demo import DEMO_FRAMES, DEMO_SIZE, DEMO_SOURCE, DEMO_TARGETS, demo_clip
-        from attentionflow.io.video import write_mp4
+        from attentionflow.io.writers import write_mp4
 
         path = self.workdir / "toy" / "toy_example.mp4"
         if not path.is_file():

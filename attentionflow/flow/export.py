@@ -144,7 +144,7 @@ def export_motion(frames: np.ndarray, result: MotionResult, out_dir: Path, fps: 
     Raises:
         InputError: frames and result disagree in shape.
     """
-    from attentionflow.io.video import write_mp4  # imported here: I/O layer, only needed to export
+    from attentionflow.io.writers import write_mp4  # imported here: I/O layer, only needed to export
 
     check_frames(frames)
     n, h, w = frames.shape[:3]
@@ -207,7 +207,7 @@ def export_region(frames: np.ndarray, moving: np.ndarray, out_dir: Path, fps: fl
         frames: ``(N, H, W, 3)`` uint8 RGB; moving: ``(N, H, W)`` bool masks of the moving object(s).
         kept: True for ``edit_region: static`` (the movers are kept, the edit mask is everything else).
     """
-    from attentionflow.io.video import write_gif, write_mp4  # I/O layer, only needed to export
+    from attentionflow.io.writers import write_gif, write_mp4  # I/O layer, only needed to export
 
     check_frames(frames, min_frames=1)
     if moving.shape != frames.shape[:3]:

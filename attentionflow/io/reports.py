@@ -50,6 +50,6 @@ def check_report_target(path: str | Path, kind: str, overwrite: bool, flag: str 
 
 
 def write_report(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`attentionflow.io.video.atomic_file`)."""
+    """Write ``text`` to ``path`` atomically (:func:`attentionflow.io.outputs.atomic_file`)."""
     with atomic_file(Path(path)) as tmp:
         tmp.write_text(text, encoding="utf-8")

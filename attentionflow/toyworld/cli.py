@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 def _video(args: argparse.Namespace) -> int:
     from attentionflow.io.outputs import check_output_dir
-    from attentionflow.io.video import check_fps, write_frames, write_gif, write_mp4
+    from attentionflow.io.writers import check_fps, write_frames, write_gif, write_mp4
     from attentionflow.resources import check_memory
     from attentionflow.toyworld.world import make_video
 
