@@ -38,12 +38,13 @@ from attentionflow.io.video import read_frames
 from attentionflow.io.writers import write_frames, write_gif, write_mp4
 from attentionflow.models.paths import EMBEDDED, ModelLimits, embedded_model_path, model_limits, resolve_model_path
 from attentionflow.resources import (
-    auto_chunk,
     available_memory,
     check_device,
     check_memory,
     data_bytes,
     edit_memory,
+    frames_per_call,
+    latent_rows,
     unet_activation_bytes,
 )
 
@@ -125,20 +126,20 @@ def host_memory_needed(config: EditConfig, limits: ModelLimits, available: int |
     (the model and its activations live on the GPU, where ``auto`` chunks fit its free memory)."""
     inp, val = config.input_data, config.validation_data
     branches = 1 + len(val.prompts)
-    rows = 2 * branches if val.guidance_scale > 1.0 else branches  # guidance halves; at most one fewer with direct
-    dtype_bytes = 4 if config.mixed_precision == "no" else 2
-    shape = limits.shape
     if not _runs_on_host(config.device):
         return data_bytes(inp.n_sample_frames, inp.width, inp.height, branches)
-    chunk = config.chunk_frames
-    if chunk == "auto":
+    rows = latent_rows(branches, val.guidance_scale)  # an upper bound: direct inversion uses one row fewer
+    dtype_bytes = 4 if config.mixed_precision == "no" else 2
+    shape = limits.shape
+    free = None
+    if config.chunk_frames == "auto":
         available = available_memory() if available is None else available
         free = None if available is None else max(0, available - shape.parameters * dtype_bytes)
-        latent = (inp.height // shape.vae_scale, inp.width // shape.vae_scale)
-        chunk = auto_chunk(free, rows * unet_activation_bytes(shape.unet_channels, latent, dtype_bytes),
-                           inp.n_sample_frames)
+    latent = (inp.height // shape.vae_scale, inp.width // shape.vae_scale)
+    chunk = frames_per_call(config.chunk_frames, inp.n_sample_frames,
+                            rows * unet_activation_bytes(shape.unet_channels, latent, dtype_bytes), free)
     return edit_memory(inp.n_sample_frames, inp.width, inp.height, branches, shape, rows_per_frame=rows,
-                       chunk=int(chunk), dtype_bytes=dtype_bytes).total
+                       chunk=chunk, dtype_bytes=dtype_bytes).total
 
 
 def _runs_on_host(device: str) -> bool:

@@ -60,6 +60,8 @@ from attentionflow.resources import (
     auto_chunk,
     available_memory,
     edit_memory,
+    frames_per_call,
+    latent_rows,
     unet_activation_bytes,
     vae_activation_bytes,
 )
@@ -246,12 +248,11 @@ class AttentionFlowPipeline:
         ``torch.cuda.mem_get_info``); every frame when they fit, which is the unchunked computation exactly; every
         frame too when the free memory is unknown.
         """
-        if chunk_frames != "auto":
-            return max(1, min(int(chunk_frames), num_frames))
         dtype_bytes = torch.finfo(self.dtype).bits // 8
         per_frame = rows_per_frame * unet_activation_bytes(self.unet.config.block_out_channels, latent_size,
                                                            dtype_bytes)
-        return auto_chunk(self.free_memory(), per_frame, num_frames)
+        free = self.free_memory() if chunk_frames == "auto" else None
+        return frames_per_call(chunk_frames, num_frames, per_frame, free)
 
     def vae_batch(self, chunk_frames: int | str, chunk: int, frame_size: tuple[int, int]) -> int:
         """Frames per VAE call: the chunk when ``chunk_frames`` is a number; with ``auto``, at most
@@ -418,7 +419,7 @@ class AttentionFlowPipeline:
         # 4. Frame chunks and the attention processors
         torch.manual_seed(seed)
         skip = skips_source_uncond(settings.inversion, guidance_scale)
-        rows_per_frame = (2 * num_branches - int(skip)) if guidance_scale > 1.0 else num_branches
+        rows_per_frame = latent_rows(num_branches, guidance_scale, skip)
         chunk = self.chunk_size(attention.chunk_frames, num_frames, latent_size, rows_per_frame)
         state = AttentionState(num_frames=num_frames, total_frames=num_frames, num_branches=num_branches,
                                cfg=guidance_scale > 1.0, num_steps=num_inference_steps, frame_mode="cross_frame",
@@ -508,7 +509,7 @@ class AttentionFlowPipeline:
             motion_tokens = [list(t) for t in plan.motion_tokens] if plan.motion_tokens is not None else None
             injector = MotionInjector(
                 motion_maps=maps_by_size, motion_tokens=motion_tokens,
-                content_tokens=self._content_mask(plan).to(self.device),
+                content_tokens=self._content_mask(plan),
                 auto_candidates=list(plan.candidates) if plan.candidates is not None else None,
                 settings=InjectionSettings(strength=mmi.strength, similarity=mmi.similarity, branches=mmi.branches,
                                            places=tuple(mmi.places), step_range=(mmi.step_start, mmi.step_end),

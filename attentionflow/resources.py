@@ -100,6 +100,23 @@ def auto_chunk(free: int | None, per_frame: int, num_frames: int) -> int:
     return max(1, min(num_frames, int(free * AUTO_CHUNK_MEMORY_SHARE) // max(per_frame, 1)))
 
 
+def frames_per_call(chunk_frames: int | str, num_frames: int, per_frame: int, free: int | None) -> int:
+    """Frames per UNet call for the ``chunk_frames`` setting: a number, that many (1 to ``num_frames``); ``auto``,
+    :func:`auto_chunk` of ``free`` bytes at ``per_frame`` bytes of activations a frame. The pipeline and the job's
+    memory check both use it."""
+    if chunk_frames != "auto":
+        return max(1, min(int(chunk_frames), num_frames))
+    return auto_chunk(free, per_frame, num_frames)
+
+
+def latent_rows(num_branches: int, guidance_scale: float, skip_source_uncond: bool = False) -> int:
+    """Latent rows per frame in one UNet call: each branch once, twice with classifier-free guidance (guidance > 1),
+    less the source's unconditional row when direct inversion skips it (``inversion.skips_source_uncond``)."""
+    if guidance_scale <= 1.0:
+        return num_branches
+    return 2 * num_branches - int(skip_source_uncond)
+
+
 def data_bytes(n_frames: int, width: int, height: int, n_branches: int) -> int:
     """Bytes of an edit's frame-sized data: per frame pixel the uint8 input (3), flow and motion maps (12); per
     branch and frame pixel the uint8 video (3)."""

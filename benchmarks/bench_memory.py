@@ -59,6 +59,7 @@ def run_case(name: str, steps: int, threads: int) -> dict:
     from attentionflow.inversion import skips_source_uncond
     from attentionflow.io.video import read_frames
     from attentionflow.pipeline import AttentionFlowPipeline
+    from attentionflow.resources import latent_rows
 
     model, size, frames = CASES[name]
     base = _status("VmRSS")
@@ -99,7 +100,8 @@ def run_case(name: str, steps: int, threads: int) -> dict:
     seconds = time.perf_counter() - start
     decode_peak = _status("VmHWM")
     branches = len(plan.prompts)
-    rows = 2 * branches - int(skips_source_uncond(settings.inversion, settings.guidance_scale))
+    skip = skips_source_uncond(settings.inversion, settings.guidance_scale)
+    rows = latent_rows(branches, settings.guidance_scale, skip)
     estimate = pipe.memory_estimate(frames, (size, size), branches, rows, out.chunk_frames,
                                     vae_batch=pipe.vae_batch("auto", out.chunk_frames, (size, size)))
     by_rows: dict[int, list[float]] = {}

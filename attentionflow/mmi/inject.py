@@ -180,7 +180,7 @@ class MotionInjector(AttentionController):
 
         self.motion_maps: dict[tuple[int, int], torch.Tensor] = {
             (int(h), int(w)): m for (h, w), m in motion_maps.items()}
-        self.content_tokens = content_tokens
+        self.content_tokens = content_tokens.cpu()  # a small (B, K) table, read on the host: no per-step copy back
         self.strength = float(strength)
         self.similarity = similarity
         self.branches: BranchChoice = branches
@@ -324,7 +324,7 @@ class MotionInjector(AttentionController):
         if cached is None:
             lo, hi = self._span
             sel = torch.tensor(self._branch_mask(num_branches))  # (B,)
-            mask = (self.content_tokens.cpu() & sel[:, None])[:, None, lo:hi]  # (B, 1, K')
+            mask = (self.content_tokens & sel[:, None])[:, None, lo:hi]  # (B, 1, K')
             cached = (mask.to(torch.float64) * (self.strength / step)).to(device=probs.device, dtype=probs.dtype)
             self._fuse_cache[key] = cached
         return cached

@@ -245,11 +245,19 @@ def _config_types(path: Path, data: dict[str, Any], expected: dict[str, str]) ->
             raise ModelError(f"{path}: {key} must be {want}, got {shown(value)}; restore the model's file")
 
 
+def weight_headers(folder: Path) -> dict[str, dict[Path, dict[str, Any]]]:
+    """Per weight component (unet, vae, text_encoder), each ``.safetensors`` file's tensor table
+    (:func:`safetensors_header`), sorted by name."""
+    return {comp: {path: safetensors_header(path) for path in sorted((folder / comp).glob("*.safetensors"))}
+            for comp in _WEIGHT_COMPONENTS}
+
+
 def check_model_files(folder: Path) -> dict[str, dict[str, Any]]:
     """Check a resolved model folder's configs and weight headers against each other, reading no weights: the
     value types diffusers relies on, a scheduler config, every ``.safetensors`` header, and that each component's
     weights are that component's, in the shapes its config names (first and last convolution, token embedding).
-    Returns the configs read: ``unet``, ``vae``, ``text_encoder`` and ``scheduler``."""
+    Returns the configs read: ``unet``, ``vae``, ``text_encoder`` and ``scheduler``, and under ``weights`` each
+    weight component's ``{file: tensor table}`` headers (read once, for :func:`parameter_count` too)."""
     sched_path = folder / "scheduler" / "scheduler_config.json"
     if not sched_path.is_file():
         raise ModelError(f"model folder {folder} has no scheduler/scheduler_config.json; restore the model's file")
@@ -278,10 +286,11 @@ def check_model_files(folder: Path) -> dict[str, dict[str, Any]]:
         "text_encoder": [("embeddings.token_embedding.weight", [configs["text_encoder"].get("vocab_size"),
                                                                  configs["text_encoder"].get("hidden_size")])],
     }
+    headers = weight_headers(folder)
     for comp, checks in expect.items():
         tables: dict[str, Any] = {}
-        for weights in sorted((folder / comp).glob("*.safetensors")):
-            tables.update(safetensors_header(weights))
+        for table in headers[comp].values():
+            tables.update(table)
         for suffix, want in checks:
             shape = _shape(tables, suffix)
             if shape is None:
@@ -290,6 +299,7 @@ def check_model_files(folder: Path) -> dict[str, dict[str, Any]]:
             if any(w is not None and w != got for w, got in zip(want, shape)):
                 raise ModelError(f"{folder / comp}: {suffix} has shape {shape} but config.json describes "
                                  f"{want} ...; the config and the weights disagree")
+    configs["weights"] = headers
     return configs
 
 
@@ -298,15 +308,18 @@ def _first(config: dict[str, Any], key: str) -> int | None:
     return value[0] if isinstance(value, list) and value else None
 
 
-def parameter_count(folder: Path) -> int:
+def parameter_count(folder: Path, headers: dict[str, dict[Path, dict[str, Any]]] | None = None) -> int:
     """Weights of a model folder's UNet, VAE and text encoder, as diffusers loads them: the elements the
     ``.safetensors`` headers list (the files without a variant such as ``.fp16`` when there are any, else one
-    variant's), or, for ``.bin`` files only (no header to read without unpickling), their size over 4."""
+    variant's), or, for ``.bin`` files only (no header to read without unpickling), their size over 4. ``headers``:
+    what :func:`check_model_files` read (``["weights"]``), so that no header is read twice."""
+    if headers is None:
+        headers = weight_headers(folder)
     count = 0
     for comp in _WEIGHT_COMPONENTS:
-        files = _one_variant(sorted((folder / comp).glob("*.safetensors")))
+        files = _one_variant(sorted(headers.get(comp, {})))
         for weights in files:
-            count += sum(math.prod(int(d) for d in t["shape"]) for t in safetensors_header(weights).values())
+            count += sum(math.prod(int(d) for d in t["shape"]) for t in headers[comp][weights].values())
         if not files:
             count += sum(path.stat().st_size // 4 for path in _one_variant(sorted((folder / comp).glob("*.bin"))))
     return count
@@ -332,7 +345,7 @@ def model_limits(folder: Path) -> ModelLimits:
     vae_blocks = vae.get("block_out_channels") or [128, 256, 512, 512]
     down = unet.get("down_block_types") or [None] * 4
     return ModelLimits(unet_channels=tuple(unet.get("block_out_channels") or (320, 640, 1280, 1280)),
-                       parameters=parameter_count(folder),
+                       parameters=parameter_count(folder, configs["weights"]),
                        num_train_timesteps=int(sched.get("num_train_timesteps", 1000)),
                        vae_scale=2 ** (len(vae_blocks) - 1), unet_factor=2 ** (len(down) - 1),
                        vae_channels=int(vae_blocks[0]),
