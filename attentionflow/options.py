@@ -71,9 +71,12 @@ def parse_direction(text: str) -> str | float:
         return text.strip()
 
 
-def motion_words(values: list[str]) -> list[str] | str:
-    """``--motion-word`` values -> the config's motion words (``auto`` alone means pick automatically)."""
-    return "auto" if values == ["auto"] else list(values)
+def motion_words(values: list[str]) -> list[str] | str | None:
+    """``--motion-word`` values -> the config's motion words (``auto`` alone: pick automatically; ``none`` alone or
+    no word: none)."""
+    if values == ["auto"]:
+        return "auto"
+    return None if values in ([], ["none"]) else list(values)
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,7 @@ EDIT_OPTIONS: tuple[Option, ...] = (
     Option("--edit-region", ("p2p.edit_region",), _P2P),
     Option("--region-dilation", ("p2p.region_dilation",), _P2P, parse=int),
     Option("--motion-word", ("mmi.motion_words",), _MMI, kind="list", values=lambda v: [motion_words(v)],
-           help="motion word of the prompts (repeatable) or 'auto'"),
+           help="motion word of the prompts (repeatable), 'auto' or 'none'"),
     Option("--mmi-strength", ("mmi.strength",), _MMI, parse=float),
     Option("--similarity", ("mmi.similarity",), _MMI),
     Option("--mmi-branches", ("mmi.branches",), _MMI),
@@ -240,6 +243,19 @@ def given(option: Option, args: argparse.Namespace) -> bool:
     """Whether the user gave ``option`` (a switch: set; a value: not None; a list: not empty)."""
     value = getattr(args, option.dest, None)
     return bool(value) if option.kind in ("flag", "list") else value is not None
+
+
+def option(flag: str) -> Option:
+    """The option of :data:`EDIT_OPTIONS` with this flag."""
+    return next(o for o in EDIT_OPTIONS if o.flag == flag)
+
+
+def get_key(config: Any, key: str) -> Any:
+    """The value of the dotted ``key`` of a config."""
+    value = config
+    for name in key.split("."):
+        value = getattr(value, name)
+    return value
 
 
 def set_key(config: Any, key: str, value: Any) -> None:
@@ -299,5 +315,5 @@ def cli_reference_table(options: Sequence[Option] = EDIT_OPTIONS) -> str:
 
 
 __all__ = ["EDIT_OPTIONS", "MOTION_OPTIONS", "SAMPLING_OPTIONS", "Option", "add_options", "apply_options",
-           "check_conflicts", "check_empty_values", "cli_reference_table", "flag_keys", "given", "parse_direction",
-           "parse_reweight", "parse_size"]
+           "check_conflicts", "check_empty_values", "cli_reference_table", "flag_keys", "get_key", "given", "option",
+           "parse_direction", "parse_reweight", "parse_size", "reweight_pair", "set_key"]

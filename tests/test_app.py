@@ -455,3 +455,54 @@ def test_launch_prints_the_address_not_gradios_share_hint(tmp_path, capfd):
     finally:
         demo.close()
         session.close()
+
+
+# -------------------------------------------------------------------------------------------------
+# the form is the edit command's options
+
+
+@pytest.mark.parametrize("fields, flags", [
+    ({"frames": 4, "width": 96, "height": 64}, ["--frames", "4", "--size", "96x64"]),
+    ({"steps": 7, "guidance": 3.5, "seed": 5}, ["--steps", "7", "--guidance", "3.5", "--seed", "5"]),
+    ({"inversion": "null-text"}, ["--inversion", "null-text"]),
+    ({"source": " a b ", "targets": "a c\n\na d"}, ["--source", "a b", "--target", "a c", "--target", "a d"]),
+    ({"motion_word": "moving, running"}, ["--motion-word", "moving", "--motion-word", "running"]),
+    ({"motion_word": "auto", "direction": "NE"}, ["--motion-word", "auto", "--direction", "NE"]),
+    ({"mmi": False, "strength": 0.3}, ["--no-mmi", "--mmi-strength", "0.3"]),
+    ({"reweight": "snow=2, road=0.5", "blend_words": "circle, square"},
+     ["--reweight", "snow=2", "--reweight", "road=0.5", "--blend-word", "circle", "--blend-word", "square"]),
+    ({"cross_replace": 0.6, "self_replace": 0.1, "edit_region": "moving", "chunk_frames": "4"},
+     ["--cross-replace", "0.6", "--self-replace", "0.1", "--edit-region", "moving", "--chunk-frames", "4"]),
+], ids=["size", "diffusion", "inversion", "prompts", "motion-words", "auto-direction", "mmi", "p2p-lists",
+        "p2p-numbers"])
+def test_the_form_writes_the_config_the_edit_flags_write(fields, flags):
+    from attentionflow.commands.cli import build_parser, config_from_args
+    from attentionflow.commands.webapp import config_from_form, form_from_config
+    from attentionflow.config import EditConfig
+
+    form = dataclasses.replace(form_from_config(EditConfig()), **fields)
+    by_cli = config_from_args(build_parser().parse_args(["edit", *flags]))
+    assert config_from_form(EditConfig(), form) == by_cli
+
+
+@pytest.mark.parametrize("config", ["defaults", "demo"])
+def test_the_form_shows_a_config_that_it_writes_back_unchanged(config):
+    from attentionflow.commands.demo import demo_config
+    from attentionflow.commands.webapp import config_from_form, form_from_config
+    from attentionflow.config import EditConfig
+
+    base = EditConfig() if config == "defaults" else demo_config("", None)
+    base.p2p.reweight, base.p2p.blend_words, base.mmi.direction = {"snow": 2.0}, ["circle"], "SW"
+    assert config_from_form(base, form_from_config(base)) == base
+
+
+def test_every_form_field_stands_for_an_edit_option():
+    from attentionflow.commands.webapp import FORM, field_choices
+    from attentionflow.config import EDIT_REGIONS, INVERSION_METHODS
+    from attentionflow.options import EDIT_OPTIONS
+
+    assert sorted(f.name for f in FORM) == sorted(f.name for f in dataclasses.fields(EditForm))
+    assert {f.flag for f in FORM} <= {o.flag for o in EDIT_OPTIONS}
+    by_name = {f.name: f for f in FORM}
+    assert field_choices(by_name["inversion"]) == list(INVERSION_METHODS)  # the config's own list, not a copy
+    assert field_choices(by_name["edit_region"]) == list(EDIT_REGIONS)

@@ -21,8 +21,11 @@ The logic lives in :class:`EditSession`, which needs no Gradio (tested directly)
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -31,20 +34,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from attentionflow.config import (
-    EDIT_REGIONS,
-    INVERSION_METHODS,
-    EditConfig,
-    InputDataConfig,
-    MMIConfig,
-    P2PConfig,
-    ValidationDataConfig,
-    parse_chunk_frames,
-)
+from attentionflow.config import EditConfig, InputDataConfig, MMIConfig, P2PConfig, ValidationDataConfig
 from attentionflow.errors import AttentionFlowError, ConfigError, InputError, first_line
-from attentionflow.options import parse_direction, reweight_pair
+from attentionflow.options import _choices_of, doc_of, get_key, option, set_key
 
 if TYPE_CHECKING:  # jobs imports the model stack lazily; the app imports it when an edit runs
     from attentionflow.jobs import JobResult
@@ -128,6 +122,132 @@ class EditForm:
     """Frames per model call: auto, or a whole number (bounds memory for long videos): chunk_frames."""
 
 
+@dataclass(frozen=True)
+class FormField:
+    """How the page shows one :class:`EditForm` field, and the ``edit`` option
+    (:data:`~attentionflow.options.EDIT_OPTIONS`) it stands for: the config keys it sets, their parser, choices and
+    help come from that option."""
+
+    name: str
+    flag: str
+    widget: Literal["text", "lines", "choice", "check", "slider", "number"]
+    label: str
+    row: str
+    """Fields of one row sit side by side; rows named ``advanced ...`` are in the folded section."""
+    limits: tuple[float, float | str | None, float] | None = None
+    """(low, high, step) of a slider or number; ``high`` may name an :class:`AppSettings` limit."""
+    part: int = 0
+    """Which of the option's values the field holds (``--size``: 0 width, 1 height)."""
+    choices: tuple[str, ...] = ()
+    """Offered first in a dropdown, before the option's own choices (a dropdown of these only takes any text)."""
+    empty: str | None = None
+    """The text meaning "none" (the option's keys are set to None); a blank field means it too."""
+    info: str | None = None
+    """Shown under the label (default: the first sentence of the option's config key docstring)."""
+
+
+#: The page's edit form, in the order it shows the fields (one entry per :class:`EditForm` field).
+FORM: tuple[FormField, ...] = (
+    FormField("source", "--source", "text", "source prompt (describes the video)", "prompts", info=""),
+    FormField("targets", "--target", "lines", "target prompts (one per line)", "prompts", info=""),
+    FormField("motion_word", "--motion-word", "choice", "motion word", "motion", choices=("auto", "none"),
+              empty="none", info="auto, none, or word(s) of the prompts"),
+    FormField("mmi", "--no-mmi", "check", "Motion Map Injection", "motion", info=""),
+    FormField("strength", "--mmi-strength", "slider", "MMI strength", "motion", (0.0, 1.0, 0.01), info=""),
+    FormField("direction", "--direction", "choice", "motion direction", "motion", choices=DIRECTIONS, empty="any",
+              info="compass word or angle in degrees"),
+    FormField("frames", "--frames", "slider", "frames", "sampling", (1, "max_frames", 1), info=""),
+    FormField("start", "--start", "number", "start frame", "sampling", (0, None, 1), info=""),
+    FormField("stride", "--stride", "number", "stride", "sampling", (1, None, 1), info=""),
+    FormField("width", "--size", "slider", "width", "sampling", (8, "max_size", 8), part=0, info=""),
+    FormField("height", "--size", "slider", "height", "sampling", (8, "max_size", 8), part=1, info=""),
+    FormField("steps", "--steps", "slider", "steps", "diffusion", (1, 100, 1), info=""),
+    FormField("guidance", "--guidance", "slider", "guidance", "diffusion", (1.0, 20.0, 0.5), info=""),
+    FormField("seed", "--seed", "number", "seed", "diffusion", info=""),
+    FormField("inversion", "--inversion", "choice", "inversion", "advanced 1",
+              info="direct: exact reconstruction, no optimisation"),
+    FormField("cross_replace", "--cross-replace", "slider", "cross-attention replacement (fraction of steps)",
+              "advanced 1", (0.0, 1.0, 0.05), info=""),
+    FormField("self_replace", "--self-replace", "slider", "self-attention replacement (fraction of steps)",
+              "advanced 1", (0.0, 1.0, 0.05), info=""),
+    FormField("blend_words", "--blend-word", "text", "local blend word(s)", "advanced 2", empty="",
+              info="one word, or one per prompt (source first), comma-separated"),
+    FormField("reweight", "--reweight", "text", "reweight", "advanced 2", empty="",
+              info="WORD=FACTOR, comma-separated"),
+    FormField("edit_region", "--edit-region", "choice", "edit region", "advanced 2",
+              info="moving: change only what moves (the direction above picks movers); static: keep the movers, "
+                   "change the rest"),
+    FormField("chunk_frames", "--chunk-frames", "text", "frames per model call", "advanced 2",
+              info="auto, or a number: bounds memory for long videos"),
+)
+
+
+def field_choices(field: FormField) -> list[str]:
+    """A dropdown's choices: the field's own, then its option's (from the config field's type)."""
+    keys = option(field.flag).keys
+    own = _choices_of(keys[field.part]) if keys else None
+    return list(dict.fromkeys(field.choices + (own or ())))
+
+
+def field_info(field: FormField) -> str:
+    """The text under a field's label: its own, else the first sentence of its config key's docstring."""
+    if field.info is not None:
+        return field.info
+    keys = option(field.flag).keys
+    return doc_of(keys[field.part]).split(". ")[0] if keys else ""
+
+
+def _option_value(field: FormField, value: Any) -> Any:
+    """One form value as its option's parsed value (text through the option's parser, a list option's text split
+    into items: one per line for ``lines``, else by commas)."""
+    opt = option(field.flag)
+    if field.widget == "check" or not isinstance(value, str):
+        return value
+    text = value.strip()
+    items = [t.strip() for t in text.split("\n" if field.widget == "lines" else ",")] if opt.kind == "list" else [text]
+    try:
+        parsed = [opt.parse(t) if opt.parse is not None else t for t in items if t]
+    except argparse.ArgumentTypeError as exc:  # the CLI's parsers: their message is the form's
+        raise ConfigError(str(exc)) from None
+    return parsed if opt.kind == "list" else (parsed[0] if parsed else "")
+
+
+def config_from_form(base: Any, form: EditForm) -> Any:
+    """``base`` (an :class:`~attentionflow.config.EditConfig`, left as it is) with every form field written to its
+    option's config keys, as the ``edit`` command would write the same flags."""
+    config = copy.deepcopy(base)
+    values: dict[str, list[Any]] = {}  # flag -> the values of its fields, by part
+    for field in FORM:
+        values.setdefault(field.flag, []).insert(field.part, getattr(form, field.name))
+    for field in FORM:
+        if field.part or field.flag not in values:
+            continue
+        raw = values.pop(field.flag)
+        opt = option(field.flag)
+        if field.widget == "check":  # a switch shows its key's value itself (--no-mmi: mmi.enabled)
+            set_key(config, opt.keys[0], bool(raw[0]))
+        elif field.empty is not None and str(raw[0]).strip() in ("", field.empty):
+            for key in opt.keys:
+                set_key(config, key, None)
+        else:
+            parsed = [_option_value(field, v) for v in raw]
+            for key, value in zip(opt.keys, opt.values_for(parsed[0] if len(parsed) == 1 else tuple(parsed))):
+                set_key(config, key, value)
+    return config
+
+
+def _form_text(field: FormField, value: Any) -> Any:
+    if field.widget in ("check", "slider", "number"):
+        return value
+    if value is None or value == [] or value == {}:
+        return field.empty or ""
+    if isinstance(value, dict):
+        return ", ".join(f"{w}={f:g}" for w, f in value.items())
+    if isinstance(value, (list, tuple)):
+        return ("\n" if field.widget == "lines" else ", ").join(str(v) for v in value)
+    return str(value)
+
+
 @dataclass
 class EditResult:
     """What one finished edit shows in the page (paths inside the server's work folder)."""
@@ -168,25 +288,21 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-_FORM_INTS = ("frames", "start", "stride", "width", "height", "steps", "seed")
-_FORM_FLOATS = ("strength", "guidance", "cross_replace", "self_replace")
-
-
 def _checked_numbers(form: EditForm) -> EditForm:
     """The form with its numbers as int/float; NaN, infinities and non-numbers are a ConfigError naming the field
     (the browser can send anything: the server checks what the CLI checks)."""
-    import math
-
     values: dict[str, Any] = {}
-    for name in _FORM_INTS + _FORM_FLOATS:
-        raw = getattr(form, name)
+    for field in FORM:
+        if field.widget not in ("slider", "number"):
+            continue
+        name, raw = field.name, getattr(form, field.name)
         try:
             number = float(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{name} must be a number, got {raw!r}") from None
         if not math.isfinite(number):
             raise ConfigError(f"{name} must be a finite number, got {raw!r}")
-        if name in _FORM_INTS:
+        if isinstance(getattr(EditForm, name), int):  # the field's default gives its type
             if number != int(number):
                 raise ConfigError(f"{name} must be a whole number, got {raw!r}")
             number = int(number)
@@ -195,26 +311,14 @@ def _checked_numbers(form: EditForm) -> EditForm:
 
 
 def form_from_config(config: Any) -> EditForm:
-    """Initial form values from an :class:`~attentionflow.config.EditConfig`."""
-    inp, val, mmi = config.input_data, config.validation_data, config.mmi
-    words = config.motion_words
-    motion = "auto" if words == "auto" else (", ".join(words) if words else "none")
-    return EditForm(source=inp.prompt, targets="\n".join(val.prompts), motion_word=motion, mmi=mmi.enabled,
-                    strength=mmi.strength, direction="any" if mmi.direction is None else str(mmi.direction),
-                    frames=inp.n_sample_frames, start=inp.sample_start_idx, stride=inp.sample_frame_rate,
-                    width=inp.width, height=inp.height, steps=val.num_inference_steps,
-                    guidance=val.guidance_scale, seed=config.seed, inversion=val.inversion,
-                    cross_replace=config.p2p.cross_replace_steps
-                    if isinstance(config.p2p.cross_replace_steps, float) else P2PConfig.cross_replace_steps,
-                    self_replace=config.p2p.self_replace_steps, blend_words=", ".join(config.p2p.blend_words or []),
-                    reweight=", ".join(f"{w}={f:g}" for w, f in (config.p2p.reweight or {}).items()),
-                    edit_region=config.p2p.edit_region, chunk_frames=str(config.chunk_frames))
-
-
-def _reweight_pairs(text: str) -> dict[str, float] | None:
-    """'desert=2, car=0.5' -> {'desert': 2.0, 'car': 0.5} (each pair by the CLI's parser); empty -> None."""
-    pairs = dict(reweight_pair(item) for item in (text or "").split(",") if item.strip())
-    return pairs or None
+    """Initial form values from an :class:`~attentionflow.config.EditConfig`: each field shows its option's key."""
+    values = {}
+    for field in FORM:
+        value = get_key(config, option(field.flag).keys[field.part])
+        if field.widget in ("slider", "number") and not isinstance(value, (int, float)):
+            value = getattr(EditForm, field.name)  # a per-word table (cross_replace) has no slider value
+        values[field.name] = _form_text(field, value)
+    return EditForm(**values)
 
 
 class EditSession:
@@ -391,36 +495,10 @@ class EditSession:
         for name, value in (("width", int(form.width)), ("height", int(form.height))):
             if value > s.max_size:
                 raise ConfigError(f"{name} {value} exceeds this server's limit of {s.max_size}")
-        word = (form.motion_word or "").strip()
-        if word.lower() in ("", "none"):
-            words: list[str] | str | None = None
-        elif word.lower() == "auto":
-            words = "auto"
-        else:
-            words = [w.strip() for w in word.split(",") if w.strip()]
-        text = (form.direction or "any").strip()
-        direction = None if text in ("", "any") else parse_direction(text)
-        cfg = dataclasses.replace(self._base_config)
-        cfg.pretrained_model_path = s.model
-        cfg.output_dir = str(output_dir)
+        cfg = config_from_form(self._base_config, form)
+        cfg.pretrained_model_path, cfg.output_dir = s.model, str(output_dir)
         cfg.device, cfg.mixed_precision = s.device, s.mixed_precision
-        cfg.seed = int(form.seed)
-        cfg.chunk_frames = parse_chunk_frames(form.chunk_frames)
-        cfg.input_data = dataclasses.replace(cfg.input_data, video_path=str(input_path), prompt=form.source.strip(),
-                                             n_sample_frames=frames, width=int(form.width), height=int(form.height),
-                                             sample_start_idx=int(form.start), sample_frame_rate=int(form.stride))
-        steps = int(form.steps)
-        cfg.validation_data = dataclasses.replace(
-            cfg.validation_data, prompts=targets, video_length=frames, width=int(form.width),
-            height=int(form.height), num_inference_steps=steps, num_inv_steps=steps,
-            guidance_scale=float(form.guidance), inversion=str(form.inversion), use_null_inv=None)
-        cfg.mmi = dataclasses.replace(cfg.mmi if isinstance(cfg.mmi, MMIConfig) else MMIConfig(),
-                                      enabled=bool(form.mmi), motion_words=words, strength=float(form.strength),
-                                      direction=direction)
-        blend = [w.strip() for w in (form.blend_words or "").split(",") if w.strip()]
-        cfg.p2p = dataclasses.replace(cfg.p2p, cross_replace_steps=float(form.cross_replace),
-                                      self_replace_steps=float(form.self_replace), blend_words=blend or None,
-                                      reweight=_reweight_pairs(form.reweight), edit_region=str(form.edit_region))
+        cfg.input_data.video_path = str(input_path)
         return cfg.validate()
 
     def frame_size(self, path: Path | str) -> tuple[int, int]:
@@ -542,6 +620,25 @@ def _status(text: str, error: bool = False) -> str:
     return f"<p>{html.escape(text)}</p>"
 
 
+def _component(gr: Any, field: FormField, value: Any, settings: AppSettings) -> Any:
+    """The Gradio component of one form field (``elem_id`` ``af-<name>``), holding ``value``."""
+    common = {"label": field.label, "value": value, "elem_id": "af-" + field.name.replace("_", "-")}
+    info = field_info(field)
+    if info and field.widget not in ("check", "slider", "number"):
+        common["info"] = info
+    if field.widget == "check":
+        return gr.Checkbox(**common)
+    if field.widget == "choice":
+        return gr.Dropdown(choices=field_choices(field), allow_custom_value=bool(field.choices), **common)
+    if field.widget in ("slider", "number"):
+        low, high, step = field.limits or (None, None, 1)
+        high = getattr(settings, high) if isinstance(high, str) else high
+        if field.widget == "slider":
+            return gr.Slider(low, high, step=step, **common)
+        return gr.Number(precision=0 if isinstance(value, int) else None, minimum=low, maximum=high, **common)
+    return gr.Textbox(lines=3 if field.widget == "lines" else 1, **common)
+
+
 def build_app(session: EditSession) -> Any:
     """The ``gr.Blocks`` page for ``session`` (not launched). Needs gradio."""
     gr = _import_gradio()
@@ -566,77 +663,19 @@ def build_app(session: EditSession) -> Any:
                 toy = gr.Button("Toy example", elem_id="af-toy")
                 preview = gr.Video(label="input video", interactive=False, elem_id="af-input-preview", loop=True)
             with gr.Column(scale=2):
-                form["source"] = gr.Textbox(
-                    label="source prompt (describes the video)", value=d.source, elem_id="af-source"
-                )
-                form["targets"] = gr.Textbox(label="target prompts (one per line)", value=d.targets, lines=3,
-                                     elem_id="af-targets")
-                with gr.Row():
-                    form["motion_word"] = gr.Dropdown(
-                        choices=["auto", "none"],
-                        value=d.motion_word,
-                        allow_custom_value=True,
-                        label="motion word",
-                        info="auto, none, or word(s) of the prompts",
-                        elem_id="af-motion-word",
-                    )
-                    form["mmi"] = gr.Checkbox(value=d.mmi, label="Motion Map Injection")
-                    form["strength"] = gr.Slider(0.0, 1.0, value=d.strength, step=0.01, label="MMI strength")
-                    form["direction"] = gr.Dropdown(
-                        choices=list(DIRECTIONS),
-                        value=d.direction,
-                        allow_custom_value=True,
-                        label="motion direction",
-                        info="compass word or angle in degrees",
-                    )
-                with gr.Row():
-                    form["frames"] = gr.Slider(1, s.max_frames, value=d.frames, step=1, label="frames")
-                    form["start"] = gr.Number(value=d.start, precision=0, minimum=0, label="start frame")
-                    form["stride"] = gr.Number(value=d.stride, precision=0, minimum=1, label="stride")
-                    form["width"] = gr.Slider(8, s.max_size, value=d.width, step=8, label="width", elem_id="af-width")
-                    form["height"] = gr.Slider(
-                        8, s.max_size, value=d.height, step=8, label="height", elem_id="af-height"
-                    )
-                with gr.Row():
-                    form["steps"] = gr.Slider(1, 100, value=d.steps, step=1, label="steps")
-                    form["guidance"] = gr.Slider(1.0, 20.0, value=d.guidance, step=0.5, label="guidance")
-                    form["seed"] = gr.Number(value=d.seed, precision=0, label="seed")
+                rows: dict[str, list[FormField]] = {}
+                for field in FORM:
+                    rows.setdefault(field.row, []).append(field)
+
+                def add_rows(advanced: bool) -> None:
+                    for row, fields in rows.items():
+                        if row.startswith("advanced") == advanced:
+                            with gr.Row():
+                                form.update({f.name: _component(gr, f, getattr(d, f.name), s) for f in fields})
+
+                add_rows(advanced=False)
                 with gr.Accordion("advanced: inversion and prompt-to-prompt", open=False, elem_id="af-advanced"):
-                    with gr.Row():
-                        form["inversion"] = gr.Dropdown(
-                            choices=list(INVERSION_METHODS),
-                            value=d.inversion,
-                            label="inversion",
-                            info="direct: exact reconstruction, no optimisation",
-                            elem_id="af-inversion",
-                        )
-                        form["cross_replace"] = gr.Slider(0.0, 1.0, value=d.cross_replace, step=0.05,
-                                                  label="cross-attention replacement (fraction of steps)",
-                                                  elem_id="af-cross-replace")
-                        form["self_replace"] = gr.Slider(0.0, 1.0, value=d.self_replace, step=0.05,
-                                                 label="self-attention replacement (fraction of steps)",
-                                                 elem_id="af-self-replace")
-                    with gr.Row():
-                        form["blend_words"] = gr.Textbox(value=d.blend_words, label="local blend word(s)",
-                                                 info="one word, or one per prompt (source first), comma-separated",
-                                                 elem_id="af-blend")
-                        form["reweight"] = gr.Textbox(
-                            value=d.reweight,
-                            label="reweight",
-                            info="WORD=FACTOR, comma-separated",
-                            elem_id="af-reweight",
-                        )
-                        form["edit_region"] = gr.Dropdown(
-                            choices=list(EDIT_REGIONS),
-                            value=d.edit_region,
-                            label="edit region",
-                            info="moving: change only what moves (the direction above picks "
-                            "movers); static: keep the movers, change the rest",
-                            elem_id="af-edit-region",
-                        )
-                        form["chunk_frames"] = gr.Textbox(value=d.chunk_frames, label="frames per model call",
-                                                  info="auto, or a number: bounds memory for long videos",
-                                                  elem_id="af-chunk-frames")
+                    add_rows(advanced=True)
                 run = gr.Button("Edit", variant="primary", elem_id="af-edit")
         status = gr.HTML(_status("upload a video or click 'Toy example'"), elem_id="af-status")
         summary = gr.Markdown(elem_id="af-summary")
