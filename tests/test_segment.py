@@ -13,7 +13,7 @@ import pytest
 
 from attentionflow.evaluation.segmentation import boundary_f, jaccard, map_mass, score_masks
 from attentionflow.flow.motion import MotionOptions, motion_maps
-from attentionflow.flow.segment import hysteresis
+from attentionflow.flow.segment import hysteresis, snap_to_edges
 from tests.synthetic import MovingSquare, make_video, texture
 
 SIZE = 96
@@ -154,6 +154,31 @@ def _score_row(*values: float) -> np.ndarray:
 ], ids=["touching-vs-cut-off", "chain", "no-core", "below-low"])
 def test_hysteresis_keeps_weak_parts_connected_to_a_strong_core(score, want) -> None:
     assert hysteresis(score, low=0.15, high=0.3)[0].tolist() == want
+
+
+def _square_on_stripes() -> tuple[np.ndarray, np.ndarray]:
+    """A green 16 px square on a striped sand texture (the motion suite's look-alike scene): frame and exact mask."""
+    ys, xs = np.mgrid[0:64, 0:64]
+    sand = np.stack([200 + 20 * np.sin((xs + ys) / 2.0)] * 3, axis=-1) * (1.0, 0.8, 0.55)
+    square = (abs(xs - 28) < 8) & (abs(ys - 30) < 8)
+    sand[square] = (30, 220, 60)
+    return sand.astype(np.uint8), square
+
+
+@pytest.mark.parametrize("halo", [1, 3, 4])
+def test_snap_trims_a_halo_of_flow_bleed_to_the_objects_edges(halo: int) -> None:
+    # a mask grown by the flow's bleed over the sand (halo 4: IoU with the square 0.44) snaps back to the square
+    frame, square = _square_on_stripes()
+    grown = cv2.dilate(square.astype(np.uint8), np.ones((2 * halo + 1,) * 2, np.uint8)).astype(bool)
+    snapped = snap_to_edges(frame, grown, grow=2)
+    assert jaccard(snapped[None], square[None])[0] >= 0.95
+
+
+def test_snap_keeps_the_mask_when_the_edges_explain_something_else() -> None:
+    # a mask on plain sand a little off the square: GrabCut's answer (the square, or nothing) is not this mask
+    frame, square = _square_on_stripes()
+    off = np.roll(square, (0, 20), axis=(0, 1)) | np.roll(square, (0, 12), axis=(0, 1))
+    assert (snap_to_edges(frame, off, grow=2) == off).all()
 
 
 def test_map_mass_is_the_share_on_the_object() -> None:

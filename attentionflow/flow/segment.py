@@ -92,8 +92,8 @@ LOW_RATIO: float = 0.5
 #: A connected part of a mask is kept when it holds at least this share of the largest part's score.
 PART_SHARE: float = 0.3
 #: A mask snapped to colour edges (:func:`snap_to_edges`) is kept only if its IoU with the unsnapped mask is at least
-#: this.
-SNAP_AGREEMENT: float = 0.5
+#: this: low enough that trimming a halo of the flow's bleed as wide as the object's own edge band is a snap.
+SNAP_AGREEMENT: float = 0.4
 #: GrabCut runs on at most about this many pixels (a larger crop is scaled down and its result scaled back up).
 SNAP_PIXELS: int = 40_000
 #: Outside the (dilated) masks, the soft map that MMI injects keeps this share of the score.
