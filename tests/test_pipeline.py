@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -327,3 +328,33 @@ def test_direct_edit_leaves_out_the_source_uncond_pass_without_changing_the_edit
     assert np.array_equal(lean.reconstruction, full.reconstruction)
     for x, y in zip(lean.edits, full.edits):
         assert np.abs(x.astype(int) - y.astype(int)).max() <= 1  # the same maths in another batch size
+
+
+@pytest.mark.parametrize("method", ["direct", "ddim"])
+def test_a_p2p_mmi_region_edit_obeys_the_methods_identities(pipe, square_video, method):
+    """The composed edit (P2P + MMI + edit region) against what the methods say it must equal: MMI at strength 0
+    injects nothing (the edit without MMI); outside the moving region every edit is the reconstruction; after a DDIM
+    inversion, a target that is the source prompt, with every step's attention replaced by the source's, is the
+    reconstruction."""
+    frames, _ = square_video
+    p2p = P2PConfig(edit_region="moving", cross_replace_steps=0.6, self_replace_steps=0.3)
+    kw = dict(method=method, num_inference_steps=4, seed=7)
+    with_mmi = _edit(pipe, frames, mmi=MMIConfig(motion_words=["moving"], strength=0.5), p2p=p2p, **kw)
+    zero = _edit(pipe, frames, mmi=MMIConfig(motion_words=["moving"], strength=0.0), p2p=p2p, **kw)
+    off = _edit(pipe, frames, mmi=MMIConfig(enabled=False), p2p=p2p, **kw)
+    for a, b in zip(zero.edits, off.edits):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert any(np.abs(a.astype(int) - b.astype(int)).max() > 4 for a, b in zip(with_mmi.edits, off.edits))
+    # the region is every latent pixel a moving pixel touches, grown by region_dilation latent pixels: farther than
+    # that (a square of (dilation + 1) latent pixels a side, in frame pixels) the edit is the reconstruction exactly
+    reach = (p2p.region_dilation + 1) * pipe.vae_scale_factor
+    kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
+    outside = ~np.stack([cv2.dilate(m.astype(np.uint8), kernel).astype(bool) for m in with_mmi.region])
+    assert outside.mean() > 0.3
+    for edit in with_mmi.edits:
+        assert np.array_equal(edit[outside], with_mmi.reconstruction[outside])
+    if method == "direct":  # direct inversion pins the source branch to the inversion's path: no target follows it
+        return
+    same = _edit(pipe, frames, targets=[SRC], mmi=MMIConfig(motion_words=["moving"], strength=0.5),
+                 p2p=dataclasses.replace(p2p, mode="replace", cross_replace_steps=1.0, self_replace_steps=1.0), **kw)
+    assert np.abs(same.edits[0].astype(int) - same.reconstruction.astype(int)).max() <= 1
