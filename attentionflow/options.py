@@ -127,7 +127,8 @@ def doc_of(key: str) -> str:
 
 
 @functools.cache
-def _choices_of(key: str) -> tuple[str, ...] | None:
+def choices_of(key: str) -> tuple[str, ...] | None:
+    """The values a dotted config key may take, read from its field's ``Literal`` type (None: any)."""
     cls, name = _key_class(key)
     args = typing.get_args(typing.get_type_hints(cls)[name])
     return tuple(args) if args and all(isinstance(a, str) for a in args) else None
@@ -227,7 +228,7 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option] = EDI
         if option.kind == "positional":
             target.add_argument(option.dest, nargs="?", metavar=option.metavar, **kwargs)
             continue
-        choices = option.choices or (_choices_of(option.keys[0]) if option.keys else None)
+        choices = option.choices or (choices_of(option.keys[0]) if option.keys else None)
         if option.kind == "list":
             kwargs["action"] = "append"
         if option.parse is not None:
@@ -315,5 +316,5 @@ def cli_reference_table(options: Sequence[Option] = EDIT_OPTIONS) -> str:
 
 
 __all__ = ["EDIT_OPTIONS", "MOTION_OPTIONS", "SAMPLING_OPTIONS", "Option", "add_options", "apply_options",
-           "check_conflicts", "check_empty_values", "cli_reference_table", "flag_keys", "get_key", "given", "option",
-           "parse_direction", "parse_reweight", "parse_size", "reweight_pair", "set_key"]
+           "check_conflicts", "check_empty_values", "choices_of", "cli_reference_table", "flag_keys", "get_key",
+           "given", "option", "parse_direction", "parse_reweight", "parse_size", "reweight_pair", "set_key"]

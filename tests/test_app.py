@@ -468,13 +468,14 @@ def test_launch_prints_the_address_not_gradios_share_hint(tmp_path, capfd):
     ({"source": " a b ", "targets": "a c\n\na d"}, ["--source", "a b", "--target", "a c", "--target", "a d"]),
     ({"motion_word": "moving, running"}, ["--motion-word", "moving", "--motion-word", "running"]),
     ({"motion_word": "auto", "direction": "NE"}, ["--motion-word", "auto", "--direction", "NE"]),
+    ({"motion_word": "none"}, ["--motion-word", "none"]),
     ({"mmi": False, "strength": 0.3}, ["--no-mmi", "--mmi-strength", "0.3"]),
     ({"reweight": "snow=2, road=0.5", "blend_words": "circle, square"},
      ["--reweight", "snow=2", "--reweight", "road=0.5", "--blend-word", "circle", "--blend-word", "square"]),
     ({"cross_replace": 0.6, "self_replace": 0.1, "edit_region": "moving", "chunk_frames": "4"},
      ["--cross-replace", "0.6", "--self-replace", "0.1", "--edit-region", "moving", "--chunk-frames", "4"]),
-], ids=["size", "diffusion", "inversion", "prompts", "motion-words", "auto-direction", "mmi", "p2p-lists",
-        "p2p-numbers"])
+], ids=["size", "diffusion", "inversion", "prompts", "motion-words", "auto-direction", "no-motion-word", "mmi",
+        "p2p-lists", "p2p-numbers"])
 def test_the_form_writes_the_config_the_edit_flags_write(fields, flags):
     from attentionflow.commands.cli import build_parser, config_from_args
     from attentionflow.commands.webapp import config_from_form, form_from_config

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from attentionflow.config import EditConfig, InputDataConfig, MMIConfig, P2PConfig, ValidationDataConfig
 from attentionflow.errors import AttentionFlowError, ConfigError, InputError, first_line
-from attentionflow.options import _choices_of, doc_of, get_key, option, set_key
+from attentionflow.options import choices_of, doc_of, get_key, option, set_key
 
 if TYPE_CHECKING:  # jobs imports the model stack lazily; the app imports it when an edit runs
     from attentionflow.jobs import JobResult
@@ -185,7 +185,7 @@ FORM: tuple[FormField, ...] = (
 def field_choices(field: FormField) -> list[str]:
     """A dropdown's choices: the field's own, then its option's (from the config field's type)."""
     keys = option(field.flag).keys
-    own = _choices_of(keys[field.part]) if keys else None
+    own = choices_of(keys[field.part]) if keys else None
     return list(dict.fromkeys(field.choices + (own or ())))
 
 
