@@ -109,33 +109,31 @@ def sampling_scheduler(scheduler: DDIMScheduler, num_steps: int, device: torch.d
 
 @torch.no_grad()
 def ddim_inversion(latents: torch.Tensor, noise_fn: NoiseFn, scheduler: DDIMScheduler, num_steps: int,
-                   embeddings: torch.Tensor, *, chunks: Sequence[slice] | None = None,
-                   before_chunk: ChunkHook | None = None, progress: bool = True,
-                   callback: StepCallback | None = None) -> list[torch.Tensor]:
+                   embeddings: torch.Tensor, loop: LoopHooks = LoopHooks()) -> list[torch.Tensor]:
     """Invert clean latents ``x_0`` to ``x_T`` along the timesteps the sampler uses.
 
     ``latents``: (N, C, h, w). Returns the trajectory ``[x_0, x_t1, ..., x_T]`` (``num_steps + 1``
     tensors, ascending noise), computed with diffusers' :class:`DDIMInverseScheduler` built from the
-    sampler's own configuration, so that DDIM sampling from ``x_T`` retraces it. ``chunks``
-    (:func:`frame_chunks`; None = all frames at once): each step calls ``noise_fn`` once per chunk of frames,
-    in order, after ``before_chunk(i, frames)``.
+    sampler's own configuration, so that DDIM sampling from ``x_T`` retraces it. ``loop`` (:class:`LoopHooks`):
+    each step calls ``noise_fn`` once per chunk of frames, in order, after ``loop.before(i, frames)``;
+    ``loop.callback`` gets each step's latents (``loop.after`` is for sampling and not used here).
     """
     inverse = DDIMInverseScheduler.from_config(scheduler.config)
     inverse.set_timesteps(num_steps, device=latents.device)
-    chunks = list(chunks) if chunks is not None else [slice(0, latents.shape[0])]
+    chunks = list(loop.chunks) if loop.chunks is not None else [slice(0, latents.shape[0])]
     trajectory = [latents]
     x = latents
-    for i, t in enumerate(tqdm(inverse.timesteps, desc="DDIM inversion", disable=not progress, leave=False)):
+    for i, t in enumerate(tqdm(inverse.timesteps, desc="DDIM inversion", disable=not loop.progress, leave=False)):
         x_next = torch.empty_like(x)
         for frames in chunks:
-            if before_chunk is not None:
-                before_chunk(i, frames)
+            if loop.before is not None:
+                loop.before(i, frames)
             eps = noise_fn(x[frames], t, embeddings)
             x_next[frames] = inverse.step(eps, t, x[frames]).prev_sample
         x = x_next
         trajectory.append(x)
-        if callback is not None:
-            callback(i, num_steps, x)
+        if loop.callback is not None:
+            loop.callback(i, num_steps, x)
     return trajectory
 
 
@@ -266,9 +264,8 @@ def direct_correction(latents: torch.Tensor, target: torch.Tensor,
 
 @torch.no_grad()
 def target_offsets(trajectory: Sequence[torch.Tensor], noise_fn: NoiseFn, scheduler: DDIMScheduler, num_steps: int,
-                   cond: torch.Tensor, unconds: Sequence[torch.Tensor], guidance_scale: float, *,
-                   chunks: Sequence[slice] | None = None, before_chunk: ChunkHook | None = None,
-                   progress: bool = False) -> torch.Tensor:
+                   cond: torch.Tensor, unconds: Sequence[torch.Tensor], guidance_scale: float,
+                   loop: LoopHooks = LoopHooks(progress=False)) -> torch.Tensor:
     """PnP Inversion's per-prompt offsets (``offset_calculate`` with every prompt, used by its "add target").
 
     At step ``i`` each edit prompt takes the guided DDIM step from the trajectory's own latent ``trajectory[T - i]``;
@@ -279,8 +276,8 @@ def target_offsets(trajectory: Sequence[torch.Tensor], noise_fn: NoiseFn, schedu
         trajectory: ``[x_0 .. x_T]`` of :func:`ddim_inversion`, each ``(F, C, h, w)``.
         cond: ``(E, L, D)`` the edit prompts' embeddings; ``unconds``: the unconditional embedding ``(1, L, D)`` of
             each step (:func:`unconditional_schedule`).
-        chunks: frame chunks (:func:`frame_chunks`; None = all frames); ``before_chunk(i, frames)`` runs before each
-            model call.
+        loop: :class:`LoopHooks`: its frame chunks, ``before(i, frames)`` before each model call, and progress (its
+            ``after`` and ``callback`` are for sampling and not used here).
 
     Returns:
         ``(T, E*F, C, h, w)`` branch-major offsets (``T * E`` latents of the video's size are kept).
@@ -288,20 +285,17 @@ def target_offsets(trajectory: Sequence[torch.Tensor], noise_fn: NoiseFn, schedu
     num_frames = trajectory[0].shape[0]
     num_edits = cond.shape[0]
     sched = sampling_scheduler(scheduler, num_steps, trajectory[0].device)
-    chunks = list(chunks) if chunks is not None else [slice(0, num_frames)]
+    chunks = list(loop.chunks) if loop.chunks is not None else [slice(0, num_frames)]
     out = torch.empty(num_steps, num_edits * num_frames, *trajectory[0].shape[1:], dtype=trajectory[0].dtype,
                       device=trajectory[0].device)
-    cond_rows: dict[int, torch.Tensor] = {}
-    for i, t in enumerate(tqdm(sched.timesteps, desc="direct offsets", disable=not progress, leave=False)):
+    for i, t in enumerate(tqdm(sched.timesteps, desc="direct offsets", disable=not loop.progress, leave=False)):
         start, goal = trajectory[num_steps - i], trajectory[num_steps - i - 1]
         for frames in chunks:
-            if before_chunk is not None:
-                before_chunk(i, frames)
+            if loop.before is not None:
+                loop.before(i, frames)
             x = start[frames]  # (n, C, h, w)
             n = x.shape[0]
-            if n not in cond_rows:
-                cond_rows[n] = cond.repeat_interleave(n, dim=0)  # (E*n, L, D), once per chunk size
-            rows = cond_rows[n]
+            rows = cond.repeat_interleave(n, dim=0)  # (E*n, L, D)
             if guidance_scale > 1.0:  # one unconditional pass: every prompt shares it at the same latent
                 emb = torch.cat([unconds[i].expand(n, -1, -1), rows])  # ((1 + E) * n, L, D)
                 eps = noise_fn(x.repeat(1 + num_edits, 1, 1, 1), t, emb)

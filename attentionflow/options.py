@@ -261,22 +261,24 @@ def get_key(config: Any, key: str) -> Any:
 
 def set_key(config: Any, key: str, value: Any) -> None:
     """Set the dotted ``key`` of a config (or of a section object, when ``key`` has no section part left)."""
-    *sections, name = key.split(".")
-    target = config
-    for section in sections:
-        target = getattr(target, section)
-    setattr(target, name, value)
+    sections, _, name = key.rpartition(".")
+    setattr(get_key(config, sections) if sections else config, name, value)
+
+
+def apply_option(config: Any, option: Option, value: Any, strip: str = "") -> None:
+    """Write ``option``'s parsed ``value`` into ``config``: one value per config key (:meth:`Option.values_for`;
+    ``strip``: a section prefix to drop from the keys)."""
+    for key, key_value in zip(option.keys, option.values_for(value)):
+        set_key(config, key.removeprefix(strip), key_value)
 
 
 def apply_options(config: Any, args: argparse.Namespace, options: Sequence[Option] = EDIT_OPTIONS,
                   strip: str = "") -> None:
-    """Write every option the user gave into ``config``, key by key (``strip``: a section prefix to drop, e.g.
-    ``"mmi."`` to set the motion flags on a :class:`~attentionflow.flow.motion.MotionOptions`)."""
+    """Write every option the user gave into ``config`` (:func:`apply_option`; ``strip``: a section prefix to drop,
+    e.g. ``"mmi."`` to set the motion flags on a :class:`~attentionflow.flow.motion.MotionOptions`)."""
     for option in options:
-        if not given(option, args):
-            continue
-        for key, value in zip(option.keys, option.values_for(getattr(args, option.dest))):
-            set_key(config, key.removeprefix(strip), value)
+        if given(option, args):
+            apply_option(config, option, getattr(args, option.dest), strip)
 
 
 def check_conflicts(args: argparse.Namespace) -> None:
@@ -315,6 +317,7 @@ def cli_reference_table(options: Sequence[Option] = EDIT_OPTIONS) -> str:
     return "\n".join(rows) + "\n"
 
 
-__all__ = ["EDIT_OPTIONS", "MOTION_OPTIONS", "SAMPLING_OPTIONS", "Option", "add_options", "apply_options",
-           "check_conflicts", "check_empty_values", "choices_of", "cli_reference_table", "flag_keys", "get_key",
-           "given", "option", "parse_direction", "parse_reweight", "parse_size", "reweight_pair", "set_key"]
+__all__ = ["EDIT_OPTIONS", "MOTION_OPTIONS", "SAMPLING_OPTIONS", "Option", "add_options", "apply_option",
+           "apply_options", "check_conflicts", "check_empty_values", "choices_of", "cli_reference_table", "flag_keys",
+           "get_key", "given", "option", "parse_direction", "parse_reweight", "parse_size", "reweight_pair",
+           "set_key"]

@@ -328,8 +328,8 @@ class AttentionFlowPipeline:
             noise_fn = self._noise_fn()
             trajectory = ddim_inversion(latents, noise_fn, self.scheduler, num_inference_steps,
                                         cond if settings.inversion_prompt == "source" else uncond,
-                                        chunks=chunks, before_chunk=state.enter,
-                                        progress=self.progress_bar, callback=report("inversion"))
+                                        LoopHooks(chunks=chunks, before=state.enter, progress=self.progress_bar,
+                                                  callback=report("inversion")))
             timings["inversion"] = time.perf_counter() - start
 
             null_embeddings: list[torch.Tensor] | None = None
@@ -442,8 +442,8 @@ class AttentionFlowPipeline:
                 start = time.perf_counter()  # no controller is on yet: the offsets come from the plain model
                 offsets = target_offsets(inversion.trajectory, self._noise_fn(), self.scheduler,
                                          num_inference_steps, cond[1:], unconds, guidance_scale,
-                                         chunks=frame_chunks(num_frames, chunk), before_chunk=state.enter,
-                                         progress=self.progress_bar)
+                                         LoopHooks(chunks=frame_chunks(num_frames, chunk), before=state.enter,
+                                                   progress=self.progress_bar))
                 timings["direct_offsets"] = time.perf_counter() - start
 
             # 7. The controllers, then the denoising loop under them

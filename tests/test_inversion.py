@@ -30,7 +30,7 @@ def test_inversion_round_trip_is_exact_with_stub_predictor():
     x0 = torch.randn(3, 4, 8, 6, dtype=torch.float64)
     fn = _stub({})
     scheduler = sd_scheduler()
-    traj = ddim_inversion(x0, fn, scheduler, 20, torch.zeros(1, 77, 8), progress=False)
+    traj = ddim_inversion(x0, fn, scheduler, 20, torch.zeros(1, 77, 8), LoopHooks(progress=False))
     assert len(traj) == 21
     assert not torch.allclose(traj[-1], x0, atol=0.5)  # inversion actually moved the latents
     rec = _sample(traj[-1], fn, scheduler, 20, None)
@@ -42,7 +42,7 @@ def test_inversion_trajectory_is_retraced_step_by_step():
     x0 = torch.randn(2, 4, 4, 4, dtype=torch.float64)
     fn = _stub({})
     scheduler = sd_scheduler()
-    traj = ddim_inversion(x0, fn, scheduler, 10, torch.zeros(1), progress=False)
+    traj = ddim_inversion(x0, fn, scheduler, 10, torch.zeros(1), LoopHooks(progress=False))
     sched = sampling_scheduler(scheduler, 10, "cpu")
     x = traj[-1]
     for i, t in enumerate(sched.timesteps):
@@ -62,7 +62,7 @@ def test_null_text_inversion_recovers_trajectory_when_model_depends_on_embedding
         return eps + emb.mean()  # the embedding shifts the prediction
 
     cond = torch.zeros(1, 3, 2)
-    traj = ddim_inversion(x0, fn, scheduler, 8, cond, progress=False)
+    traj = ddim_inversion(x0, fn, scheduler, 8, cond, LoopHooks(progress=False))
     uncond0 = torch.full((1, 3, 2), 0.3)
     # Plain guided sampling with the wrong unconditional embedding drifts away from x0 ...
     sched = sampling_scheduler(scheduler, 8, "cpu")
@@ -109,7 +109,7 @@ def test_null_text_only_optimises_the_steps_sampling_uses():
         return base.setdefault(int(t), torch.randn_like(latents)) + emb.mean()
 
     cond = torch.zeros(1, 3, 2)
-    traj = ddim_inversion(x0, fn, scheduler, 8, cond, progress=False)
+    traj = ddim_inversion(x0, fn, scheduler, 8, cond, LoopHooks(progress=False))
     uncond0 = torch.full((1, 3, 2), 0.3)
     mask = null_step_mask(8, -0.5)
     calls["n"] = 0
@@ -178,7 +178,7 @@ def _round_trip(method: str, kind: str, guidance: float, prompts: int = 1, direc
     empty = torch.zeros(1, 2, 3, dtype=torch.float64)
     fn = _predictor(kind)
     scheduler = sd_scheduler()
-    traj = ddim_inversion(x0, fn, scheduler, steps, source, progress=False)
+    traj = ddim_inversion(x0, fn, scheduler, steps, source, LoopHooks(progress=False))
     nulls = None
     if method == "null-text" and null_fit:
         nulls = null_text_inversion(traj, fn, scheduler, source, empty, guidance, loop=LoopHooks(progress=False))
@@ -293,7 +293,7 @@ def test_skipping_the_source_uncond_pass_changes_nothing_but_the_batch():
         return fn(latents, t, emb)
 
     scheduler = sd_scheduler()
-    traj = ddim_inversion(x0, fn, scheduler, steps, source, progress=False)
+    traj = ddim_inversion(x0, fn, scheduler, steps, source, LoopHooks(progress=False))
     unconds = unconditional_schedule("direct", steps, empty, source)
     quiet = LoopHooks(progress=False)
     full = guided_sampling(traj[-1], counted, scheduler, steps, cond, unconds, 7.5, DirectTrajectory(traj), quiet)

@@ -63,7 +63,7 @@ def test_ddim_inversion_then_sampling_returns_to_x0_in_float64(sd2):
     quiet = LoopHooks(progress=False)
     errors = []
     for steps in (10, 40):
-        traj = ddim_inversion(x0, noise_fn, sd2.scheduler, steps, cond, progress=False)
+        traj = ddim_inversion(x0, noise_fn, sd2.scheduler, steps, cond, LoopHooks(progress=False))
         exact = guided_sampling(traj[-1], noise_fn, sd2.scheduler, steps, cond, [cond] * steps, 1.0,
                                 DirectTrajectory(traj), quiet)
         torch.testing.assert_close(exact, x0, atol=1e-12, rtol=0)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from attentionflow.config import EditConfig, InputDataConfig, MMIConfig, P2PConfig, ValidationDataConfig
 from attentionflow.errors import AttentionFlowError, ConfigError, InputError, first_line
-from attentionflow.options import choices_of, doc_of, get_key, option, set_key
+from attentionflow.options import apply_option, choices_of, doc_of, get_key, option, set_key
 
 if TYPE_CHECKING:  # jobs imports the model stack lazily; the app imports it when an edit runs
     from attentionflow.jobs import JobResult
@@ -231,8 +231,7 @@ def config_from_form(base: Any, form: EditForm) -> Any:
                 set_key(config, key, None)
         else:
             parsed = [_option_value(field, v) for v in raw]
-            for key, value in zip(opt.keys, opt.values_for(parsed[0] if len(parsed) == 1 else tuple(parsed))):
-                set_key(config, key, value)
+            apply_option(config, opt, parsed[0] if len(parsed) == 1 else tuple(parsed))
     return config
 
 
