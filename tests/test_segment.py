@@ -13,7 +13,7 @@ import pytest
 
 from attentionflow.evaluation.segmentation import boundary_f, jaccard, map_mass, score_masks
 from attentionflow.flow.motion import MotionOptions, motion_maps
-from attentionflow.flow.segment import hysteresis, snap_to_edges
+from attentionflow.flow.segment import hysteresis, observed, snap_to_edges
 from tests.synthetic import MovingSquare, make_video, texture
 
 SIZE = 96
@@ -107,6 +107,67 @@ def test_a_static_video_has_no_mask_and_zero_maps() -> None:
 
 def test_camera_motion_default_is_the_homography() -> None:
     assert MotionOptions().camera_motion == "homography"
+
+
+def _sky_pan(frames: int = 8) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """A camera pans over textured ground (content moves 3 px/frame west) under a plain sky (the top third), while a
+    textured square crosses the ground 4 px/frame east. Returns frames, the square's masks and the true flows."""
+    rng = np.random.default_rng(4)
+    h, w, pan, speed = SIZE, 2 * SIZE, 3, 4
+    ground, patch = texture(h, w + pan * frames, rng), texture(20, 24, rng)
+    out = np.empty((frames, h, w, 3), np.uint8)
+    masks = np.zeros((frames, h, w), bool)
+    for t in range(frames):
+        out[t] = ground[:, pan * t:pan * t + w]
+        out[t, :h // 3] = (150, 190, 235)
+        x = 40 + speed * t
+        out[t, 60:80, x:x + 24] = patch
+        masks[t, 60:80, x:x + 24] = True
+    return out, masks, [np.array([-pan, 0.0]), np.array([speed, 0.0])]
+
+
+def test_a_plain_sky_that_reads_still_under_a_pan_is_not_a_mover() -> None:
+    # The estimator has no data on the sky and reports it still (as DIS does on a plain sky): after the camera's
+    # motion is taken out, the sky would read as moving against the pan, unless unobserved motion is ignored.
+    frames, truth, (pan, speed) = _sky_pan()
+    sky = np.zeros(truth.shape[1:], bool)
+    sky[: SIZE // 3] = True
+
+    class NoDataOnTheSky:
+        name = "no_data_on_the_sky"
+
+        def __call__(self, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
+            i = next(k for k, f in enumerate(frames) if np.array_equal(f, frame_a))
+            j = next(k for k, f in enumerate(frames) if np.array_equal(f, frame_b))
+            flow = np.zeros(frame_a.shape[:2] + (2,), np.float32)
+            flow[~sky] = pan * (j - i)
+            flow[truth[i]] = speed * (j - i)
+            return flow
+
+    result = motion_maps(frames, estimator=NoDataOnTheSky())
+    assert jaccard(result.masks, truth).mean() >= 0.8
+    assert not (result.masks & sky).any()
+    assert map_mass(result.maps, sky[None].repeat(len(frames), 0)).mean() <= 0.05
+
+
+@pytest.mark.parametrize(("scene", "flow", "want"), [
+    ("plain", 0.0, False),  # no texture, reads still: no data
+    ("plain", 2.0, True),  # no texture, but the estimator carried motion into it
+    ("texture", 0.0, True),  # texture in every direction: still is a measurement
+    ("stripes", 0.0, False),  # texture in one direction only: motion along the stripes is unobservable
+    ("faint", 0.0, False),  # noise of one grey level: below the floor of a level per pixel
+])
+def test_observed_is_flow_or_texture_in_two_directions(scene: str, flow: float, want: bool) -> None:
+    rng = np.random.default_rng(0)
+    frame = {
+        "plain": np.full((SIZE, SIZE, 3), 120, np.uint8),
+        "texture": texture(SIZE, SIZE, rng),
+        "stripes": np.repeat(((np.arange(SIZE) // 4) % 2 * 200)[None, :, None], SIZE, 0).repeat(3, 2).astype(np.uint8),
+        "faint": (120 + rng.integers(0, 2, (SIZE, SIZE)))[..., None].repeat(3, 2).astype(np.uint8),
+    }[scene]
+    got = observed(frame, np.full((SIZE, SIZE, 2), flow / np.sqrt(2), np.float32))
+    assert got.shape == (SIZE, SIZE)
+    assert got[8:-8, 8:-8].all() if want else not got[8:-8, 8:-8].any()
 
 
 # -- the scorer ------------------------------------------------------------------------------------------------

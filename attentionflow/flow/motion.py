@@ -354,9 +354,9 @@ def motion_maps(
     mags = directional_magnitude(
         residual, options.direction_degrees, float(options.direction_tolerance), options.direction_mode
     )  # (N, H, W)
-    for i in range(n):  # only motion that maps back to where it came from counts
+    for i in range(n):  # only observed motion that maps back to where it came from counts
         flow, back = (flows[i], backward[i]) if i < n - 1 else (-flows[i], flows[i - 1])
-        mags[i][~segment.reliable(flow, back)] = 0.0
+        mags[i][~(segment.reliable(flow, back) & segment.observed(frames[i], flows[i]))] = 0.0
     mags *= segment.coherence(residual, flows[:-1])
     if options.temporal_smoothing > 0:
         mags = smooth_along_time(mags, float(options.temporal_smoothing))

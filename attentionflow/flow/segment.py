@@ -8,7 +8,9 @@
 Steps (every constant below is a module constant; the figures that chose them are in ``docs/benchmarks.md``):
 
 1. **Reliable motion.** A pixel's residual counts only where its flow is forward-backward consistent
-   (:data:`FB_PIXELS` + :data:`FB_SHARE` of its own length: occlusions, reflections and splashes are not), scaled by
+   (:data:`FB_PIXELS` + :data:`FB_SHARE` of its own length: occlusions, reflections and splashes are not) and
+   observed (:func:`observed`: a still-looking pixel on a patch without texture in two directions, such as sky, has
+   no measured motion, and its residual, minus the camera's motion, is not evidence), scaled by
    its **coherence** along its trajectory over the next :data:`COHERENCE_STEPS` frames (``(|sum r| / sum |r|)^2``: a
    rigid mover keeps its heading, ripples and waves do not).
 2. **Per-frame evidence**: the magnitude above the frame's median, divided by its spread (the 99.5th percentile
@@ -42,6 +44,8 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "APERTURE_FLOW",
+    "APERTURE_GRADIENT",
     "CARRY",
     "FB_PIXELS",
     "FB_SHARE",
@@ -52,9 +56,11 @@ __all__ = [
     "carry_along_flow",
     "clip_colour_posterior",
     "coherence",
+    "edge_radius",
     "forward_backward_error",
     "guided_filter",
     "hysteresis",
+    "observed",
     "pixel_grid",
     "reliable",
     "segment_motion",
@@ -66,6 +72,11 @@ __all__ = [
 FB_PIXELS: float = 1.5
 #: ... plus this share of the flow's own length (fast motion is matched less exactly).
 FB_SHARE: float = 0.05
+#: A pixel whose flow is under this many pixels ...
+APERTURE_FLOW: float = 0.5
+#: ... on a patch whose grey levels change by less than this (levels of 255 per pixel, RMS) in their weakest
+#: direction (the structure tensor's smaller eigenvalue, over :func:`edge_radius`) has no observed motion.
+APERTURE_GRADIENT: float = 1.0
 #: Frames ahead along a trajectory over which a pixel's residual motion must keep its heading (:func:`coherence`).
 COHERENCE_STEPS: int = 3
 #: Smallest spread (pixels) a frame's evidence is divided by: flow noise on a nearly still frame is not stretched.
@@ -135,6 +146,29 @@ def reliable(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
     """``(H, W)`` bool: where ``flow (H, W, 2)`` comes back to its start under ``back`` (the reverse flow), within
     :data:`FB_PIXELS` + :data:`FB_SHARE` of its length."""
     return forward_backward_error(flow, back) <= FB_PIXELS + FB_SHARE * np.linalg.norm(flow, axis=-1)
+
+
+def edge_radius(height: int, width: int) -> int:
+    """Pixels over which the flow bleeds across an object's edge (8 at a 288-px short side): the window of the
+    texture test, the guided filter and the masks' snapping ring."""
+    return max(1, round(min(height, width) / 36))
+
+
+def observed(frame: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: where the flow ``(H, W, 2)`` of ``frame (H, W, 3)`` uint8 RGB measures motion: it is at
+    least :data:`APERTURE_FLOW` px, or the patch around it has texture in two directions (:data:`APERTURE_GRADIENT`).
+
+    The aperture problem: on a patch without two-directional texture (sky, still water, a plain wall) a flow
+    estimator has no data, and returns about zero or its neighbours' flow; the zero is not a measurement of
+    stillness, so under a moving camera it would read as the camera's motion reversed."""
+    radius = edge_radius(*frame.shape[:2])
+    grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3) / 8  # Sobel's 3x3 kernel weighs a unit ramp 8
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3) / 8
+    size = (2 * radius + 1, 2 * radius + 1)
+    a, b, c = (cv2.boxFilter(v, -1, size) for v in (gx * gx, gx * gy, gy * gy))
+    weakest = (a + c) / 2 - np.sqrt(((a - c) / 2) ** 2 + b * b)  # (H, W) smaller eigenvalue, levels^2 / px^2
+    return (np.linalg.norm(flow, axis=-1) >= APERTURE_FLOW) | (weakest >= APERTURE_GRADIENT ** 2)
 
 
 def coherence(residual: np.ndarray, forward: np.ndarray, steps: int = COHERENCE_STEPS) -> np.ndarray:
@@ -311,7 +345,7 @@ def segment_motion(frames: np.ndarray, magnitudes: np.ndarray, forward: np.ndarr
         nothing moves).
     """
     n, h, w = magnitudes.shape
-    radius = max(1, round(min(h, w) / 36))  # about the flow's bleed over an object's edge: 8 px at 288
+    radius = edge_radius(h, w)
     evidence = _evidence(magnitudes, min_motion)
     if not evidence.any():
         zeros = np.zeros((n, h, w), np.float32)
