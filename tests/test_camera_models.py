@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attentionflow.flow.camera import gric, sampson_distance
+from attentionflow.flow.camera import compensate_camera_motion, gric, sampson_distance
 from attentionflow.flow.motion import MotionOptions, motion_maps
 from tests.synthetic import MovingSquare, iou, make_video, texture
 
@@ -193,3 +193,23 @@ def test_the_motion_command_reads_the_projects_boxes_file_for_its_clip(tmp_path)
     assert sorted(manifest["box_mass"]["per_frame"]) == ["0", "10", "15", "5"]
     assert manifest["box_mass"]["mean"] == pytest.approx(_box_mass(np.load(out / "motion_maps.npy"), json.loads(
         (ROOT / "tests/data/tracking-boxes.json").read_text())["clips"]["configs/videos/horse-running.mp4"]), abs=1e-3)
+
+
+@pytest.mark.parametrize(("ripple", "kind"), [(0.0, "homography"), (4.0, "translation")])
+def test_flow_no_homography_explains_falls_back_to_its_median_translation(ripple: float, kind: str) -> None:
+    # A pan of (-3, 1) px: exact, or under a random per-pixel ripple of +-4 px (rippling water) that no
+    # homography explains within a pixel; the camera's motion is then the flow's median, not nothing.
+    rng = np.random.default_rng(0)
+    flow = np.empty((96, 128, 2), np.float32)
+    flow[...] = (-3.0, 1.0)
+    flow += rng.uniform(-ripple, ripple, flow.shape).astype(np.float32)
+    residual, matrix, got = compensate_camera_motion(flow)
+    assert got == kind
+    assert matrix is not None and matrix[:2, 2] == pytest.approx((-3.0, 1.0), abs=0.2)
+    assert np.median(residual.reshape(-1, 2), axis=0) == pytest.approx((0.0, 0.0), abs=0.2)
+
+
+def test_a_flow_with_nothing_finite_is_left_as_it_is() -> None:
+    flow = np.full((32, 32, 2), np.nan, np.float32)
+    residual, matrix, kind = compensate_camera_motion(flow)
+    assert kind == "none" and matrix is None and np.isnan(residual).all()

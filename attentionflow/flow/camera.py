@@ -1,5 +1,6 @@
-"""The camera's motion, removed from a flow field: a RANSAC homography (the default ``homography`` mode), or per
-frame pair the homography or the epipolar geometry, whichever GRIC prefers (``compensate``).
+"""The camera's motion, removed from a flow field: a RANSAC homography, else the flow's median translation (the
+default ``homography`` mode), or per frame pair the homography or the epipolar geometry, whichever GRIC prefers
+(``compensate``).
 
 Pure NumPy/OpenCV: this module knows nothing about diffusers or torch.
 """
@@ -104,21 +105,33 @@ def camera_flow(matrix: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack([u, v], axis=-1).astype(np.float32)  # (H, W, 2)
 
 
-def compensate_camera_motion(flow: np.ndarray, **fit_kwargs: object) -> tuple[np.ndarray, np.ndarray | None]:
-    """Subtract the dominant motion from one flow field.
+def compensate_camera_motion(flow: np.ndarray, **fit_kwargs: object) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Subtract the camera's (dominant) motion from one flow field: a RANSAC homography, or, where no homography
+    explains enough of the flow (:func:`estimate_camera_motion`: rippling water, waves, heavy noise), the translation
+    of the flow's median: the lowest-order model, which noise cannot bend. Raw flow there would put the camera's
+    whole motion on the moving water and none on a subject the camera follows.
 
     Args:
         flow: ``(H, W, 2)`` float32 flow.
-        **fit_kwargs: passed to :func:`estimate_camera_motion`.
+        **fit_kwargs: passed to :func:`estimate_camera_motion` (``max_points`` and ``border`` also pick the
+            translation's sample).
 
     Returns:
-        ``(residual (H, W, 2) float32, matrix or None)``; ``residual`` is ``flow`` itself (unchanged)
-        when the fit fails.
+        ``(residual (H, W, 2) float32, 3 x 3 matrix or None, kind)``, ``kind`` ``"homography"``, ``"translation"``
+        or ``"none"`` (fewer than ``min_points`` finite flow vectors: ``flow`` itself, unchanged).
     """
     matrix = estimate_camera_motion(flow, **fit_kwargs)  # type: ignore[arg-type]
-    if matrix is None:
-        return flow, None
-    return (flow - camera_flow(matrix, flow.shape[0], flow.shape[1])).astype(np.float32), matrix
+    if matrix is not None:
+        return (flow - camera_flow(matrix, flow.shape[0], flow.shape[1])).astype(np.float32), matrix, "homography"
+    h, w = flow.shape[:2]
+    ys, xs = _sample_grid(h, w, int(fit_kwargs.get("max_points", 2000)), float(fit_kwargs.get("border", 0.05)))
+    sample = flow[ys, xs].astype(np.float64)  # (P, 2)
+    sample = sample[np.isfinite(sample).all(axis=1)]
+    if len(sample) < int(fit_kwargs.get("min_points", 12)):
+        return flow, None, "none"
+    tx, ty = np.median(sample, axis=0)
+    translation = np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
+    return (flow - np.array([tx, ty], np.float32)).astype(np.float32), translation, "translation"
 
 
 def gric(squared_errors: np.ndarray, sigma2: float, dimension: int, parameters: int) -> float:
@@ -182,14 +195,14 @@ def compensate_camera_motion_robust(
        residual (for direction guidance).
 
     Returns:
-        ``(residual (H, W, 2) float32, homography or None, kind)`` with ``kind`` ``"homography"``, ``"epipolar"``
-        or ``"none"`` (no dominant motion found: ``flow`` unchanged).
+        ``(residual (H, W, 2) float32, homography or None, kind)`` with ``kind`` ``"homography"``, ``"translation"``
+        (:func:`compensate_camera_motion`'s fallback), ``"epipolar"`` or ``"none"`` (too few finite flow vectors:
+        ``flow`` unchanged).
     """
     h, w = flow.shape[:2]
 
     def plane() -> tuple[np.ndarray, np.ndarray | None, str]:  # exactly the ``homography`` mode's result
-        residual, matrix = compensate_camera_motion(flow, max_points=max_points, border=border)
-        return residual, matrix, "homography" if matrix is not None else "none"
+        return compensate_camera_motion(flow, max_points=max_points, border=border)
 
     ys, xs = _sample_grid(h, w, max_points, border)
     src = np.stack([xs, ys], axis=1).astype(np.float32)  # (P, 2)

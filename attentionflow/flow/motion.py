@@ -193,11 +193,12 @@ class MotionResult:
         magnitudes: ``(N, H, W)`` float32 directional magnitude in pixels, zero where the flow is unreliable,
             scaled by coherence (after temporal smoothing).
         peak_motion: ``(N,)`` float32 per-frame maximum of ``magnitudes`` (pixels).
-        camera_models: per frame, the fitted ``3 x 3`` homography (frame pixel -> next-frame pixel) that
-            was subtracted, or ``None`` (compensation off, or the fit failed).
-        camera_model_kinds: per frame, the camera model used: ``"homography"``, ``"epipolar"`` (the fundamental
-            matrix: the residual's magnitude is the Sampson distance, its direction the homography residual's),
-            ``"none"`` (the fit failed: raw flow) or ``"keep"`` (compensation off).
+        camera_models: per frame, the fitted ``3 x 3`` homography or translation (frame pixel -> next-frame
+            pixel) that was subtracted, or ``None`` (compensation off, or nothing to fit).
+        camera_model_kinds: per frame, the camera model used: ``"homography"``, ``"translation"`` (no homography
+            explained the flow: its median), ``"epipolar"`` (the fundamental matrix: the residual's magnitude is the
+            Sampson distance, its direction the homography residual's), ``"none"`` (too few finite flow vectors:
+            raw flow) or ``"keep"`` (compensation off).
         options: the options used.
         min_motion: the static-frame threshold applied (pixels).
         masks: ``(N, H, W)`` bool moving-object masks (what ``edit_region moving`` edits).
@@ -345,12 +346,10 @@ def motion_maps(
         residual = flows
     else:
         residual = np.empty_like(flows)
+        compensate = compensate_camera_motion if options.camera_motion == "homography" else \
+            compensate_camera_motion_robust
         for i, flow in enumerate(flows):
-            if options.camera_motion == "homography":
-                residual[i], models[i] = compensate_camera_motion(flow)
-                kinds[i] = "homography" if models[i] is not None else "none"
-            else:
-                residual[i], models[i], kinds[i] = compensate_camera_motion_robust(flow)
+            residual[i], models[i], kinds[i] = compensate(flow)
     mags = directional_magnitude(
         residual, options.direction_degrees, float(options.direction_tolerance), options.direction_mode
     )  # (N, H, W)
