@@ -17,7 +17,7 @@ from attentionflow.flow.estimators import (
 )
 from attentionflow.flow.motion import MotionOptions, compute_flows, motion_maps
 from attentionflow.flow.visualize import flow_to_color, map_to_image, motion_overlay
-from tests.synthetic import MovingSquare, make_video, texture
+from tests.synthetic import MovingSquare, make_video
 
 METHODS = ["dis", "farneback"]
 
@@ -34,24 +34,6 @@ def test_estimators_recover_shift_with_x_first_and_y_down(method: str) -> None:
     assert flow.shape == (96, 96, 2) and flow.dtype == np.float32
     median = np.median(_interior(flow, 12).reshape(-1, 2), axis=0)
     np.testing.assert_allclose(median, [3.0, 2.0], atol=0.3)
-
-
-@pytest.mark.parametrize("contrast", [4, 16, 64])
-def test_dis_keeps_a_movers_flow_within_a_pixel_of_its_edge(contrast: int) -> None:
-    # A textured 64-px square moves 4 px east over a still background of +-contrast/2 grey levels, at the size
-    # an edit reads (512x288): a flow of half the mover's that spreads past its edge (a band 1 px wide on average)
-    # would turn the still background around every mover into motion (a half-resolution match spreads it 1-4 px).
-    h, w = 288, 512
-    rng = np.random.default_rng(1)
-    background = (128 + (texture(h, w, rng).astype(np.float32) - 128) * contrast / 256).astype(np.uint8)
-    patch = texture(64, 64, rng)
-    a, b = background.copy(), background.copy()
-    a[100:164, 200:264], b[100:164, 204:268] = patch, patch
-    speed = np.linalg.norm(DISFlow()(a, b), axis=-1)
-    covered = np.zeros((h, w), bool)
-    covered[100:164, 200:268] = True  # where the square is in either frame
-    assert np.median(speed[104:160, 208:260]) == pytest.approx(4.0, abs=0.1)
-    assert ((speed >= 2.0) & ~covered).sum() / (2 * (64 + 68)) < 1.0
 
 
 def test_registry_lists_builtins_and_rejects_unknown_names() -> None:

@@ -3,8 +3,7 @@
 An estimator is any object with a ``name`` and a ``__call__(frame_a, frame_b)`` that returns the
 dense flow from ``frame_a`` to ``frame_b``. The built-in ones wrap OpenCV (no weights, CPU):
 
-- ``"dis"`` (default): Dense Inverse Search on grayscale frames: MEDIUM's variational refinement, matched at
-  full resolution with 8-px patches (:class:`DISFlow`).
+- ``"dis"`` (default): Dense Inverse Search, preset MEDIUM, on grayscale frames.
 - ``"farneback"``: Gunnar Farneback's polynomial-expansion flow, on grayscale frames.
 
 A learned estimator (RAFT, ...) can be added later with :func:`register_flow_estimator` without
@@ -84,41 +83,36 @@ class DISFlow:
     """OpenCV Dense Inverse Search optical flow (grayscale; no weights).
 
     Args:
-        preset: ``cv2.DISOPTICAL_FLOW_PRESET_{ULTRAFAST,FAST,MEDIUM}``. With MEDIUM (default: it runs the
-            variational refinement) frames are matched at full resolution with 8-px patches, every
-            :attr:`STRIDE` px (:attr:`SMALL_STRIDE` on frames whose short side is under :attr:`SMALL_SIDE`). The
-            preset's own finest level is half resolution with 12-px patches: each patch then spans 24 frame
-            pixels, and a moving object's flow bleeds that far into its low-texture surroundings (water, sky,
-            road), which then read as moving. The other presets are used as OpenCV defines them.
+        preset: ``cv2.DISOPTICAL_FLOW_PRESET_{ULTRAFAST,FAST,MEDIUM}``; MEDIUM (default) runs the
+            variational refinement, which gives smooth, accurate flow at a few ms per 512x512 pair.
+            With MEDIUM, frames whose short side is under :attr:`SMALL_SIDE` are matched at full resolution
+            with smaller patches (see there).
     """
 
     name: str = "dis"
     #: DIS returns exactly zero flow between identical frames and up to ~0.07 px under +-2 grey-level
     #: sensor noise (measured on 96-px textures); 0.1 px keeps such noise out of the maps.
     noise_floor: float = 0.1
-    #: Patch size (px) of the MEDIUM setting, matched at full resolution.
-    PATCH: int = 8
-    #: Patch stride (px) of the MEDIUM setting ...
-    STRIDE: int = 4
-    #: ... and on frames whose short side is under :attr:`SMALL_SIDE` (toy videos, tests): a 64-px frame's objects
-    #: are a few patches wide, so patches overlap more.
-    SMALL_STRIDE: int = 2
-    SMALL_SIDE: int = 256
 
     def __init__(self, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM) -> None:
         self.preset = preset
-        self._dis: dict[bool, cv2.DISOpticalFlow] = {}
+        self._dis = cv2.DISOpticalFlow_create(preset)
+        self._small: cv2.DISOpticalFlow | None = None
+
+    #: Frames whose short side is below this are "small": the preset's finest level (half resolution) and
+    #: 12-px patches would leave a 64-px frame a 32-px image seen through patches a third of an object wide,
+    #: so small frames use full resolution, 8-px patches and a 2-px stride (toy videos, tests).
+    SMALL_SIDE: int = 256
 
     def _for(self, height: int, width: int) -> cv2.DISOpticalFlow:
-        small = min(height, width) < self.SMALL_SIDE
-        if small not in self._dis:
-            dis = cv2.DISOpticalFlow_create(self.preset)
-            if self.preset == cv2.DISOPTICAL_FLOW_PRESET_MEDIUM:
-                dis.setFinestScale(0)
-                dis.setPatchSize(self.PATCH)
-                dis.setPatchStride(self.SMALL_STRIDE if small else self.STRIDE)
-            self._dis[small] = dis
-        return self._dis[small]
+        if min(height, width) >= self.SMALL_SIDE or self.preset != cv2.DISOPTICAL_FLOW_PRESET_MEDIUM:
+            return self._dis
+        if self._small is None:
+            self._small = cv2.DISOpticalFlow_create(self.preset)
+            self._small.setFinestScale(0)
+            self._small.setPatchSize(8)
+            self._small.setPatchStride(2)
+        return self._small
 
     def __call__(self, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
         """``(H, W, 3)`` uint8 x2 -> ``(H, W, 2)`` float32 flow from ``frame_a`` to ``frame_b``."""
