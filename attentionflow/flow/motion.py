@@ -136,8 +136,9 @@ class MotionOptions:
     #: ``"cone"``: keep the magnitude of flow within the tolerance of the direction, zero elsewhere;
     #: ``"project"`` (journal variant): keep the positive component of the flow along the direction.
     direction_mode: str = "cone"
-    #: ``"homography"``: remove the camera's motion as a homography; ``"compensate"``: a homography or the epipolar
-    #: geometry per frame pair (GRIC picks); ``"keep"``: raw flow.
+    #: ``"homography"``: remove the camera's motion as a homography (where none fits, as the flow's median
+    #: translation); ``"compensate"``: a homography or the epipolar geometry per frame pair (GRIC picks); ``"keep"``:
+    #: raw flow.
     camera_motion: str = "homography"
     #: Sigma, in frames, of a Gaussian smoothing the motion magnitudes along time (0 = off).
     temporal_smoothing: float = 0.0
