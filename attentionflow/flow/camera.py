@@ -13,10 +13,12 @@ import math
 import cv2
 import numpy as np
 
-from attentionflow.errors import ConfigError
 from attentionflow.flow.segment import pixel_grid
 
 __all__ = [
+    "MIN_POINTS",
+    "SAMPLE_BORDER",
+    "SAMPLE_POINTS",
     "camera_flow",
     "compensate_camera_motion",
     "compensate_camera_motion_robust",
@@ -28,71 +30,69 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _sample_grid(h: int, w: int, max_points: int, border: float) -> tuple[np.ndarray, np.ndarray]:
-    """Integer pixel coordinates ``(ys, xs)`` of a regular grid of at most ~``max_points`` points."""
+#: About this many flow vectors, on a regular grid, are sampled per fit ...
+SAMPLE_POINTS: int = 2000
+#: ... away from this share of the height and width at each border (flow is least reliable there).
+SAMPLE_BORDER: float = 0.05
+#: Fewer finite flow vectors than this in the sample: no camera model (the flow is left as it is).
+MIN_POINTS: int = 12
+
+
+def _correspondences(flow: np.ndarray, max_points: int, border: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The finite flow vectors of a regular grid of at most ~``max_points`` pixels of ``flow (H, W, 2)``: their
+    integer ``(ys, xs)`` ``(P,)`` and the correspondences ``src = (x, y)``, ``dst = src + flow`` ``(P, 2)`` float32."""
+    h, w = flow.shape[:2]
     by, bx = int(border * h), int(border * w)
     y0, y1 = by, max(by + 1, h - by)
     x0, x1 = bx, max(bx + 1, w - bx)
     step = max(1, int(math.ceil(math.sqrt((y1 - y0) * (x1 - x0) / max(1, max_points)))))
     ys, xs = np.meshgrid(np.arange(y0, y1, step), np.arange(x0, x1, step), indexing="ij")  # (gy, gx) each
-    return ys.ravel(), xs.ravel()
+    ys, xs = ys.ravel(), xs.ravel()
+    src = np.stack([xs, ys], axis=1).astype(np.float32)  # (P, 2) x, y
+    dst = src + flow[ys, xs].astype(np.float32)  # (P, 2)
+    ok = np.isfinite(dst).all(axis=1)
+    return ys[ok], xs[ok], src[ok], dst[ok]
 
 
 def estimate_camera_motion(
     flow: np.ndarray,
     *,
-    model: str = "homography",
     ransac_threshold: float = 1.0,
-    max_points: int = 2000,
-    border: float = 0.05,
-    min_points: int = 12,
+    max_points: int = SAMPLE_POINTS,
+    border: float = SAMPLE_BORDER,
+    min_points: int = MIN_POINTS,
     min_inlier_ratio: float = 0.25,
-) -> np.ndarray | None:
-    """Fit the dominant (camera) motion of a flow field robustly.
+) -> tuple[np.ndarray | None, str]:
+    """The camera's (dominant) motion in a flow field: a RANSAC homography, or, where none explains at least
+    ``min_inlier_ratio`` of the sample within ``ransac_threshold`` pixels (rippling water, waves, heavy noise), the
+    translation of the flow's median: the lowest-order model, which noise cannot bend. Raw flow there would put the
+    camera's whole motion on the moving water and none on a subject the camera follows.
 
     Args:
         flow: ``(H, W, 2)`` flow in pixels (x, y; y down).
-        model: ``"homography"`` (8 dof, planar scene / rotating camera) or ``"affine"`` (6 dof).
         ransac_threshold: RANSAC reprojection threshold in pixels.
-        max_points: about this many correspondences are sampled on a regular grid.
-        border: fraction of height/width ignored at each image border (flow is least reliable there).
-        min_points: fewer finite correspondences than this -> no fit.
-        min_inlier_ratio: a fit explaining fewer correspondences than this is rejected (no dominant
-            motion, e.g. everything moves differently).
+        max_points, border: the sample (:data:`SAMPLE_POINTS`, :data:`SAMPLE_BORDER`).
+        min_points: fewer finite flow vectors than this -> no model.
 
     Returns:
-        ``3 x 3`` float64 matrix mapping homogeneous pixel coordinates ``(x, y, 1)`` of the frame to the
-        next frame, or ``None`` when the fit fails (caller then leaves the flow unchanged).
+        ``(matrix, kind)``: the ``3 x 3`` float64 matrix mapping homogeneous pixel coordinates ``(x, y, 1)`` of the
+        frame to the next frame and ``"homography"`` or ``"translation"``; ``(None, "none")`` without enough flow.
     """
-    if model not in ("homography", "affine"):
-        raise ConfigError(f"camera model {model!r} is invalid; choose from: homography, affine")
     h, w = flow.shape[:2]
-    ys, xs = _sample_grid(h, w, max_points, border)
-    src = np.stack([xs, ys], axis=1).astype(np.float32)  # (P, 2) x, y
-    dst = src + flow[ys, xs].astype(np.float32)  # (P, 2)
-    ok = np.isfinite(dst).all(axis=1)
-    src, dst = src[ok], dst[ok]
-    if len(src) < max(min_points, 4 if model == "homography" else 3):
+    ys, xs, src, dst = _correspondences(flow, max_points, border)
+    if len(src) < max(min_points, 4):
         logger.debug("camera-motion fit skipped: %d correspondences", len(src))
-        return None
-    if model == "homography":
-        matrix, inliers = cv2.findHomography(src, dst, cv2.RANSAC, ransac_threshold)
-    else:
-        affine, inliers = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=ransac_threshold)
-        matrix = None if affine is None else np.vstack([affine, [0.0, 0.0, 1.0]])
-    if matrix is None or inliers is None or not np.isfinite(matrix).all():
-        logger.debug("camera-motion fit failed")
-        return None
-    ratio = float(np.count_nonzero(inliers)) / len(src)
-    if ratio < min_inlier_ratio:
-        logger.debug("camera-motion fit rejected: inlier ratio %.2f", ratio)
-        return None
+        return None, "none"
+    matrix, inliers = cv2.findHomography(src, dst, cv2.RANSAC, ransac_threshold)
     # The projective denominator must stay positive over the whole image (no point sent to infinity).
     corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], dtype=np.float64)
-    if (corners @ matrix[2]).min() <= 1e-6:
-        logger.debug("camera-motion fit rejected: degenerate homography")
-        return None
-    return matrix.astype(np.float64)
+    if matrix is not None and inliers is not None and np.isfinite(matrix).all() \
+            and np.count_nonzero(inliers) / len(src) >= min_inlier_ratio and (corners @ matrix[2]).min() > 1e-6:
+        return matrix.astype(np.float64), "homography"
+    logger.debug("no homography explains the flow: its median translation")
+    tx, ty = np.median(flow[ys, xs].astype(np.float64), axis=0)
+    return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]]), "translation"
 
 
 def camera_flow(matrix: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -106,32 +106,20 @@ def camera_flow(matrix: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def compensate_camera_motion(flow: np.ndarray, **fit_kwargs: object) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Subtract the camera's (dominant) motion from one flow field: a RANSAC homography, or, where no homography
-    explains enough of the flow (:func:`estimate_camera_motion`: rippling water, waves, heavy noise), the translation
-    of the flow's median: the lowest-order model, which noise cannot bend. Raw flow there would put the camera's
-    whole motion on the moving water and none on a subject the camera follows.
+    """Subtract the camera's motion (:func:`estimate_camera_motion`) from one flow field.
 
     Args:
         flow: ``(H, W, 2)`` float32 flow.
-        **fit_kwargs: passed to :func:`estimate_camera_motion` (``max_points`` and ``border`` also pick the
-            translation's sample).
+        **fit_kwargs: passed to :func:`estimate_camera_motion`.
 
     Returns:
         ``(residual (H, W, 2) float32, 3 x 3 matrix or None, kind)``, ``kind`` ``"homography"``, ``"translation"``
-        or ``"none"`` (fewer than ``min_points`` finite flow vectors: ``flow`` itself, unchanged).
+        or ``"none"`` (too few finite flow vectors: ``flow`` itself, unchanged).
     """
-    matrix = estimate_camera_motion(flow, **fit_kwargs)  # type: ignore[arg-type]
-    if matrix is not None:
-        return (flow - camera_flow(matrix, flow.shape[0], flow.shape[1])).astype(np.float32), matrix, "homography"
-    h, w = flow.shape[:2]
-    ys, xs = _sample_grid(h, w, int(fit_kwargs.get("max_points", 2000)), float(fit_kwargs.get("border", 0.05)))
-    sample = flow[ys, xs].astype(np.float64)  # (P, 2)
-    sample = sample[np.isfinite(sample).all(axis=1)]
-    if len(sample) < int(fit_kwargs.get("min_points", 12)):
-        return flow, None, "none"
-    tx, ty = np.median(sample, axis=0)
-    translation = np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
-    return (flow - np.array([tx, ty], np.float32)).astype(np.float32), translation, "translation"
+    matrix, kind = estimate_camera_motion(flow, **fit_kwargs)  # type: ignore[arg-type]
+    if matrix is None:
+        return flow, None, kind
+    return (flow - camera_flow(matrix, flow.shape[0], flow.shape[1])).astype(np.float32), matrix, kind
 
 
 def gric(squared_errors: np.ndarray, sigma2: float, dimension: int, parameters: int) -> float:
@@ -174,8 +162,9 @@ def sampson_distance(flow: np.ndarray, fundamental: np.ndarray, points: tuple[np
 
 
 def compensate_camera_motion_robust(
-    flow: np.ndarray, *, max_points: int = 2000, border: float = 0.05, epipolar_threshold: float = 0.5,
-    floor: float = 2.0, plane_share: float = 0.7, still_motion: float = 0.5, fit_points: int = 500,
+    flow: np.ndarray, *, max_points: int = SAMPLE_POINTS, border: float = SAMPLE_BORDER,
+    epipolar_threshold: float = 0.5, floor: float = 2.0, plane_share: float = 0.7, still_motion: float = 0.5,
+    fit_points: int = 500,
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Remove the camera's motion from one flow field, a homography or the epipolar geometry, whichever fits.
 
@@ -196,7 +185,7 @@ def compensate_camera_motion_robust(
 
     Returns:
         ``(residual (H, W, 2) float32, homography or None, kind)`` with ``kind`` ``"homography"``, ``"translation"``
-        (:func:`compensate_camera_motion`'s fallback), ``"epipolar"`` or ``"none"`` (too few finite flow vectors:
+        (:func:`estimate_camera_motion`'s fallback), ``"epipolar"`` or ``"none"`` (too few finite flow vectors:
         ``flow`` unchanged).
     """
     h, w = flow.shape[:2]
@@ -204,26 +193,23 @@ def compensate_camera_motion_robust(
     def plane() -> tuple[np.ndarray, np.ndarray | None, str]:  # exactly the ``homography`` mode's result
         return compensate_camera_motion(flow, max_points=max_points, border=border)
 
-    ys, xs = _sample_grid(h, w, max_points, border)
-    src = np.stack([xs, ys], axis=1).astype(np.float32)  # (P, 2)
-    dst = src + flow[ys, xs].astype(np.float32)
-    ok = np.isfinite(dst).all(axis=1)
-    if ok.sum() < 16:
+    ys, xs, src, dst = _correspondences(flow, max_points, border)  # (P,) x2, (P, 2) x2
+    if len(src) < 16:
         return flow, None, "none"
-    step = max(1, int(ok.sum()) // fit_points)
-    fit_src, fit_dst = src[ok][::step], dst[ok][::step]  # (P', 2): enough for the quick fits
+    step = max(1, len(src) // fit_points)
+    fit_src, fit_dst = src[::step], dst[::step]  # (P', 2): enough for the quick fits
     quick, _ = cv2.findHomography(fit_src, fit_dst, cv2.USAC_FAST, 1.0)
     if quick is not None and np.isfinite(quick).all():
-        e_h = np.linalg.norm(cv2.perspectiveTransform(src[ok][None], quick)[0] - dst[ok], axis=1)  # (P,)
+        e_h = np.linalg.norm(cv2.perspectiveTransform(src[None], quick)[0] - dst, axis=1)  # (P,)
     else:
-        quick, e_h = None, np.linalg.norm(dst[ok] - src[ok], axis=1)  # no plane: the raw motion
-    still = float(np.median(np.linalg.norm(dst[ok] - src[ok], axis=1))) < still_motion  # no measurable parallax
+        quick, e_h = None, np.linalg.norm(dst - src, axis=1)  # no plane: the raw motion
+    still = float(np.median(np.linalg.norm(dst - src, axis=1))) < still_motion  # no measurable parallax
     if quick is not None and (still or float((e_h < 1.0).mean()) >= plane_share):
         return plane()
     fundamental, _ = cv2.findFundamentalMat(fit_src, fit_dst, cv2.USAC_FAST, epipolar_threshold, 0.999)
     if fundamental is None or fundamental.shape != (3, 3) or not np.isfinite(fundamental).all():
         return plane()
-    e_f = sampson_distance(flow, fundamental, (ys[ok], xs[ok]))  # (P,)
+    e_f = sampson_distance(flow, fundamental, (ys, xs))  # (P,)
     sigma = max(1.4826 * float(np.median(np.minimum(e_h, e_f))), 0.05)  # robust noise scale, pixels
     if quick is not None and \
             gric(e_h.astype(np.float64) ** 2, sigma**2, 2, 8) <= gric(e_f.astype(np.float64) ** 2, sigma**2, 3, 7):
