@@ -223,6 +223,11 @@ class AttentionFlowPipeline:
         return available_memory()
 
     @property
+    def dtype_bytes(self) -> int:
+        """Bytes of one of the model's floats (4 in float32, 2 in half precision)."""
+        return torch.finfo(self.dtype).bits // 8
+
+    @property
     def shape(self) -> ModelShape:
         """What the memory estimate needs of this model (:func:`attentionflow.resources.edit_memory`)."""
         return ModelShape(unet_channels=tuple(self.unet.config.block_out_channels),
@@ -236,7 +241,7 @@ class AttentionFlowPipeline:
         (:func:`attentionflow.resources.edit_memory`, the figure that sizes ``auto`` chunks too)."""
         height, width = frame_size
         return edit_memory(num_frames, width, height, num_branches, self.shape, rows_per_frame=rows_per_frame,
-                           chunk=chunk, dtype_bytes=torch.finfo(self.dtype).bits // 8, vae_batch=vae_batch)
+                           chunk=chunk, dtype_bytes=self.dtype_bytes, vae_batch=vae_batch)
 
     def chunk_size(self, chunk_frames: int | str, num_frames: int, latent_size: tuple[int, int],
                    rows_per_frame: int) -> int:
@@ -248,9 +253,8 @@ class AttentionFlowPipeline:
         ``torch.cuda.mem_get_info``); every frame when they fit, which is the unchunked computation exactly; every
         frame too when the free memory is unknown.
         """
-        dtype_bytes = torch.finfo(self.dtype).bits // 8
         per_frame = rows_per_frame * unet_activation_bytes(self.unet.config.block_out_channels, latent_size,
-                                                           dtype_bytes)
+                                                           self.dtype_bytes)
         free = self.free_memory() if chunk_frames == "auto" else None
         return frames_per_call(chunk_frames, num_frames, per_frame, free)
 
@@ -262,8 +266,7 @@ class AttentionFlowPipeline:
         if chunk_frames != "auto":
             return chunk
         height, width = frame_size
-        per_frame = vae_activation_bytes(self.vae.config.block_out_channels[0], width, height,
-                                         torch.finfo(self.dtype).bits // 8)
+        per_frame = vae_activation_bytes(self.vae.config.block_out_channels[0], width, height, self.dtype_bytes)
         return auto_chunk(self.free_memory(), per_frame, min(chunk, AUTO_VAE_BATCH))
 
     # ---------------------------------------------------------------------------------------------

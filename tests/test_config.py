@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,18 @@ def test_relative_paths_in_a_config_are_relative_to_the_file(tmp_path, monkeypat
     assert load_config(path).pretrained_model_path != "embedded"
     path.write_text("input_data:\n  prompt: a\n")
     assert load_config(path).pretrained_model_path == "embedded"
+
+
+@pytest.mark.parametrize("name", ["flow", "direction", "direction_tolerance", "direction_mode", "camera_motion",
+                                  "temporal_smoothing"])
+def test_the_edit_configs_motion_defaults_are_the_motion_commands(name):
+    """``attentionflow motion`` builds :class:`MotionOptions` directly and an edit from its ``mmi:`` section: with
+    nothing set, both make the same motion maps, and the config offers the choices the motion options accept."""
+    from attentionflow.config import MMIConfig
+    from attentionflow.flow.motion import CAMERA_MOTION_MODES, DIRECTION_MODES, MotionOptions
+
+    assert getattr(MMIConfig().motion_options(), name) == getattr(MotionOptions(), name)
+    choices = {"camera_motion": CAMERA_MOTION_MODES, "direction_mode": DIRECTION_MODES}
+    if name in choices:
+        hint = typing.get_type_hints(MMIConfig)[name]
+        assert sorted(typing.get_args(hint)) == sorted(choices[name])

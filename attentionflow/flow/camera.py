@@ -198,12 +198,13 @@ def compensate_camera_motion_robust(
         return flow, None, "none"
     step = max(1, len(src) // fit_points)
     fit_src, fit_dst = src[::step], dst[::step]  # (P', 2): enough for the quick fits
+    moves = np.linalg.norm(dst - src, axis=1)  # (P,) the raw motion
     quick, _ = cv2.findHomography(fit_src, fit_dst, cv2.USAC_FAST, 1.0)
     if quick is not None and np.isfinite(quick).all():
         e_h = np.linalg.norm(cv2.perspectiveTransform(src[None], quick)[0] - dst, axis=1)  # (P,)
     else:
-        quick, e_h = None, np.linalg.norm(dst - src, axis=1)  # no plane: the raw motion
-    still = float(np.median(np.linalg.norm(dst - src, axis=1))) < still_motion  # no measurable parallax
+        quick, e_h = None, moves  # no plane: the raw motion
+    still = float(np.median(moves)) < still_motion  # no measurable parallax
     if quick is not None and (still or float((e_h < 1.0).mean()) >= plane_share):
         return plane()
     fundamental, _ = cv2.findFundamentalMat(fit_src, fit_dst, cv2.USAC_FAST, epipolar_threshold, 0.999)

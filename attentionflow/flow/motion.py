@@ -136,9 +136,8 @@ class MotionOptions:
     #: ``"cone"``: keep the magnitude of flow within the tolerance of the direction, zero elsewhere;
     #: ``"project"`` (journal variant): keep the positive component of the flow along the direction.
     direction_mode: str = "cone"
-    #: ``"homography"``: remove the camera's motion as a homography (where none fits, as the flow's median
-    #: translation); ``"compensate"``: a homography or the epipolar geometry per frame pair (GRIC picks); ``"keep"``:
-    #: raw flow.
+    #: How the camera's motion is removed, one of :data:`CAMERA_MOTION_MODES`. What each does and when it suits:
+    #: ``MMIConfig.camera_motion``'s doc (``attentionflow/config.py``), which the flags' help and the docs show.
     camera_motion: str = "homography"
     #: Sigma, in frames, of a Gaussian smoothing the motion magnitudes along time (0 = off).
     temporal_smoothing: float = 0.0
@@ -356,7 +355,7 @@ def motion_maps(
     )  # (N, H, W)
     for i in range(n):  # only observed motion that maps back to where it came from counts
         flow, back = (flows[i], backward[i]) if i < n - 1 else (-flows[i], flows[i - 1])
-        mags[i][~(segment.reliable(flow, back) & segment.observed(frames[i], flows[i]))] = 0.0
+        mags[i][~(segment.reliable(flow, back) & segment.observed(frames[i], flow))] = 0.0
     mags *= segment.coherence(residual, flows[:-1])
     if options.temporal_smoothing > 0:
         mags = smooth_along_time(mags, float(options.temporal_smoothing))

@@ -344,7 +344,7 @@ def model_limits(folder: Path) -> ModelLimits:
         read_json_file(folder / "tokenizer" / name)
     vae_blocks = vae.get("block_out_channels") or [128, 256, 512, 512]
     down = unet.get("down_block_types") or [None] * 4
-    return ModelLimits(unet_channels=tuple(unet.get("block_out_channels") or (320, 640, 1280, 1280)),
+    return ModelLimits(unet_channels=tuple(unet.get("block_out_channels") or ModelLimits.unet_channels),
                        parameters=parameter_count(folder, configs["weights"]),
                        num_train_timesteps=int(sched.get("num_train_timesteps", 1000)),
                        vae_scale=2 ** (len(vae_blocks) - 1), unet_factor=2 ** (len(down) - 1),
