@@ -345,6 +345,42 @@ def test_bench_motion_bad_input_is_one_line_and_leaves_files_alone(tmp_path, cap
     assert hashlib.sha256(user.read_bytes()).hexdigest() == before
 
 
+def _palette_png(path: Path, ids: np.ndarray) -> None:
+    """A DAVIS-2017 annotation: palette mode, index = object id, id 1 dark red, id 2 dark green."""
+    from PIL import Image
+
+    image = Image.fromarray(ids.astype(np.uint8), mode="P")
+    image.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * (253 * 3))
+    image.save(path)
+
+
+@pytest.mark.parametrize("encoding", ["grey 0/255", "grey 0/1", "palette ids 1, 2"])
+def test_davis_masks_read_the_same_whatever_the_encoding(tmp_path, encoding) -> None:
+    from attentionflow.evaluation.davis import Protocol, find_sequences, load_davis
+
+    ids = np.zeros((3, 48, 48), np.uint8)  # at the protocol's size: object 1 moves right, object 2 stays
+    for i in range(3):
+        ids[i, 10:20, 4 + 4 * i:16 + 4 * i] = 1
+        ids[i, 30:40, 30:44] = 2
+    truth = ids > 0
+    seq = tmp_path / "d" / "Annotations" / "480p" / "two"
+    jpegs = tmp_path / "d" / "JPEGImages" / "480p" / "two"
+    seq.mkdir(parents=True)
+    jpegs.mkdir(parents=True)
+    for i, frame_ids in enumerate(ids):
+        stored = np.kron(frame_ids, np.ones((2, 2), np.uint8))  # stored at twice the size: the protocol halves it
+        cv2.imwrite(str(jpegs / f"{i:05d}.jpg"), np.full((96, 96, 3), 90, np.uint8))
+        if encoding == "grey 0/255":
+            cv2.imwrite(str(seq / f"{i:05d}.png"), (stored > 0).astype(np.uint8) * 255)
+        elif encoding == "grey 0/1":
+            cv2.imwrite(str(seq / f"{i:05d}.png"), (stored > 0).astype(np.uint8))
+        else:
+            _palette_png(seq / f"{i:05d}.png", stored)
+    frames, masks = load_davis(find_sequences(tmp_path / "d")[0], Protocol(frames=3, stride=1, width=48, height=48))
+    assert frames.shape == (3, 48, 48, 3)
+    np.testing.assert_array_equal(masks, truth)
+
+
 def test_bench_motion_not_a_davis_folder(tmp_path, capsys) -> None:
     from attentionflow.commands.cli import main
 

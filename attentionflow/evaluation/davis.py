@@ -9,7 +9,8 @@ mass on the object; with the camera model of each frame pair and the seconds per
 Two data sources, one scorer:
 
 - a DAVIS folder: ``JPEGImages[/480p]/<seq>/*.jpg`` and ``Annotations[/480p]/<seq>/*.png`` (any frame size; a mask
-  pixel is the object where it is >= 128);
+  pixel is the object wherever it is not 0, so DAVIS-2016's 0/255 masks, 0/1 masks and DAVIS-2017's palette masks
+  with several object ids, whose union is the moving object, all read right);
 - ``--toy``: the scenes of the "motion decides" suite (:data:`attentionflow.evaluation.bench.motion.MOTION_TASKS`),
   whose masks
   are exact (the named mover; direction guidance where the task has a direction).
@@ -85,7 +86,7 @@ class Protocol:
 def load_davis(sequence: DavisSequence, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
     """``(frames (N, H, W, 3) uint8, masks (N, H, W) bool)`` of a sequence, read like an edit reads a video; a
     sequence shorter than ``protocol.frames`` is read whole."""
-    from attentionflow.io.video import read_frames
+    from attentionflow.io.video import read_frames, resize_center_crop
 
     kwargs = {"stride": protocol.stride, "width": protocol.width, "height": protocol.height}
     count = protocol.frames
@@ -93,7 +94,10 @@ def load_davis(sequence: DavisSequence, protocol: Protocol) -> tuple[np.ndarray,
     if count is not None and (count - 1) * protocol.stride >= available:
         count = None
     frames = read_frames(sequence.images, n_frames=count, **kwargs)
-    masks = read_frames(sequence.annotations, n_frames=len(frames), **kwargs)[..., 0] >= 128
+    raw = read_frames(sequence.annotations, n_frames=len(frames), stride=protocol.stride)  # (N, h, w, 3) as stored
+    # object = any id but 0, made 0/255 before the resize, so that a 0/1 or palette mask resizes like a 0/255 one
+    binary = np.repeat(np.where(raw.any(axis=-1, keepdims=True), 255, 0).astype(np.uint8), 3, axis=-1)
+    masks = resize_center_crop(binary, protocol.width, protocol.height)[..., 0] >= 128
     return frames, masks
 
 
