@@ -320,13 +320,35 @@ def test_bench_motion_reads_the_davis_layout_and_reports_j_f_mass(tmp_path, caps
     assert [r["sequence"] for r in json.loads(report.read_text())["sequences"]] == ["slowpoke"]
 
 
+@pytest.mark.parametrize(("extra", "frames"), [
+    ([], 4),  # the protocol: 4 of them at stride 2 (frames 0, 2, 4, 6)
+    (["--all-frames"], 8),  # the whole sequence: every frame
+    (["--all-frames", "--stride", "3"], 3),  # the whole sequence at the stride asked for: frames 0, 3, 6
+], ids=["protocol", "all-frames", "all-frames-stride-3"])
+def test_bench_motion_all_frames_reads_every_frame(tmp_path, extra, frames) -> None:
+    from attentionflow.commands.cli import main
+
+    root = _davis_folder(tmp_path / "davis", False)
+    sequence = root / "JPEGImages" / "mover"
+    for extra_frame in sorted(sequence.iterdir())[8:]:  # 8 frames in all
+        extra_frame.unlink()
+        (root / "Annotations" / "mover" / (extra_frame.stem + ".png")).unlink()
+    report = tmp_path / "r.json"
+    argv = ["bench", "motion", "--davis", str(root), "--sequences", "mover", "--size", "96x96", "--json", str(report),
+            "-q"]
+    assert main(argv + (["--frames", "4"] if not extra else extra)) == 0
+    assert [r["frames"] for r in json.loads(report.read_text())["sequences"]] == [frames]
+
+
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--sequences", "nope"], "nope not in"),
     (["--json", "{user}"], "is not a report of"),
     (["--json", "{user}", "--overwrite"], "is not a report of"),
     (["--frames", "1"], "--frames must be >= 2"),
     (["--camera-motion", "spin"], "invalid choice"),
-], ids=["unknown-sequence", "foreign-json", "foreign-json-overwrite", "one-frame", "bad-camera-motion"])
+    (["--all-frames"], "without --frames"),  # the argv below gives --frames 4
+], ids=["unknown-sequence", "foreign-json", "foreign-json-overwrite", "one-frame", "bad-camera-motion",
+        "all-frames-and-frames"])
 def test_bench_motion_bad_input_is_one_line_and_leaves_files_alone(tmp_path, capsys, extra, needle) -> None:
     from attentionflow.commands.cli import main
 

@@ -136,22 +136,27 @@ def cmd_bench_motion(args: argparse.Namespace) -> int:
     apply_motion_args(args, options)
     options.validate()
     width, height = args.size
-    if args.frames < 2 or args.stride < 1 or min(width, height) < 16 or width % 8 or height % 8:
+    if args.all_frames and (args.frames is not None or args.toy):
+        raise ConfigError("--all-frames reads every frame of each DAVIS sequence: give it without --frames, and "
+                          "with --davis (the toy scenes are --frames long)")
+    frames = Protocol.frames if args.frames is None else args.frames
+    stride = args.stride if args.stride is not None else 1 if args.all_frames else Protocol.stride
+    if frames < 2 or stride < 1 or min(width, height) < 16 or width % 8 or height % 8:
         raise ConfigError("--frames must be >= 2, --stride >= 1, and --size at least 16x16 in multiples of 8; got "
-                          f"--frames {args.frames} --stride {args.stride} --size {width}x{height}")
+                          f"--frames {frames} --stride {stride} --size {width}x{height}")
     json_path = check_report_target(args.json, MOTION_REPORT, args.overwrite) if args.json else None
     if (args.davis is None) == (not args.toy):
         raise ConfigError("give one data source: --davis DIR or --toy")
     if args.toy:
         side = min(width, height)
-        sources = toy_sources(args.frames, side)
-        source = f"toy scenes of the motion suite, {args.frames} frames of {side}x{side}"
+        sources = toy_sources(frames, side)
+        source = f"toy scenes of the motion suite, {frames} frames of {side}x{side}"
     else:
         names = [n.strip() for n in args.sequences.split(",") if n.strip()] if args.sequences else None
-        protocol = Protocol(None if args.all_frames else args.frames, args.stride, width, height)
+        protocol = Protocol(None if args.all_frames else frames, stride, width, height)
         sources = davis_sources(find_sequences(args.davis, names), protocol)
-        span = "all frames" if args.all_frames else f"{args.frames} frames"
-        source = f"DAVIS ({Path(args.davis).name}), {span} at stride {args.stride}, {width}x{height}"
+        span = "all frames" if args.all_frames else f"{frames} frames"
+        source = f"DAVIS ({Path(args.davis).name}), {span} at stride {stride}, {width}x{height}"
     report = run_motion_scores(sources, options, progress=not args.quiet)
     report.update(source=source, created=time.strftime("%Y-%m-%d %H:%M"), command=_command_line("motion"),
                   options=asdict(options))
@@ -173,9 +178,11 @@ def _add_motion_bench_parser(bench_parsers: argparse._SubParsersAction) -> None:
     m.add_argument("--davis", metavar="DIR", help="a DAVIS folder: JPEGImages[/480p]/<seq>, Annotations[/480p]/<seq>")
     m.add_argument("--toy", action="store_true", help="the toy scenes of the motion suite (exact masks)")
     m.add_argument("--sequences", metavar="A,B,C", help="only these sequences (default all)")
-    m.add_argument("--frames", type=int, default=Protocol.frames, help="frames per sequence (default 16)")
-    m.add_argument("--stride", type=int, default=Protocol.stride, help="take every n-th frame (default 2)")
-    m.add_argument("--all-frames", action="store_true", help="every frame of each sequence (from the first)")
+    m.add_argument("--frames", type=int, help=f"frames per sequence (default {Protocol.frames})")
+    m.add_argument("--stride", type=int,
+                   help=f"take every n-th frame (default {Protocol.stride}; 1 with --all-frames)")
+    m.add_argument("--all-frames", action="store_true",
+                   help="the whole of each sequence (from the first frame; every frame unless --stride says)")
     m.add_argument("--size", type=parse_size, default=(Protocol.width, Protocol.height),
                    help="frame size after resize + centre crop, WIDTHxHEIGHT (default 512x288; --toy: the short "
                         "side, square)")
