@@ -140,7 +140,7 @@ def cmd_bench_motion(args: argparse.Namespace) -> int:
         raise ConfigError("--all-frames reads every frame of each DAVIS sequence: give it without --frames, and "
                           "with --davis (the toy scenes are --frames long)")
     frames = Protocol.frames if args.frames is None else args.frames
-    stride = args.stride if args.stride is not None else 1 if args.all_frames else Protocol.stride
+    stride = args.stride if args.stride is not None else (1 if args.all_frames else Protocol.stride)
     if frames < 2 or stride < 1 or min(width, height) < 16 or width % 8 or height % 8:
         raise ConfigError("--frames must be >= 2, --stride >= 1, and --size at least 16x16 in multiples of 8; got "
                           f"--frames {frames} --stride {stride} --size {width}x{height}")
