@@ -378,5 +378,5 @@ def test_opencv_cannot_print_its_warn_line(tmp_path, capfd):
     from attentionflow.io import video
 
     with pytest.raises(InputError, match="cannot read frame image"):
-        video._read_image(tmp_path / "vanished.png")
+        video.read_image(tmp_path / "vanished.png")
     assert "WARN" not in capfd.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -401,6 +402,53 @@ def test_davis_masks_read_the_same_whatever_the_encoding(tmp_path, encoding) -> 
     frames, masks = load_davis(find_sequences(tmp_path / "d")[0], Protocol(frames=3, stride=1, width=48, height=48))
     assert frames.shape == (3, 48, 48, 3)
     np.testing.assert_array_equal(masks, truth)
+
+
+def _sparse_davis(root: Path, annotated: list[int], frames: int = 6) -> np.ndarray:
+    """A one-sequence DAVIS folder of ``frames`` frames, masks stored for ``annotated`` only; frame ``i``'s object is
+    a box at column ``4 i`` (each mask tells its frame apart). Returns every frame's true mask ``(frames, 48, 48)``."""
+    images, masks = root / "JPEGImages" / "seq", root / "Annotations" / "seq"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    truth = np.zeros((frames, 48, 48), bool)
+    for i in range(frames):
+        truth[i, 10:20, 4 * i:4 * i + 8] = True
+        cv2.imwrite(str(images / f"{i:05d}.jpg"), np.full((48, 48, 3), 90, np.uint8))
+        if i in annotated:
+            cv2.imwrite(str(masks / f"{i:05d}.png"), truth[i].astype(np.uint8) * 255)
+    return truth
+
+
+def test_davis_masks_pair_with_frames_by_name(tmp_path) -> None:
+    """A set annotated every second frame reads right at stride 2: frame 00002 takes mask 00002, not the second
+    mask file."""
+    from attentionflow.evaluation.davis import Protocol, find_sequences, load_davis
+
+    truth = _sparse_davis(tmp_path, annotated=[0, 2, 4])
+    _, masks = load_davis(find_sequences(tmp_path)[0], Protocol(frames=3, stride=2, width=48, height=48))
+    np.testing.assert_array_equal(masks, truth[[0, 2, 4]])
+
+
+@pytest.mark.parametrize(("annotated", "stride", "first_missing"), [
+    ([0], 2, "00002"),  # a test set: the first frame annotated alone
+    ([0, 2, 4], 1, "00001"),  # annotated every second frame, read at every frame
+    ([0, 2, 3, 4, 5], 1, "00001"),  # one mask lost
+], ids=["first frame only", "every second frame", "one lost"])
+def test_bench_motion_frames_without_masks_fail_before_any_flow(tmp_path, capsys, annotated, stride,
+                                                               first_missing) -> None:
+    from attentionflow.commands.cli import main
+
+    good = tmp_path / "d"
+    _sparse_davis(good, annotated=list(range(6)))
+    (good / "JPEGImages" / "seq").rename(good / "JPEGImages" / "aa")  # a complete sequence read first
+    (good / "Annotations" / "seq").rename(good / "Annotations" / "aa")
+    _sparse_davis(good, annotated=annotated)
+    with mock.patch("attentionflow.flow.motion.motion_maps", side_effect=AssertionError("flow computed")):
+        code = main(["bench", "motion", "--davis", str(good), "--stride", str(stride), "--frames", "3",
+                     "--size", "48x48", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "Annotations/seq has no mask for" in err and f"(first: {first_missing})" in err
 
 
 def test_bench_motion_not_a_davis_folder(tmp_path, capsys) -> None:

@@ -149,15 +149,17 @@ def cmd_bench_motion(args: argparse.Namespace) -> int:
         raise ConfigError("give one data source: --davis DIR or --toy")
     if args.toy:
         side = min(width, height)
-        sources = toy_sources(frames, side)
+        sources = list(toy_sources(frames, side))  # a few small scenes
+        total = len(sources)
         source = f"toy scenes of the motion suite, {frames} frames of {side}x{side}"
     else:
         names = [n.strip() for n in args.sequences.split(",") if n.strip()] if args.sequences else None
         protocol = Protocol(None if args.all_frames else frames, stride, width, height)
-        sources = davis_sources(find_sequences(args.davis, names), protocol)
+        sequences = find_sequences(args.davis, names)
+        sources, total = davis_sources(sequences, protocol), len(sequences)
         span = "all frames" if args.all_frames else f"{frames} frames"
         source = f"DAVIS ({Path(args.davis).name}), {span} at stride {stride}, {width}x{height}"
-    report = run_motion_scores(sources, options, progress=not args.quiet)
+    report = run_motion_scores(sources, options, total=total, progress=not args.quiet)
     report.update(source=source, created=time.strftime("%Y-%m-%d %H:%M"), command=_command_line("motion"),
                   options=asdict(options))
     print_and_save_report(format_motion_report(report), json_path, MOTION_REPORT, args.overwrite,

@@ -10,7 +10,8 @@ Two data sources, one scorer:
 
 - a DAVIS folder: ``JPEGImages[/480p]/<seq>/*.jpg`` and ``Annotations[/480p]/<seq>/*.png`` (any frame size; a mask
   pixel is the object wherever it is not 0, so DAVIS-2016's 0/255 masks, 0/1 masks and DAVIS-2017's palette masks
-  with several object ids, whose union is the moving object, all read right);
+  with several object ids, whose union is the moving object, all read right); each frame read is scored against the
+  annotation of its own name, and a frame without one is an error before any flow is computed;
 - ``--toy``: the scenes of the "motion decides" suite (:data:`attentionflow.evaluation.bench.motion.MOTION_TASKS`),
   whose masks
   are exact (the named mover; direction guidance where the task has a direction).
@@ -29,7 +30,7 @@ import numpy as np
 from attentionflow.errors import InputError
 
 __all__ = ["REPORT_KIND", "DavisSequence", "Protocol", "davis_sources", "find_sequences", "format_motion_report",
-           "load_davis", "run_motion_scores", "toy_sources"]
+           "load_davis", "run_motion_scores", "sequence_files", "toy_sources"]
 
 #: The report's own mark (its JSON ``report`` key): a file that carries it may be replaced with ``--overwrite``.
 REPORT_KIND = "attentionflow bench motion"
@@ -83,22 +84,41 @@ class Protocol:
     height: int = 288
 
 
-def load_davis(sequence: DavisSequence, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
-    """``(frames (N, H, W, 3) uint8, masks (N, H, W) bool)`` of a sequence, read like an edit reads a video; a
-    sequence shorter than ``protocol.frames`` is read whole."""
-    from attentionflow.io.video import read_frames, resize_center_crop
+def sequence_files(sequence: DavisSequence, protocol: Protocol) -> list[tuple[Path, Path]]:
+    """The ``(frame, mask)`` files the protocol reads from a sequence: frames from the first at ``protocol.stride``,
+    ``protocol.frames`` of them (a shorter sequence whole), each with the annotation of the same name (stem).
 
-    kwargs = {"stride": protocol.stride, "width": protocol.width, "height": protocol.height}
-    count = protocol.frames
-    available = len([p for p in sequence.images.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")])
-    if count is not None and (count - 1) * protocol.stride >= available:
-        count = None
-    frames = read_frames(sequence.images, n_frames=count, **kwargs)
-    raw = read_frames(sequence.annotations, n_frames=len(frames), stride=protocol.stride)  # (N, h, w, 3) as stored
-    # object = any id but 0, made 0/255 before the resize, so that a 0/1 or palette mask resizes like a 0/255 one
-    binary = np.repeat(np.where(raw.any(axis=-1, keepdims=True), 255, 0).astype(np.uint8), 3, axis=-1)
-    masks = resize_center_crop(binary, protocol.width, protocol.height)[..., 0] >= 128
-    return frames, masks
+    Cheap (lists two folders): the command checks every sequence with it before any flow is computed.
+
+    Raises:
+        InputError: a frame read has no annotation of its name (a set that annotates only some frames, such as
+            DAVIS's test sets with the first frame alone, cannot be scored).
+    """
+    from attentionflow.io.video import frame_files
+
+    picked = frame_files(sequence.images)[::protocol.stride][:protocol.frames]
+    masks = {p.stem: p for p in frame_files(sequence.annotations)}
+    missing = [p.stem for p in picked if p.stem not in masks]
+    if missing:
+        raise InputError(f"--davis: {sequence.annotations} has no mask for {len(missing)} of the {len(picked)} "
+                         f"frames read (first: {missing[0]}); every frame read needs a mask of its name")
+    return [(p, masks[p.stem]) for p in picked]
+
+
+def load_davis(sequence: DavisSequence, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    """``(frames (N, H, W, 3) uint8, masks (N, H, W) bool)`` of a sequence (:func:`sequence_files`), each frame and
+    its mask resized and centre-cropped like an edit reads a video, one at a time."""
+    from attentionflow.io.video import read_image, resize_center_crop
+
+    size = (protocol.width, protocol.height)
+    frames, masks = [], []
+    for image, annotation in sequence_files(sequence, protocol):
+        frames.append(resize_center_crop(read_image(image)[None], *size)[0])
+        ids = read_image(annotation)  # (h, w, 3) as stored
+        # object = any id but 0, made 0/255 before the resize, so that a 0/1 or palette mask resizes like a 0/255 one
+        binary = np.where(ids.any(axis=-1, keepdims=True), 255, 0).astype(np.uint8).repeat(3, axis=-1)
+        masks.append(resize_center_crop(binary[None], *size)[0, ..., 0] >= 128)
+    return np.stack(frames), np.stack(masks)
 
 
 def toy_sources(frames: int, size: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, str | None]]:
@@ -114,9 +134,10 @@ def toy_sources(frames: int, size: int) -> Iterator[tuple[str, np.ndarray, np.nd
 
 
 def run_motion_scores(sources: Iterator[tuple[str, np.ndarray, np.ndarray, str | None]], options: Any, *,
-                      progress: bool = True) -> dict[str, Any]:
+                      total: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Score every ``(name, frames, truth, direction)`` of ``sources`` with ``options``
-    (:class:`~attentionflow.flow.motion.MotionOptions`; a source's direction overrides it). Returns the report:
+    (:class:`~attentionflow.flow.motion.MotionOptions`; a source's direction overrides it), one source in memory at a
+    time (``total``: how many, for the progress bar). Returns the report:
     ``sequences`` (name, frames, size, J, F, mass, object share, camera models, seconds per frame) and ``mean``."""
     from dataclasses import replace
 
@@ -126,7 +147,7 @@ def run_motion_scores(sources: Iterator[tuple[str, np.ndarray, np.ndarray, str |
     from attentionflow.flow.motion import motion_maps
 
     rows = []
-    for name, frames, truth, direction in tqdm(list(sources), desc="bench motion", disable=not progress):
+    for name, frames, truth, direction in tqdm(sources, total=total, desc="bench motion", disable=not progress):
         opts = replace(options, direction=direction) if direction else options
         start = time.perf_counter()
         result = motion_maps(frames, opts)
@@ -164,7 +185,11 @@ def format_motion_report(report: dict[str, Any]) -> str:
 
 def davis_sources(sequences: Sequence[DavisSequence], protocol: Protocol
                   ) -> Iterator[tuple[str, np.ndarray, np.ndarray, str | None]]:
-    """``(name, frames, masks, None)`` of each sequence, read with ``protocol`` (one at a time: bounded memory)."""
+    """``(name, frames, masks, None)`` of each sequence, read with ``protocol`` one at a time (bounded memory).
+
+    Every sequence's files are checked here, before the first is read (:func:`sequence_files`): a missing mask is
+    one clear error before any flow is computed, not after hours of it.
+    """
     for seq in sequences:
-        frames, masks = load_davis(seq, protocol)
-        yield seq.name, frames, masks, None
+        sequence_files(seq, protocol)
+    return ((seq.name, *load_davis(seq, protocol), None) for seq in sequences)

@@ -42,7 +42,9 @@ __all__ = [
     "DEFAULT_FOLDER_FPS",
     "VideoInfo",
     "probe_video",
+    "frame_files",
     "read_frames",
+    "read_image",
     "resize_center_crop",
     "check_video",
 ]
@@ -101,7 +103,7 @@ def natural_key(name: str) -> list[int | str]:
     return parts
 
 
-def _folder_frames(folder: Path) -> list[Path]:
+def frame_files(folder: Path) -> list[Path]:
     """The image files of ``folder`` (non-hidden, extension in :data:`IMAGE_EXTENSIONS`), natural order."""
     files = [
         p
@@ -166,7 +168,7 @@ def _check_frame_size(path: Path, width: int, height: int) -> None:
                          f"{MAX_FRAME_PIXELS // 2**20} Mpx (8192x8192): scale it down first")
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     """One image file -> ``(H, W, 3)`` uint8 RGB (EXIF orientation applied, 16-bit scaled, alpha dropped)."""
     try:
         with Image.open(path) as im:  # reads the header only
@@ -202,8 +204,8 @@ def _frame_thunks(path: Path, kind: str) -> Iterator[Iterator[FrameThunk]]:
     must be called before advancing the iterator.
     """
     if kind == "frames":
-        files = _folder_frames(path)
-        yield iter([(lambda f=f: _read_image(f)) for f in files])
+        files = frame_files(path)
+        yield iter([(lambda f=f: read_image(f)) for f in files])
         return
 
     if kind == "gif":
@@ -307,8 +309,8 @@ def probe_video(path: PathLike) -> VideoInfo:
     """
     p, kind = _resolve(path)
     if kind == "frames":
-        files = _folder_frames(p)
-        first = _read_image(files[0])
+        files = frame_files(p)
+        first = read_image(files[0])
         return VideoInfo(len(files), DEFAULT_FOLDER_FPS, first.shape[1], first.shape[0], str(p), kind)
 
     if kind == "gif":
