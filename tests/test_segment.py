@@ -281,9 +281,9 @@ def test_map_mass_is_the_share_on_the_object() -> None:
 # -- the commands ----------------------------------------------------------------------------------------------
 
 
-def _davis_folder(root: Path, with_level: bool, width: int = 160, height: int = 96) -> Path:
-    """Two sequences in the DAVIS layout (JPEG frames, PNG masks 0/255) at a size other than the protocol's."""
-    level = "480p" if with_level else ""
+def _davis_folder(root: Path, level: str = "", width: int = 160, height: int = 96) -> Path:
+    """Two sequences in the DAVIS layout (JPEG frames, PNG masks 0/255; ``level`` such as ``480p``) at a size other
+    than the protocol's."""
     for name, make in (("mover", _pan), ("slowpoke", _slow)):
         frames, masks = make()
         jdir, adir = root / "JPEGImages" / level / name, root / "Annotations" / level / name
@@ -296,11 +296,11 @@ def _davis_folder(root: Path, with_level: bool, width: int = 160, height: int = 
     return root
 
 
-@pytest.mark.parametrize("with_level", [False, True], ids=["plain", "480p"])
-def test_bench_motion_reads_the_davis_layout_and_reports_j_f_mass(tmp_path, capsys, with_level) -> None:
+@pytest.mark.parametrize("level", ["", "480p", "Full-Resolution"])
+def test_bench_motion_reads_the_davis_layout_and_reports_j_f_mass(tmp_path, capsys, level) -> None:
     from attentionflow.commands.cli import main
 
-    root = _davis_folder(tmp_path / "davis", with_level)
+    root = _davis_folder(tmp_path / "davis", level)
     report = tmp_path / "r.json"
     code = main(["bench", "motion", "--davis", str(root), "--frames", "6", "--stride", "1", "--size", "96x96",
                  "--json", str(report), "-q"])
@@ -329,7 +329,7 @@ def test_bench_motion_reads_the_davis_layout_and_reports_j_f_mass(tmp_path, caps
 def test_bench_motion_all_frames_reads_every_frame(tmp_path, extra, frames) -> None:
     from attentionflow.commands.cli import main
 
-    root = _davis_folder(tmp_path / "davis", False)
+    root = _davis_folder(tmp_path / "davis")
     sequence = root / "JPEGImages" / "mover"
     for extra_frame in sorted(sequence.iterdir())[8:]:  # 8 frames in all
         extra_frame.unlink()
@@ -353,7 +353,7 @@ def test_bench_motion_all_frames_reads_every_frame(tmp_path, extra, frames) -> N
 def test_bench_motion_bad_input_is_one_line_and_leaves_files_alone(tmp_path, capsys, extra, needle) -> None:
     from attentionflow.commands.cli import main
 
-    root = _davis_folder(tmp_path / "davis", False)
+    root = _davis_folder(tmp_path / "davis")
     user = tmp_path / "mine.json"
     user.write_text('{"my": "notes"}')
     before = hashlib.sha256(user.read_bytes()).hexdigest()

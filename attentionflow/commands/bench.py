@@ -177,7 +177,8 @@ def _add_motion_bench_parser(bench_parsers: argparse._SubParsersAction) -> None:
         description="Score the masks that --edit-region moving would use, and the maps MMI injects, against true "
                     "object masks: J (IoU), F (boundary F-measure), the map's mass on the object; per sequence and "
                     "the mean. Prints markdown; --json writes the report.")
-    m.add_argument("--davis", metavar="DIR", help="a DAVIS folder: JPEGImages[/480p]/<seq>, Annotations[/480p]/<seq>")
+    m.add_argument("--davis", metavar="DIR",
+                   help="a DAVIS folder: JPEGImages[/480p]/<seq>, Annotations[/480p]/<seq> (or Full-Resolution)")
     m.add_argument("--toy", action="store_true", help="the toy scenes of the motion suite (exact masks)")
     m.add_argument("--sequences", metavar="A,B,C", help="only these sequences (default all)")
     m.add_argument("--frames", type=int, help=f"frames per sequence (default {Protocol.frames})")

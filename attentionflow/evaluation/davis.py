@@ -8,7 +8,8 @@ mass on the object; with the camera model of each frame pair and the seconds per
 
 Two data sources, one scorer:
 
-- a DAVIS folder: ``JPEGImages[/480p]/<seq>/*.jpg`` and ``Annotations[/480p]/<seq>/*.png`` (any frame size; a mask
+- a DAVIS folder: ``JPEGImages[/480p]/<seq>/*.jpg`` and ``Annotations[/480p]/<seq>/*.png``, or ``Full-Resolution``
+  for ``480p`` (any frame size; a mask
   pixel is the object wherever it is not 0, so DAVIS-2016's 0/255 masks, 0/1 masks and DAVIS-2017's palette masks
   with several object ids, whose union is the moving object, all read right); each frame read is scored against the
   annotation of its own name, and a frame without one is an error before any flow is computed;
@@ -29,8 +30,8 @@ import numpy as np
 
 from attentionflow.errors import InputError
 
-__all__ = ["REPORT_KIND", "DavisSequence", "Protocol", "davis_sources", "find_sequences", "format_motion_report",
-           "load_davis", "run_motion_scores", "sequence_files", "toy_sources"]
+__all__ = ["LEVELS", "REPORT_KIND", "DavisSequence", "Protocol", "davis_sources", "find_sequences",
+           "format_motion_report", "load_davis", "run_motion_scores", "sequence_files", "toy_sources"]
 
 #: The report's own mark (its JSON ``report`` key): a file that carries it may be replaced with ``--overwrite``.
 REPORT_KIND = "attentionflow bench motion"
@@ -45,13 +46,17 @@ class DavisSequence:
     annotations: Path
 
 
+#: DAVIS's resolution levels, the first one present used (480p decodes faster; the protocol resizes either way).
+LEVELS = ("480p", "Full-Resolution")
+
+
 def _level(root: Path, kind: str) -> Path:
     folder = root / kind
-    return folder / "480p" if (folder / "480p").is_dir() else folder
+    return next((folder / level for level in LEVELS if (folder / level).is_dir()), folder)
 
 
 def find_sequences(root: str | Path, names: Sequence[str] | None = None) -> list[DavisSequence]:
-    """The sequences of a DAVIS folder (with or without the ``480p`` level), sorted by name; ``names``: only these.
+    """The sequences of a DAVIS folder (with a level of :data:`LEVELS` or none), sorted by name; ``names``: only these.
 
     Raises:
         InputError: not a DAVIS layout, or a named sequence that it does not hold.
@@ -60,7 +65,7 @@ def find_sequences(root: str | Path, names: Sequence[str] | None = None) -> list
     images, annotations = _level(root, "JPEGImages"), _level(root, "Annotations")
     if not images.is_dir() or not annotations.is_dir():
         raise InputError(f"--davis {root} is not a DAVIS folder; expected JPEGImages[/480p]/<sequence>/*.jpg and "
-                         "Annotations[/480p]/<sequence>/*.png in it")
+                         "Annotations[/480p]/<sequence>/*.png in it (or Full-Resolution for 480p)")
     found = {p.name: DavisSequence(p.name, p, annotations / p.name) for p in sorted(images.iterdir())
              if p.is_dir() and (annotations / p.name).is_dir()}
     if not found:
