@@ -8,11 +8,11 @@ mass on the object; with the camera model of each frame pair and the seconds per
 
 Two data sources, one scorer:
 
-- a DAVIS folder: ``JPEGImages[/480p]/<seq>/*.jpg`` and ``Annotations[/480p]/<seq>/*.png``, or ``Full-Resolution``
-  for ``480p`` (any frame size; a mask
-  pixel is the object wherever it is not 0, so DAVIS-2016's 0/255 masks, 0/1 masks and DAVIS-2017's palette masks
-  with several object ids, whose union is the moving object, all read right); each frame read is scored against the
-  annotation of its own name, and a frame without one is an error before any flow is computed;
+- a DAVIS folder: ``JPEGImages[/480p]/<seq>/*.jpg`` and ``Annotations[/480p]/<seq>/*.png`` (or ``Full-Resolution``
+  for ``480p``; any frame size; a mask pixel is the object wherever it is not 0, so DAVIS-2016's 0/255 masks, 0/1
+  masks and DAVIS-2017's palette masks with several object ids, whose union is the moving object, all read right);
+  each frame read is scored against the annotation of its own name, and a frame without one is an error before any
+  flow is computed;
 - ``--toy``: the scenes of the "motion decides" suite (:data:`attentionflow.evaluation.bench.motion.MOTION_TASKS`),
   whose masks
   are exact (the named mover; direction guidance where the task has a direction).
@@ -113,11 +113,15 @@ def sequence_files(sequence: DavisSequence, protocol: Protocol) -> list[tuple[Pa
 def load_davis(sequence: DavisSequence, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
     """``(frames (N, H, W, 3) uint8, masks (N, H, W) bool)`` of a sequence (:func:`sequence_files`), each frame and
     its mask resized and centre-cropped like an edit reads a video, one at a time."""
+    return _read_pairs(sequence_files(sequence, protocol), protocol)
+
+
+def _read_pairs(pairs: list[tuple[Path, Path]], protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
     from attentionflow.io.video import read_image, resize_center_crop
 
     size = (protocol.width, protocol.height)
     frames, masks = [], []
-    for image, annotation in sequence_files(sequence, protocol):
+    for image, annotation in pairs:
         frames.append(resize_center_crop(read_image(image)[None], *size)[0])
         ids = read_image(annotation)  # (h, w, 3) as stored
         # object = any id but 0, made 0/255 before the resize, so that a 0/1 or palette mask resizes like a 0/255 one
@@ -195,6 +199,5 @@ def davis_sources(sequences: Sequence[DavisSequence], protocol: Protocol
     Every sequence's files are checked here, before the first is read (:func:`sequence_files`): a missing mask is
     one clear error before any flow is computed, not after hours of it.
     """
-    for seq in sequences:
-        sequence_files(seq, protocol)
-    return ((seq.name, *load_davis(seq, protocol), None) for seq in sequences)
+    pairs = [sequence_files(seq, protocol) for seq in sequences]
+    return ((seq.name, *_read_pairs(files, protocol), None) for seq, files in zip(sequences, pairs))
