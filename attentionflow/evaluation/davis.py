@@ -125,7 +125,8 @@ def _read_pairs(pairs: list[tuple[Path, Path]], protocol: Protocol) -> tuple[np.
         frames.append(resize_center_crop(read_image(image)[None], *size)[0])
         ids = read_image(annotation)  # (h, w, 3) as stored
         # object = any id but 0, made 0/255 before the resize, so that a 0/1 or palette mask resizes like a 0/255 one
-        binary = np.where(ids.any(axis=-1, keepdims=True), 255, 0).astype(np.uint8).repeat(3, axis=-1)
+        binary = np.where(ids.any(axis=-1, keepdims=True), 255, 0).astype(np.uint8).repeat(3, axis=-1)  # as RGB:
+        # resize_center_crop resizes frames, and cv2.resize drops a lone channel axis
         masks.append(resize_center_crop(binary[None], *size)[0, ..., 0] >= 128)
     return np.stack(frames), np.stack(masks)
 
