@@ -131,9 +131,10 @@ class MMIConfig:
     direction_mode: Literal["cone", "project"] = "cone"
     """cone: keep vectors within the tolerance; project: positive component along the direction."""
     camera_motion: Literal["compensate", "homography", "keep"] = "homography"
-    """homography: remove the camera's motion as a homography (where none fits, as the flow's median translation);
-    compensate: a homography or (a moving camera over a scene with depth) the epipolar geometry, GRIC picks per frame
-    pair: for a tracking shot past nearby scenery, worse on other video (docs/benchmarks.md); keep: raw flow."""
+    """homography: remove the camera's motion as a homography (where none fits within a pixel, an affine map by
+    least median of squares); compensate: a homography or (a moving camera over a scene with depth) the epipolar
+    geometry, GRIC picks per frame pair: for a tracking shot past nearby scenery, worse on other video
+    (docs/benchmarks.md); keep: raw flow."""
     temporal_smoothing: float = 0.0
     """Temporal smoothing of the maps: Gaussian sigma in frames (0 = off)."""
     branches: Literal["all", "source", "edits"] = "all"

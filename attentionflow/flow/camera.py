@@ -1,6 +1,6 @@
-"""The camera's motion, removed from a flow field: a RANSAC homography, else the flow's median translation (the
-default ``homography`` mode), or per frame pair the homography or the epipolar geometry, whichever GRIC prefers
-(``compensate``).
+"""The camera's motion, removed from a flow field: a RANSAC homography, else an affine map by least median of squares,
+else the flow's median translation (the default ``homography`` mode), or per frame pair the homography or the epipolar
+geometry, whichever GRIC prefers (``compensate``).
 
 Pure NumPy/OpenCV: this module knows nothing about diffusers or torch.
 """
@@ -64,10 +64,12 @@ def estimate_camera_motion(
     min_points: int = MIN_POINTS,
     min_inlier_ratio: float = 0.25,
 ) -> tuple[np.ndarray | None, str]:
-    """The camera's (dominant) motion in a flow field: a RANSAC homography, or, where none explains at least
-    ``min_inlier_ratio`` of the sample within ``ransac_threshold`` pixels (rippling water, waves, heavy noise), the
-    translation of the flow's median: the lowest-order model, which noise cannot bend. Raw flow there would put the
-    camera's whole motion on the moving water and none on a subject the camera follows.
+    """The camera's (dominant) motion in a flow field: a RANSAC homography; where none explains at least
+    ``min_inlier_ratio`` of the sample within ``ransac_threshold`` pixels (rippling water, waves, heavy noise), an
+    affine map by least median of squares, which needs no threshold, so noise that leaves no consensus within a pixel
+    still leaves a fit: a zoom or a roll under ripples stays the camera's (affine, not projective: fewer parameters
+    for the noise to bend, least at the corners); where that degenerates too, the translation of the flow's median.
+    Raw flow there would put the camera's whole motion on the moving water and none on a subject the camera follows.
 
     Args:
         flow: ``(H, W, 2)`` flow in pixels (x, y; y down).
@@ -77,7 +79,8 @@ def estimate_camera_motion(
 
     Returns:
         ``(matrix, kind)``: the ``3 x 3`` float64 matrix mapping homogeneous pixel coordinates ``(x, y, 1)`` of the
-        frame to the next frame and ``"homography"`` or ``"translation"``; ``(None, "none")`` without enough flow.
+        frame to the next frame and ``"homography"``, ``"affine"`` (the least-median fallback) or ``"translation"``;
+        ``(None, "none")`` without enough flow.
     """
     h, w = flow.shape[:2]
     ys, xs, src, dst = _correspondences(flow, max_points, border)
@@ -90,6 +93,10 @@ def estimate_camera_motion(
     if matrix is not None and inliers is not None and np.isfinite(matrix).all() \
             and np.count_nonzero(inliers) / len(src) >= min_inlier_ratio and (corners @ matrix[2]).min() > 1e-6:
         return matrix.astype(np.float64), "homography"
+    affine, _ = cv2.estimateAffine2D(src, dst, method=cv2.LMEDS)  # (2, 3) or None
+    if affine is not None and np.isfinite(affine).all() and np.linalg.det(affine[:, :2]) > 0:  # not collapsed
+        logger.debug("no homography explains the flow within the threshold: an affine map by least median")
+        return np.vstack([affine, [0.0, 0.0, 1.0]]).astype(np.float64), "affine"
     logger.debug("no homography explains the flow: its median translation")
     tx, ty = np.median(flow[ys, xs].astype(np.float64), axis=0)
     return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]]), "translation"
@@ -113,8 +120,8 @@ def compensate_camera_motion(flow: np.ndarray, **fit_kwargs: object) -> tuple[np
         **fit_kwargs: passed to :func:`estimate_camera_motion`.
 
     Returns:
-        ``(residual (H, W, 2) float32, 3 x 3 matrix or None, kind)``, ``kind`` ``"homography"``, ``"translation"``
-        or ``"none"`` (too few finite flow vectors: ``flow`` itself, unchanged).
+        ``(residual (H, W, 2) float32, 3 x 3 matrix or None, kind)``, ``kind`` ``"homography"``, ``"affine"``,
+        ``"translation"`` or ``"none"`` (too few finite flow vectors: ``flow`` itself, unchanged).
     """
     matrix, kind = estimate_camera_motion(flow, **fit_kwargs)  # type: ignore[arg-type]
     if matrix is None:
@@ -184,9 +191,9 @@ def compensate_camera_motion_robust(
        residual (for direction guidance).
 
     Returns:
-        ``(residual (H, W, 2) float32, homography or None, kind)`` with ``kind`` ``"homography"``, ``"translation"``
-        (:func:`estimate_camera_motion`'s fallback), ``"epipolar"`` or ``"none"`` (too few finite flow vectors:
-        ``flow`` unchanged).
+        ``(residual (H, W, 2) float32, homography or None, kind)`` with ``kind`` ``"homography"``, ``"affine"`` or
+        ``"translation"`` (:func:`estimate_camera_motion`'s fallbacks), ``"epipolar"`` or ``"none"`` (too few finite
+        flow vectors: ``flow`` unchanged).
     """
     h, w = flow.shape[:2]
 

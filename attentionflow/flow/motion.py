@@ -195,9 +195,10 @@ class MotionResult:
         peak_motion: ``(N,)`` float32 per-frame maximum of ``magnitudes`` (pixels).
         camera_models: per frame, the fitted ``3 x 3`` homography or translation (frame pixel -> next-frame
             pixel) that was subtracted, or ``None`` (compensation off, or nothing to fit).
-        camera_model_kinds: per frame, the camera model used: ``"homography"``, ``"translation"`` (no homography
-            explained the flow: its median), ``"epipolar"`` (the fundamental matrix: the residual's magnitude is the
-            Sampson distance, its direction the homography residual's), ``"none"`` (too few finite flow vectors:
+        camera_model_kinds: per frame, the camera model used: ``"homography"``, ``"affine"`` (no homography
+            explained the flow within a pixel: an affine map by least median of squares), ``"translation"`` (that
+            degenerated too: the flow's median), ``"epipolar"`` (the fundamental matrix: the residual's magnitude is
+            the Sampson distance, its direction the homography residual's), ``"none"`` (too few finite flow vectors:
             raw flow) or ``"keep"`` (compensation off).
         options: the options used.
         min_motion: the static-frame threshold applied (pixels).
