@@ -123,18 +123,20 @@ def _box_mass(maps: np.ndarray, boxes: dict[str, list[float]]) -> float:
     return float(np.mean(mass))
 
 
-@pytest.mark.parametrize("clip", ["configs/videos/man-running.mp4", "configs/videos/horse-running.mp4"])
-def test_real_tracking_shots_put_more_of_the_map_on_the_subject(clip):
+@pytest.mark.parametrize(("clip", "least"), [("configs/videos/man-running.mp4", 0.75),
+                                             ("configs/videos/horse-running.mp4", 0.7)])
+def test_real_tracking_shots_put_more_of_the_map_on_the_subject(clip, least):
     """Hand-marked subject boxes (tests/data/tracking-boxes.json): on these tracking shots the ``compensate`` mode puts
-    >= 0.6 of the map's mass in the boxes (measured 0.67 and 0.74) and clearly more than the homography (0.37, 0.57),
-    the default since DAVIS-2016 showed it better on real video in general (docs/benchmarks.md)."""
+    most of the map's mass in the boxes (measured 0.82 and 0.76; the runner 0.70 while his swinging legs had to keep
+    their heading on epipolar pairs too) and clearly more than the homography (0.34, 0.65), the default since
+    DAVIS-2016 showed it better on real video in general (docs/benchmarks.md)."""
     from attentionflow.io.video import read_frames
 
     boxes = json.loads((ROOT / "tests" / "data" / "tracking-boxes.json").read_text())["clips"][clip]
     frames = read_frames(ROOT / clip)
     robust = _box_mass(motion_maps(frames, MotionOptions(camera_motion="compensate")).maps, boxes)
     plane = _box_mass(motion_maps(frames, MotionOptions(camera_motion="homography")).maps, boxes)
-    assert robust >= 0.6 and robust >= plane + 0.1, (robust, plane)
+    assert robust >= least and robust >= plane + 0.1, (robust, plane)
 
 
 def test_motion_command_draws_the_boxes_and_records_models_and_mass(tmp_path):

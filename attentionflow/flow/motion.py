@@ -13,8 +13,10 @@ sampled, resized and center-cropped frames the model sees):
    homography (it takes water and waves for parallax; ``docs/benchmarks.md``), so it is an option, not the default.
    ``"keep"``: raw flow. The fits need the camera-moved background to be the dominant consistent motion.
 3. Magnitude ``sqrt(u^2 + v^2)``, or direction guidance (:func:`directional_magnitude`), zero where the flow is
-   not forward-backward consistent, scaled by its coherence with the next frame (:mod:`.segment`); one backward
-   flow per frame pair.
+   not forward-backward consistent, scaled by its coherence along its trajectory over the next frames
+   (:func:`.segment.coherence`), except on an epipolar pair: its magnitude is a distance off the epipolar geometry
+   and its heading borrowed from the homography, so a runner's swinging legs would fail a test that says nothing
+   there; one backward flow per frame pair.
 4. Optional temporal smoothing: Gaussian along time, ``sigma`` in frames.
 5. :func:`attentionflow.flow.segment.segment_motion`: evidence over the clip (carried along trajectories, a clip
    colour model, edges, time) gives the moving-object ``masks`` and the ``maps`` MMI injects (the score, mostly on
@@ -191,7 +193,7 @@ class MotionResult:
         residual_flows: ``(N, H, W, 2)`` float32 flow after camera-motion compensation (the same
             array as ``flows`` when ``camera_motion="keep"``).
         magnitudes: ``(N, H, W)`` float32 directional magnitude in pixels, zero where the flow is unreliable,
-            scaled by coherence (after temporal smoothing).
+            scaled by coherence except on epipolar pairs (after temporal smoothing).
         peak_motion: ``(N,)`` float32 per-frame maximum of ``magnitudes`` (pixels).
         camera_models: per frame, the fitted ``3 x 3`` homography or translation (frame pixel -> next-frame
             pixel) that was subtracted, or ``None`` (compensation off, or nothing to fit).
@@ -357,7 +359,9 @@ def motion_maps(
     for i in range(n):  # only observed motion that maps back to where it came from counts
         flow, back = (flows[i], backward[i]) if i < n - 1 else (-flows[i], flows[i - 1])
         mags[i][~(segment.reliable(flow, back) & segment.observed(frames[i], flow))] = 0.0
-    mags *= segment.coherence(residual, flows[:-1])
+    heading = segment.coherence(residual, flows[:-1])  # (N, H, W)
+    heading[[kind == "epipolar" for kind in kinds]] = 1.0  # no heading of its own to keep (module docstring, 3.)
+    mags *= heading
     if options.temporal_smoothing > 0:
         mags = smooth_along_time(mags, float(options.temporal_smoothing))
     min_motion = options.min_motion

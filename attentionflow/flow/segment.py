@@ -12,7 +12,8 @@ Steps (every constant below is a module constant; the figures that chose them ar
    observed (:func:`observed`: a still-looking pixel on a patch without texture in two directions, such as sky, has
    no measured motion, and its residual, minus the camera's motion, is not evidence), scaled by
    its **coherence** along its trajectory over the next :data:`COHERENCE_STEPS` frames (``(|sum r| / sum |r|)^2``: a
-   rigid mover keeps its heading, ripples and waves do not).
+   rigid mover keeps its heading, ripples and waves do not; not asked of the ``compensate`` mode's epipolar pairs,
+   :mod:`.motion`).
 2. **Per-frame evidence**: the magnitude above the frame's median, divided by its spread (the 99.5th percentile
    minus the median, at least :data:`SPREAD_FLOOR` pixels), clipped to ``[0, 1]``. A frame whose peak motion is
    below ``min_motion`` is static: 0.
