@@ -489,3 +489,17 @@ def test_motion_command_writes_the_moving_masks(tmp_path) -> None:
     assert read_frames(out / "moving_masks.mp4").shape == frames.shape
     assert json.loads((out / "manifest.json").read_text())["moving_area"] == pytest.approx(
         masks.reshape(len(masks), -1).mean(axis=1), abs=1e-4)
+
+
+def test_the_readme_davis_row_is_the_benchmark_documents_current_row() -> None:
+    """The README's dated DAVIS table repeats docs/benchmarks.md's current (bold) row: one set of figures."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    docs = (root / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    row = next(line for line in docs.splitlines() if line.startswith("| **now:"))
+    # columns: method, tune J, tune mass, report J, report F, report mass, all J, all F, all mass, J < 0.15
+    _, _, rep_j, rep_f, rep_m, all_j, all_f, all_m, low = (c.strip(" *") for c in row.split("|")[2:11])
+    ours = next(line for line in readme.splitlines() if line.startswith("| all 27 clips"))
+    cells = [c.strip() for c in ours.split("|")[2:5]]
+    assert cells == [f"{all_j} ({rep_j})", f"{all_f} ({rep_f})", f"{all_m} ({rep_m})"]
+    assert low == "0" and float(ours.split("|")[5]) >= 0.15
