@@ -195,7 +195,7 @@ class MotionResult:
         magnitudes: ``(N, H, W)`` float32 directional magnitude in pixels, zero where the flow is unreliable,
             scaled by coherence except on epipolar pairs (after temporal smoothing).
         peak_motion: ``(N,)`` float32 per-frame maximum of ``magnitudes`` (pixels).
-        camera_models: per frame, the fitted ``3 x 3`` homography or translation (frame pixel -> next-frame
+        camera_models: per frame, the fitted ``3 x 3`` homography, affine map or translation (frame pixel -> next-frame
             pixel) that was subtracted, or ``None`` (compensation off, or nothing to fit).
         camera_model_kinds: per frame, the camera model used: ``"homography"``, ``"affine"`` (no homography
             explained the flow within a pixel: an affine map by least median of squares), ``"translation"`` (that
